@@ -1,0 +1,41 @@
+"""glep: gradient estimators for physical learning systems.
+
+Generalized Lagrangian Equilibrium Propagation (GLEP) on trajectories defined
+by boundary conditions, Hamiltonian Echo Learning (RHEL, HEB), exact discrete
+adjoints as ground truth, a time-stepping backend (:mod:`glep.ivp`) and a
+finite-element backend on time meshes (:mod:`glep.bvp`).
+"""
+
+# dolfinx-solver-real must configure PETSc before dolfinx or petsc4py load.
+import dolfinx_solver  # noqa: F401  isort: skip
+
+from glep.boundary import CBVP, CFVP, CIVP, PFVP, DirichletNatural, Periodic, Robin
+from glep.costs import TerminalCost, TrackingCost
+from glep.errors import GlepError, InputError, NotReversibleError, SaddleError, SolverError
+from glep.grid import TimeGrid
+from glep.gyroscopic import Gyroscopic
+from glep.kinetic import DiagonalMass
+from glep.potentials import (
+    Harmonic,
+    InputDrive,
+    LogCoshLayer,
+    Pendulum,
+    QuadraticForm,
+    Quartic,
+    SpringCoupling,
+)
+from glep.signals import Signal
+from glep.system import LagrangianSystem
+from glep.terms import KineticTerm, PotentialTerm, Term
+from glep.trajectory import Trajectory
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CBVP", "CFVP", "CIVP", "PFVP", "DirichletNatural", "Periodic", "Robin",
+    "TerminalCost", "TrackingCost",
+    "GlepError", "InputError", "NotReversibleError", "SaddleError", "SolverError",
+    "TimeGrid", "Gyroscopic", "DiagonalMass",
+    "Harmonic", "InputDrive", "LogCoshLayer", "Pendulum", "QuadraticForm", "Quartic", "SpringCoupling",
+    "Signal", "LagrangianSystem", "KineticTerm", "PotentialTerm", "Term", "Trajectory",
+]

@@ -1,0 +1,45 @@
+"""Exceptions raised by glep.
+
+Every error names the offending argument and what was expected, so that a
+user reading a traceback from an MPI job knows what to change.
+"""
+
+from __future__ import annotations
+
+
+class GlepError(Exception):
+    """Base class of every error raised by glep."""
+
+
+class InputError(GlepError, ValueError):
+    """An argument has the wrong shape, type or value."""
+
+
+class NotReversibleError(GlepError):
+    """The echo was asked of a system that is not time-reversible."""
+
+
+class SolverError(GlepError, RuntimeError):
+    """A nonlinear or linear solver did not converge.
+
+    Attributes
+    ----------
+    reason:
+        The solver's own reason (a PETSc converged reason or a short text).
+    history:
+        Residual norms, one per iteration.
+    """
+
+    def __init__(self, message: str, reason: object = None, history: list[float] | None = None):
+        self.reason = reason
+        self.history = list(history or [])
+        if self.history:
+            shown = ", ".join(f"{r:.3e}" for r in self.history[-8:])
+            message = f"{message} (reason: {reason}; last residual norms: [{shown}])"
+        elif reason is not None:
+            message = f"{message} (reason: {reason})"
+        super().__init__(message)
+
+
+class SaddleError(GlepError):
+    """Action descent was asked at a stationary point that is not a minimum."""

@@ -1,0 +1,61 @@
+"""Kinetic terms ``½ vᵀ M v``."""
+
+from __future__ import annotations
+
+import numpy as np
+import ufl
+
+from glep.errors import InputError
+from glep.terms import KineticTerm
+from glep.validation import as_finite_array
+
+
+class DiagonalMass(KineticTerm):
+    r"""``T = ½ Σ_i m_i v_i²`` with trainable masses (``name``) or fixed ones.
+
+    Parameters
+    ----------
+    n:
+        Number of degrees of freedom.
+    name:
+        Name of the trainable mass parameter (shape ``(n,)``); ``None`` for
+        fixed masses given by ``masses``.  Trainable masses make the kinetic
+        term θ-dependent, which is what gives PFVP its ``t = 0`` residual
+        when the CIVP fixes the velocity rather than the momentum.
+    masses:
+        Fixed masses (used when ``name is None``); default ones.
+    """
+
+    def __init__(self, n: int, name: str | None = "m", masses=None):
+        super().__init__(n)
+        self.name = name
+        self.parameters = {name: (n,)} if name else {}
+        if name is None:
+            m = np.ones(n) if masses is None else as_finite_array(masses, "masses", shape=(n,))
+            if np.any(m <= 0):
+                raise InputError("masses must be > 0")
+            self._fixed = m
+
+    def _m(self, theta):
+        return theta[self.name] if self.name else self._fixed
+
+    def mass_apply(self, v, theta):
+        return self._m(theta) * v
+
+    def mass_solve(self, p, theta):
+        return p / self._m(theta)
+
+    def mass_theta_vjp(self, v, b):
+        if not self.name:
+            return {}
+        return {self.name: np.sum(v * b, axis=tuple(range(v.ndim - 1)))}
+
+    def mass_theta_jvp(self, v, dtheta):
+        if not self.name or self.name not in dtheta:
+            return None
+        dm = dtheta[self.name]  # (K, n)
+        return dm[:, None, :] * v[None]
+
+    def ufl_lagrangian(self, q, v, theta, x, t):
+        m = theta[self.name] if self.name else ufl.as_vector(self._fixed.tolist())
+        return 0.5 * ufl.dot(m, ufl.elem_mult(v, v))

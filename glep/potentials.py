@@ -1,0 +1,312 @@
+r"""Built-in potential terms ``V(q, θ, t)`` (``L_i = −V``).
+
+Each is written once with NumPy (vectorised over a batch, fast at ``n`` in the
+hundreds) and once in UFL (``ufl_potential``).  The test-suite checks every
+NumPy derivative against the UFL expression differentiated by ``ufl.diff``
+(:class:`glep.UFLTerm`), so the hand-written fast paths cannot drift from the
+single symbolic definition.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import ufl
+
+from glep.errors import InputError
+from glep.terms import PotentialTerm, batch_sum
+
+
+def _uvec(values) -> ufl.core.expr.Expr:
+    return ufl.as_vector(np.asarray(values, dtype=float).tolist())
+
+
+class Harmonic(PotentialTerm):
+    r"""On-site springs ``V = ½ Σ_i k_i q_i²`` with trainable stiffnesses ``k``."""
+
+    def __init__(self, n: int, name: str = "k"):
+        super().__init__(n)
+        self.name = name
+        self.parameters = {name: (n,)}
+
+    def potential(self, q, theta, x, t):
+        return 0.5 * np.sum(theta[self.name] * q * q, axis=-1)
+
+    def potential_gradient(self, q, theta, x, t):
+        return theta[self.name] * q
+
+    def potential_hessian_action(self, q, theta, x, t, dq):
+        return theta[self.name] * dq
+
+    def potential_theta_gradient(self, q, theta, x, t):
+        return {self.name: 0.5 * batch_sum(q * q, 1)}
+
+    def potential_theta_vjp(self, q, theta, x, t, a):
+        return {self.name: batch_sum(q * a, 1)}
+
+    def potential_theta_jvp(self, q, theta, x, t, dtheta):
+        if self.name not in dtheta:
+            return None
+        return dtheta[self.name][:, None, :] * q[None]
+
+    def ufl_potential(self, q, theta, x, t):
+        return 0.5 * ufl.dot(theta[self.name], ufl.elem_mult(q, q))
+
+
+class SpringCoupling(PotentialTerm):
+    r"""Couplings ``V = ½ Σ_e J_e (q_{i_e} − q_{j_e})²`` on the edges ``(i_e, j_e)``."""
+
+    def __init__(self, n: int, edges, name: str = "J"):
+        super().__init__(n)
+        edges = np.asarray(edges, dtype=int).reshape(-1, 2)
+        if edges.size and (edges.min() < 0 or edges.max() >= n):
+            raise InputError(f"edges must index coordinates in [0, {n})")
+        self.edges = edges
+        self.name = name
+        self.parameters = {name: (len(edges),)}
+        D = np.zeros((len(edges), n))
+        D[np.arange(len(edges)), edges[:, 0]] = 1.0
+        D[np.arange(len(edges)), edges[:, 1]] = -1.0
+        self.D = D
+
+    def potential(self, q, theta, x, t):
+        d = q @ self.D.T
+        return 0.5 * np.sum(theta[self.name] * d * d, axis=-1)
+
+    def potential_gradient(self, q, theta, x, t):
+        return (theta[self.name] * (q @ self.D.T)) @ self.D
+
+    def potential_hessian_action(self, q, theta, x, t, dq):
+        return (theta[self.name] * (dq @ self.D.T)) @ self.D
+
+    def potential_theta_gradient(self, q, theta, x, t):
+        d = q @ self.D.T
+        return {self.name: 0.5 * batch_sum(d * d, 1)}
+
+    def potential_theta_vjp(self, q, theta, x, t, a):
+        return {self.name: batch_sum((q @ self.D.T) * (a @ self.D.T), 1)}
+
+    def potential_theta_jvp(self, q, theta, x, t, dtheta):
+        if self.name not in dtheta:
+            return None
+        d = q @ self.D.T  # (B, E)
+        return (dtheta[self.name][:, None, :] * d[None]) @ self.D
+
+    def ufl_potential(self, q, theta, x, t):
+        J = theta[self.name]
+        return 0.5 * sum(J[e] * (q[int(i)] - q[int(j)]) ** 2 for e, (i, j) in enumerate(self.edges))
+
+
+class Quartic(PotentialTerm):
+    r"""A fixed anharmonicity ``V = (α/4) Σ_i q_i⁴`` (no trainable parameter)."""
+
+    def __init__(self, n: int, alpha: float = 0.1):
+        super().__init__(n)
+        self.alpha = float(alpha)
+        self.parameters = {}
+
+    def potential(self, q, theta, x, t):
+        return 0.25 * self.alpha * np.sum(q**4, axis=-1)
+
+    def potential_gradient(self, q, theta, x, t):
+        return self.alpha * q**3
+
+    def potential_hessian_action(self, q, theta, x, t, dq):
+        return 3.0 * self.alpha * q * q * dq
+
+    def potential_theta_gradient(self, q, theta, x, t):
+        return {}
+
+    def potential_theta_vjp(self, q, theta, x, t, a):
+        return {}
+
+    def potential_theta_jvp(self, q, theta, x, t, dtheta):
+        return None
+
+    def ufl_potential(self, q, theta, x, t):
+        return 0.25 * self.alpha * sum(q[i] ** 4 for i in range(self.n))
+
+
+class QuadraticForm(PotentialTerm):
+    r"""A dense quadratic ``V = ½ qᵀ A q`` with a trainable ``n × n`` matrix ``A``.
+
+    Only the symmetric part of ``A`` acts; the gradient with respect to ``A``
+    is ``½ q qᵀ`` (integrated over time and summed over the batch).
+    """
+
+    def __init__(self, n: int, name: str = "A"):
+        super().__init__(n)
+        self.name = name
+        self.parameters = {name: (n, n)}
+
+    def _sym(self, theta):
+        A = theta[self.name]
+        return 0.5 * (A + A.T)
+
+    def potential(self, q, theta, x, t):
+        return 0.5 * np.sum(q * (q @ theta[self.name].T), axis=-1)
+
+    def potential_gradient(self, q, theta, x, t):
+        return q @ self._sym(theta)
+
+    def potential_hessian_action(self, q, theta, x, t, dq):
+        return dq @ self._sym(theta)
+
+    def potential_theta_gradient(self, q, theta, x, t):
+        qq = q.reshape(-1, self.n)
+        return {self.name: 0.5 * qq.T @ qq}
+
+    def potential_theta_vjp(self, q, theta, x, t, a):
+        qq, aa = q.reshape(-1, self.n), a.reshape(-1, self.n)
+        g = aa.T @ qq
+        return {self.name: 0.5 * (g + g.T)}
+
+    def potential_theta_jvp(self, q, theta, x, t, dtheta):
+        if self.name not in dtheta:
+            return None
+        dA = dtheta[self.name]
+        dS = 0.5 * (dA + np.swapaxes(dA, -1, -2))  # (K, n, n)
+        return np.einsum("bj,kij->kbi", q, dS)
+
+    def ufl_potential(self, q, theta, x, t):
+        return 0.5 * ufl.dot(q, theta[self.name] * q)
+
+
+class InputDrive(PotentialTerm):
+    r"""Linear drive by an input signal: ``V = −qᵀ B u(t)`` with trainable ``B`` (n × m)."""
+
+    def __init__(self, n: int, m: int, input: str = "u", name: str = "B"):
+        super().__init__(n)
+        self.m = int(m)
+        self.input = input
+        self.inputs = (input,)
+        self.name = name
+        self.parameters = {name: (n, self.m)}
+
+    def potential(self, q, theta, x, t):
+        return -np.sum(q * (x[self.input] @ theta[self.name].T), axis=-1)
+
+    def potential_gradient(self, q, theta, x, t):
+        return -np.broadcast_to(x[self.input] @ theta[self.name].T, q.shape)
+
+    def potential_hessian_action(self, q, theta, x, t, dq):
+        return np.zeros_like(dq)
+
+    def potential_theta_gradient(self, q, theta, x, t):
+        u = np.broadcast_to(x[self.input], q.shape[:-1] + (self.m,))
+        return {self.name: -q.reshape(-1, self.n).T @ u.reshape(-1, self.m)}
+
+    def potential_theta_vjp(self, q, theta, x, t, a):
+        u = np.broadcast_to(x[self.input], a.shape[:-1] + (self.m,))
+        return {self.name: -a.reshape(-1, self.n).T @ u.reshape(-1, self.m)}
+
+    def potential_theta_jvp(self, q, theta, x, t, dtheta):
+        if self.name not in dtheta:
+            return None
+        u = np.broadcast_to(x[self.input], q.shape[:-1] + (self.m,))
+        return -np.einsum("knm,bm->kbn", dtheta[self.name], u)
+
+    def ufl_potential(self, q, theta, x, t):
+        return -ufl.dot(q, theta[self.name] * x[self.input])
+
+
+def _log_cosh(z):
+    if np.iscomplexobj(z):
+        return np.log(np.cosh(z))
+    return np.logaddexp(z, -z) - np.log(2.0)
+
+
+class LogCoshLayer(PotentialTerm):
+    r"""``V = Σ_j log cosh((W q + b)_j)`` with trainable ``W`` (h × n) and ``b`` (h,).
+
+    The nonlinear Hamiltonian recurrent unit: its force ``−Wᵀ tanh(Wq + b)``
+    is a one-hidden-layer network of the state.
+    """
+
+    def __init__(self, n: int, hidden: int, weight: str = "W", bias: str = "b"):
+        super().__init__(n)
+        self.h = int(hidden)
+        self.weight, self.bias = weight, bias
+        self.parameters = {weight: (self.h, n), bias: (self.h,)}
+
+    def _z(self, q, theta):
+        return q @ theta[self.weight].T + theta[self.bias]
+
+    def potential(self, q, theta, x, t):
+        return np.sum(_log_cosh(self._z(q, theta)), axis=-1)
+
+    def potential_gradient(self, q, theta, x, t):
+        return np.tanh(self._z(q, theta)) @ theta[self.weight]
+
+    def potential_hessian_action(self, q, theta, x, t, dq):
+        W = theta[self.weight]
+        s2 = 1.0 / np.cosh(self._z(q, theta)) ** 2
+        return (s2 * (dq @ W.T)) @ W
+
+    def potential_theta_gradient(self, q, theta, x, t):
+        s = np.tanh(self._z(q, theta)).reshape(-1, self.h)
+        return {self.weight: s.T @ q.reshape(-1, self.n), self.bias: s.sum(axis=0)}
+
+    def potential_theta_vjp(self, q, theta, x, t, a):
+        W = theta[self.weight]
+        z = self._z(q, theta)
+        s, s2 = np.tanh(z), 1.0 / np.cosh(z) ** 2
+        u = s2 * (a @ W.T)
+        qq, aa = q.reshape(-1, self.n), a.reshape(-1, self.n)
+        s, u = s.reshape(-1, self.h), u.reshape(-1, self.h)
+        return {self.weight: s.T @ aa + u.T @ qq, self.bias: u.sum(axis=0)}
+
+    def potential_theta_jvp(self, q, theta, x, t, dtheta):
+        W = theta[self.weight]
+        z = self._z(q, theta)
+        s, s2 = np.tanh(z), 1.0 / np.cosh(z) ** 2
+        K = next(iter(dtheta.values())).shape[0]
+        dz = np.zeros((K,) + z.shape, dtype=np.result_type(z, *dtheta.values()))
+        out = np.zeros((K,) + q.shape, dtype=dz.dtype)
+        if self.weight in dtheta:
+            dW = dtheta[self.weight]
+            dz = dz + np.einsum("bn,khn->kbh", q, dW)
+            out = out + np.einsum("bh,khn->kbn", s, dW)
+        if self.bias in dtheta:
+            dz = dz + dtheta[self.bias][:, None, :]
+        return out + (s2[None] * dz) @ W
+
+    def ufl_potential(self, q, theta, x, t):
+        z = theta[self.weight] * q + theta[self.bias]
+        return sum(ufl.ln(ufl.cosh(z[j])) for j in range(self.h))
+
+
+class Pendulum(PotentialTerm):
+    r"""Gravity on a chain of pendula: ``V = Σ_i w_i (1 − cos q_i)``, trainable ``w``."""
+
+    def __init__(self, n: int, name: str = "w"):
+        super().__init__(n)
+        self.name = name
+        self.parameters = {name: (n,)}
+
+    def potential(self, q, theta, x, t):
+        return np.sum(theta[self.name] * (1.0 - np.cos(q)), axis=-1)
+
+    def potential_gradient(self, q, theta, x, t):
+        return theta[self.name] * np.sin(q)
+
+    def potential_hessian_action(self, q, theta, x, t, dq):
+        return theta[self.name] * np.cos(q) * dq
+
+    def potential_theta_gradient(self, q, theta, x, t):
+        return {self.name: batch_sum(1.0 - np.cos(q), 1)}
+
+    def potential_theta_vjp(self, q, theta, x, t, a):
+        return {self.name: batch_sum(np.sin(q) * a, 1)}
+
+    def potential_theta_jvp(self, q, theta, x, t, dtheta):
+        if self.name not in dtheta:
+            return None
+        return dtheta[self.name][:, None, :] * np.sin(q)[None]
+
+    def ufl_potential(self, q, theta, x, t):
+        w = theta[self.name]
+        return sum(w[i] * (1.0 - ufl.cos(q[i])) for i in range(self.n))
+
+
+__all__ = ["Harmonic", "SpringCoupling", "Quartic", "QuadraticForm", "InputDrive",
+           "LogCoshLayer", "Pendulum", "_uvec"]

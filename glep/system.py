@@ -1,0 +1,249 @@
+r"""A Lagrangian system: the one definition every backend works from.
+
+``L(q, v, θ, t) = Σ_i L_i(q, v, θ, t)`` is a sum of :class:`glep.terms.Term`
+objects, with time-dependent inputs ``x(t)`` and targets ``y(t)`` held as named
+:class:`glep.Signal` objects, a cost ``c(q, t)`` and an optional terminal cost
+``c_T``.  The augmented Lagrangian is ``L_β = L + β c``.
+
+The ``ivp`` backend evaluates the NumPy methods of the terms; the ``bvp``
+backend assembles ``ufl_lagrangian`` on a time mesh; :class:`glep.UFLTerm`
+derives all NumPy derivatives from a UFL expression, so users never write a
+derivative by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+from glep.costs import TerminalCost, TrackingCost
+from glep.errors import InputError
+from glep.signals import Signal
+from glep.terms import KineticTerm, PotentialTerm, Term, add_into
+from glep.validation import check_params
+
+
+def _add(a, b):
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a + b
+
+
+class LagrangianSystem:
+    """A Lagrangian system with inputs, targets and a cost.
+
+    Parameters
+    ----------
+    n:
+        Number of degrees of freedom (the length of ``q``).
+    terms:
+        The summands of ``L``.
+    cost:
+        The instantaneous cost ``c(q, t)`` (optional).
+    terminal_cost:
+        The terminal cost ``c_T(q(T))`` (optional).
+    signals:
+        Named input and target signals read by the terms and the cost.
+    name:
+        A label used in reports.
+    """
+
+    def __init__(self, n: int, terms: Iterable[Term], *, cost: TrackingCost | None = None,
+                 terminal_cost: TerminalCost | None = None,
+                 signals: Mapping[str, Signal] | None = None, name: str = "system"):
+        self.n = int(n)
+        self.terms = list(terms)
+        if not self.terms:
+            raise InputError("terms must contain at least one term")
+        for term in self.terms:
+            if term.n != self.n:
+                raise InputError(f"term {term.describe()} has n={term.n}, system has n={self.n}")
+        self.cost = cost
+        self.terminal_cost = terminal_cost
+        self.signals = dict(signals or {})
+        self.name = name
+        params: dict[str, tuple] = {}
+        for term in self.terms:
+            for key, shape in term.parameters.items():
+                if key in params:
+                    raise InputError(f"parameter name {key!r} is used by two terms; give them distinct names")
+                params[key] = tuple(shape)
+        self.parameters = params
+        needed = {s for term in self.terms for s in term.inputs}
+        if cost is not None:
+            needed |= set(cost.inputs)
+        missing = needed - set(self.signals)
+        if missing:
+            raise InputError(f"signals is missing {sorted(missing)} (read by the terms or the cost)")
+        kinetic = [t for t in self.terms if isinstance(t, KineticTerm)]
+        self.kinetic: KineticTerm | None = kinetic[0] if len(kinetic) == 1 else None
+        self.is_separable = self.kinetic is not None and all(
+            isinstance(t, (KineticTerm, PotentialTerm)) for t in self.terms)
+
+    # -- parameters and signals --------------------------------------------
+    def check_params(self, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Validate ``params`` against the declared parameter shapes."""
+        return check_params(params, self.parameters)
+
+    @property
+    def batch(self) -> int | None:
+        """Batch size implied by the signals (``None`` if unbatched)."""
+        sizes = {s.batch for s in self.signals.values() if s.batch is not None}
+        if len(sizes) > 1:
+            raise InputError(f"signals have inconsistent batch sizes {sorted(sizes)}")
+        return sizes.pop() if sizes else None
+
+    def inputs_at(self, t: float) -> dict[str, np.ndarray]:
+        """Every signal evaluated at ``t`` (arrays of shape ``(B or 1, m)``)."""
+        return {k: s(t) for k, s in self.signals.items()}
+
+    def with_signals(self, **signals: Signal) -> LagrangianSystem:
+        """A copy with some signals replaced (e.g. new inputs for a batch)."""
+        new = dict(self.signals)
+        new.update(signals)
+        return LagrangianSystem(self.n, self.terms, cost=self.cost, terminal_cost=self.terminal_cost,
+                                signals=new, name=self.name)
+
+    def time_reversed(self, T: float) -> LagrangianSystem:
+        """The same terms with every signal replayed backwards on ``[0, T]``.
+
+        For a time-reversible system this is the system the echo runs.
+        """
+        rev = {k: s.reversed(T) for k, s in self.signals.items()}
+        return LagrangianSystem(self.n, self.terms, cost=self.cost, terminal_cost=self.terminal_cost,
+                                signals=rev, name=f"{self.name} (reversed)")
+
+    # -- the Lagrangian and its derivatives ---------------------------------
+    def lagrangian(self, q, v, theta, x, t, beta=0.0):
+        """``L_β(q, v, θ, t)`` for a batch, shape ``(B,)``."""
+        out = sum(term.lagrangian(q, v, theta, x, t) for term in self.terms)
+        if beta != 0 and self.cost is not None:
+            out = out + beta * self.cost.cost(q, x, t)
+        return out
+
+    def gradient(self, q, v, theta, x, t, beta=0.0):
+        """``(∂_q L_β, ∂_v L_β)``, each ``(B, n)`` (zeros where a block vanishes)."""
+        gq = gv = None
+        for term in self.terms:
+            a, b = term.gradient(q, v, theta, x, t)
+            gq, gv = _add(gq, a), _add(gv, b)
+        if beta != 0 and self.cost is not None:
+            gq = _add(gq, beta * self.cost.gradient(q, x, t))
+        shape = np.broadcast_shapes(q.shape, v.shape)
+        dtype = np.result_type(q, v, beta)
+        gq = np.zeros(shape, dtype) if gq is None else np.broadcast_to(gq, shape)
+        gv = np.zeros(shape, dtype) if gv is None else np.broadcast_to(gv, shape)
+        return gq, gv
+
+    def hessian_action(self, q, v, theta, x, t, dq, dv, beta=0.0):
+        """Second-derivative action ``(L_qq dq + L_qv dv, L_vq dq + L_vv dv)`` of ``L_β``."""
+        hq = hv = None
+        for term in self.terms:
+            a, b = term.hessian_action(q, v, theta, x, t, dq, dv)
+            hq, hv = _add(hq, a), _add(hv, b)
+        if beta != 0 and self.cost is not None and dq is not None:
+            hq = _add(hq, beta * self.cost.hessian_action(q, x, t, dq))
+        ref = dq if dq is not None else dv
+        hq = np.zeros_like(ref) if hq is None else hq
+        hv = np.zeros_like(ref) if hv is None else hv
+        return hq, hv
+
+    def theta_gradient(self, q, v, theta, x, t):
+        """``Σ_batch ∂_θ L`` as a dict (parameters a term does not read are absent)."""
+        acc: dict[str, np.ndarray] = {}
+        for term in self.terms:
+            for k, g in term.theta_gradient(q, v, theta, x, t).items():
+                add_into(acc, k, g)
+        return acc
+
+    def theta_vjp(self, q, v, theta, x, t, a, b):
+        """``Σ_batch ∂_θ (∂_q L · a + ∂_v L · b)`` as a dict."""
+        acc: dict[str, np.ndarray] = {}
+        for term in self.terms:
+            for k, g in term.theta_vjp(q, v, theta, x, t, a, b).items():
+                add_into(acc, k, g)
+        return acc
+
+    def theta_jvp(self, q, v, theta, x, t, dtheta):
+        """``(∂_θ∂_q L · δθ, ∂_θ∂_v L · δθ)`` with a leading tangent axis ``K``."""
+        hq = hv = None
+        for term in self.terms:
+            a, b = term.theta_jvp(q, v, theta, x, t, dtheta)
+            hq, hv = _add(hq, a), _add(hv, b)
+        return hq, hv
+
+    def cost_value(self, q, x, t):
+        """``c(q, t)`` per batch member (zeros without a cost)."""
+        if self.cost is None:
+            return np.zeros(q.shape[:-1])
+        return self.cost.cost(q, x, t)
+
+    # -- structure ----------------------------------------------------------
+    def ufl_lagrangian(self, q, v, theta, x, t, beta=0.0):
+        """``L_β`` as a UFL expression (what the finite-element backend assembles)."""
+        expr = sum(term.ufl_lagrangian(q, v, theta, x, t) for term in self.terms)
+        if self.cost is not None and not (isinstance(beta, (int, float)) and beta == 0):
+            expr = expr + beta * self.cost.ufl_cost(q, x, t)
+        return expr
+
+    def hamiltonian(self, q, p, theta, x, t, beta=0.0):
+        """``H_β = pᵀv − L_β`` for a separable system (``v = M⁻¹ p``)."""
+        if not self.is_separable:
+            raise InputError("hamiltonian needs a separable system (one kinetic term + potentials)")
+        v = self.kinetic.mass_solve(p, theta)
+        return np.sum(p * v, axis=-1) - self.lagrangian(q, v, theta, x, t, beta)
+
+    def reversibility_defect(self, theta, *, samples: int = 8, T: float = 1.0, seed: int = 0) -> float:
+        r"""Largest relative ``|L(q, v) − L(q, −v)|`` over random states and times.
+
+        Zero (to round-off) for a time-reversible system: the echo then
+        retraces the forward trajectory.  Inputs enter through ``t`` and are
+        replayed in reverse by the echo, so only the parity in ``v`` matters.
+        """
+        rng = np.random.default_rng(seed)
+        worst = 0.0
+        for t in np.linspace(0.0, T, samples):
+            x = self.inputs_at(t)
+            B = max([1] + [a.shape[0] for a in x.values()])
+            q = rng.standard_normal((B, self.n))
+            v = rng.standard_normal((B, self.n))
+            lp = self.lagrangian(q, v, theta, x, t)
+            lm = self.lagrangian(q, -v, theta, x, t)
+            scale = np.maximum(np.abs(lp) + np.abs(lm), 1.0)
+            worst = max(worst, float(np.max(np.abs(lp - lm) / scale)))
+        return worst
+
+    def is_time_reversible(self, theta, tol: float = 1e-12) -> bool:
+        """Checked, not assumed: ``reversibility_defect(theta) <= tol``."""
+        return self.reversibility_defect(theta) <= tol
+
+    def __repr__(self) -> str:
+        terms = ", ".join(t.describe() for t in self.terms)
+        return f"LagrangianSystem({self.name!r}, n={self.n}, terms=[{terms}])"
+
+
+def position_force(system: LagrangianSystem, q, theta, x, t, beta=0.0):
+    """``∂_q L_β`` of the velocity-independent terms (the force of a separable system)."""
+    out = None
+    for term in system.terms:
+        if not term.depends_on_velocity:
+            out = _add(out, term.gradient(q, None, theta, x, t)[0])
+    if beta != 0 and system.cost is not None:
+        out = _add(out, beta * system.cost.gradient(q, x, t))
+    if out is None:
+        return np.zeros_like(q)
+    return np.broadcast_to(out, np.broadcast_shapes(np.shape(out), q.shape))
+
+
+def position_hessian_action(system: LagrangianSystem, q, theta, x, t, dq, beta=0.0):
+    """``∂_qq L_β · dq`` of the velocity-independent terms."""
+    out = None
+    for term in system.terms:
+        if not term.depends_on_velocity:
+            out = _add(out, term.hessian_action(q, None, theta, x, t, dq, None)[0])
+    if beta != 0 and system.cost is not None:
+        out = _add(out, beta * system.cost.hessian_action(q, x, t, dq))
+    return np.zeros_like(dq) if out is None else out

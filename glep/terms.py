@@ -1,0 +1,206 @@
+r"""Terms: the building blocks of a Lagrangian.
+
+A system's Lagrangian is a sum of terms, ``L(q, v, θ, t) = Σ_i L_i``.  Each
+term knows, for a *batch* of states ``q, v`` of shape ``(B, n)``:
+
+* its value and first derivatives ``(∂_q L_i, ∂_v L_i)``;
+* the action of its Hessian on a direction (``hessian_action``);
+* ``∂_θ L_i`` (summed over the batch: it is what the contrast integrates);
+* the mixed derivatives ``∂_θ(∂_q L_i · a + ∂_v L_i · b)`` (reverse mode,
+  used by the discrete adjoint) and ``(∂_θ ∂_q L_i) δθ`` (forward mode, used by
+  the forward sensitivities of the CIVP boundary residual);
+* its UFL expression (``ufl_lagrangian``), the single symbolic statement of
+  the term from which the finite-element backend assembles the action and
+  from which :class:`glep.UFLTerm` derives every derivative above.
+
+Directions may carry extra leading axes (``dq`` of shape ``(K, B, n)``): the
+forward sensitivities push ``K`` tangents at once.  Built-in terms therefore
+write their Hessian and tangent actions with broadcasting.
+
+Blocks that vanish identically are returned as ``None`` so that callers can
+skip them (a potential has ``∂_v L = 0``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+
+import numpy as np
+
+Array = np.ndarray
+Params = Mapping[str, Array]
+Inputs = Mapping[str, Array]
+
+
+def batch_sum(arr: Array, param_ndim: int) -> Array:
+    """Sum every leading axis of ``arr`` except the trailing ``param_ndim``."""
+    lead = arr.ndim - param_ndim
+    return arr.sum(axis=tuple(range(lead))) if lead > 0 else arr
+
+
+def add_into(acc: dict, key: str, value: Array) -> None:
+    """``acc[key] += value`` creating the entry if needed."""
+    if key in acc:
+        acc[key] = acc[key] + value
+    else:
+        acc[key] = value
+
+
+class Term(ABC):
+    """A summand ``L_i(q, v, θ, t)`` of a Lagrangian (see module docstring)."""
+
+    #: Trainable parameters this term reads, name -> shape.
+    parameters: dict[str, tuple[int, ...]] = {}
+    #: Names of the input signals this term reads.
+    inputs: tuple[str, ...] = ()
+    #: Whether the term depends on the velocity ``v``.
+    depends_on_velocity: bool = False
+
+    def __init__(self, n: int):
+        self.n = int(n)
+
+    @abstractmethod
+    def lagrangian(self, q: Array, v: Array, theta: Params, x: Inputs, t: float) -> Array:
+        """Value of the term, shape ``(B,)``."""
+
+    @abstractmethod
+    def gradient(self, q, v, theta, x, t) -> tuple[Array | None, Array | None]:
+        """``(∂_q L_i, ∂_v L_i)``, each ``(B, n)`` or ``None`` if zero."""
+
+    @abstractmethod
+    def hessian_action(self, q, v, theta, x, t, dq, dv) -> tuple[Array | None, Array | None]:
+        """``(L_qq dq + L_qv dv, L_vq dq + L_vv dv)``; ``dq, dv`` may have extra leading axes."""
+
+    @abstractmethod
+    def theta_gradient(self, q, v, theta, x, t) -> dict[str, Array]:
+        """``Σ_batch ∂_θ L_i`` for each parameter the term reads."""
+
+    @abstractmethod
+    def theta_vjp(self, q, v, theta, x, t, a, b) -> dict[str, Array]:
+        """``Σ_batch ∂_θ (∂_q L_i · a + ∂_v L_i · b)``; ``a`` or ``b`` may be ``None``."""
+
+    @abstractmethod
+    def theta_jvp(self, q, v, theta, x, t, dtheta) -> tuple[Array | None, Array | None]:
+        """``(∂_θ ∂_q L_i · δθ, ∂_θ ∂_v L_i · δθ)``.
+
+        ``dtheta[name]`` has shape ``(K, *shape)``; the result has shape
+        ``(K, B, n)`` (``None`` where zero).
+        """
+
+    @abstractmethod
+    def ufl_lagrangian(self, q, v, theta, x, t):
+        """The term as a UFL scalar expression of UFL ``q, v`` (shape ``(n,)``)."""
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+
+class PotentialTerm(Term):
+    """A velocity-independent term ``L_i = −V(q, θ, t)``.
+
+    Subclasses implement the potential ``V`` and its derivatives; this class
+    supplies the signs and the zero velocity blocks.
+    """
+
+    depends_on_velocity = False
+
+    @abstractmethod
+    def potential(self, q, theta, x, t) -> Array: ...
+
+    @abstractmethod
+    def potential_gradient(self, q, theta, x, t) -> Array: ...
+
+    @abstractmethod
+    def potential_hessian_action(self, q, theta, x, t, dq) -> Array: ...
+
+    @abstractmethod
+    def potential_theta_gradient(self, q, theta, x, t) -> dict[str, Array]: ...
+
+    @abstractmethod
+    def potential_theta_vjp(self, q, theta, x, t, a) -> dict[str, Array]: ...
+
+    @abstractmethod
+    def potential_theta_jvp(self, q, theta, x, t, dtheta) -> Array | None: ...
+
+    @abstractmethod
+    def ufl_potential(self, q, theta, x, t): ...
+
+    # Term interface -------------------------------------------------------
+    def lagrangian(self, q, v, theta, x, t):
+        return -self.potential(q, theta, x, t)
+
+    def gradient(self, q, v, theta, x, t):
+        return -self.potential_gradient(q, theta, x, t), None
+
+    def hessian_action(self, q, v, theta, x, t, dq, dv):
+        if dq is None:
+            return None, None
+        return -self.potential_hessian_action(q, theta, x, t, dq), None
+
+    def theta_gradient(self, q, v, theta, x, t):
+        return {k: -g for k, g in self.potential_theta_gradient(q, theta, x, t).items()}
+
+    def theta_vjp(self, q, v, theta, x, t, a, b):
+        if a is None or not self.parameters:
+            return {}
+        return {k: -g for k, g in self.potential_theta_vjp(q, theta, x, t, a).items()}
+
+    def theta_jvp(self, q, v, theta, x, t, dtheta):
+        if not self.parameters:
+            return None, None
+        out = self.potential_theta_jvp(q, theta, x, t, dtheta)
+        return (None if out is None else -out), None
+
+    def ufl_lagrangian(self, q, v, theta, x, t):
+        return -self.ufl_potential(q, theta, x, t)
+
+
+class KineticTerm(Term):
+    r"""A kinetic energy ``½ vᵀ M(θ) v`` with a mass matrix independent of ``q``.
+
+    Together with potential terms it makes a *separable* Lagrangian, for which
+    the trapezoidal discrete Lagrangian is explicit (Störmer–Verlet).
+    Subclasses implement ``mass_apply`` / ``mass_solve`` and the mass's
+    parameter derivatives.
+    """
+
+    depends_on_velocity = True
+
+    @abstractmethod
+    def mass_apply(self, v, theta) -> Array:
+        """``M(θ) v`` (broadcast over leading axes)."""
+
+    @abstractmethod
+    def mass_solve(self, p, theta) -> Array:
+        """``M(θ)⁻¹ p``."""
+
+    @abstractmethod
+    def mass_theta_vjp(self, v, b) -> dict[str, Array]:
+        """``Σ_batch ∂_θ (vᵀ M(θ) b)``."""
+
+    @abstractmethod
+    def mass_theta_jvp(self, v, dtheta) -> Array | None:
+        """``(∂_θ M · δθ) v`` with a leading tangent axis."""
+
+    def lagrangian(self, q, v, theta, x, t):
+        return 0.5 * np.sum(v * self.mass_apply(v, theta), axis=-1)
+
+    def gradient(self, q, v, theta, x, t):
+        return None, self.mass_apply(v, theta)
+
+    def hessian_action(self, q, v, theta, x, t, dq, dv):
+        if dv is None:
+            return None, None
+        return None, self.mass_apply(dv, theta)
+
+    def theta_gradient(self, q, v, theta, x, t):
+        return {k: 0.5 * g for k, g in self.mass_theta_vjp(v, v).items()}
+
+    def theta_vjp(self, q, v, theta, x, t, a, b):
+        if b is None:
+            return {}
+        return self.mass_theta_vjp(v, b)
+
+    def theta_jvp(self, q, v, theta, x, t, dtheta):
+        return None, self.mass_theta_jvp(v, dtheta)

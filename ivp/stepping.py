@@ -1,0 +1,88 @@
+r"""Time stepping of a discrete Lagrangian in position–momentum form.
+
+Given ``(q_k, p_k)`` a step solves ``p_k = −D₁L_d(q_k, q_{k+1})`` for
+``q_{k+1}`` and sets ``p_{k+1} = D₂L_d(q_k, q_{k+1})``.  For a separable system
+with the trapezoid rule this is Störmer–Verlet and is explicit (one force
+evaluation per step); otherwise ``q_{k+1}`` comes from Newton's method with the
+exact Jacobian ``D₁₂L_d``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from glep.errors import SolverError
+
+
+def explicit_step(dl, k, q0, p0, F0):
+    """One Störmer–Verlet step; returns ``(q₁, p₁, F₁)`` (``F`` = force at the node)."""
+    h = dl.h
+    vbar = dl.mass_solve(p0 + 0.5 * h * F0)
+    q1 = q0 + h * vbar
+    F1 = dl.force(k, 1, q1)
+    p1 = dl.mass_apply(vbar) + 0.5 * h * F1
+    return q1, p1, F1
+
+
+def implicit_step(dl, k, q0, p0, guess, *, rtol: float = 1e-13, maxiter: int = 40):
+    """Solve ``D₁L_d(q₀, q₁) + p₀ = 0`` by Newton's method; returns ``(q₁, p₁)``."""
+    q1 = guess.copy()
+    history = []
+    scale = 1.0 + float(np.max(np.abs(p0)))
+    for _ in range(maxiter):
+        d1, _ = dl.momenta(k, q0, q1)
+        r = d1 + p0
+        norm = float(np.max(np.abs(r)))
+        history.append(norm)
+        if not np.isfinite(norm):
+            break
+        if norm <= rtol * scale:
+            _, p1 = dl.momenta(k, q0, q1)
+            return q1, p1
+        dq = dl.solve_d12(k, q0, q1, r)
+        q1 = q1 - dq
+        if float(np.max(np.abs(dq))) <= 1e-15 * (1.0 + float(np.max(np.abs(q1)))):
+            d1, p1 = dl.momenta(k, q0, q1)
+            history.append(float(np.max(np.abs(d1 + p0))))
+            return q1, p1
+    raise SolverError(f"implicit variational step {k} did not converge", reason="Newton", history=history)
+
+
+def integrate(dl, q0, p0, *, store: bool = True, callback=None):
+    """Integrate ``N`` steps from ``(q₀, p₀)``.
+
+    Returns ``(Q, P)`` of shape ``(N+1, B, n)`` (or only the final state when
+    ``store`` is false).
+    """
+    N = dl.N
+    dtype = np.result_type(q0, p0, dl.beta)
+    q = np.array(q0, dtype=dtype)
+    p = np.array(p0, dtype=dtype)
+    if store:
+        Q = np.empty((N + 1,) + q.shape, dtype)
+        P = np.empty((N + 1,) + q.shape, dtype)
+        Q[0], P[0] = q, p
+    if dl.explicit:
+        F = dl.force(0, 0, q)
+        for k in range(N):
+            q, p, F = explicit_step(dl, k, q, p, F)
+            if store:
+                Q[k + 1], P[k + 1] = q, p
+            if callback is not None:
+                callback(k)
+            if not np.all(np.isfinite(q)):
+                raise SolverError(f"trajectory became non-finite at step {k + 1}; reduce the step size",
+                                  reason="overflow")
+    else:
+        qprev = q
+        for k in range(N):
+            guess = 2 * q - qprev if k > 0 else q
+            qprev = q
+            q, p = implicit_step(dl, k, q, p, guess)
+            if store:
+                Q[k + 1], P[k + 1] = q, p
+            if callback is not None:
+                callback(k)
+    if store:
+        return Q, P
+    return q, p
