@@ -1,0 +1,174 @@
+r"""The GLEP estimators built on the time-stepping backend (THEORY.md §2–3).
+
+All of them differentiate the same discrete loss ``C_h`` of the free CIVP
+trajectory, through the discrete identity
+
+    dC_h/dθ = d/dβ|₀ Σ_k ∂_θ L_d(q^β_k, q^β_{k+1})  +  R_N − R_0,
+    R = (d_β π)ᵀ ∂_θ q − (d_θ π)ᵀ ∂_β q,
+
+which holds exactly for variational integrators; only the boundary residual
+changes with the boundary condition of the nudged trajectories.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+from glep.estimators.nudging import Centred, Nudge
+from glep.estimators.problem import Problem
+from glep.estimators.result import GradientEstimate
+from glep.ivp.discrete import Mirrored
+from glep.ivp.sensitivity import final_sensitivities, unflatten
+from glep.ivp.stepping import integrate
+
+from glep.errors import NotReversibleError
+from glep.terms import add_into
+
+
+def contrast_integrand(dl, Q) -> dict[str, np.ndarray]:
+    """``I = Σ_k ∂_θ L_d(q_k, q_{k+1})`` along a stored trajectory."""
+    acc: dict[str, np.ndarray] = {}
+    for k in range(dl.N):
+        for key, g in dl.theta_gradient(k, Q[k], Q[k + 1]).items():
+            add_into(acc, key, g)
+    return acc
+
+
+def _complete(problem: Problem, grad: dict) -> dict[str, np.ndarray]:
+    out = {}
+    for key, shape in problem.system.parameters.items():
+        g = grad.get(key)
+        out[key] = np.zeros(shape) if g is None else np.real(np.asarray(g, dtype=complex)).astype(float) \
+            if np.iscomplexobj(g) else np.asarray(g, dtype=float)
+    return out
+
+
+def _terminal_grad(problem: Problem, q):
+    tc = problem.system.terminal_cost
+    return 0.0 if tc is None else tc.gradient(q)
+
+
+def civp_contrast(problem: Problem, nudge: Nudge | None = None, *, residual: bool = False,
+                  chunk: int = 64) -> GradientEstimate:
+    r"""Nudged CIVP trajectories: the contrast alone (biased) or with the exact ``R(T)``.
+
+    With ``residual=True`` the boundary residual ``R_N`` is formed from the
+    β-derivatives of the final state and the forward parameter sensitivities
+    ``∂_θ q_N, d_θ π_N`` (one tangent pass per parameter: cost ``∝ P``).
+    """
+    nudge = nudge or Centred(1e-4)
+    t0 = time.perf_counter()
+    free = problem.free
+    I0 = contrast_integrand(free.dl, free.Q)
+    values = {}
+    for b in nudge.betas:
+        dl = problem.dl(b)
+        Q, P = integrate(dl, free.q0, free.p0)
+        piN = P[-1] + b * _terminal_grad(problem, Q[-1])
+        values[b] = (contrast_integrand(dl, Q), Q[-1], piN)
+    piN0 = free.P[-1]
+    dI, dqN, dpiN = nudge.combine(values, (I0, free.Q[-1], piN0))
+    dpiN = dpiN + _terminal_grad(problem, free.Q[-1]) * 0  # β-part already inside piN(β)
+    grad = dict(dI)
+    passes = 1 + len(nudge.betas)
+    name = "CIVP contrast"
+    notes = ["biased: omits the boundary residual R(T)"]
+    if residual:
+        sq, sp = final_sensitivities(free.dl, free.Q, v0=free.v0, chunk=chunk)
+        R = np.einsum("bn,pbn->p", dpiN, sq) - np.einsum("pbn,bn->p", sp, dqN)
+        for key, g in unflatten(np.real(R), problem.system.parameters).items():
+            add_into(grad, key, g)
+        passes += problem.parameter_count
+        name, notes = "CIVP + residual", ["exact: contrast + R(T) from forward sensitivities"]
+    return GradientEstimate(name, _complete(problem, grad), passes=passes,
+                            wall_time=time.perf_counter() - t0, nudge=nudge.label, beta=nudge.beta,
+                            notes=notes)
+
+
+def _final_value_family(problem: Problem, nudge: Nudge, make_dl):
+    """Integrate the nudged final-value trajectories; return the β-derivatives."""
+    free = problem.free
+    qN, piN = free.Q[-1], free.P[-1]
+    I0 = contrast_integrand(free.dl, free.Q)
+    values = {}
+    for b in nudge.betas:
+        dl = make_dl(b)
+        start_p = -piN + b * _terminal_grad(problem, qN)
+        Q, P = integrate(dl, qN, start_p)
+        values[b] = (contrast_integrand(dl, Q), Q[-1], P[-1])
+    return nudge.combine(values, (I0, free.q0, -free.p0))
+
+
+def _pfvp_assemble(problem: Problem, name: str, nudge: Nudge, derivs, t0, notes):
+    dI, dq0, dpe = derivs
+    free = problem.free
+    grad = dict(dI)
+    if free.v0 is not None:
+        # −R(0) = (∂_θ ∂_v L(q0, v0))ᵀ ∂_β q0 for a velocity-fixed CIVP
+        sys = problem.system
+        x0 = sys.inputs_at(0.0)
+        for key, g in sys.theta_vjp(free.q0, free.v0, problem.theta, x0, 0.0, None, dq0).items():
+            add_into(grad, key, g)
+    return GradientEstimate(name, _complete(problem, grad), q0=np.real(dpe), p0=np.real(dq0),
+                            passes=1 + len(nudge.betas), wall_time=time.perf_counter() - t0,
+                            nudge=nudge.label, beta=nudge.beta, notes=notes)
+
+
+def pfvp(problem: Problem, nudge: Nudge | None = None) -> GradientEstimate:
+    r"""PFVP by backward integration from the free final state (exact, any system).
+
+    The nudged trajectories keep ``q(T)`` and ``π(T)`` of the free CIVP and are
+    integrated backward in time (the forward integration of the mirrored
+    discrete Lagrangian).  Also returns ``dC/dq(0) = −d_β π(0)`` and
+    ``dC/dp(0) = d_β q(0)``.
+    """
+    nudge = nudge or Centred(1e-4)
+    t0 = time.perf_counter()
+    derivs = _final_value_family(problem, nudge, lambda b: Mirrored(problem.dl(b)))
+    return _pfvp_assemble(problem, "PFVP", nudge, derivs, t0, ["exact: backward integration"])
+
+
+def retrace_error(problem: Problem) -> float:
+    """Echo retrace error: forward N steps, flip the momentum, N steps of the echo.
+
+    Returns ``max |q_echo(T) − q(0)| / max(1, max |q|)``; zero to round-off for
+    a reversible system and a symmetric integrator.
+    """
+    free = problem.free
+    dl = problem.dl(0.0, system=problem.system.time_reversed(problem.grid.T))
+    Q, _ = integrate(dl, free.Q[-1], -free.P[-1], store=False)
+    scale = max(1.0, float(np.max(np.abs(free.Q))))
+    return float(np.max(np.abs(Q - free.q0))) / scale
+
+
+def echo(problem: Problem, nudge: Nudge | None = None, *, allow_irreversible: bool = False,
+         tol: float = 1e-12) -> GradientEstimate:
+    r"""Hamiltonian echo: flip the momentum at ``T`` and run the *same* system forward.
+
+    Inputs and targets are replayed in reverse; the nudge is applied during
+    the echo.  For a time-reversible Lagrangian the echo trajectory read
+    backwards is the PFVP trajectory, so the estimate is exact, using forward
+    integration only.  For a non-reversible system this raises
+    :class:`glep.NotReversibleError` unless ``allow_irreversible`` (then the
+    estimate is returned with the measured retrace error in its notes and a
+    warning).
+    """
+    nudge = nudge or Centred(1e-4)
+    t0 = time.perf_counter()
+    defect = problem.system.reversibility_defect(problem.theta, T=problem.grid.T)
+    notes = ["exact for time-reversible systems: forward passes only"]
+    if defect > tol:
+        err = retrace_error(problem)
+        msg = (f"echo: {problem.system.name} is not time-reversible (|L(q,v) − L(q,−v)| relative defect "
+               f"{defect:.2e}; echo retrace error {err:.2e}), so the echo does not retrace the forward "
+               "trajectory and its gradient is biased. Use PFVP (backward integration, "
+               "glep.estimators.pfvp), which is exact without reversibility")
+        if not allow_irreversible:
+            raise NotReversibleError(msg + ", or pass allow_irreversible=True to measure the bias.")
+        warnings.warn(msg, stacklevel=2)
+        notes = [f"biased: system not reversible (defect {defect:.2e}, retrace error {err:.2e})"]
+    rev = problem.system.time_reversed(problem.grid.T)
+    derivs = _final_value_family(problem, nudge, lambda b: problem.dl(b, system=rev))
+    return _pfvp_assemble(problem, "echo", nudge, derivs, t0, notes)

@@ -1,0 +1,65 @@
+"""Integrator descriptors: which discrete Lagrangian the ``ivp`` backend uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from glep.ivp.discrete import GAUSS2, MIDPOINT, TRAPEZOID, DiscreteLagrangian, QuadratureRule
+
+from glep.errors import InputError
+from glep.grid import TimeGrid
+from glep.system import LagrangianSystem
+
+
+@dataclass(frozen=True)
+class Integrator:
+    """A variational integrator: a quadrature rule for ``L_d`` (and whether the
+    explicit Störmer–Verlet path may be used)."""
+
+    rule: QuadratureRule = TRAPEZOID
+    fast: bool = True
+    name: str = "trapezoid"
+
+    def discrete_lagrangian(self, system: LagrangianSystem, theta, grid: TimeGrid,
+                            beta: complex = 0.0) -> DiscreteLagrangian:
+        return DiscreteLagrangian(system, theta, grid, self.rule, beta, fast=self.fast)
+
+
+def StormerVerlet() -> Integrator:
+    """Störmer–Verlet: the trapezoid discrete Lagrangian of a separable system (explicit)."""
+    return Integrator(TRAPEZOID, True, "stormer-verlet")
+
+
+def ImplicitMidpoint() -> Integrator:
+    """The midpoint variational integrator, for any Lagrangian (implicit, Newton per step)."""
+    return Integrator(MIDPOINT, False, "midpoint")
+
+
+def Trapezoidal() -> Integrator:
+    """The trapezoid (Lobatto IIIA–IIIB) variational integrator for any Lagrangian."""
+    return Integrator(TRAPEZOID, True, "trapezoid")
+
+
+def Gauss2() -> Integrator:
+    """Two-point Gauss quadrature with linear interpolation (implicit)."""
+    return Integrator(GAUSS2, False, "gauss2")
+
+
+INTEGRATORS = {"stormer-verlet": StormerVerlet, "midpoint": ImplicitMidpoint,
+               "trapezoid": Trapezoidal, "gauss2": Gauss2}
+
+
+def integrator_for(system: LagrangianSystem, name: str | Integrator | None = None) -> Integrator:
+    """Resolve an integrator; Störmer–Verlet needs a separable system."""
+    if isinstance(name, Integrator):
+        integ = name
+    elif name is None:
+        integ = StormerVerlet() if system.is_separable else ImplicitMidpoint()
+    else:
+        if name not in INTEGRATORS:
+            raise InputError(f"integrator must be one of {sorted(INTEGRATORS)}, got {name!r}")
+        integ = INTEGRATORS[name]()
+    if integ.name == "stormer-verlet" and not system.is_separable:
+        raise InputError("integrator 'stormer-verlet' needs a separable Lagrangian ½vᵀMv − V(q); "
+                         f"{system.name} has velocity-dependent terms: use 'midpoint' or 'trapezoid'")
+    return integ
