@@ -50,6 +50,16 @@ def _terminal_grad(problem: Problem, q):
     return 0.0 if tc is None else tc.gradient(q)
 
 
+def forward_sensitivities(problem: Problem, chunk: int = 64):
+    """``∂_θ q_N`` and ``d_θ π_N`` of the free trajectory (cached on the problem)."""
+    free = problem.free
+    cached = getattr(free, "_sensitivities", None)
+    if cached is None:
+        cached = final_sensitivities(free.dl, free.Q, v0=free.v0, chunk=chunk)
+        free._sensitivities = cached
+    return cached
+
+
 def civp_contrast(problem: Problem, nudge: Nudge | None = None, *, residual: bool = False,
                   chunk: int = 64) -> GradientEstimate:
     r"""Nudged CIVP trajectories: the contrast alone (biased) or with the exact ``R(T)``.
@@ -70,13 +80,12 @@ def civp_contrast(problem: Problem, nudge: Nudge | None = None, *, residual: boo
         values[b] = (contrast_integrand(dl, Q), Q[-1], piN)
     piN0 = free.P[-1]
     dI, dqN, dpiN = nudge.combine(values, (I0, free.Q[-1], piN0))
-    dpiN = dpiN + _terminal_grad(problem, free.Q[-1]) * 0  # β-part already inside piN(β)
     grad = dict(dI)
     passes = 1 + len(nudge.betas)
     name = "CIVP contrast"
     notes = ["biased: omits the boundary residual R(T)"]
     if residual:
-        sq, sp = final_sensitivities(free.dl, free.Q, v0=free.v0, chunk=chunk)
+        sq, sp = forward_sensitivities(problem, chunk)
         R = np.einsum("bn,pbn->p", dpiN, sq) - np.einsum("pbn,bn->p", sp, dqN)
         for key, g in unflatten(np.real(R), problem.system.parameters).items():
             add_into(grad, key, g)
