@@ -42,6 +42,7 @@ def save_report(report: Report, path: str | Path, config: dict, trajectories: di
         for k, v in report.truth.theta.items():
             tg.create_dataset(k, data=v)
         eg = f.create_group("estimators")
+        eg.attrs["order"] = json.dumps([r.name for r in report.rows])
         for r in report.rows:
             g = eg.create_group(r.name)
             g.attrs["label"] = r.label
@@ -71,7 +72,9 @@ def load_report(path: str | Path) -> Report:
     with h5py.File(path, "r") as f:
         truth = GradientEstimate("adjoint", {k: np.asarray(v) for k, v in f["truth"].items()})
         rows = []
-        for name, g in f["estimators"].items():
+        eg = f["estimators"]
+        for name in json.loads(eg.attrs["order"]):
+            g = eg[name]
             errors = {k: list(np.asarray(v)) for k, v in g["errors"].items()} if "errors" in g else {}
             rows.append(Row(name, str(g.attrs["label"]), bool(g.attrs["exact"]), json.loads(g.attrs["metrics"]),
                             json.loads(g.attrs["slopes"]), errors, float(g.attrs["passes"]),

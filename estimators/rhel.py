@@ -29,14 +29,14 @@ from glep.terms import add_into
 def rhel(problem: Problem, nudge: Nudge | None = None, *, tol: float = 1e-12) -> GradientEstimate:
     """RHEL gradient of ``C_h`` with respect to θ and the initial phase-space state."""
     nudge = nudge or Centred(1e-4)
-    if problem.integrator.rule.name != "trapezoid (Lobatto 2)":
-        raise InputError("rhel uses the leapfrog (Störmer–Verlet); build the problem with "
-                         "integrator='stormer-verlet' so that it differentiates the same C_h")
     sys, theta, grid = problem.system, problem.theta, problem.grid
     defect = sys.reversibility_defect(theta, T=grid.T)
     if defect > tol:
         raise NotReversibleError(f"rhel: {sys.name} is not time-reversible (defect {defect:.2e}); "
                                  "use PFVP (backward integration) instead")
+    if problem.integrator.name not in ("stormer-verlet", "trapezoid") or not sys.is_separable:
+        raise InputError("rhel uses the leapfrog (Störmer–Verlet) of a separable Hamiltonian; build the "
+                         "problem with integrator='stormer-verlet' so that it differentiates the same C_h")
     t0 = time.perf_counter()
     q0, p0, v0 = problem.boundary.states(sys, theta)
     Q, P, dH0 = leapfrog(sys, theta, grid, q0, p0, 0.0, theta_dH=True)
