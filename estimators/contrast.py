@@ -16,14 +16,14 @@ import time
 import warnings
 
 import numpy as np
+
+from glep.errors import NotReversibleError
 from glep.estimators.nudging import Centred, Nudge
 from glep.estimators.problem import Problem
 from glep.estimators.result import GradientEstimate
 from glep.ivp.discrete import Mirrored
 from glep.ivp.sensitivity import final_sensitivities, unflatten
 from glep.ivp.stepping import integrate
-
-from glep.errors import NotReversibleError
 from glep.terms import add_into
 
 
@@ -46,8 +46,7 @@ def _complete(problem: Problem, grad: dict) -> dict[str, np.ndarray]:
 
 
 def _terminal_grad(problem: Problem, q):
-    tc = problem.system.terminal_cost
-    return 0.0 if tc is None else tc.gradient(q)
+    return problem.terminal_gradient(q)
 
 
 def forward_sensitivities(problem: Problem, chunk: int = 64):
@@ -67,6 +66,10 @@ def civp_contrast(problem: Problem, nudge: Nudge | None = None, *, residual: boo
     With ``residual=True`` the boundary residual ``R_N`` is formed from the
     β-derivatives of the final state and the forward parameter sensitivities
     ``∂_θ q_N, d_θ π_N`` (one tangent pass per parameter: cost ``∝ P``).
+
+    For a CFVP problem the same code runs on the mirrored discrete Lagrangian:
+    the nudged trajectories are integrated backward from the constant final
+    data and the residual is ``−R(0)`` from backward sensitivities.
     """
     nudge = nudge or Centred(1e-4)
     t0 = time.perf_counter()
@@ -82,16 +85,18 @@ def civp_contrast(problem: Problem, nudge: Nudge | None = None, *, residual: boo
     dI, dqN, dpiN = nudge.combine(values, (I0, free.Q[-1], piN0))
     grad = dict(dI)
     passes = 1 + len(nudge.betas)
-    name = "CIVP contrast"
-    notes = ["biased: omits the boundary residual R(T)"]
+    bc = problem.boundary_name
+    end = "R(0)" if problem.final_value else "R(T)"
+    name = f"{bc} contrast"
+    notes = [f"biased: omits the boundary residual {end}"]
     if residual:
         sq, sp = forward_sensitivities(problem, chunk)
         R = np.einsum("bn,pbn->p", dpiN, sq) - np.einsum("pbn,bn->p", sp, dqN)
         for key, g in unflatten(np.real(R), problem.system.parameters).items():
             add_into(grad, key, g)
         passes += problem.parameter_count
-        name, notes = "CIVP + residual", ["exact: contrast + R(T) from forward sensitivities"]
-    return GradientEstimate(name, _complete(problem, grad), passes=passes,
+        name, notes = f"{bc} + residual", [f"exact: contrast + {end} from tangent sensitivities"]
+    return GradientEstimate(name, _complete(problem, grad), passes=passes, loss=f"C_h of the free {bc} trajectory",
                             wall_time=time.perf_counter() - t0, nudge=nudge.label, beta=nudge.beta,
                             notes=notes)
 
@@ -134,6 +139,7 @@ def pfvp(problem: Problem, nudge: Nudge | None = None) -> GradientEstimate:
     ``dC/dp(0) = d_β q(0)``.
     """
     nudge = nudge or Centred(1e-4)
+    problem.require_civp("pfvp")
     t0 = time.perf_counter()
     derivs = _final_value_family(problem, nudge, lambda b: Mirrored(problem.dl(b)))
     return _pfvp_assemble(problem, "PFVP", nudge, derivs, t0, ["exact: backward integration"])
@@ -165,6 +171,7 @@ def echo(problem: Problem, nudge: Nudge | None = None, *, allow_irreversible: bo
     warning).
     """
     nudge = nudge or Centred(1e-4)
+    problem.require_civp("echo")
     t0 = time.perf_counter()
     defect = problem.system.reversibility_defect(problem.theta, T=problem.grid.T)
     notes = ["exact for time-reversible systems: forward passes only"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+
 from glep.estimators.problem import Problem
 from glep.estimators.result import GradientEstimate
 from glep.ivp.adjoint import adjoint_gradient
@@ -15,7 +16,11 @@ def adjoint(problem: Problem) -> GradientEstimate:
     """``dC_h/dθ`` (and ``dC_h/d(q₀, p₀)``) by the discrete adjoint of the same integrator."""
     t0 = time.perf_counter()
     free = problem.free
-    res = adjoint_gradient(free.dl, free.Q, v0=free.v0)
+    res = adjoint_gradient(free.dl, free.Q, v0=free.v0, terminal=not problem.final_value)
+    if problem.final_value:  # gradients with respect to the fixed final data (q(T), p(T))
+        return GradientEstimate("adjoint", res.theta, q0=res.q0, p0=-res.p0, passes=2.0,
+                                wall_time=time.perf_counter() - t0, loss="C_h of the free CFVP trajectory",
+                                notes=["ground truth: discrete adjoint (backward integration)"])
     return GradientEstimate("adjoint", res.theta, q0=res.q0, p0=res.p0, passes=2.0,
                             wall_time=time.perf_counter() - t0, notes=["ground truth: discrete adjoint"])
 

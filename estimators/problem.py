@@ -6,13 +6,14 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
-from glep.ivp.adjoint import discrete_loss
-from glep.ivp.integrators import Integrator, integrator_for
-from glep.ivp.stepping import integrate
 
-from glep.boundary import CIVP
+from glep.boundary import CFVP, CIVP
 from glep.errors import InputError
 from glep.grid import TimeGrid
+from glep.ivp.adjoint import discrete_loss
+from glep.ivp.discrete import Mirrored
+from glep.ivp.integrators import Integrator, integrator_for
+from glep.ivp.stepping import integrate
 from glep.system import LagrangianSystem
 from glep.trajectory import Trajectory
 
@@ -32,7 +33,11 @@ class FreeTrajectory:
 
 @dataclass
 class Problem:
-    """What every estimator differentiates: ``C_h(θ)`` of the free CIVP.
+    """What every estimator differentiates: ``C_h(θ)`` of the free trajectory.
+
+    The free trajectory is a CIVP (integrated forward) or a CFVP (integrated
+    backward from constant final data; its discrete Lagrangian is then the
+    :class:`~glep.ivp.discrete.Mirrored` one and every engine runs unchanged).
 
     Parameters
     ----------
@@ -41,7 +46,7 @@ class Problem:
     params:
         The parameter point θ (checked against ``system.parameters``).
     boundary:
-        The free trajectory's initial data (a :class:`glep.CIVP`).
+        The free trajectory's data: a :class:`glep.CIVP` or a :class:`glep.CFVP`.
     grid:
         The time grid.
     integrator:
@@ -59,8 +64,9 @@ class Problem:
     def __post_init__(self):
         if not isinstance(self.system, LagrangianSystem):
             raise InputError(f"system must be a LagrangianSystem, got {type(self.system).__name__}")
-        if not isinstance(self.boundary, CIVP):
-            raise InputError(f"boundary must be a CIVP (the free trajectory), got {type(self.boundary).__name__}")
+        if not isinstance(self.boundary, (CIVP, CFVP)):
+            raise InputError("boundary must be a CIVP or a CFVP (the free trajectory), "
+                             f"got {type(self.boundary).__name__}")
         if not isinstance(self.grid, TimeGrid):
             raise InputError(f"grid must be a TimeGrid, got {type(self.grid).__name__}")
         self.theta = self.system.check_params(self.params)
@@ -76,21 +82,50 @@ class Problem:
     def parameter_count(self) -> int:
         return int(sum(np.prod(s) if s else 1 for s in self.system.parameters.values()))
 
+    @property
+    def final_value(self) -> bool:
+        """True for a CFVP: trajectories are integrated backward (mirrored)."""
+        return isinstance(self.boundary, CFVP)
+
+    @property
+    def boundary_name(self) -> str:
+        return type(self.boundary).__name__
+
+    def base_dl(self, beta: complex = 0.0, system: LagrangianSystem | None = None, theta=None):
+        """The (forward-time) discrete Lagrangian at nudging ``beta``."""
+        th = self.theta if theta is None else theta
+        return self.integrator.discrete_lagrangian(system or self.system, th, self.grid, beta)
+
     def dl(self, beta: complex = 0.0, system: LagrangianSystem | None = None, theta=None):
-        """The discrete Lagrangian at nudging ``beta`` (optionally of another system)."""
-        return self.integrator.discrete_lagrangian(system or self.system, self.theta if theta is None else theta,
-                                                   self.grid, beta)
+        """The discrete Lagrangian the free family is integrated with (mirrored for a CFVP)."""
+        base = self.base_dl(beta, system, theta)
+        return Mirrored(base) if self.final_value else base
+
+    def terminal_gradient(self, q):
+        """``∇c_T`` at the integration end (zero for a CFVP, whose final state is fixed)."""
+        tc = self.system.terminal_cost
+        return 0.0 if tc is None or self.final_value else tc.gradient(q)
+
+    def require_civp(self, who: str) -> None:
+        if self.final_value:
+            raise InputError(f"{who} starts from the final state of a free CIVP; this problem's boundary is "
+                             "a CFVP: use civp_contrast (the mirrored CIVP machinery handles CFVP)")
 
     @cached_property
     def free(self) -> FreeTrajectory:
-        q0, p0, v0 = self.boundary.states(self.system, self.theta)
         dl = self.dl(0.0)
+        if self.final_value:
+            qT, pT, vT = self.boundary.states(self.system, self.theta, self.grid.T)
+            q0, p0, v0 = qT, -pT, vT  # the mirror starts at T with negated momentum
+        else:
+            q0, p0, v0 = self.boundary.states(self.system, self.theta)
         Q, P = integrate(dl, q0, p0)
-        return FreeTrajectory(dl, Q, P, q0, p0, v0, discrete_loss(dl, Q))
+        return FreeTrajectory(dl, Q, P, q0, p0, v0, discrete_loss(dl, Q, terminal=not self.final_value))
 
     def free_trajectory(self) -> Trajectory:
         f = self.free
-        return Trajectory(self.grid.times, f.Q, f.P, 0.0, "CIVP", dict(self.theta),
+        Q, P = (f.Q[::-1], -f.P[::-1]) if self.final_value else (f.Q, f.P)
+        return Trajectory(self.grid.times, Q, P, 0.0, self.boundary_name, dict(self.theta),
                           {"system": self.system.name, "integrator": self.integrator.name})
 
     def with_params(self, params) -> Problem:

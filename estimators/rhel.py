@@ -16,19 +16,20 @@ from __future__ import annotations
 import time
 
 import numpy as np
+
+from glep.errors import InputError, NotReversibleError
 from glep.estimators.contrast import _complete
 from glep.estimators.nudging import Centred, Nudge
 from glep.estimators.problem import Problem
 from glep.estimators.result import GradientEstimate
 from glep.ivp.hamiltonian import leapfrog
-
-from glep.errors import InputError, NotReversibleError
 from glep.terms import add_into
 
 
 def rhel(problem: Problem, nudge: Nudge | None = None, *, tol: float = 1e-12) -> GradientEstimate:
     """RHEL gradient of ``C_h`` with respect to θ and the initial phase-space state."""
     nudge = nudge or Centred(1e-4)
+    problem.require_civp("rhel")
     sys, theta, grid = problem.system, problem.theta, problem.grid
     defect = sys.reversibility_defect(theta, T=grid.T)
     if defect > tol:

@@ -9,7 +9,6 @@
 
 import numpy as np
 
-import glep
 from glep.estimators.contrast import civp_contrast, echo, pfvp
 from glep.estimators.ground_truth import adjoint
 from glep.estimators.metrics import compare
@@ -63,4 +62,3 @@ assert compare(estimates["CIVP contrast only"].theta, truth.theta)["relative_err
 
 print("dC/dq(0) echo   :", np.round(estimates["echo"].q0[0], 6))
 print("dC/dq(0) adjoint:", np.round(truth.q0[0], 6))
-glep.Trajectory  # trajectories can be saved with glep.io.save_trajectory

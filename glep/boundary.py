@@ -21,7 +21,6 @@ Robin      ``p = −K(q − b)`` at one end   none (``K = Kᵀ``, θ-independent
 
 from __future__ import annotations
 
-from abc import ABC
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,7 +44,7 @@ def _state(value, name, n, batch):
     return arr
 
 
-class BoundaryCondition(ABC):
+class BoundaryCondition:
     """Base class: what is fixed, and which residual the estimator needs."""
 
     #: ``"none"``, ``"final"`` (R(T)), ``"initial"`` (R(0)) or ``"initial-kinetic"``.

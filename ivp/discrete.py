@@ -101,7 +101,7 @@ class DiscreteLagrangian:
         """``L_d(q₀, q₁, k)`` per batch member."""
         sys, th, h = self.system, self.theta, self.h
         out = 0.0
-        for c, w, q, v, t, x in self._nodes(k, q0, q1):
+        for _c, w, q, v, t, x in self._nodes(k, q0, q1):
             out = out + h * w * sys.lagrangian(q, v, th, x, t)
         ct = self._cost_terms(k)
         if ct:
@@ -154,7 +154,7 @@ class DiscreteLagrangian:
         """``Σ_batch ∂_θ L_d(q₀, q₁, k)``: the summand of the contrast."""
         sys, th, h = self.system, self.theta, self.h
         acc = {}
-        for c, w, q, v, t, x in self._nodes(k, q0, q1):
+        for _c, w, q, v, t, x in self._nodes(k, q0, q1):
             for key, g in sys.theta_gradient(q, v, th, x, t).items():
                 acc[key] = acc.get(key, 0.0) + h * w * g
         return acc

@@ -43,12 +43,12 @@ def test_non_finite_beta_and_unknown_nudge():
 
 def test_initial_state_shape_mismatch(model):
     with pytest.raises(InputError, match=r"CIVP position must have shape \(3,\)"):
-        Problem(model.system, model.params, CIVP(np.zeros(4), v0=np.zeros(3)), TimeGrid(1.0, 10)).free
+        Problem(model.system, model.params, CIVP(np.zeros(4), v0=np.zeros(3)), TimeGrid(1.0, 10)).free  # noqa: B018
 
 
 def test_initial_state_non_finite(model):
     with pytest.raises(InputError, match="CIVP velocity contains non-finite"):
-        Problem(model.system, model.params, CIVP(np.zeros(3), v0=[0, np.nan, 0]), TimeGrid(1.0, 10)).free
+        Problem(model.system, model.params, CIVP(np.zeros(3), v0=[0, np.nan, 0]), TimeGrid(1.0, 10)).free  # noqa: B018
 
 
 def test_civp_needs_exactly_one_of_velocity_and_momentum():

@@ -2,13 +2,13 @@
 
 import numpy as np
 import pytest
-from helpers import problem
 
 from glep.estimators.contrast import retrace_error
 from glep.grid import TimeGrid
 from glep.ivp.discrete import MIDPOINT, TRAPEZOID, DiscreteLagrangian, Mirrored
 from glep.ivp.stepping import integrate
 from glep.models import coupled_oscillators, hamiltonian_recurrent_unit, pendulum_chain
+from helpers import problem
 
 
 def _final_q(model, N, rule=TRAPEZOID, fast=True):
@@ -63,8 +63,9 @@ def test_batched_integration_equals_individual_runs():
     from glep.signals import Signal
 
     for b in range(4):
-        sig = {k: Signal(lambda t, s=s: s(t)[b:b + 1], s.dim, 1) for k, s in model.system.signals.items()}
-        Qb, _ = integrate(DiscreteLagrangian(model.system.with_signals(**sig), th, grid), q0[b:b + 1], p0[b:b + 1])
+        sig = {k: Signal(lambda t, s=s, b=b: s(t)[b:b + 1], s.dim, 1) for k, s in model.system.signals.items()}
+        dlb = DiscreteLagrangian(model.system.with_signals(**sig), th, grid)
+        Qb, _ = integrate(dlb, q0[b:b + 1], p0[b:b + 1])
         assert np.abs(Qb[:, 0] - Q[:, b]).max() < 1e-13
 
 
