@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from glep.ivp.discrete import GAUSS2, MIDPOINT, TRAPEZOID, DiscreteLagrangian, QuadratureRule
-
 from glep.errors import InputError
 from glep.grid import TimeGrid
+from glep.ivp.discrete import GAUSS2, MIDPOINT, TRAPEZOID, DiscreteLagrangian, QuadratureRule
 from glep.system import LagrangianSystem
 
 

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from helpers import problem
 
 from glep.estimators.ground_truth import adjoint, finite_differences, taylor_test
 from glep.estimators.problem import Problem
@@ -10,6 +9,7 @@ from glep.ivp.adjoint import adjoint_gradient
 from glep.ivp.integrators import ImplicitMidpoint, Trapezoidal
 from glep.ivp.sensitivity import flatten
 from glep.models import coupled_oscillators, gyroscopic_oscillators
+from helpers import problem
 
 
 @pytest.mark.parametrize("family", ["coupled_oscillators", "hru_logcosh", "pendulum_chain"])

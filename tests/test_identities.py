@@ -2,13 +2,13 @@
 
 import numpy as np
 import pytest
-from helpers import REVERSIBLE, problem
 
 from glep.estimators.contrast import civp_contrast, echo, pfvp
 from glep.estimators.ground_truth import adjoint
 from glep.estimators.metrics import compare, fit_slope
 from glep.estimators.nudging import Centred, ComplexStep, OneSided
 from glep.estimators.rhel import rhel
+from helpers import REVERSIBLE, problem
 
 EXACT = {
     "civp-residual": lambda pr, nu: civp_contrast(pr, nu, residual=True),
