@@ -189,11 +189,34 @@ class LagrangianSystem:
             expr = expr + beta * self.cost.ufl_cost(q, x, t)
         return expr
 
+    def velocity_from_momentum(self, q, p, theta, x, t, *, rtol: float = 1e-13, maxiter: int = 30):
+        """Invert the Legendre map ``p = ∂_v L(q, v)`` for ``v``.
+
+        Explicit (``v = M⁻¹p``) for a separable system; otherwise Newton's
+        method with the exact ``∂_vv L`` (which must be invertible: a regular
+        Lagrangian).
+        """
+        if self.is_separable:
+            return self.kinetic.mass_solve(p, theta)
+        from glep.errors import SolverError
+
+        n = self.n
+        v = np.zeros_like(p)
+        history = []
+        eye = np.broadcast_to(np.eye(n)[:, None, :], (n,) + np.shape(p))
+        for _ in range(maxiter):
+            r = self.gradient(q, v, theta, x, t)[1] - p
+            history.append(float(np.max(np.abs(r))))
+            if history[-1] <= rtol * (1.0 + float(np.max(np.abs(p)))):
+                return v
+            Lvv = np.moveaxis(self.hessian_action(q, v, theta, x, t, None, eye)[1], 0, -1)
+            v = v - np.linalg.solve(Lvv, r[..., None])[..., 0]
+        raise SolverError("Legendre transform: p = ∂_v L(q, v) could not be solved for v", reason="Newton",
+                          history=history)
+
     def hamiltonian(self, q, p, theta, x, t, beta=0.0):
-        """``H_β = pᵀv − L_β`` for a separable system (``v = M⁻¹ p``)."""
-        if not self.is_separable:
-            raise InputError("hamiltonian needs a separable system (one kinetic term + potentials)")
-        v = self.kinetic.mass_solve(p, theta)
+        """``H_β(q, p) = pᵀv − L_β(q, v)`` with ``v`` from the Legendre transform."""
+        v = self.velocity_from_momentum(q, p, theta, x, t)
         return np.sum(p * v, axis=-1) - self.lagrangian(q, v, theta, x, t, beta)
 
     def reversibility_defect(self, theta, *, samples: int = 8, T: float = 1.0, seed: int = 0) -> float:
