@@ -186,7 +186,7 @@ class InputDrive(PotentialTerm):
         return -np.sum(q * (x[self.input] @ theta[self.name].T), axis=-1)
 
     def potential_gradient(self, q, theta, x, t):
-        return -np.broadcast_to(x[self.input] @ theta[self.name].T, q.shape)
+        return -(x[self.input] @ theta[self.name].T)  # (B or 1, n): broadcasts against q
 
     def potential_hessian_action(self, q, theta, x, t, dq):
         return np.zeros_like(dq)

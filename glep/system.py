@@ -258,7 +258,7 @@ def position_force(system: LagrangianSystem, q, theta, x, t, beta=0.0):
         out = _add(out, beta * system.cost.gradient(q, x, t))
     if out is None:
         return np.zeros_like(q)
-    return np.broadcast_to(out, np.broadcast_shapes(np.shape(out), q.shape))
+    return out if out.shape == q.shape else out + np.zeros_like(q)
 
 
 def position_hessian_action(system: LagrangianSystem, q, theta, x, t, dq, beta=0.0):
