@@ -28,6 +28,7 @@ from glep.signals import Signal
 from glep.system import LagrangianSystem
 from glep.terms import KineticTerm, PotentialTerm, Term
 from glep.trajectory import Trajectory
+from glep.ufl_term import UFLTerm
 
 __version__ = "0.1.0"
 
@@ -37,5 +38,5 @@ __all__ = [
     "GlepError", "InputError", "NotReversibleError", "SaddleError", "SolverError",
     "TimeGrid", "Gyroscopic", "DiagonalMass",
     "Harmonic", "InputDrive", "LogCoshLayer", "Pendulum", "QuadraticForm", "Quartic", "SpringCoupling",
-    "Signal", "LagrangianSystem", "KineticTerm", "PotentialTerm", "Term", "Trajectory",
+    "Signal", "LagrangianSystem", "KineticTerm", "PotentialTerm", "Term", "Trajectory", "UFLTerm",
 ]

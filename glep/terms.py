@@ -66,7 +66,7 @@ class Term(ABC):
 
     @abstractmethod
     def gradient(self, q, v, theta, x, t) -> tuple[Array | None, Array | None]:
-        """``(∂_q L_i, ∂_v L_i)``, each ``(B, n)`` or ``None`` if zero."""
+        """``(∂_q L_i, ∂_v L_i)``, each ``(B, n)`` (or broadcastable to it) or ``None`` if zero."""
 
     @abstractmethod
     def hessian_action(self, q, v, theta, x, t, dq, dv) -> tuple[Array | None, Array | None]:

@@ -48,3 +48,12 @@ def test_zero_gamma_is_reversible_and_echo_is_exact():
     pr = _problem(0.0)
     assert pr.system.is_time_reversible(pr.theta)
     assert compare(echo(pr).theta, adjoint(pr).theta)["relative_error"] <= 1e-6
+
+
+def test_complex_step_through_the_implicit_integrator_reaches_round_off():
+    from glep.estimators.nudging import ComplexStep
+
+    pr = _problem(0.3)
+    truth = adjoint(pr)
+    for beta in (1e-8, 1e-20):
+        assert compare(pfvp(pr, ComplexStep(beta)).theta, truth.theta)["relative_error"] <= 1e-11
