@@ -1,0 +1,464 @@
+r"""Single and multiple shooting for the constant boundary-value problem (CBVP).
+
+The CBVP fixes both ends, ``q(0) = q₀`` and ``q(T) = q_T``.  On the ``ivp``
+backend its discrete version is the set of discrete Euler–Lagrange equations
+
+    D₂L_d(q_{k−1}, q_k) + D₁L_d(q_k, q_{k+1}) = 0,   k = 1, …, N−1,
+
+with ``q₀`` and ``q_N = q_T`` given: the stationary points of the discrete
+action ``Σ_k L_d(q_k, q_{k+1}, k)`` with both ends pinned.  Every solution is
+a trajectory of the position–momentum step map
+
+    p_k = −D₁L_d(q_k, q_{k+1}),   p_{k+1} = D₂L_d(q_k, q_{k+1})
+
+(:func:`glep.ivp.stepping.integrate`), so the CBVP is the root-finding problem
+``q_N(p₀) = q_T`` for the unknown initial momentum (*single shooting*).  When
+``q_N`` depends too violently on ``p₀`` (stiff or unstable problems) the grid
+is cut into segments whose initial states are extra unknowns matched by
+continuity of ``(q, p)`` at the cuts (*multiple shooting*).  Both solve the
+very same discrete equations, so they agree to solver tolerance, and the
+solution is the discrete CBVP solution that a P1 finite-element time mesh with
+two-point Gauss–Lobatto quadrature also assembles (THEORY.md §4).
+
+Newton's Jacobians come from *discrete Jacobi fields*: the linearisation of
+the step map,
+
+    δq_{k+1} = −D₁₂⁻¹ (δp_k + D₁₁ δq_k + ∂_θD₁ δθ),
+    δp_{k+1} = D₂₁ δq_k + D₂₂ δq_{k+1} + ∂_θD₂ δθ,
+
+pushed along the stored trajectory by :func:`tangent_sweep` (one sweep for
+all ``n`` or ``2n`` directions at once, carried on a leading tangent axis).
+
+The Jacobi fields with ``δq₀ = 0``, ``δp₀ = I`` also give the second
+variation: by discrete Sturm theory the number of sign changes of
+``det δq_k`` over ``k = 1, …, N`` is the number of negative eigenvalues of the
+Hessian of the discrete action with both ends fixed (its Morse index), the
+discrete count of conjugate points in ``(0, T)`` (:func:`conjugate_points`).
+The sign-change rule assumes ``−D₁₂L_d`` is positive definite (true for a
+positive mass matrix once ``h`` is small enough).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from glep.errors import InputError, SolverError
+from glep.grid import TimeGrid
+from glep.ivp.discrete import TRAPEZOID, DiscreteLagrangian, QuadratureRule
+from glep.ivp.sensitivity import tangent_sweep
+from glep.ivp.stepping import integrate
+from glep.system import LagrangianSystem
+from glep.trajectory import Trajectory
+from glep.validation import as_finite_array
+
+__all__ = ["tangent_sweep", "shoot_cbvp", "jacobi_fields", "jacobi_determinants", "conjugate_points"]
+
+# ``tangent_sweep(dl, Q, dq0, dp0, dtheta=None, *, store=False)`` lives in
+# :mod:`glep.ivp.sensitivity` (the forward parameter sensitivities use it with
+# ``dtheta``); it is re-exported here because shooting is its other client.
+
+
+class _Segment:
+    """Steps ``k0 … k0+N−1`` of a discrete Lagrangian, re-indexed from 0.
+
+    It has every method the stepping and tangent engines call, with the step
+    index shifted, so a segment of a grid is integrated and linearised by the
+    unmodified engines (inputs are still read at the true times).
+    """
+
+    def __init__(self, dl: DiscreteLagrangian, k0: int, N: int):
+        self.base, self.k0, self.N = dl, int(k0), int(N)
+        self.system, self.theta, self.grid = dl.system, dl.theta, dl.grid
+        self.beta, self.h, self.explicit = dl.beta, dl.h, dl.explicit
+
+    def momenta(self, j, q0, q1):
+        return self.base.momenta(self.k0 + j, q0, q1)
+
+    def hessian_action(self, j, q0, q1, dq0, dq1):
+        return self.base.hessian_action(self.k0 + j, q0, q1, dq0, dq1)
+
+    def theta_jvp(self, j, q0, q1, dtheta):
+        return self.base.theta_jvp(self.k0 + j, q0, q1, dtheta)
+
+    def solve_d12(self, j, q0, q1, rhs, transpose: bool = False):
+        return self.base.solve_d12(self.k0 + j, q0, q1, rhs, transpose=transpose)
+
+    def d12_matrix(self, j, q0, q1):
+        return self.base.d12_matrix(self.k0 + j, q0, q1)
+
+    def force(self, j, end, q):
+        return self.base.force(self.k0 + j, end, q)
+
+    def force_hessian_action(self, j, end, q, dq):
+        return self.base.force_hessian_action(self.k0 + j, end, q, dq)
+
+    def mass_apply(self, v):
+        return self.base.mass_apply(v)
+
+    def mass_solve(self, p):
+        return self.base.mass_solve(p)
+
+    def node_time(self, j):
+        return self.base.node_time(self.k0 + j)
+
+    def inputs(self, t):
+        return self.base.inputs(t)
+
+
+def _as_state(value, name: str, n: int, batch: int | None) -> np.ndarray:
+    arr = as_finite_array(value, name)
+    if arr.ndim == 1 and arr.shape == (n,):
+        return np.broadcast_to(arr, (batch or 1, n)).copy()
+    if arr.ndim == 2 and arr.shape[1] == n and (batch is None or arr.shape[0] in (1, batch)):
+        return np.broadcast_to(arr, (batch or arr.shape[0], n)).copy()
+    raise InputError(f"{name} must have shape ({n},) or (B, {n}), got {arr.shape}")
+
+
+def _unit_tangents(n: int, B: int) -> np.ndarray:
+    """``n`` unit directions, shape ``(n, B, n)``: ``out[j, b] = e_j``."""
+    return np.broadcast_to(np.eye(n)[:, None, :], (n, B, n)).copy()
+
+
+def _to_matrix(dX: np.ndarray) -> np.ndarray:
+    """Tangent stack ``(K, B, n)`` → per-member matrices ``(B, n, K)`` (column j = tangent j)."""
+    return np.transpose(dX, (1, 2, 0))
+
+
+def jacobi_fields(dl, Q: np.ndarray):
+    r"""Matrix Jacobi fields ``δq_k, δp_k`` with ``δq₀ = 0``, ``δp₀ = I``.
+
+    Parameters
+    ----------
+    dl:
+        The discrete Lagrangian the trajectory ``Q`` solves.
+    Q:
+        Stored trajectory, shape ``(N+1, B, n)``.
+
+    Returns
+    -------
+    DQ, DP:
+        Shape ``(N+1, B, n, n)``: ``DQ[k, b, i, j] = ∂q_k^i / ∂p_0^j`` along
+        member ``b`` (the derivative of the flow with respect to the initial
+        momentum at fixed initial position).
+    """
+    n, B = Q.shape[-1], Q.shape[1]
+    dp0 = _unit_tangents(n, B).astype(Q.dtype)
+    DQ, DP = tangent_sweep(dl, Q, np.zeros_like(dp0), dp0, store=True)
+    return np.transpose(DQ, (0, 2, 3, 1)), np.transpose(DP, (0, 2, 3, 1))
+
+
+def jacobi_determinants(dl, Q: np.ndarray) -> np.ndarray:
+    """``det δq_k`` of the Jacobi fields of :func:`jacobi_fields`, shape ``(N+1, B)``."""
+    DQ, _ = jacobi_fields(dl, Q)
+    return np.linalg.det(DQ)
+
+
+def _sign_changes(d: np.ndarray) -> np.ndarray:
+    """Sign changes along axis 0 of ``d`` (zeros skipped), per column."""
+    out = np.zeros(d.shape[1], dtype=int)
+    for b in range(d.shape[1]):
+        s = np.sign(d[:, b])
+        s = s[s != 0]
+        out[b] = int(np.count_nonzero(s[1:] != s[:-1]))
+    return out
+
+
+def conjugate_points(system: LagrangianSystem, params: Mapping[str, np.ndarray], grid: TimeGrid, q0, p0, *,
+                     integrator_rule: QuadratureRule = TRAPEZOID, beta: float = 0.0,
+                     fast: bool = True) -> np.ndarray:
+    r"""Number of discrete conjugate points of ``q₀`` in ``(0, T]`` along the trajectory from ``(q₀, p₀)``.
+
+    The trajectory is integrated with the discrete Lagrangian of
+    ``integrator_rule``; along it the matrix Jacobi fields with ``δq₀ = 0``,
+    ``δp₀ = I`` are pushed and the sign changes of ``det δq_k`` over
+    ``k = 1, …, N`` are counted.  For a trajectory solving a CBVP this is the
+    Morse index of the discrete action (number of negative eigenvalues of its
+    Hessian with both ends fixed): ``0`` means a strict local minimum.  A
+    ``det δq_N`` of zero (to round-off) means the CBVP is degenerate at ``T``
+    (resonance); such an exact zero is skipped by the count.
+
+    Returns
+    -------
+    numpy.ndarray
+        Integer counts, shape ``(B,)`` (one per batch member).
+    """
+    theta = system.check_params(params)
+    q0 = _as_state(q0, "q0", system.n, system.batch)
+    p0 = _as_state(p0, "p0", system.n, q0.shape[0])
+    dl = DiscreteLagrangian(system, theta, grid, integrator_rule, beta, fast=fast)
+    Q, _ = integrate(dl, q0, p0)
+    det = jacobi_determinants(dl, Q)
+    return _sign_changes(det[1:])
+
+
+# -- Newton's method ---------------------------------------------------------
+
+
+class _Newton:
+    """Damped Newton on a batch of independent square systems ``F_b(z_b) = 0``.
+
+    ``evaluate(z)`` returns ``(F, state)`` with ``F`` of shape ``(B, m)`` and
+    raises :class:`SolverError` on overflow; ``jacobian(z, state)`` returns
+    ``(B, m, m)``.  Each batch member has its own step length ``λ_b``, halved
+    until its Euclidean residual decreases (Armijo: ``‖F_b(z_b + λ_b δz_b)‖ ≤
+    (1 − 10⁻⁴ λ_b) ‖F_b(z_b)‖``).  Convergence: ``max |F| ≤ tol · scale``, or
+    a Newton correction at round-off (``‖δz‖_∞ ≤ 10⁻¹⁴ (1 + ‖z‖_∞)``):
+    nothing more can be gained in floating point.  ``history`` records
+    ``max |F|`` over the batch.
+    """
+
+    def __init__(self, evaluate, jacobian, *, tol: float, scale: float, maxiter: int, label: str):
+        self.evaluate, self.jacobian = evaluate, jacobian
+        self.tol, self.scale, self.maxiter, self.label = tol, scale, maxiter, label
+        self.history: list[float] = []
+        self.reason = ""
+
+    def _try(self, z):
+        """``(F, state, per-member 2-norms)``; norms are ``inf`` on overflow."""
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):
+                F, state = self.evaluate(z)
+                norms = np.linalg.norm(F, axis=-1)
+        except SolverError:
+            return None, None, np.full(z.shape[0], np.inf)
+        return F, state, np.where(np.isfinite(norms), norms, np.inf)
+
+    def solve(self, z):
+        F, state, norms = self._try(z)
+        if not np.all(np.isfinite(norms)):
+            raise SolverError(f"{self.label}: the initial guess gives a non-finite trajectory",
+                              reason="overflow at the initial guess", history=[np.inf])
+        res = float(np.max(np.abs(F)))
+        self.history.append(res)
+        for _ in range(self.maxiter):
+            if res <= self.tol * self.scale:
+                self.reason = "residual"
+                return z, state
+            J = self.jacobian(z, state)
+            try:
+                dz = -np.linalg.solve(J, F[..., None])[..., 0]
+            except np.linalg.LinAlgError as exc:
+                raise SolverError(f"{self.label}: singular shooting Jacobian (a conjugate point at T?)",
+                                  reason="singular Jacobian", history=self.history) from exc
+            if not np.all(np.isfinite(dz)):
+                raise SolverError(f"{self.label}: the Newton step is not finite",
+                                  reason="ill-conditioned Jacobian", history=self.history)
+            small = float(np.max(np.abs(dz))) <= 1e-14 * (1.0 + float(np.max(np.abs(z))))
+            lam = np.ones(z.shape[0])
+            done = np.zeros(z.shape[0], bool)
+            for _ in range(40):
+                Ft, st, nt = self._try(z + lam[:, None] * dz)
+                ok = (nt <= (1.0 - 1e-4 * lam) * norms) | (small & np.isfinite(nt))
+                done |= ok
+                if np.all(done):
+                    break
+                lam = np.where(done, lam, 0.5 * lam)
+            else:
+                raise SolverError(f"{self.label}: the line search found no decrease of the residual",
+                                  reason="line search", history=self.history)
+            z, F, state, norms = z + lam[:, None] * dz, Ft, st, nt
+            res = float(np.max(np.abs(F)))
+            self.history.append(res)
+            if small:
+                self.reason = "round-off step"
+                return z, state
+        if res <= self.tol * self.scale:
+            self.reason = "residual"
+            return z, state
+        raise SolverError(f"{self.label}: no convergence in {self.maxiter} Newton iterations",
+                          reason="maxiter", history=self.history)
+
+
+def _cuts(N: int, segments: int) -> list[int]:
+    return [int(round(s * N / segments)) for s in range(segments + 1)]
+
+
+def shoot_cbvp(system: LagrangianSystem, params: Mapping[str, np.ndarray], grid: TimeGrid, q0, qT, *,
+               integrator_rule: QuadratureRule = TRAPEZOID, p0_guess=None, guess: Trajectory | None = None,
+               segments: int = 1, tol: float = 1e-12, beta: complex = 0.0, fast: bool = True,
+               maxiter: int = 50) -> Trajectory:
+    r"""Solve the discrete CBVP ``q(0) = q₀``, ``q(T) = q_T`` by single or multiple shooting.
+
+    Parameters
+    ----------
+    system, params, grid:
+        The Lagrangian system, its parameters and the uniform time grid.
+    q0, qT:
+        The two end positions, shape ``(n,)`` or ``(B, n)`` (each batch member
+        is an independent problem; Newton runs on all of them at once).
+    integrator_rule:
+        Quadrature rule of the discrete Lagrangian (``TRAPEZOID``: Störmer–
+        Verlet for a separable system, the discretisation a P1 time mesh with
+        Gauss–Lobatto quadrature assembles).
+    p0_guess:
+        Initial guess for the initial momentum.  Default: the momentum
+        ``∂_vL(q₀, (q_T − q₀)/T, θ, 0)`` of the straight line.  Selects the
+        branch when the CBVP has several solutions.
+    guess:
+        A whole trajectory used as initial guess (its ``p[0]`` and, with
+        multiple shooting, its states at the cuts); overrides ``p0_guess``.
+    segments:
+        ``1``: single shooting on ``p₀`` (``n`` unknowns).  ``m > 1``: multiple
+        shooting with cuts at nodes ``round(s N / m)``; unknowns ``p₀`` and
+        ``(q, p)`` at each interior cut (``n (2m − 1)`` unknowns), equations:
+        continuity of ``(q, p)`` at the cuts and ``q_N = q_T``.  Without
+        ``guess`` the cut states come from integrating from ``p0_guess`` (when
+        given and finite), otherwise from the straight line.
+    tol:
+        Newton stops when ``max |F| ≤ tol · (1 + max|q₀| + max|q_T|)``, ``F``
+        the shooting residual (position mismatch at ``T`` and, for multiple
+        shooting, state mismatch at the cuts), or when the Newton correction
+        is at round-off.
+    beta:
+        Nudging strength: solves the CBVP of ``L_β = L + β c`` (the nudged
+        trajectories of the residual-free CBVP estimator).  A complex ``β``
+        (complex-step nudging) gives complex ``q``, ``p``; Newton then runs
+        in complex arithmetic (the equations are holomorphic in ``q``).
+    fast:
+        Allow the explicit Störmer–Verlet path (see :class:`DiscreteLagrangian`).
+    maxiter:
+        Maximum number of Newton iterations.
+
+    Returns
+    -------
+    Trajectory
+        ``q``, ``p`` of shape ``(N+1, B, n)`` (discrete momenta
+        ``p_k = −D₁L_d(q_k, q_{k+1})``), ``boundary="CBVP"``; ``meta`` holds
+        the method, the number of Newton iterations and the residual history.
+
+    Raises
+    ------
+    SolverError
+        Newton failed (singular Jacobian, no decrease, overflow or too many
+        iterations); ``.history`` holds the residual norms.
+    """
+    theta = system.check_params(params)
+    n = system.n
+    q0 = _as_state(q0, "q0", n, system.batch)
+    B = q0.shape[0]
+    qT = _as_state(qT, "qT", n, B)
+    if isinstance(segments, bool) or int(segments) != segments or not 1 <= int(segments) <= grid.N:
+        raise InputError(f"segments must be an integer in [1, N={grid.N}], got {segments!r}")
+    segments = int(segments)
+    tol = float(tol)
+    if not tol > 0:
+        raise InputError(f"tol must be > 0, got {tol!r}")
+    dl = DiscreteLagrangian(system, theta, grid, integrator_rule, beta, fast=fast)
+    dtype = np.result_type(q0, beta)
+
+    x0 = system.inputs_at(0.0)
+    vbar = (qT - q0) / grid.T
+    if guess is not None:
+        if guess.q.shape != (grid.N + 1, B, n):
+            raise InputError(f"guess must have q of shape {(grid.N + 1, B, n)}, got {guess.q.shape}")
+        p0 = np.array(guess.p[0], dtype=dtype)
+    elif p0_guess is not None:
+        p0 = _as_state(p0_guess, "p0_guess", n, B).astype(dtype)
+    else:
+        p0 = np.array(system.gradient(q0, vbar, theta, x0, 0.0)[1], dtype=dtype)
+    scale = 1.0 + float(np.max(np.abs(q0))) + float(np.max(np.abs(qT)))
+    meta = {"method": "single shooting" if segments == 1 else "multiple shooting", "segments": segments,
+            "integrator": integrator_rule.name, "system": system.name}
+
+    if segments == 1:
+        label = "single shooting"
+
+        def evaluate(p):
+            Q, P = integrate(dl, q0, p)
+            if not np.all(np.isfinite(Q)):
+                raise SolverError("non-finite trajectory", reason="overflow")
+            return Q[-1] - qT, (Q, P)
+
+        def jacobian(p, state):
+            Q, _ = state
+            dqN, _ = tangent_sweep(dl, Q, np.zeros((n, B, n), dtype), _unit_tangents(n, B).astype(dtype))
+            return _to_matrix(dqN)
+
+        newton = _Newton(evaluate, jacobian, tol=tol, scale=scale, maxiter=maxiter, label=label)
+        _, (Q, P) = newton.solve(p0)
+    else:
+        cuts = _cuts(grid.N, segments)
+        segs = [_Segment(dl, cuts[s], cuts[s + 1] - cuts[s]) for s in range(segments)]
+        m = segments
+        size = n * (2 * m - 1)
+
+        # -- initial guess for the cut states ------------------------------------
+        if guess is not None:
+            Qg, Pg = np.asarray(guess.q, dtype), np.asarray(guess.p, dtype)
+        else:
+            Qg = Pg = None
+            if p0_guess is not None:
+                try:
+                    Qg, Pg = integrate(dl, q0, p0)
+                    if not (np.all(np.isfinite(Qg)) and np.all(np.isfinite(Pg))):
+                        Qg = Pg = None
+                except SolverError:
+                    Qg = Pg = None
+            if Qg is None:
+                s_ = grid.times[:, None, None] / grid.T
+                Qg = (1.0 - s_) * q0 + s_ * qT
+                Pg = np.stack([system.gradient(Qg[k], vbar, theta, system.inputs_at(t), t)[1]
+                               for k, t in enumerate(grid.times)]).astype(dtype)
+        z0 = np.empty((B, size), dtype)
+        z0[:, :n] = p0
+        for s in range(1, m):
+            off = n + 2 * n * (s - 1)
+            z0[:, off:off + n] = Qg[cuts[s]]
+            z0[:, off + n:off + 2 * n] = Pg[cuts[s]]
+
+        def starts(z):
+            out = [(q0, z[:, :n])]
+            for s in range(1, m):
+                off = n + 2 * n * (s - 1)
+                out.append((z[:, off:off + n], z[:, off + n:off + 2 * n]))
+            return out
+
+        def evaluate(z):
+            F = np.empty((B, size), dtype)
+            runs = []
+            for s, ((qs, ps), seg) in enumerate(zip(starts(z), segs)):
+                Qs, Ps = integrate(seg, qs, ps)
+                if not np.all(np.isfinite(Qs)):
+                    raise SolverError("non-finite trajectory", reason="overflow")
+                runs.append((Qs, Ps))
+                if s < m - 1:
+                    qn, pn = starts(z)[s + 1]
+                    F[:, 2 * n * s:2 * n * s + n] = Qs[-1] - qn
+                    F[:, 2 * n * s + n:2 * n * (s + 1)] = Ps[-1] - pn
+                else:
+                    F[:, 2 * n * s:] = Qs[-1] - qT
+            return F, runs
+
+        def jacobian(z, runs):
+            J = np.zeros((B, size, size), dtype)
+            E = _unit_tangents(n, B).astype(dtype)
+            Z = np.zeros_like(E)
+            for s, ((Qs, _), seg) in enumerate(zip(runs, segs)):
+                r0 = 2 * n * s
+                rows = n if s == m - 1 else 2 * n
+                if s == 0:
+                    dq, dp = tangent_sweep(seg, Qs, Z, E)
+                    c0, width = 0, n
+                else:
+                    dq, dp = tangent_sweep(seg, Qs, np.concatenate([E, Z]), np.concatenate([Z, E]))
+                    c0, width = n + 2 * n * (s - 1), 2 * n
+                J[:, r0:r0 + n, c0:c0 + width] = _to_matrix(dq)
+                if rows == 2 * n:
+                    J[:, r0 + n:r0 + 2 * n, c0:c0 + width] = _to_matrix(dp)
+                    c1 = n + 2 * n * s
+                    J[:, r0:r0 + 2 * n, c1:c1 + 2 * n] -= np.eye(2 * n)
+            return J
+
+        newton = _Newton(evaluate, jacobian, tol=tol, scale=scale, maxiter=maxiter,
+                         label=f"multiple shooting ({m} segments)")
+        _, runs = newton.solve(z0)
+        Q = np.empty((grid.N + 1, B, n), dtype)
+        P = np.empty_like(Q)
+        for s, (Qs, Ps) in enumerate(runs):
+            Q[cuts[s]:cuts[s + 1] + 1] = Qs
+            P[cuts[s]:cuts[s + 1] + 1] = Ps
+    meta.update(iterations=len(newton.history) - 1, residual_history=list(newton.history),
+                converged=newton.reason)
+    return Trajectory(grid.times, Q, P, beta, "CBVP", dict(theta), meta)

@@ -1,0 +1,93 @@
+r"""Saving and loading time meshes and trajectories with :mod:`dolfinx.io`.
+
+* :func:`save_time_mesh` / :func:`load_time_mesh`: XDMF (``.xdmf`` + ``.h5``),
+  collective over the mesh's communicator; the loaded mesh is re-partitioned
+  over the communicator it is read on (any number of ranks).
+* :func:`save_trajectory`: a P1 trajectory function, as XDMF (mesh + nodal
+  values, readable with h5py or ParaView) or VTX/ADIOS2 (``.bp``), with
+  optionally several time stamps (e.g. the nudged trajectories ``β = 0, ±β``
+  written as successive "steps").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import dolfinx.fem
+import dolfinx.io
+import dolfinx.mesh
+from mpi4py import MPI
+
+from glep.errors import InputError
+
+__all__ = ["save_time_mesh", "load_time_mesh", "save_trajectory"]
+
+
+def _xdmf_path(path) -> Path:
+    path = Path(path)
+    if path.suffix != ".xdmf":
+        raise InputError(f"XDMF files must end in .xdmf, got {str(path)!r}")
+    return path
+
+
+def save_time_mesh(mesh: dolfinx.mesh.Mesh, path, *, name: str = "mesh") -> None:
+    """Write ``mesh`` to ``path`` (``.xdmf``; heavy data in the ``.h5`` beside it). Collective."""
+    path = _xdmf_path(path)
+    mesh.name = name
+    with dolfinx.io.XDMFFile(mesh.comm, str(path), "w") as f:
+        f.write_mesh(mesh)
+
+
+def load_time_mesh(comm: MPI.Comm, path, *, name: str = "mesh",
+                   ghost_mode: dolfinx.mesh.GhostMode = dolfinx.mesh.GhostMode.shared_facet
+                   ) -> dolfinx.mesh.Mesh:
+    """Read a mesh written by :func:`save_time_mesh`, distributed over ``comm``. Collective."""
+    path = _xdmf_path(path)
+    if not path.exists():
+        raise InputError(f"no mesh file at {str(path)!r}")
+    with dolfinx.io.XDMFFile(comm, str(path), "r") as f:
+        return f.read_mesh(ghost_mode=ghost_mode, name=name)
+
+
+def save_trajectory(q: dolfinx.fem.Function | Sequence[dolfinx.fem.Function], path, *,
+                    times: Sequence[float] | float = 0.0, engine: str = "xdmf") -> None:
+    """Write a trajectory function (or several snapshots on one mesh) to ``path``. Collective.
+
+    Parameters
+    ----------
+    q:
+        A P1 function on a time mesh (coordinate degree 1, as every mesh of
+        :mod:`glep.meshes`), or a list of such functions sharing one space
+        and name, written as successive stamps.
+    path:
+        ``.xdmf`` for ``engine="xdmf"``, ``.bp`` for ``engine="vtx"``.
+    times:
+        The stamp of each function (a float for a single function).
+    engine:
+        ``"xdmf"`` or ``"vtx"`` (ADIOS2).
+    """
+    funcs = [q] if isinstance(q, dolfinx.fem.Function) else list(q)
+    stamps = [float(times)] if isinstance(times, (int, float)) else [float(s) for s in times]
+    if len(stamps) != len(funcs):
+        raise InputError(f"give one stamp per function: {len(funcs)} functions, {len(stamps)} stamps")
+    mesh = funcs[0].function_space.mesh
+    path = Path(path)
+    if engine == "xdmf":
+        path = _xdmf_path(path)
+        with dolfinx.io.XDMFFile(mesh.comm, str(path), "w") as f:
+            f.write_mesh(mesh)
+            for fn, s in zip(funcs, stamps):
+                f.write_function(fn, s)
+    elif engine == "vtx":
+        if path.suffix != ".bp":
+            raise InputError(f"VTX output must end in .bp, got {str(path)!r}")
+        if not dolfinx.io.has_adios2:
+            raise InputError("this dolfinx was built without ADIOS2: use engine='xdmf'")
+        target = dolfinx.fem.Function(funcs[0].function_space, name=funcs[0].name)
+        with dolfinx.io.VTXWriter(mesh.comm, str(path), [target], engine="BP4") as w:
+            for fn, s in zip(funcs, stamps):
+                target.x.array[:] = fn.x.array
+                w.write(s)
+    else:
+        raise InputError(f"engine must be 'xdmf' or 'vtx', got {engine!r}")
