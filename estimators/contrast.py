@@ -29,11 +29,7 @@ from glep.terms import add_into
 
 def contrast_integrand(dl, Q) -> dict[str, np.ndarray]:
     """``I = Σ_k ∂_θ L_d(q_k, q_{k+1})`` along a stored trajectory."""
-    acc: dict[str, np.ndarray] = {}
-    for k in range(dl.N):
-        for key, g in dl.theta_gradient(k, Q[k], Q[k + 1]).items():
-            add_into(acc, key, g)
-    return acc
+    return dl.theta_gradient_sum(Q)
 
 
 def _complete(problem: Problem, grad: dict) -> dict[str, np.ndarray]:
@@ -74,7 +70,7 @@ def civp_contrast(problem: Problem, nudge: Nudge | None = None, *, residual: boo
     nudge = nudge or Centred(1e-4)
     t0 = time.perf_counter()
     free = problem.free
-    I0 = contrast_integrand(free.dl, free.Q)
+    I0 = contrast_integrand(free.dl, free.Q) if nudge.needs_free else None
     values = {}
     for b in nudge.betas:
         dl = problem.dl(b)
@@ -105,7 +101,7 @@ def _final_value_family(problem: Problem, nudge: Nudge, make_dl):
     """Integrate the nudged final-value trajectories; return the β-derivatives."""
     free = problem.free
     qN, piN = free.Q[-1], free.P[-1]
-    I0 = contrast_integrand(free.dl, free.Q)
+    I0 = contrast_integrand(free.dl, free.Q) if nudge.needs_free else None
     values = {}
     for b in nudge.betas:
         dl = make_dl(b)
@@ -173,7 +169,7 @@ def echo(problem: Problem, nudge: Nudge | None = None, *, allow_irreversible: bo
     nudge = nudge or Centred(1e-4)
     problem.require_civp("echo")
     t0 = time.perf_counter()
-    defect = problem.system.reversibility_defect(problem.theta, T=problem.grid.T)
+    defect = problem.reversibility_defect
     notes = ["exact for time-reversible systems: forward passes only"]
     if defect > tol:
         err = retrace_error(problem)

@@ -46,6 +46,9 @@ class Nudge(ABC):
     def betas(self) -> list[complex]:
         """The β values at which nudged trajectories are needed."""
 
+    #: Whether ``combine`` reads the free (β = 0) value.
+    needs_free: bool = False
+
     @property
     @abstractmethod
     def order(self) -> int:
@@ -67,6 +70,7 @@ class OneSided(Nudge):
     """``(f(β) − f(0))/β`` — one nudged pass, bias ``O(β)``."""
 
     order = 1
+    needs_free = True
 
     @property
     def betas(self):

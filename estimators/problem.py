@@ -112,6 +112,11 @@ class Problem:
                              "a CFVP: use civp_contrast (the mirrored CIVP machinery handles CFVP)")
 
     @cached_property
+    def reversibility_defect(self) -> float:
+        """``system.reversibility_defect(θ)`` over the horizon (measured once per problem)."""
+        return self.system.reversibility_defect(self.theta, T=self.grid.T)
+
+    @cached_property
     def free(self) -> FreeTrajectory:
         dl = self.dl(0.0)
         if self.final_value:

@@ -31,7 +31,7 @@ def rhel(problem: Problem, nudge: Nudge | None = None, *, tol: float = 1e-12) ->
     nudge = nudge or Centred(1e-4)
     problem.require_civp("rhel")
     sys, theta, grid = problem.system, problem.theta, problem.grid
-    defect = sys.reversibility_defect(theta, T=grid.T)
+    defect = problem.reversibility_defect
     if defect > tol:
         raise NotReversibleError(f"rhel: {sys.name} is not time-reversible (defect {defect:.2e}); "
                                  "use PFVP (backward integration) instead")
@@ -40,7 +40,7 @@ def rhel(problem: Problem, nudge: Nudge | None = None, *, tol: float = 1e-12) ->
                          "problem with integrator='stormer-verlet' so that it differentiates the same C_h")
     t0 = time.perf_counter()
     q0, p0, v0 = problem.boundary.states(sys, theta)
-    Q, P, dH0 = leapfrog(sys, theta, grid, q0, p0, 0.0, theta_dH=True)
+    Q, P, dH0 = leapfrog(sys, theta, grid, q0, p0, 0.0, theta_dH=nudge.needs_free)
     qT, pT = Q[-1], P[-1]
     rev = sys.time_reversed(grid.T)
     tc = sys.terminal_cost

@@ -35,20 +35,28 @@ class TrackingCost:
         self.indices = idx
         self.target = target
         self.inputs = (target,)
+        # a contiguous index set is a slice: much cheaper to gather and scatter
+        contiguous = np.all(np.diff(idx) == 1)
+        self._sel = slice(int(idx[0]), int(idx[-1]) + 1) if contiguous else idx
 
     def cost(self, q, x, t):
-        r = q[..., self.indices] - x[self.target]
+        r = q[..., self._sel] - x[self.target]
         return 0.5 * np.sum(r * r, axis=-1)
 
     def gradient(self, q, x, t):
-        g = np.zeros_like(q)
-        g[..., self.indices] = q[..., self.indices] - x[self.target]
+        y = x[self.target]
+        g = np.zeros(np.broadcast_shapes(q.shape, y.shape[:-1] + (1,)), dtype=np.result_type(q, y))
+        g[..., self._sel] = q[..., self._sel] - y
         return g
 
     def hessian_action(self, q, x, t, dq):
         h = np.zeros_like(dq)
-        h[..., self.indices] = dq[..., self.indices]
+        h[..., self._sel] = dq[..., self._sel]
         return h
+
+    def add_gradient(self, out, q, x, t, scale) -> None:
+        """``out += scale ∇c(q, t)`` in place (only the output coordinates are touched)."""
+        out[..., self._sel] += scale * (q[..., self._sel] - x[self.target])
 
     def ufl_cost(self, q, x, t):
         y = x[self.target]

@@ -164,8 +164,8 @@ class QuadraticForm(PotentialTerm):
         if self.name not in dtheta:
             return None
         dA = dtheta[self.name]
-        dS = 0.5 * (dA + np.swapaxes(dA, -1, -2))  # (K, n, n)
-        return np.einsum("bj,kij->kbi", q, dS)
+        dS = 0.5 * (dA + np.swapaxes(dA, -1, -2))  # (K, n, n), symmetric
+        return q @ dS  # (K, B, n)
 
     def ufl_potential(self, q, theta, x, t):
         return 0.5 * ufl.dot(q, theta[self.name] * q)

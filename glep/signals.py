@@ -23,8 +23,9 @@ class Signal:
     """
 
     def __init__(self, fn: Callable[[float], np.ndarray], dim: int, batch: int | None,
-                 description: str = "signal"):
+                 description: str = "signal", sampler: Callable[[np.ndarray], np.ndarray] | None = None):
         self._fn = fn
+        self._sampler = sampler
         self.dim = int(dim)
         self.batch = batch
         self.description = description
@@ -60,9 +61,13 @@ class Signal:
             a = s - j
             return (1.0 - a) * arr[:, j] + a * arr[:, j + 1]
 
-        sig = cls(fn, arr.shape[2], batch, f"samples{arr.shape}")
-        sig._samples = (arr, T)
-        return sig
+        def sampler(times: np.ndarray) -> np.ndarray:
+            s = np.clip(times / dt, 0.0, S - 1.0)
+            j = np.minimum(np.floor(s).astype(int), S - 2)
+            a = (s - j)[:, None, None]
+            return (1.0 - a) * np.moveaxis(arr[:, j], 1, 0) + a * np.moveaxis(arr[:, j + 1], 1, 0)
+
+        return cls(fn, arr.shape[2], batch, f"samples{arr.shape}", sampler)
 
     @classmethod
     def constant(cls, value) -> Signal:
@@ -91,9 +96,13 @@ class Signal:
     def reversed(self, T: float) -> Signal:
         """The signal played backwards on ``[0, T]``: ``t -> self(T - t)``."""
         T = float(T)
-        fn = self._fn
-        return Signal(lambda t: fn(T - t), self.dim, self.batch, f"reversed({self.description})")
+        fn, sampler = self._fn, self._sampler
+        rev_sampler = None if sampler is None else (lambda times: sampler(T - times))
+        return Signal(lambda t: fn(T - t), self.dim, self.batch, f"reversed({self.description})", rev_sampler)
 
     def sample(self, times) -> np.ndarray:
-        """Values at ``times``: array of shape ``(len(times), B, m)``."""
-        return np.stack([self(t) for t in np.asarray(times, dtype=float)])
+        """Values at ``times``: array of shape ``(len(times), B, m)`` (vectorised when possible)."""
+        times = np.asarray(times, dtype=float)
+        if self._sampler is not None:
+            return self._sampler(times)
+        return np.stack([self(t) for t in times])

@@ -250,14 +250,21 @@ class LagrangianSystem:
 
 def position_force(system: LagrangianSystem, q, theta, x, t, beta=0.0):
     """``∂_q L_β`` of the velocity-independent terms (the force of a separable system)."""
-    out = None
+    out, owned = None, False
     for term in system.terms:
         if not term.depends_on_velocity:
-            out = _add(out, term.gradient(q, None, theta, x, t)[0])
-    if beta != 0 and system.cost is not None:
-        out = _add(out, beta * system.cost.gradient(q, x, t))
+            g = term.gradient(q, None, theta, x, t)[0]
+            if g is not None:
+                owned = out is not None
+                out = g if out is None else out + g
     if out is None:
-        return np.zeros_like(q)
+        out, owned = np.zeros_like(q), True
+    if beta != 0 and system.cost is not None:
+        dtype = np.result_type(out, q, beta)
+        if not owned or out.shape != q.shape or out.dtype != dtype:
+            out = np.broadcast_to(out, q.shape).astype(dtype)  # a private copy to add into
+        system.cost.add_gradient(out, q, x, t, beta)
+        return out
     return out if out.shape == q.shape else out + np.zeros_like(q)
 
 
@@ -270,3 +277,12 @@ def position_hessian_action(system: LagrangianSystem, q, theta, x, t, dq, beta=0
     if beta != 0 and system.cost is not None:
         out = _add(out, beta * system.cost.hessian_action(q, x, t, dq))
     return np.zeros_like(dq) if out is None else out
+
+
+def position_theta_jvp(system: LagrangianSystem, q, theta, x, t, dtheta):
+    """``(∂_θ ∂_q L) · δθ`` of the velocity-independent terms (leading tangent axis)."""
+    out = None
+    for term in system.terms:
+        if not term.depends_on_velocity and term.parameters:
+            out = _add(out, term.theta_jvp(q, None, theta, x, t, dtheta)[0])
+    return out

@@ -56,6 +56,9 @@ class Term(ABC):
     inputs: tuple[str, ...] = ()
     #: Whether the term depends on the velocity ``v``.
     depends_on_velocity: bool = False
+    #: Whether the term reads ``t`` itself (not only through input signals).
+    #: Terms that do not can be evaluated on many time nodes in one call.
+    explicit_time: bool = False
 
     def __init__(self, n: int):
         self.n = int(n)

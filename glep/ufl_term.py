@@ -255,6 +255,8 @@ class _Context:
 
 
 class UFLTerm(Term):
+    explicit_time = True  # the expression may read t: evaluate node by node
+
     r"""A Lagrangian term given by one UFL expression; all derivatives are derived by UFL.
 
     Parameters

@@ -29,7 +29,7 @@ import numpy as np
 
 from glep.errors import InputError
 from glep.grid import TimeGrid
-from glep.system import LagrangianSystem, position_force, position_hessian_action
+from glep.system import LagrangianSystem, position_force, position_hessian_action, position_theta_jvp
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,8 @@ class DiscreteLagrangian:
         self.explicit = bool(fast and system.is_separable and rule == TRAPEZOID)
         self._c = np.asarray(rule.nodes)
         self._w = np.asarray(rule.weights)
+        self._node_x: dict | None = None
+        self._stacked_x: dict = {}
 
     # -- helpers -------------------------------------------------------------
     def time(self, k: int, c: float = 0.0) -> float:
@@ -82,6 +84,51 @@ class DiscreteLagrangian:
 
     def inputs(self, t: float):
         return self.system.inputs_at(t)
+
+    def all_node_inputs(self) -> dict:
+        """Signals at every grid node, arrays ``(N+1, B or 1, m)`` (sampled once)."""
+        if self._node_x is None:
+            times = self.grid.times
+            self._node_x = {k: s.sample(times) for k, s in self.system.signals.items()}
+        return self._node_x
+
+    def node_inputs(self, j: int):
+        """Signals at grid node ``j``."""
+        return {k: a[j] for k, a in self.all_node_inputs().items()}
+
+    def _inputs_on_steps(self, c: float, B: int):
+        """Signals at ``t_k + c h`` for every step, broadcast and flattened to ``(N·B, m)``."""
+        key = (float(c), B)
+        if key not in self._stacked_x:
+            times = (np.arange(self.N) + c) * self.h
+            out = {}
+            for k, s in self.system.signals.items():
+                a = s.sample(times)
+                out[k] = np.broadcast_to(a, (self.N, B, a.shape[-1])).reshape(self.N * B, a.shape[-1])
+            self._stacked_x[key] = out
+        return self._stacked_x[key]
+
+    def theta_gradient_sum(self, Q):
+        """``Σ_k Σ_batch ∂_θ L_d(q_k, q_{k+1})`` along a stored trajectory (the contrast).
+
+        Evaluated on all steps at once when no term reads ``t`` explicitly.
+        """
+        if any(term.explicit_time for term in self.system.terms):
+            acc: dict = {}
+            for k in range(self.N):
+                for key, g in self.theta_gradient(k, Q[k], Q[k + 1]).items():
+                    acc[key] = acc.get(key, 0.0) + g
+            return acc
+        N, h = self.N, self.h
+        B, n = Q.shape[1], Q.shape[2]
+        v = ((Q[1:] - Q[:-1]) / h).reshape(N * B, n)
+        acc = {}
+        for c, w in zip(self._c, self._w):
+            q = ((1.0 - c) * Q[:-1] + c * Q[1:]).reshape(N * B, n)
+            x = self._inputs_on_steps(c, B)
+            for key, g in self.system.theta_gradient(q, v, self.theta, x, None).items():
+                acc[key] = acc.get(key, 0.0) + h * w * g
+        return acc
 
     def _nodes(self, k, q0, q1):
         v = (q1 - q0) / self.h
@@ -202,12 +249,18 @@ class DiscreteLagrangian:
     # -- explicit (separable, trapezoid) fast path --------------------------
     def force(self, k: int, end: int, q):
         """``∂_q L_β`` at grid node ``k + end`` (separable systems)."""
-        t = self.time(k + end)
-        return position_force(self.system, q, self.theta, self.inputs(t), t, self.beta)
+        j = k + end
+        return position_force(self.system, q, self.theta, self.node_inputs(j), self.time(j), self.beta)
 
     def force_hessian_action(self, k: int, end: int, q, dq):
-        t = self.time(k + end)
-        return position_hessian_action(self.system, q, self.theta, self.inputs(t), t, dq, self.beta)
+        j = k + end
+        return position_hessian_action(self.system, q, self.theta, self.node_inputs(j), self.time(j), dq,
+                                       self.beta)
+
+    def force_theta_jvp(self, k: int, end: int, q, dtheta):
+        """``∂_θ(∂_q L) · δθ`` of the velocity-independent terms at node ``k + end``."""
+        j = k + end
+        return position_theta_jvp(self.system, q, self.theta, self.node_inputs(j), self.time(j), dtheta)
 
     def mass_apply(self, v):
         return self.system.kinetic.mass_apply(v, self.theta)
@@ -255,6 +308,9 @@ class Mirrored:
     def theta_gradient(self, j, a, b):
         return self.base.theta_gradient(self._k(j), b, a)
 
+    def theta_gradient_sum(self, Q):
+        return self.base.theta_gradient_sum(Q[::-1])
+
     def theta_vjp(self, j, a, b, a0, a1):
         return self.base.theta_vjp(self._k(j), b, a, a1, a0)
 
@@ -274,6 +330,15 @@ class Mirrored:
 
     def force_hessian_action(self, j, end, q, dq):
         return self.base.force_hessian_action(self._k(j), 1 - end, q, dq)
+
+    def force_theta_jvp(self, j, end, q, dtheta):
+        return self.base.force_theta_jvp(self._k(j), 1 - end, q, dtheta)
+
+    def node_inputs(self, j):
+        return self.base.node_inputs(self.N - j)
+
+    def all_node_inputs(self):
+        return {k: a[::-1] for k, a in self.base.all_node_inputs().items()}
 
     def mass_apply(self, v):
         return self.base.mass_apply(v)

@@ -26,6 +26,47 @@ def _check(system):
                          f"{system.name} is not separable (use PFVP backward integration)")
 
 
+def _stacked_inputs(system, times, B):
+    out = {}
+    for k, s in system.signals.items():
+        a = s.sample(times)
+        out[k] = np.broadcast_to(a, (len(times), B, a.shape[-1])).reshape(len(times) * B, a.shape[-1])
+    return out
+
+
+def theta_dH_sum(system, theta, grid, Q, P):
+    """``Σ_k h ∂_θH`` along a leapfrog trajectory: kinetic part at the half-step
+    momenta ``p_{k+½}``, potential part with trapezoid weights."""
+    N, h = grid.N, grid.h
+    B, n = Q.shape[1], Q.shape[2]
+    kin = system.kinetic
+    pots = [t for t in system.terms if not t.depends_on_velocity and t.parameters]
+    dH: dict = {}
+    # p_{k+½} = p_k + (h/2) F(q_k) = M v̄_k with v̄_k = (q_{k+1} − q_k)/h
+    vbar = ((Q[1:] - Q[:-1]) / h).reshape(N * B, n)
+    for key, g in kin.theta_gradient(None, vbar, theta, None, None).items():
+        add_into(dH, key, -h * g)  # ∂_θT|_p = −∂_θT|_v
+    if any(t.explicit_time for t in pots):
+        for k in range(N + 1):
+            t = k * h
+            x = system.inputs_at(t)
+            w = 0.5 * h if k in (0, N) else h
+            for term in pots:
+                for key, g in term.theta_gradient(Q[k], None, theta, x, t).items():
+                    add_into(dH, key, -w * g)
+        return dH
+    x = _stacked_inputs(system, grid.times, B)
+    qs = Q.reshape((N + 1) * B, n)
+    for term in pots:
+        # terms return batch sums, so the trapezoid weights are applied by evaluating
+        # the two end nodes (weight h/2) apart from the interior ones (weight h)
+        for sl, wt in ((slice(0, B), 0.5 * h), (slice(B, N * B), h), (slice(N * B, (N + 1) * B), 0.5 * h)):
+            xs = {k: a[sl] for k, a in x.items()}
+            for key, g in term.theta_gradient(qs[sl], None, theta, xs, None).items():
+                add_into(dH, key, -wt * g)  # ∂_θV = −∂_θL_pot
+    return dH
+
+
 def leapfrog(system, theta, grid, q0, p0, eps: complex = 0.0, *, theta_dH: bool = False):
     """Kick–drift–kick leapfrog of ``H − εc`` from ``(q₀, p₀)``.
 
@@ -39,20 +80,11 @@ def leapfrog(system, theta, grid, q0, p0, eps: complex = 0.0, *, theta_dH: bool 
     Q = np.empty((N + 1,) + np.shape(q0), dtype)
     P = np.empty_like(Q)
     Q[0], P[0] = q0, p0
-    pots = [t for t in system.terms if not t.depends_on_velocity]
+    times = grid.times
+    X = {k: s.sample(times) for k, s in system.signals.items()}
 
     def force(q, k):
-        t = k * h
-        return position_force(system, q, theta, system.inputs_at(t), t, eps)
-
-    dH: dict = {}
-
-    def accumulate_potential(q, k, weight):
-        t = k * h
-        x = system.inputs_at(t)
-        for term in pots:
-            for key, g in term.theta_gradient(q, None, theta, x, t).items():
-                add_into(dH, key, -weight * g)  # ∂_θV = −∂_θL_pot
+        return position_force(system, q, theta, {name: a[k] for name, a in X.items()}, times[k], eps)
 
     F = force(Q[0], 0)
     for k in range(N):
@@ -60,11 +92,4 @@ def leapfrog(system, theta, grid, q0, p0, eps: complex = 0.0, *, theta_dH: bool 
         Q[k + 1] = Q[k] + h * kin.mass_solve(p_half, theta)
         F = force(Q[k + 1], k + 1)
         P[k + 1] = p_half + 0.5 * h * F
-        if theta_dH:
-            v = kin.mass_solve(p_half, theta)
-            for key, g in kin.theta_gradient(None, v, theta, None, None).items():
-                add_into(dH, key, -h * g)  # ∂_θT|_p = −∂_θT|_v
-    if theta_dH:
-        for k in range(N + 1):
-            accumulate_potential(Q[k], k, 0.5 * h if k in (0, N) else h)
-    return Q, P, (dH if theta_dH else None)
+    return Q, P, (theta_dH_sum(system, theta, grid, Q, P) if theta_dH else None)

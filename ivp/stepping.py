@@ -79,9 +79,11 @@ def integrate(dl, q0, p0, *, store: bool = True, callback=None):
                 Q[k + 1], P[k + 1] = q, p
             if callback is not None:
                 callback(k)
-            if not np.all(np.isfinite(q)):
-                raise SolverError(f"trajectory became non-finite at step {k + 1}; reduce the step size",
-                                  reason="overflow")
+            if k % 64 == 63 and not np.all(np.isfinite(q)):
+                break
+        if not (np.all(np.isfinite(q)) and np.all(np.isfinite(p))):
+            where = "" if not store else f" at step {int(np.argmax(~np.isfinite(Q).reshape(N + 1, -1).all(1)))}"
+            raise SolverError(f"trajectory became non-finite{where}; reduce the step size", reason="overflow")
     else:
         qprev = q
         for k in range(N):
