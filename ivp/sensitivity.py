@@ -83,7 +83,6 @@ def _explicit_tangent_sweep(dl, Q, dq0, dp0, dtheta, store):
     """
     h, N = dl.h, dl.N
     kin = dl.system.kinetic
-    theta = dl.theta
 
     def dforce(j_step, end, q, dq):
         out = dl.force_hessian_action(j_step, end, q, dq)
