@@ -39,6 +39,8 @@ def save_report(report: Report, path: str | Path, config: dict, trajectories: di
         f.create_dataset("betas", data=report.betas)
         f.attrs["nudges"] = json.dumps(report.nudges)
         tg = f.create_group("truth")
+        tg.attrs["wall_time"] = report.truth.wall_time
+        tg.attrs["passes"] = report.truth.passes
         for k, v in report.truth.theta.items():
             tg.create_dataset(k, data=v)
         eg = f.create_group("estimators")
@@ -70,7 +72,10 @@ def load_report(path: str | Path) -> Report:
     from glep.estimators.result import GradientEstimate
 
     with h5py.File(path, "r") as f:
-        truth = GradientEstimate("adjoint", {k: np.asarray(v) for k, v in f["truth"].items()})
+        tg = f["truth"]
+        truth = GradientEstimate("adjoint", {k: np.asarray(v) for k, v in tg.items()},
+                                 passes=float(tg.attrs.get("passes", 0.0)),
+                                 wall_time=float(tg.attrs.get("wall_time", 0.0)))
         rows = []
         eg = f["estimators"]
         for name in json.loads(eg.attrs["order"]):
