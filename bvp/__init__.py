@@ -1,0 +1,35 @@
+r"""Finite-element backend: whole trajectories on a time mesh, solved at once with PETSc.
+
+The trajectory ``q_h`` is a vector Lagrange function on a dolfinx interval
+mesh (time = ``x``); the augmented action ``A_β = ∫ L_β dt`` is assembled
+from the system's UFL definition (:class:`FEAction`) or, for many
+components per node, from the NumPy discrete Lagrangian
+(:class:`VectorisedAction`).  Every boundary condition of
+:mod:`glep.boundary` is a restriction of the whole-trajectory system
+(:class:`ReducedProblem`); :func:`solve_bvp` solves it with SNES Newton,
+trust-region residual descent, action-gradient flow (TS pseudo-transient) or
+deflation; :func:`morse_index` counts negative Hessian eigenvalues;
+:func:`adjoint_gradient` is the discrete adjoint and :func:`cbvp_gradient`
+the GLEP contrast estimator; :mod:`glep.bvp.continuation` follows branches and
+locates folds.
+"""
+
+import glep  # noqa: F401  isort: skip  (configures PETSc before dolfinx loads)
+
+from glep.bvp.adjoint import FEAdjointResult, adjoint_gradient, discrete_loss
+from glep.bvp.api import BVPSolution, gather_nodal, make_discretisation, set_guess, solve_bvp, solve_problem
+from glep.bvp.continuation import functional_continuation, locate_fold, natural_continuation
+from glep.bvp.estimator import cbvp_gradient, contrast_values, fe_adjoint_gradient
+from glep.bvp.fe import FEAction, interpolate_signal, quadrature_metadata
+from glep.bvp.problem import ReducedProblem
+from glep.bvp.solvers import deflated_newton, gradient_flow, inertia, morse_index, newton, residual_descent
+from glep.bvp.vectorised import VectorisedAction
+
+__all__ = [
+    "solve_bvp", "solve_problem", "BVPSolution", "make_discretisation", "set_guess", "gather_nodal",
+    "FEAction", "VectorisedAction", "ReducedProblem", "interpolate_signal", "quadrature_metadata",
+    "newton", "residual_descent", "gradient_flow", "deflated_newton", "morse_index", "inertia",
+    "adjoint_gradient", "discrete_loss", "FEAdjointResult",
+    "cbvp_gradient", "fe_adjoint_gradient", "contrast_values",
+    "natural_continuation", "functional_continuation", "locate_fold",
+]

@@ -26,11 +26,16 @@ def versions() -> dict[str, str]:
             "petsc": ".".join(map(str, PETSc.Sys.getVersion())), "python": platform.python_version()}
 
 
-def save_report(report: Report, path: str | Path, config: dict, trajectories: dict | None = None) -> None:
-    """Write the report, its configuration and versions (as attributes) to HDF5."""
+def save_report(report: Report, path: str | Path, config: dict, trajectories: dict | None = None,
+                library_versions: dict | None = None) -> None:
+    """Write the report, its configuration and versions (as attributes) to HDF5.
+
+    Under MPI, call :func:`versions` on every rank first and pass it here:
+    importing PETSc is collective, so it must not happen on rank 0 alone.
+    """
     with h5py.File(path, "w") as f:
         f.attrs["config"] = json.dumps(config, default=str)
-        for k, v in versions().items():
+        for k, v in (library_versions or versions()).items():
             f.attrs[f"version_{k}"] = v
         f.attrs["problem"] = report.problem_name
         f.attrs["report_nudge"] = report.report_nudge

@@ -108,22 +108,27 @@ def _build_problem(cfg: dict):
 
 def run_compare(args) -> int:
     from glep.estimators.compare import compare_estimators, format_table
-    from glep.estimators.output import plot_report, save_report
+    from glep.estimators.output import plot_report, save_report, versions
+    from glep.parallel import is_root
 
     cfg = _config(args)
     out = Path(cfg["output"])
-    say = (lambda m: None) if args.quiet else (lambda m: print(f"[glep] {m}", file=sys.stderr, flush=True))
+    root = is_root()
+    quiet = args.quiet or not root
+    say = (lambda m: None) if quiet else (lambda m: print(f"[glep] {m}", file=sys.stderr, flush=True))
     t0 = time.perf_counter()
     problem = _build_problem(cfg)
     say(f"{problem.system.name}: P = {problem.parameter_count} parameters, N = {problem.grid.N} steps, "
         f"T = {problem.grid.T:g}, integrator {problem.integrator.name}")
     report = compare_estimators(problem, estimators=cfg["estimators"], betas=cfg["betas"], nudges=cfg["nudges"],
                                 report_beta=float(cfg["report_beta"]), progress=say)
+    library_versions = versions()  # imports PETSc (collective): on every rank
+    if not root:  # every rank computed the same report; rank 0 prints and writes it
+        return 0
     print(format_table(report))
     out.mkdir(parents=True, exist_ok=True)
     h5, png = out / "results.h5", out / "error_vs_beta.png"
-    save_report(report, h5, cfg,
-                {"free": problem.free_trajectory()})
+    save_report(report, h5, cfg, {"free": problem.free_trajectory()}, library_versions)
     plot_report(report, png)
     say(f"wrote {h5} and {png} ({time.perf_counter() - t0:.1f} s)")
     return 0
@@ -143,11 +148,13 @@ def run_report(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from glep.parallel import collective
+
     args = _parser().parse_args(argv)
     try:
-        if args.command == "compare":
-            return run_compare(args)
-        return run_report(args)
+        with collective(what=f"glep {args.command}"):
+            rc = run_compare(args) if args.command == "compare" else run_report(args)
+        return rc
     except GlepError as exc:
         print(f"glep: error: {exc}", file=sys.stderr)
         return 2

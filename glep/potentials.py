@@ -108,10 +108,10 @@ class Quartic(PotentialTerm):
         return 0.25 * self.alpha * np.sum(q**4, axis=-1)
 
     def potential_gradient(self, q, theta, x, t):
-        return self.alpha * q**3
+        return self.alpha * q * q * q
 
     def potential_hessian_action(self, q, theta, x, t, dq):
-        return 3.0 * self.alpha * q * q * dq
+        return 3.0 * self.alpha * (q * q) * dq
 
     def potential_theta_gradient(self, q, theta, x, t):
         return {}

@@ -1,0 +1,538 @@
+r"""Vectorised assembly of the trapezoid discrete action from NumPy blocks.
+
+For many components per node the UFL kernels of :class:`~glep.bvp.fe.FEAction`
+grow like ``n²`` (and their compilation with them).  The same discrete action
+
+    A_β = Σ_k L_d(q_k, q_{k+1}),   L_d = trapezoid discrete Lagrangian,
+
+which *is* the P1 + Gauss–Lobatto finite-element action, can instead be
+assembled element by element from the NumPy methods of
+:class:`glep.ivp.discrete.DiscreteLagrangian`, evaluated for all elements at
+once (the element index is the batch axis):
+
+* residual: ``(D₁L_d, D₂L_d)`` of element ``k`` add into nodes ``k, k+1``;
+* Jacobian: the blocks ``D₁₁, D₁₂, D₂₁, D₂₂`` (``hessian_action`` on the
+  ``n`` unit directions) give a block-tridiagonal matrix, inserted into a
+  PETSc AIJ matrix through COO assembly (``setPreallocationCOO`` once,
+  ``setValuesCOO`` per Newton iteration) after dropping the structurally
+  zero entries of the blocks.
+
+dolfinx still provides the mesh, its distribution over ranks, the dof
+numbering and the ghost exchange, so the boundary conditions and solvers of
+:mod:`glep.bvp` apply unchanged and the two paths can be compared entry by
+entry.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+import dolfinx
+import dolfinx.fem.petsc as fpetsc
+import numpy as np
+import ufl
+from dolfinx import fem
+from mpi4py import MPI
+from petsc4py import PETSc
+
+from glep.bvp.fe import _signal_values
+from glep.bvp.solvers import collective
+from glep.errors import InputError
+from glep.grid import TimeGrid
+from glep.ivp.discrete import TRAPEZOID, DiscreteLagrangian
+from glep.system import LagrangianSystem, position_force, position_hessian_action
+
+
+class _Cells:
+    """Element selector passed as the ``k`` of the discrete Lagrangian: ``k + 1`` shifts to the right node."""
+
+    def __init__(self, t0: np.ndarray, h: np.ndarray, shift: int = 0):
+        self.t0, self.h, self.shift = t0, h, shift
+
+    def __add__(self, k: int) -> _Cells:
+        return _Cells(self.t0, self.h, self.shift + int(k))
+
+
+class CellDiscreteLagrangian(DiscreteLagrangian):
+    r"""``L_d`` of every element at once: element times ``t_k`` and sizes ``h_k`` are arrays."""
+
+    def __init__(self, system: LagrangianSystem, theta, t0: np.ndarray, h: np.ndarray, beta: float = 0.0):
+        super().__init__(system, theta, TimeGrid(1.0, 1), TRAPEZOID, beta, fast=False)
+        self.h1 = np.asarray(h, dtype=float)
+        self.h = self.h1[:, None]
+        self.t0 = np.asarray(t0, dtype=float)
+
+    def cells(self, sel=slice(None)) -> _Cells:
+        return _Cells(self.t0[sel], self.h1[sel])
+
+    def time(self, k, c: float = 0.0):
+        return k.t0 + (k.shift + c) * k.h
+
+    def inputs(self, t):
+        return {name: _signal_values(sig, np.atleast_1d(t)) for name, sig in self.system.signals.items()}
+
+    def _with_h(self, h, method, *args):
+        saved, self.h = self.h, h
+        try:
+            return method(*args)
+        finally:
+            self.h = saved
+
+    def value(self, k, q0, q1):
+        """``L_d`` per element (the element size multiplies ``(B,)`` values here)."""
+        sys, th, h = self.system, self.theta, k.h
+        v = (q1 - q0) / h[:, None]
+        out = 0.0
+        for c, w in zip(self._c, self._w):
+            t = self.time(k, c)
+            out = out + h * w * sys.lagrangian((1.0 - c) * q0 + c * q1, v, th, self.inputs(t), t)
+        if sys.cost is not None and self.beta != 0:
+            t0, t1 = self.time(k), self.time(k + 1)
+            out = out + self.beta * 0.5 * h * (sys.cost.cost(q0, self.inputs(t0), t0)
+                                               + sys.cost.cost(q1, self.inputs(t1), t1))
+        return out
+
+    def momenta(self, k, q0, q1):
+        return self._with_h(k.h[:, None], super().momenta, k, q0, q1)
+
+    def hessian_action(self, k, q0, q1, dq0, dq1):
+        return self._with_h(k.h[:, None], super().hessian_action, k, q0, q1, dq0, dq1)
+
+    def theta_jvp(self, k, q0, q1, dtheta):
+        return self._with_h(k.h[:, None], super().theta_jvp, k, q0, q1, dtheta)
+
+    def _grouped(self, method, k, *arrays):
+        """Call a batch-summing method group by group of equal element size (``h`` factors out)."""
+        acc: dict[str, np.ndarray] = {}
+        keys = np.round(k.h / max(float(np.max(k.h)), 1e-300), 12)
+        h_saved = self.h
+        try:
+            for key in np.unique(keys):
+                sel = keys == key
+                self.h = float(k.h[sel][0])
+                sub = _Cells(k.t0[sel], k.h[sel], k.shift)
+                for name, g in method(sub, *(a[sel] for a in arrays)).items():
+                    acc[name] = acc.get(name, 0.0) + g
+        finally:
+            self.h = h_saved
+        return acc
+
+    def theta_gradient_cells(self, k, q0, q1):
+        return self._grouped(super().theta_gradient, k, q0, q1)
+
+    def theta_vjp_cells(self, k, q0, q1, a0, a1):
+        return self._grouped(super().theta_vjp, k, q0, q1, a0, a1)
+
+
+class VectorisedAction:
+    r"""Assembler with the interface of :class:`~glep.bvp.fe.FEAction` built on NumPy blocks.
+
+    Only ``P1`` with the trapezoid discrete Lagrangian (two-point
+    Gauss–Lobatto), for which it assembles the same residual and Jacobian as
+    the finite-element path.
+
+    Parameters
+    ----------
+    chunk:
+        Elements per batch when forming the ``n × n`` Jacobian blocks
+        (bounds the temporary memory to about ``8 n² chunk`` bytes per array).
+    """
+
+    kind = "vectorised"
+
+    def __init__(self, system: LagrangianSystem, params: Mapping[str, np.ndarray], mesh: dolfinx.mesh.Mesh, *,
+                 beta: float = 0.0, chunk: int | None = None):
+        t0 = time.perf_counter()
+        if system.batch not in (None, 1):
+            raise InputError("the bvp backend solves one trajectory at a time (unbatched signals)")
+        self.system = system
+        self.theta = system.check_params(params)
+        self.mesh = mesh
+        self.comm: MPI.Comm = mesh.comm
+        self.n = n = system.n
+        self.degree = 1
+        self.V = fem.functionspace(mesh, ("Lagrange", 1, (n,)))
+        self.u = fem.Function(self.V, name="q")
+        self._beta = float(beta)
+        imap = self.V.dofmap.index_map
+        ncells = mesh.topology.index_map(1).size_local
+        cd = self.V.dofmap.list[:ncells]
+        tc = self.V.tabulate_dof_coordinates()[:, 0]
+        swap = tc[cd[:, 0]] > tc[cd[:, 1]]
+        a = np.where(swap, cd[:, 1], cd[:, 0])
+        b = np.where(swap, cd[:, 0], cd[:, 1])
+        order = np.argsort(a, kind="stable")  # memory locality of the gathers / scatters
+        a, b = a[order], b[order]
+        self.a, self.b = a, b
+        # index objects for gathers/scatters: slices (views, no copies) when the element ends are
+        # consecutive dofs in time order, as dolfinx numbers a serial interval mesh
+        if len(a) and np.all(np.diff(a) == 1) and np.all(b == a + 1):
+            self._ia, self._ib = slice(int(a[0]), int(a[-1]) + 1), slice(int(b[0]), int(b[-1]) + 1)
+        else:
+            self._ia, self._ib = a, b
+        self.nblocks = imap.size_local + imap.num_ghosts
+        ga = imap.local_to_global(a.astype(np.int32)).astype(np.int64)
+        gb = imap.local_to_global(b.astype(np.int32)).astype(np.int64)
+        self.ga, self.gb = ga, gb
+        self.dl = CellDiscreteLagrangian(system, self.theta, tc[a], tc[b] - tc[a], beta)
+        self.tnodes = tc
+        self._xnodes = None
+        self._flat = None
+        self.chunk = chunk or (200_000 if system.is_separable else max(1, int(4e6 // max(n * n, 1))))
+        self.timings = {"setup": 0.0, "compile": 0.0, "residual": 0.0, "jacobian": 0.0}
+        self._mask = collective(self.comm, self._structure_local)
+        self._mask = self._reduce_mask(self._mask)
+        self._colors = self._coloring(self._mask[0] | self._mask[3]) if system.is_separable else None
+        # node form of the block-tridiagonal matrix (one diagonal block per node) for a separable
+        # system on consecutively numbered nodes: 15 instead of 24 COO values per node for n = 3
+        self._nodeform = self._colors is not None and isinstance(self._ia, slice)
+        self._coo = None
+        self._forms: dict = {}
+        self.timings["setup"] = time.perf_counter() - t0
+
+    # -- state ---------------------------------------------------------------------
+    def set_beta(self, beta: float) -> None:
+        self._beta = float(np.real(beta))
+        self.dl.beta = self._beta
+
+    @property
+    def beta(self) -> float:
+        return self._beta
+
+    def set_params(self, params) -> None:
+        self.theta = self.system.check_params(params)
+        self.dl.theta = self.theta
+
+    def _states(self, x=None):
+        arr = (self.u.x.array if x is None else x).reshape(-1, self.n)
+        return arr[self._ia], arr[self._ib]
+
+    # -- blocks ----------------------------------------------------------------------
+    def _blocks(self, sel, q0, q1):
+        """``D₁₁, D₁₂, D₂₁, D₂₂`` for the elements ``sel``, each ``(m, n, n)`` (row = equation).
+
+        For a separable system (``½vᵀMv`` + potentials) the trapezoid blocks are
+        ``D₁₁ = M/h + (h/2) ∂²_qL(q₀)``, ``D₂₂ = M/h + (h/2) ∂²_qL(q₁)``,
+        ``D₁₂ = D₂₁ = −M/h``: only position Hessians are evaluated (the
+        discrete Lagrangian's ``force_hessian_action``); otherwise the blocks
+        come from ``hessian_action`` on the ``n`` unit directions.
+        """
+        n = self.n
+        k = self.dl.cells(sel)
+        if self.system.is_separable:
+            h = k.h[:, None, None]
+            th = self.theta
+            M = np.asarray(self.system.kinetic.mass_apply(np.eye(n), th))
+            eye = np.broadcast_to(np.eye(n)[:, None, :], (n, q0.shape[0], n))
+            t0, t1 = self.dl.time(k), self.dl.time(k + 1)
+            H0 = position_hessian_action(self.system, q0, th, self.dl.inputs(t0), t0, eye, self.dl.beta)
+            H1 = position_hessian_action(self.system, q1, th, self.dl.inputs(t1), t1, eye, self.dl.beta)
+            Mh = M[None] / h
+            d11 = Mh + 0.5 * h * np.moveaxis(H0, 0, -1)
+            d22 = Mh + 0.5 * h * np.moveaxis(H1, 0, -1)
+            return [d11, -Mh, -Mh, d22]
+        eye = np.broadcast_to(np.eye(n)[:, None, :], (n, q0.shape[0], n))
+        d11, d21 = self.dl.hessian_action(k, q0, q1, eye, None)
+        d12, d22 = self.dl.hessian_action(k, q0, q1, None, eye)
+        return [np.moveaxis(d, 0, -1) for d in (d11, d12, d21, d22)]
+
+    def _structure_local(self):
+        """Structural non-zeros of the four blocks (from two random states) on this rank."""
+        n = self.n
+        rng = np.random.default_rng(1234)
+        m = min(len(self.a), 4)
+        mask = np.zeros((4, n, n), dtype=bool)
+        if m:
+            sel = np.arange(m)
+            for _ in range(2):
+                q0, q1 = rng.standard_normal((m, n)), rng.standard_normal((m, n))
+                for i, blk in enumerate(self._blocks(sel, q0, q1)):
+                    mask[i] |= np.any(blk != 0, axis=0)
+        return mask
+
+    @staticmethod
+    def _coloring(mask: np.ndarray) -> np.ndarray:
+        r"""Greedy column colouring of a sparsity pattern (Curtis–Powell–Reid).
+
+        Columns sharing no row get the same colour, so one Hessian action
+        along the sum of a colour's unit vectors recovers all its columns:
+        a tridiagonal coupling needs 3 actions instead of ``n``.
+        """
+        m = mask.astype(np.int64)
+        conflict = (m.T @ m) > 0
+        colors = np.full(mask.shape[1], -1)
+        for j in range(mask.shape[1]):
+            used = set(colors[conflict[j]].tolist())
+            c = 0
+            while c in used:
+                c += 1
+            colors[j] = c
+        return colors
+
+    def _node_inputs(self):
+        if self._xnodes is None:
+            self._xnodes = self.dl.inputs(self.tnodes)
+        return self._xnodes
+
+    def _separable_values(self, masks, flat: np.ndarray, offsets) -> None:
+        r"""Masked entries of the four blocks of a separable system, written into ``flat``.
+
+        ``∂²_qL`` is evaluated once per node (not per element end), with
+        coloured Hessian actions; ``D₁₁ = M/h + (h/2)H(q₀)``,
+        ``D₂₂ = M/h + (h/2)H(q₁)``, ``D₁₂ = D₂₁ = −M/h``.  Elements are
+        processed in cache-sized chunks straight into the COO value array.
+        """
+        th, sysm = self.theta, self.system
+        U = self.u.x.array.reshape(-1, self.n)
+        M = np.asarray(sysm.kinetic.mass_apply(np.eye(self.n), th))
+        C = int(self._colors.max()) + 1
+        dirs = np.zeros((C, U.shape[0], self.n))
+        dirs[self._colors, :, np.arange(self.n)] = 1.0
+        H = position_hessian_action(sysm, U, th, self._node_inputs(), self.tnodes, dirs, self.dl.beta)
+        Nc = len(self.a)
+        ends = (np.arange(Nc) if not isinstance(self._ia, slice) else None)
+        step = 32768
+        for s in range(0, Nc, step):
+            e = min(Nc, s + step)
+            h = self.dl.h1[s:e, None]
+            for i, (I, J) in enumerate(masks):
+                vals = (-1.0 if i in (1, 2) else 1.0) * M[I, J][None, :] / h
+                if i in (0, 3):
+                    idx = self._ia if i == 0 else self._ib
+                    if ends is None:
+                        nodes = slice(idx.start + s, idx.start + e)
+                    else:
+                        nodes = idx[s:e]
+                    vals = vals + 0.5 * h * H[:, nodes, :][self._colors[J], :, I].T
+                m = len(I)
+                flat[offsets[i] + s * m: offsets[i] + e * m] = vals.reshape(-1)
+
+    def _nodeform_values(self) -> None:
+        r"""COO values of the node form: diagonal blocks ``M(1/h₋ + 1/h₊) + ((h₋ + h₊)/2) H(q_j)``
+        per node (one-sided at the ends of the local range), off-diagonal blocks ``−M/h`` per element."""
+        th, sysm, n = self.theta, self.system, self.n
+        lo, hi = self._ia.start, self._ib.stop
+        U = self.u.x.array.reshape(-1, n)[lo:hi]
+        M = np.asarray(sysm.kinetic.mass_apply(np.eye(n), th))
+        C = int(self._colors.max()) + 1
+        h = self.dl.h1
+        Nn = hi - lo
+        hl = np.concatenate([[0.0], h])
+        hr = np.concatenate([h, [0.0]])
+        with np.errstate(divide="ignore"):
+            invh = np.where(hl > 0, 1.0 / np.where(hl > 0, hl, 1.0), 0.0) + np.where(hr > 0, 1.0 / np.where(
+                hr > 0, hr, 1.0), 0.0)
+        w = 0.5 * (hl + hr)
+        Dm = np.nonzero(self._mask[0] | self._mask[3])
+        m1, m2 = np.nonzero(self._mask[1]), np.nonzero(self._mask[2])
+        sizes = [Nn * len(Dm[0]), len(h) * len(m1[0]), len(h) * len(m2[0])]
+        if self._flat is None or self._flat.size != sum(sizes):
+            self._flat = np.empty(sum(sizes))
+        flat = self._flat
+        tn, xn = self.tnodes[lo:hi], {k: v[lo:hi] for k, v in self._node_inputs().items()}
+        step = 65536
+        I, J = Dm
+        for s in range(0, Nn, step):
+            e = min(Nn, s + step)
+            dirs = np.zeros((C, e - s, n))
+            dirs[self._colors, :, np.arange(n)] = 1.0
+            H = position_hessian_action(sysm, U[s:e], th, {k: v[s:e] for k, v in xn.items()}, tn[s:e], dirs,
+                                        self.dl.beta)
+            vals = M[I, J][None, :] * invh[s:e, None] + w[s:e, None] * H[self._colors[J], :, I].T
+            flat[s * len(I): e * len(I)] = vals.reshape(-1)
+        off = sizes[0]
+        for (I1, J1), size in ((m1, sizes[1]), (m2, sizes[2])):
+            flat[off: off + size] = (-M[I1, J1][None, :] / h[:, None]).reshape(-1)
+            off += size
+
+    def _reduce_mask(self, mask):
+        n = self.n
+        mask8 = mask.astype(np.uint8)
+        self.comm.Allreduce(MPI.IN_PLACE, mask8, op=MPI.MAX)
+        mask = mask8.astype(bool)
+        if n <= 32:  # room for boundary point terms (Robin K, terminal cost) on diagonal blocks
+            mask[0] |= True
+            mask[3] |= True
+        return mask
+
+    # -- assembly ----------------------------------------------------------------------------
+    def action(self) -> float:
+        def local():
+            q0, q1 = self._states()
+            return float(np.sum(self.dl.value(self.dl.cells(), q0, q1))) if len(self.a) else 0.0
+
+        return self.comm.allreduce(collective(self.comm, local))
+
+    def _scatter(self, local: np.ndarray, b: PETSc.Vec) -> None:
+        with b.localForm() as loc:
+            loc.array[:] = local.ravel()
+        b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
+
+    def residual(self, b: PETSc.Vec) -> None:
+        t0 = time.perf_counter()
+        q0, q1 = self._states()
+        res = np.zeros((self.nblocks, self.n))
+        if len(self.a) and self._colors is not None:
+            # separable: D₁L_d = −Mv + (h/2) f(q₀), D₂L_d = Mv + (h/2) f(q₁), force f once per node
+            U = self.u.x.array.reshape(-1, self.n)
+            f = position_force(self.system, U, self.theta, self._node_inputs(), self.tnodes, self.dl.beta)
+            h = self.dl.h1[:, None]
+            Mv = self.system.kinetic.mass_apply((q1 - q0) / h, self.theta)
+            res[self._ia] += -Mv + 0.5 * h * f[self._ia]
+            res[self._ib] += Mv + 0.5 * h * f[self._ib]
+        elif len(self.a):
+            d1, d2 = self.dl.momenta(self.dl.cells(), q0, q1)
+            res[self.a] += d1
+            res[self.b] += d2
+        self._scatter(res, b)
+        self.timings["residual"] += time.perf_counter() - t0
+
+    def cost(self) -> float:
+        cost = self.system.cost
+
+        def local():
+            if cost is None or not len(self.a):
+                return 0.0
+            q0, q1 = self._states()
+            k = self.dl.cells()
+            x0, x1 = self.dl.inputs(self.dl.time(k)), self.dl.inputs(self.dl.time(k + 1))
+            return float(np.sum(0.5 * self.dl.h1 * (cost.cost(q0, x0, None) + cost.cost(q1, x1, None))))
+
+        return self.comm.allreduce(collective(self.comm, local))
+
+    def cost_gradient(self, b: PETSc.Vec) -> None:
+        cost = self.system.cost
+        res = np.zeros((self.nblocks, self.n))
+        if cost is not None and len(self.a):
+            q0, q1 = self._states()
+            k = self.dl.cells()
+            x0, x1 = self.dl.inputs(self.dl.time(k)), self.dl.inputs(self.dl.time(k + 1))
+            h = self.dl.h
+            res[self.a] += 0.5 * h * cost.gradient(q0, x0, None)
+            res[self.b] += 0.5 * h * cost.gradient(q1, x1, None)
+        self._scatter(res, b)
+
+    #: :class:`~glep.bvp.problem.ReducedProblem` may assemble ``J_r = Qᵀ A P`` directly (no PtAP).
+    supports_reduced = True
+
+    def _coo_indices(self, row_map=None, col_map=None):
+        n = self.n
+        rows, cols = [], []
+        imap = self.V.dofmap.index_map
+        if row_map is None:  # global unrolled indices of the full space
+            blocks = np.arange(self.nblocks, dtype=np.int32)
+            full = (imap.local_to_global(blocks).astype(np.int64)[:, None] * n + np.arange(n)).ravel()
+            row_map = col_map = full
+        if self._nodeform:
+            nodes = np.arange(self._ia.start, self._ib.stop)
+            diag = self._mask[0] | self._mask[3]
+            pairs = [(nodes, nodes, diag), (self.a, self.b, self._mask[1]), (self.b, self.a, self._mask[2])]
+            for lr, lc, mask in pairs:
+                I, J = np.nonzero(mask)
+                rows.append(row_map[(lr[:, None] * n + I[None, :]).ravel()])
+                cols.append(col_map[(lc[:, None] * n + J[None, :]).ravel()])
+            return (np.concatenate(rows).astype(PETSc.IntType), np.concatenate(cols).astype(PETSc.IntType))
+        pairs = [(self.a, self.a), (self.a, self.b), (self.b, self.a), (self.b, self.b)]
+        for (lr, lc), mask in zip(pairs, self._mask):
+            I, J = np.nonzero(mask)
+            rows.append(row_map[(lr[:, None] * n + I[None, :]).ravel()])
+            cols.append(col_map[(lc[:, None] * n + J[None, :]).ravel()])
+        return (np.concatenate(rows).astype(PETSc.IntType), np.concatenate(cols).astype(PETSc.IntType))
+
+    def create_jacobian(self, row_map: np.ndarray | None = None, col_map: np.ndarray | None = None,
+                        sizes: tuple | None = None) -> PETSc.Mat:
+        r"""COO-preallocated AIJ matrix of the Jacobian.
+
+        Without maps: the full ``∂²A/∂q²``.  With ``row_map``/``col_map``
+        (local unrolled dof, ghosts included → reduced global index, ``−1`` to
+        drop) and ``sizes = (local, global)``: the reduced ``J_r = Qᵀ A P``
+        assembled directly, since PETSc's COO assembly ignores negative
+        indices and sums repeated ones (a periodic end maps onto its partner).
+        """
+        imap = self.V.dofmap.index_map
+        if sizes is None:
+            sizes = (imap.size_local * self.n, imap.size_global * self.n)
+        A = PETSc.Mat().create(self.comm)
+        A.setSizes((sizes, sizes))
+        A.setType("aij")
+        rows, cols = self._coo_indices(row_map, col_map)
+        A.setPreallocationCOO(rows, cols)
+        return A
+
+    def jacobian(self, A: PETSc.Mat) -> None:
+        t0 = time.perf_counter()
+        q0, q1 = self._states()
+        Nc = len(self.a)
+        vals = [[], [], [], []]
+        masks = [np.nonzero(m) for m in self._mask]
+        if self._nodeform and Nc:
+            self._nodeform_values()
+            A.setValuesCOO(self._flat, addv=PETSc.InsertMode.INSERT_VALUES)
+            A.assemble()
+            self.timings["jacobian"] += time.perf_counter() - t0
+            return
+        if self._colors is not None and Nc:
+            sizes = [Nc * len(I) for I, _ in masks]
+            if self._flat is None or self._flat.size != sum(sizes):
+                self._flat = np.empty(sum(sizes))
+            self._separable_values(masks, self._flat, np.concatenate([[0], np.cumsum(sizes)[:-1]]))
+            A.setValuesCOO(self._flat, addv=PETSc.InsertMode.INSERT_VALUES)
+            A.assemble()
+            self.timings["jacobian"] += time.perf_counter() - t0
+            return
+        for s in range(0, Nc, self.chunk):
+            sel = slice(s, min(Nc, s + self.chunk))
+            for i, blk in enumerate(self._blocks(sel, q0[sel], q1[sel])):
+                vals[i].append(blk[:, masks[i][0], masks[i][1]].reshape(-1))
+        flat = np.concatenate([np.concatenate(v) if v else np.zeros(0) for v in vals])
+        A.setValuesCOO(flat, addv=PETSc.InsertMode.INSERT_VALUES)
+        A.assemble()
+        self.timings["jacobian"] += time.perf_counter() - t0
+
+    def metric(self, kind: str) -> PETSc.Mat:
+        u, v = ufl.TrialFunction(self.V), ufl.TestFunction(self.V)
+        form = ufl.inner(u, v) * ufl.dx
+        if kind.upper() == "H1":
+            form = form + ufl.inner(u.dx(0), v.dx(0)) * ufl.dx
+        elif kind.upper() != "L2":
+            raise InputError(f"metric must be 'L2' or 'H1', got {kind!r}")
+        M = fpetsc.assemble_matrix(fem.form(form))
+        M.assemble()
+        return M
+
+    # -- parameter derivatives ---------------------------------------------------------------------
+    def theta_gradient(self) -> dict[str, np.ndarray]:
+        out = {k: np.zeros(v.shape) for k, v in self.theta.items()}
+        if len(self.a):
+            q0, q1 = self._states()
+            for k, g in self.dl.theta_gradient_cells(self.dl.cells(), q0, q1).items():
+                out[k] = out[k] + np.real(g)
+        return {k: self.comm.allreduce(v) for k, v in out.items()}
+
+    def _ghosted(self, lam: PETSc.Vec) -> np.ndarray:
+        tmp = fem.Function(self.V)
+        tmp.x.petsc_vec.array[:] = lam.array_r
+        tmp.x.scatter_forward()
+        return tmp.x.array.copy()
+
+    def theta_vjp(self, lam: PETSc.Vec) -> dict[str, np.ndarray]:
+        out = {k: np.zeros(v.shape) for k, v in self.theta.items()}
+        if len(self.a):
+            q0, q1 = self._states()
+            a0, a1 = self._states(self._ghosted(lam))
+            for k, g in self.dl.theta_vjp_cells(self.dl.cells(), q0, q1, a0, a1).items():
+                out[k] = out[k] + np.real(g)
+        return {k: self.comm.allreduce(v) for k, v in out.items()}
+
+    def theta_jvp(self, dtheta: Mapping[str, np.ndarray], b: PETSc.Vec) -> None:
+        res = np.zeros((self.nblocks, self.n))
+        if len(self.a):
+            q0, q1 = self._states()
+            dt = {k: np.asarray(v, dtype=float)[None] for k, v in dtheta.items()}
+            j1, j2 = self.dl.theta_jvp(self.dl.cells(), q0, q1, dt)
+            if not np.isscalar(j1):
+                res[self.a] += np.asarray(j1)[0]
+            if not np.isscalar(j2):
+                res[self.b] += np.asarray(j2)[0]
+        self._scatter(res, b)

@@ -1,0 +1,66 @@
+"""Solvers of the bvp backend: action-gradient flow, residual descent, deflation, inertia."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import glep
+from glep import CBVP
+from glep.bvp import make_discretisation, solve_bvp
+from glep.bvp.reference import bratu_exact, bratu_system
+
+ZERO = CBVP([0.0], [0.0])
+
+
+@pytest.mark.parametrize("metric", ["L2", "H1"])
+def test_gradient_flow_slides_off_the_upper_branch(metric):
+    """Action descent started next to the index-1 solution ends at the minimum (lower branch)."""
+    sys_, par = bratu_system(2.0)
+    y, *_ = bratu_exact(2.0, "upper")
+    sol = solve_bvp(sys_, par, (1.0, 32), ZERO, method="gradient-flow", metric=metric,
+                    guess=lambda t: 0.9 * y(t)[None])
+    assert sol.morse_index == 0
+    assert sol.p0[0] == pytest.approx(1.24821751776, rel=1e-3)
+    # the action decreased from the start
+    disc = make_discretisation(sys_, par, (1.0, 32))
+    disc.u.interpolate(lambda X: 0.9 * y(X[0])[None])
+    assert sol.action < disc.action()
+
+
+def test_newton_converges_to_the_saddle_from_nearby():
+    sys_, par = bratu_system(2.0)
+    y, yp0, *_ = bratu_exact(2.0, "upper")
+    sol = solve_bvp(sys_, par, (1.0, 32), ZERO, guess=lambda t: 0.9 * y(t)[None], morse=True,
+                    degree=2, quadrature="gauss")
+    assert sol.morse_index == 1
+    assert sol.p0[0] == pytest.approx(yp0, rel=1e-6)
+
+
+def test_deflation_finds_both_bratu_branches():
+    sys_, par = bratu_system(2.0)
+    low = solve_bvp(sys_, par, (1.0, 32), ZERO, morse=True)
+    up = solve_bvp(sys_, par, (1.0, 32), ZERO, method="deflation", known=[low], morse=True)
+    assert low.morse_index == 0 and up.morse_index == 1
+    assert low.p0[0] == pytest.approx(1.2482, rel=1e-2)
+    assert up.p0[0] == pytest.approx(8.2688, rel=1e-2)
+    with pytest.raises(glep.SolverError):  # no third solution
+        solve_bvp(sys_, par, (1.0, 32), ZERO, method="deflation", known=[low, up], max_it=30)
+
+
+def test_residual_descent_from_a_poor_guess():
+    """Newton (bt line search) fails from a tall bump; Levenberg–Marquardt descent on ½‖F‖² succeeds."""
+    sys_, par = bratu_system(2.0)
+    guess = lambda t: 15.0 * np.sin(np.pi * t)[None]  # noqa: E731
+    with pytest.raises(glep.SolverError):
+        solve_bvp(sys_, par, (1.0, 32), ZERO, guess=guess)
+    sol = solve_bvp(sys_, par, (1.0, 32), ZERO, method="residual-descent", guess=guess, morse=True)
+    ref = solve_bvp(sys_, par, (1.0, 32), ZERO, guess=lambda t: 3.0 * np.sin(np.pi * t)[None])
+    assert sol.morse_index == 1  # the saddle: unreachable by action descent
+    assert np.max(np.abs(sol.q - ref.q)) < 1e-9
+
+
+def test_trust_region_runs():
+    sys_, par = bratu_system(2.0)
+    sol = solve_bvp(sys_, par, (1.0, 32), ZERO, method="trust-region")
+    assert sol.p0[0] == pytest.approx(1.2482, rel=1e-3)
