@@ -42,6 +42,38 @@ class QuadratureRule:
 
 
 TRAPEZOID = QuadratureRule("trapezoid (Lobatto 2)", (0.0, 1.0), (0.5, 0.5))
+
+
+def _flat_inputs(X: dict, sel, B: int) -> dict:
+    """Node inputs ``X[k][sel]`` broadcast to the batch and flattened to ``(nodes·B, m)``."""
+    out = {}
+    for k, a in X.items():
+        a = a[sel]
+        out[k] = np.broadcast_to(a, (a.shape[0], B, a.shape[-1])).reshape(a.shape[0] * B, a.shape[-1])
+    return out
+
+
+def trapezoid_node_sum(terms, theta, Q, h: float, X: dict) -> dict:
+    """``Σ_j w_j Σ_batch ∂_θL_i(q_j)`` for position-only terms, trapezoid weights.
+
+    ``Q`` is ``(N+1, B, n)`` and ``X`` the signals at the grid nodes
+    ``(N+1, B or 1, m)``.  Terms return batch sums, so the interior nodes
+    (weight ``h``) and the two ends (weight ``h/2``) are two calls per term.
+    """
+    N1, B, n = Q.shape
+    acc: dict = {}
+    if not terms:
+        return acc
+    groups = ((slice(1, N1 - 1), h), ([0, N1 - 1], 0.5 * h))
+    for sel, weight in groups:
+        qs = Q[sel].reshape(-1, n)
+        if qs.size == 0:
+            continue
+        xs = _flat_inputs(X, sel, B)
+        for term in terms:
+            for key, g in term.theta_gradient(qs, None, theta, xs, None).items():
+                acc[key] = acc.get(key, 0.0) + weight * g
+    return acc
 MIDPOINT = QuadratureRule("midpoint (Gauss 1)", (0.5,), (1.0,))
 GAUSS2 = QuadratureRule("Gauss 2", (0.5 - np.sqrt(3) / 6, 0.5 + np.sqrt(3) / 6), (0.5, 0.5))
 
@@ -101,11 +133,8 @@ class DiscreteLagrangian:
         key = (float(c), B)
         if key not in self._stacked_x:
             times = (np.arange(self.N) + c) * self.h
-            out = {}
-            for k, s in self.system.signals.items():
-                a = s.sample(times)
-                out[k] = np.broadcast_to(a, (self.N, B, a.shape[-1])).reshape(self.N * B, a.shape[-1])
-            self._stacked_x[key] = out
+            X = {k: s.sample(times) for k, s in self.system.signals.items()}
+            self._stacked_x[key] = _flat_inputs(X, slice(None), B)
         return self._stacked_x[key]
 
     def theta_gradient_sum(self, Q):
@@ -121,13 +150,23 @@ class DiscreteLagrangian:
             return acc
         N, h = self.N, self.h
         B, n = Q.shape[1], Q.shape[2]
+        terms = [t for t in self.system.terms if t.parameters]
+        if self.rule == TRAPEZOID:
+            # Lobatto nodes are grid nodes: position-only terms once per node
+            acc = trapezoid_node_sum([t for t in terms if not t.depends_on_velocity], self.theta, Q, h,
+                                     self.all_node_inputs())
+            terms = [t for t in terms if t.depends_on_velocity]
+        else:
+            acc = {}
+        if not terms:
+            return acc
         v = ((Q[1:] - Q[:-1]) / h).reshape(N * B, n)
-        acc = {}
         for c, w in zip(self._c, self._w):
             q = ((1.0 - c) * Q[:-1] + c * Q[1:]).reshape(N * B, n)
             x = self._inputs_on_steps(c, B)
-            for key, g in self.system.theta_gradient(q, v, self.theta, x, None).items():
-                acc[key] = acc.get(key, 0.0) + h * w * g
+            for term in terms:
+                for key, g in term.theta_gradient(q, v, self.theta, x, None).items():
+                    acc[key] = acc.get(key, 0.0) + h * w * g
         return acc
 
     def _nodes(self, k, q0, q1):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from glep.errors import InputError
+from glep.ivp.discrete import trapezoid_node_sum
 from glep.system import position_force
 from glep.terms import add_into
 
@@ -24,14 +25,6 @@ def _check(system):
     if not system.is_separable:
         raise InputError("RHEL's leapfrog needs a separable Hamiltonian ½pᵀM⁻¹p + V(q); "
                          f"{system.name} is not separable (use PFVP backward integration)")
-
-
-def _stacked_inputs(system, times, B):
-    out = {}
-    for k, s in system.signals.items():
-        a = s.sample(times)
-        out[k] = np.broadcast_to(a, (len(times), B, a.shape[-1])).reshape(len(times) * B, a.shape[-1])
-    return out
 
 
 def theta_dH_sum(system, theta, grid, Q, P):
@@ -55,15 +48,9 @@ def theta_dH_sum(system, theta, grid, Q, P):
                 for key, g in term.theta_gradient(Q[k], None, theta, x, t).items():
                     add_into(dH, key, -w * g)
         return dH
-    x = _stacked_inputs(system, grid.times, B)
-    qs = Q.reshape((N + 1) * B, n)
-    for term in pots:
-        # terms return batch sums, so the trapezoid weights are applied by evaluating
-        # the two end nodes (weight h/2) apart from the interior ones (weight h)
-        for sl, wt in ((slice(0, B), 0.5 * h), (slice(B, N * B), h), (slice(N * B, (N + 1) * B), 0.5 * h)):
-            xs = {k: a[sl] for k, a in x.items()}
-            for key, g in term.theta_gradient(qs[sl], None, theta, xs, None).items():
-                add_into(dH, key, -wt * g)  # ∂_θV = −∂_θL_pot
+    X = {k: s.sample(grid.times) for k, s in system.signals.items()}
+    for key, g in trapezoid_node_sum(pots, theta, Q, h, X).items():
+        add_into(dH, key, -g)  # ∂_θV = −∂_θL_pot
     return dH
 
 
