@@ -40,7 +40,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -441,8 +441,12 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny sizes (smoke test, a few seconds)")
     ap.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    ap.add_argument("--batch", type=int, help="batch of the estimator problems (default 4)")
+    ap.add_argument("--only-cost", action="store_true", help="run section 1 (cost in forward passes) only")
     args = ap.parse_args(argv)
     cfg = QUICK if args.quick else DEFAULT
+    if args.batch:
+        cfg = replace(cfg, batch=args.batch)
     t_start = time.perf_counter()
     print(f"glep {glep.__version__} estimator benchmarks ({'quick' if args.quick else 'default'} mode)")
     print(f"python {platform.python_version()}, numpy {np.__version__}, {os.cpu_count()} CPUs, "
@@ -454,6 +458,8 @@ def main(argv=None) -> int:
     results: dict = {"config": asdict(cfg), "mode": "quick" if args.quick else "default"}
     warm_up()
     bench_constant_cost(cfg, results)
+    if args.only_cost:
+        return 0
     bench_breakdown(cfg, results)
     bench_civp(cfg, results)
     report_adjoint(cfg, results)

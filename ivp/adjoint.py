@@ -62,7 +62,14 @@ def loss_gradient_nodes(dl, Q, terminal: bool):
 
 def discrete_loss(dl, Q, terminal: bool = True) -> float:
     """The discrete loss ``C_h`` of a stored trajectory (summed over the batch)."""
-    return loss_gradient_nodes(dl, Q, terminal)[1]
+    sys = dl.system
+    loss = 0.0
+    if sys.cost is not None:
+        c = sys.cost.cost(Q, dl.all_node_inputs(), None).real  # (N+1, B)
+        loss = dl.h * float(c[1:-1].sum() + 0.5 * (c[0].sum() + c[-1].sum()))
+    if terminal and sys.terminal_cost is not None:
+        loss += float(np.sum(sys.terminal_cost.cost(Q[-1]).real))
+    return loss
 
 
 def _generic_adjoint(dl, Q, G):
