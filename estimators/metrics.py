@@ -42,7 +42,8 @@ def fit_slope(betas: Sequence[float], errors: Sequence[float], floor: float = 1e
     """Log–log slope of error versus β, using only errors above the round-off ``floor``.
 
     Points are taken from the largest β down, stopping at the first error that
-    falls below ``floor`` (the round-off plateau).
+    falls below ``floor`` (the round-off plateau); non-finite errors (a nudged
+    solve that failed at large β) are skipped.
     """
     b = np.asarray(betas, dtype=float)
     e = np.asarray(errors, dtype=float)
@@ -50,7 +51,9 @@ def fit_slope(betas: Sequence[float], errors: Sequence[float], floor: float = 1e
     b, e = b[order], e[order]
     keep = []
     for i in range(len(b)):
-        if not np.isfinite(e[i]) or e[i] <= floor:
+        if not np.isfinite(e[i]):
+            continue
+        if e[i] <= floor:
             break
         keep.append(i)
     if len(keep) < 2:

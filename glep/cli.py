@@ -26,7 +26,7 @@ DEFAULTS = {
     "gamma": 0.1,
     "betas": [1e-1, 1e-2, 1e-3, 1e-4, 1e-5],
     "nudges": ["one-sided", "centred"],
-    "estimators": ["civp-contrast", "civp-residual", "pfvp", "echo", "rhel"],
+    "estimators": ["civp-contrast", "civp-residual", "pfvp", "echo", "rhel", "cbvp"],
     "report_beta": 1e-4,
     "output": "glep-output",
     "seed": 0,

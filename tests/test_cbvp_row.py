@@ -1,0 +1,42 @@
+"""The CBVP row of `glep compare`: its own loss, its own ground truth (FE discrete adjoint)."""
+
+import numpy as np
+import pytest
+
+from glep.errors import InputError
+from glep.estimators import Centred, ComplexStep, Problem, compare, compare_estimators, format_table
+from glep.estimators.cbvp import cbvp, cbvp_truth
+from glep.estimators.ground_truth import adjoint
+from glep.models import coupled_oscillators
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return Problem.from_model(coupled_oscillators(3, T=1.0), steps=100)
+
+
+def test_cbvp_contrast_matches_fe_adjoint(problem):
+    truth = cbvp_truth(problem)
+    assert "Morse index 0" in truth.notes[0]
+    est = cbvp(problem, Centred(1e-4))
+    assert compare(est.theta, truth.theta)["relative_error"] <= 1e-6
+    # a different loss: pinning q(T) changes the gradient
+    assert compare(truth.theta, adjoint(problem).theta)["relative_error"] > 1e-3
+
+
+def test_cbvp_row_states_its_loss(problem):
+    rep = compare_estimators(problem, estimators=["pfvp", "cbvp"], betas=[1e-2, 1e-3, 1e-4])
+    row = {r.name: r for r in rep.rows}["cbvp"]
+    assert row.metrics["relative_error"] <= 1e-6
+    assert 1.8 < row.slopes["centred"] < 2.2 and 0.9 < row.slopes["one-sided"] < 1.1
+    table = format_table(rep)
+    assert "differentiates C_h of the CBVP trajectory" in table
+
+
+def test_cbvp_refuses_complex_step_and_batches(problem):
+    with pytest.raises(InputError, match="real β only"):
+        cbvp(problem, ComplexStep(1e-8))
+    batched = Problem.from_model(coupled_oscillators(3, T=2.0, batch=2), steps=20)
+    with pytest.raises(InputError, match="one trajectory at a time"):
+        cbvp(batched)
+    assert np.isfinite(problem.free.loss)
