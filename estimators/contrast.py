@@ -74,8 +74,8 @@ def civp_contrast(problem: Problem, nudge: Nudge | None = None, *, residual: boo
     values = {}
     for b in nudge.betas:
         dl = problem.dl(b)
-        Q, P = integrate(dl, free.q0, free.p0)
-        piN = P[-1] + b * _terminal_grad(problem, Q[-1])
+        Q, pN = integrate(dl, free.q0, free.p0, store="q")
+        piN = pN + b * _terminal_grad(problem, Q[-1])
         values[b] = (contrast_integrand(dl, Q), Q[-1], piN)
     piN0 = free.P[-1]
     dI, dqN, dpiN = nudge.combine(values, (I0, free.Q[-1], piN0))
@@ -106,8 +106,8 @@ def _final_value_family(problem: Problem, nudge: Nudge, make_dl):
     for b in nudge.betas:
         dl = make_dl(b)
         start_p = -piN + b * _terminal_grad(problem, qN)
-        Q, P = integrate(dl, qN, start_p)
-        values[b] = (contrast_integrand(dl, Q), Q[-1], P[-1])
+        Q, p_end = integrate(dl, qN, start_p, store="q")
+        values[b] = (contrast_integrand(dl, Q), Q[-1], p_end)
     return nudge.combine(values, (I0, free.q0, -free.p0))
 
 

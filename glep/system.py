@@ -219,7 +219,7 @@ class LagrangianSystem:
         v = self.velocity_from_momentum(q, p, theta, x, t)
         return np.sum(p * v, axis=-1) - self.lagrangian(q, v, theta, x, t, beta)
 
-    def reversibility_defect(self, theta, *, samples: int = 8, T: float = 1.0, seed: int = 0) -> float:
+    def reversibility_defect(self, theta, *, samples: int = 3, T: float = 1.0, seed: int = 0) -> float:
         r"""Largest relative ``|L(q, v) − L(q, −v)|`` over random states and times.
 
         Zero (to round-off) for a time-reversible system: the echo then

@@ -57,26 +57,32 @@ def implicit_step(dl, k, q0, p0, guess, *, rtol: float = 1e-13, maxiter: int = 4
     raise SolverError(f"implicit variational step {k} did not converge", reason="Newton", history=history)
 
 
-def integrate(dl, q0, p0, *, store: bool = True, callback=None):
+def integrate(dl, q0, p0, *, store: bool | str = True, callback=None):
     """Integrate ``N`` steps from ``(q₀, p₀)``.
 
-    Returns ``(Q, P)`` of shape ``(N+1, B, n)`` (or only the final state when
-    ``store`` is false).
+    Returns ``(Q, P)`` of shape ``(N+1, B, n)``; with ``store="q"`` only the
+    positions are kept (``(Q, p_N)``), and with ``store=False`` only the final
+    state ``(q_N, p_N)``.
     """
     N = dl.N
     dtype = np.result_type(q0, p0, dl.beta)
     q = np.array(q0, dtype=dtype)
     p = np.array(p0, dtype=dtype)
+    keep_p = store is True
     if store:
         Q = np.empty((N + 1,) + q.shape, dtype)
-        P = np.empty((N + 1,) + q.shape, dtype)
-        Q[0], P[0] = q, p
+        Q[0] = q
+        if keep_p:
+            P = np.empty((N + 1,) + q.shape, dtype)
+            P[0] = p
     if dl.explicit:
         F = dl.force(0, 0, q)
         for k in range(N):
             q, p, F = explicit_step(dl, k, q, p, F)
             if store:
-                Q[k + 1], P[k + 1] = q, p
+                Q[k + 1] = q
+                if keep_p:
+                    P[k + 1] = p
             if callback is not None:
                 callback(k)
             if k % 64 == 63 and not np.all(np.isfinite(q)):
@@ -91,9 +97,11 @@ def integrate(dl, q0, p0, *, store: bool = True, callback=None):
             qprev = q
             q, p = implicit_step(dl, k, q, p, guess)
             if store:
-                Q[k + 1], P[k + 1] = q, p
+                Q[k + 1] = q
+                if keep_p:
+                    P[k + 1] = p
             if callback is not None:
                 callback(k)
     if store:
-        return Q, P
+        return (Q, P) if keep_p else (Q, p)
     return q, p
