@@ -40,16 +40,16 @@ def rhel(problem: Problem, nudge: Nudge | None = None, *, tol: float = 1e-12) ->
                          "problem with integrator='stormer-verlet' so that it differentiates the same C_h")
     t0 = time.perf_counter()
     q0, p0, v0 = problem.boundary.states(sys, theta)
-    Q, P, dH0 = leapfrog(sys, theta, grid, q0, p0, 0.0, theta_dH=nudge.needs_free)
-    qT, pT = Q[-1], P[-1]
+    Q, pT, dH0 = leapfrog(sys, theta, grid, q0, p0, 0.0, theta_dH=nudge.needs_free, store_momenta=False)
+    qT = Q[-1]
     rev = sys.time_reversed(grid.T)
     tc = sys.terminal_cost
     values = {}
     for e in nudge.betas:
         start_p = -pT + (0.0 if tc is None else e * tc.gradient(qT))
-        Qe, Pe, dH = leapfrog(rev, theta, grid, qT, start_p, e, theta_dH=True)
-        values[e] = (dH, Qe[-1], Pe[-1])
-    ddH, dqe, dpe = nudge.combine(values, (dH0, Q[0], -P[0]))
+        Qe, pe, dH = leapfrog(rev, theta, grid, qT, start_p, e, theta_dH=True, store_momenta=False)
+        values[e] = (dH, Qe[-1], pe)
+    ddH, dqe, dpe = nudge.combine(values, (dH0, Q[0], -p0))
     grad = {k: -g for k, g in ddH.items()}
     dq0, dp0 = np.real(dpe), np.real(dqe)
     if v0 is not None:

@@ -27,7 +27,7 @@ def _check(system):
                          f"{system.name} is not separable (use PFVP backward integration)")
 
 
-def theta_dH_sum(system, theta, grid, Q, P):
+def theta_dH_sum(system, theta, grid, Q):
     """``Σ_k h ∂_θH`` along a leapfrog trajectory: kinetic part at the half-step
     momenta ``p_{k+½}``, potential part with trapezoid weights."""
     N, h = grid.N, grid.h
@@ -54,19 +54,24 @@ def theta_dH_sum(system, theta, grid, Q, P):
     return dH
 
 
-def leapfrog(system, theta, grid, q0, p0, eps: complex = 0.0, *, theta_dH: bool = False):
+def leapfrog(system, theta, grid, q0, p0, eps: complex = 0.0, *, theta_dH: bool = False,
+             store_momenta: bool = True):
     """Kick–drift–kick leapfrog of ``H − εc`` from ``(q₀, p₀)``.
 
-    Returns ``(Q, P, dH)`` with ``Q, P`` of shape ``(N+1, B, n)`` and, when
-    ``theta_dH``, ``dH = Σ_k h ∂_θH`` along the trajectory (else ``None``).
+    Returns ``(Q, P, dH)`` with ``Q, P`` of shape ``(N+1, B, n)`` (``P`` is only
+    the final momentum when ``store_momenta`` is false) and, when ``theta_dH``,
+    ``dH = Σ_k h ∂_θH`` along the trajectory (else ``None``).
     """
     _check(system)
     N, h = grid.N, grid.h
     kin = system.kinetic
     dtype = np.result_type(q0, p0, eps)
     Q = np.empty((N + 1,) + np.shape(q0), dtype)
-    P = np.empty_like(Q)
-    Q[0], P[0] = q0, p0
+    Q[0] = q0
+    p = np.array(p0, dtype=dtype)
+    if store_momenta:
+        P = np.empty_like(Q)
+        P[0] = p
     times = grid.times
     X = {k: s.sample(times) for k, s in system.signals.items()}
 
@@ -75,8 +80,11 @@ def leapfrog(system, theta, grid, q0, p0, eps: complex = 0.0, *, theta_dH: bool 
 
     F = force(Q[0], 0)
     for k in range(N):
-        p_half = P[k] + 0.5 * h * F
+        p_half = p + 0.5 * h * F
         Q[k + 1] = Q[k] + h * kin.mass_solve(p_half, theta)
         F = force(Q[k + 1], k + 1)
-        P[k + 1] = p_half + 0.5 * h * F
-    return Q, P, (theta_dH_sum(system, theta, grid, Q, P) if theta_dH else None)
+        p = p_half + 0.5 * h * F
+        if store_momenta:
+            P[k + 1] = p
+    dH = theta_dH_sum(system, theta, grid, Q) if theta_dH else None
+    return Q, (P if store_momenta else p), dH
