@@ -26,7 +26,7 @@ from glep.potentials import (
 )
 from glep.signals import Signal
 from glep.system import LagrangianSystem
-from glep.terms import KineticTerm, PotentialTerm, Term
+from glep.terms import FixedPotentialTerm, KineticTerm, PotentialTerm, Term
 from glep.trajectory import Trajectory
 from glep.ufl_term import UFLTerm
 
@@ -38,5 +38,5 @@ __all__ = [
     "GlepError", "InputError", "NotReversibleError", "SaddleError", "SolverError",
     "TimeGrid", "Gyroscopic", "DiagonalMass",
     "Harmonic", "InputDrive", "LogCoshLayer", "Pendulum", "QuadraticForm", "Quartic", "SpringCoupling",
-    "Signal", "LagrangianSystem", "KineticTerm", "PotentialTerm", "Term", "Trajectory", "UFLTerm",
+    "Signal", "LagrangianSystem", "FixedPotentialTerm", "KineticTerm", "PotentialTerm", "Term", "Trajectory", "UFLTerm",
 ]

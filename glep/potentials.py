@@ -13,7 +13,7 @@ import numpy as np
 import ufl
 
 from glep.errors import InputError
-from glep.terms import PotentialTerm, batch_sum
+from glep.terms import FixedPotentialTerm, PotentialTerm, batch_sum
 
 
 def _uvec(values) -> ufl.core.expr.Expr:
@@ -96,13 +96,12 @@ class SpringCoupling(PotentialTerm):
         return 0.5 * sum(J[e] * (q[int(i)] - q[int(j)]) ** 2 for e, (i, j) in enumerate(self.edges))
 
 
-class Quartic(PotentialTerm):
+class Quartic(FixedPotentialTerm):
     r"""A fixed anharmonicity ``V = (α/4) Σ_i q_i⁴`` (no trainable parameter)."""
 
     def __init__(self, n: int, alpha: float = 0.1):
         super().__init__(n)
         self.alpha = float(alpha)
-        self.parameters = {}
 
     def potential(self, q, theta, x, t):
         return 0.25 * self.alpha * np.sum(q**4, axis=-1)
@@ -112,15 +111,6 @@ class Quartic(PotentialTerm):
 
     def potential_hessian_action(self, q, theta, x, t, dq):
         return 3.0 * self.alpha * (q * q) * dq
-
-    def potential_theta_gradient(self, q, theta, x, t):
-        return {}
-
-    def potential_theta_vjp(self, q, theta, x, t, a):
-        return {}
-
-    def potential_theta_jvp(self, q, theta, x, t, dtheta):
-        return None
 
     def ufl_potential(self, q, theta, x, t):
         return 0.25 * self.alpha * sum(q[i] ** 4 for i in range(self.n))

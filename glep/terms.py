@@ -159,6 +159,22 @@ class PotentialTerm(Term):
         return -self.ufl_potential(q, theta, x, t)
 
 
+class FixedPotentialTerm(PotentialTerm):
+    """A potential without trainable parameters: only ``V``, its gradient,
+    Hessian action and UFL form need writing."""
+
+    parameters: dict[str, tuple[int, ...]] = {}
+
+    def potential_theta_gradient(self, q, theta, x, t):
+        return {}
+
+    def potential_theta_vjp(self, q, theta, x, t, a):
+        return {}
+
+    def potential_theta_jvp(self, q, theta, x, t, dtheta):
+        return None
+
+
 class KineticTerm(Term):
     r"""A kinetic energy ``½ vᵀ M(θ) v`` with a mass matrix independent of ``q``.
 

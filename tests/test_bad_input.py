@@ -97,10 +97,9 @@ def test_stormer_verlet_refuses_a_non_separable_system():
         Problem.from_model(m, steps=10, integrator="rk4")
 
 
-class _Exponential(glep.PotentialTerm):
+class _Exponential(glep.FixedPotentialTerm):
     """V = −λ eᵠ: the midpoint equation has no root once λh² and p₀ are large."""
 
-    parameters = {}
 
     def __init__(self, lam):
         super().__init__(1)
@@ -114,15 +113,6 @@ class _Exponential(glep.PotentialTerm):
 
     def potential_hessian_action(self, q, theta, x, t, dq):
         return -self.lam * np.exp(q) * dq
-
-    def potential_theta_gradient(self, q, theta, x, t):
-        return {}
-
-    def potential_theta_vjp(self, q, theta, x, t, a):
-        return {}
-
-    def potential_theta_jvp(self, q, theta, x, t, dtheta):
-        return None
 
     def ufl_potential(self, q, theta, x, t):
         import ufl

@@ -16,7 +16,7 @@ import glep
 from glep.ivp.discrete import MIDPOINT, TRAPEZOID, DiscreteLagrangian
 from glep.ivp.shooting import conjugate_points, jacobi_determinants, shoot_cbvp, tangent_sweep
 from glep.ivp.stepping import integrate
-from glep.terms import PotentialTerm, batch_sum
+from glep.terms import FixedPotentialTerm, PotentialTerm, batch_sum
 
 
 # -- scalar reference potentials (L = ½ q'² − V) ---------------------------------
@@ -53,13 +53,12 @@ class BratuPotential(PotentialTerm):
         return theta[self.name][0] * ufl.exp(q[0])
 
 
-class TroeschPotential(PotentialTerm):
+class TroeschPotential(FixedPotentialTerm):
     """``V = −cosh(λy)`` (Troesch: ``y'' = λ sinh(λy)``), fixed ``λ``."""
 
     def __init__(self, lam: float):
         super().__init__(1)
         self.lam = float(lam)
-        self.parameters = {}
 
     def potential(self, q, theta, x, t):
         return -np.sum(np.cosh(self.lam * q), axis=-1)
@@ -69,15 +68,6 @@ class TroeschPotential(PotentialTerm):
 
     def potential_hessian_action(self, q, theta, x, t, dq):
         return -self.lam**2 * np.cosh(self.lam * q) * dq
-
-    def potential_theta_gradient(self, q, theta, x, t):
-        return {}
-
-    def potential_theta_vjp(self, q, theta, x, t, a):
-        return {}
-
-    def potential_theta_jvp(self, q, theta, x, t, dtheta):
-        return None
 
     def ufl_potential(self, q, theta, x, t):
         import ufl
