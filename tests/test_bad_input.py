@@ -100,7 +100,6 @@ def test_stormer_verlet_refuses_a_non_separable_system():
 class _Exponential(glep.FixedPotentialTerm):
     """V = −λ eᵠ: the midpoint equation has no root once λh² and p₀ are large."""
 
-
     def __init__(self, lam):
         super().__init__(1)
         self.lam = lam
