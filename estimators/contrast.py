@@ -32,6 +32,43 @@ def contrast_integrand(dl, Q) -> dict[str, np.ndarray]:
     return dl.theta_gradient_sum(Q)
 
 
+def nudged_family(problem: Problem, nudge: Nudge, q0, p0_of, *, mirrored: bool = False,
+                  system=None) -> dict:
+    r"""Integrate the nudged trajectories of every β of the scheme in one batched pass.
+
+    The ``±β`` trajectories are stacked along the batch axis (β becomes one
+    value per batch member), so a centred estimate costs one integration of a
+    doubled batch instead of two.  Returns ``{β: (I(β), q_end, p_end)}`` with
+    ``I(β) = Σ_k ∂_θL_d`` along the β trajectory.
+
+    Parameters
+    ----------
+    q0, p0_of:
+        Start position ``(B, n)`` and a function ``β -> start momentum``.
+    mirrored:
+        Integrate backward in time (the mirrored discrete Lagrangian).
+    system:
+        The system to integrate (default the problem's; the echo passes the
+        time-reversed one).
+    """
+    system = problem.system if system is None else system
+    betas = nudge.betas
+    B = q0.shape[0]
+    copies = len(betas)
+    stacked = system.with_signals(**{k: s.tiled(copies) for k, s in system.signals.items()}) \
+        if copies > 1 else system
+    beta = np.concatenate([np.full((B, 1), b) for b in betas]) if copies > 1 else betas[0]
+    base = problem.base_dl(beta, system=stacked)
+    dl = Mirrored(base) if mirrored else base
+    Q, p_end = integrate(dl, np.concatenate([q0] * copies), np.concatenate([p0_of(b) for b in betas]),
+                         store="q")
+    # θ-derivatives of L_d do not depend on β: one un-stacked discrete Lagrangian sums each block
+    plain = problem.base_dl(0.0, system=system)
+    plain = Mirrored(plain) if mirrored else plain
+    return {b: (contrast_integrand(plain, Q[:, i * B:(i + 1) * B]), Q[-1, i * B:(i + 1) * B],
+                p_end[i * B:(i + 1) * B]) for i, b in enumerate(betas)}
+
+
 def _complete(problem: Problem, grad: dict) -> dict[str, np.ndarray]:
     out = {}
     for key, shape in problem.system.parameters.items():
@@ -71,12 +108,8 @@ def civp_contrast(problem: Problem, nudge: Nudge | None = None, *, residual: boo
     t0 = time.perf_counter()
     free = problem.free
     I0 = contrast_integrand(free.dl, free.Q) if nudge.needs_free else None
-    values = {}
-    for b in nudge.betas:
-        dl = problem.dl(b)
-        Q, pN = integrate(dl, free.q0, free.p0, store="q")
-        piN = pN + b * _terminal_grad(problem, Q[-1])
-        values[b] = (contrast_integrand(dl, Q), Q[-1], piN)
+    family = nudged_family(problem, nudge, free.q0, lambda b: free.p0, mirrored=problem.final_value)
+    values = {b: (I, qN, pN + b * _terminal_grad(problem, qN)) for b, (I, qN, pN) in family.items()}
     piN0 = free.P[-1]
     dI, dqN, dpiN = nudge.combine(values, (I0, free.Q[-1], piN0))
     grad = dict(dI)
@@ -97,17 +130,16 @@ def civp_contrast(problem: Problem, nudge: Nudge | None = None, *, residual: boo
                             notes=notes)
 
 
-def _final_value_family(problem: Problem, nudge: Nudge, make_dl):
-    """Integrate the nudged final-value trajectories; return the β-derivatives."""
+def _final_value_family(problem: Problem, nudge: Nudge, *, echo: bool):
+    """Integrate the nudged final-value trajectories (backward, or the echo); return the β-derivatives."""
     free = problem.free
     qN, piN = free.Q[-1], free.P[-1]
     I0 = contrast_integrand(free.dl, free.Q) if nudge.needs_free else None
-    values = {}
-    for b in nudge.betas:
-        dl = make_dl(b)
-        start_p = -piN + b * _terminal_grad(problem, qN)
-        Q, p_end = integrate(dl, qN, start_p, store="q")
-        values[b] = (contrast_integrand(dl, Q), Q[-1], p_end)
+    start = lambda b: -piN + b * _terminal_grad(problem, qN)  # noqa: E731
+    if echo:  # the same system run forward, inputs and targets replayed in reverse
+        values = nudged_family(problem, nudge, qN, start, system=problem.system.time_reversed(problem.grid.T))
+    else:  # backward integration: the mirrored discrete Lagrangian
+        values = nudged_family(problem, nudge, qN, start, mirrored=True)
     return nudge.combine(values, (I0, free.q0, -free.p0))
 
 
@@ -137,7 +169,7 @@ def pfvp(problem: Problem, nudge: Nudge | None = None) -> GradientEstimate:
     nudge = nudge or Centred(1e-4)
     problem.require_civp("pfvp")
     t0 = time.perf_counter()
-    derivs = _final_value_family(problem, nudge, lambda b: Mirrored(problem.dl(b)))
+    derivs = _final_value_family(problem, nudge, echo=False)
     return _pfvp_assemble(problem, "PFVP", nudge, derivs, t0, ["exact: backward integration"])
 
 
@@ -181,6 +213,5 @@ def echo(problem: Problem, nudge: Nudge | None = None, *, allow_irreversible: bo
             raise NotReversibleError(msg + ", or pass allow_irreversible=True to measure the bias.")
         warnings.warn(msg, stacklevel=2)
         notes = [f"biased: system not reversible (defect {defect:.2e}, retrace error {err:.2e})"]
-    rev = problem.system.time_reversed(problem.grid.T)
-    derivs = _final_value_family(problem, nudge, lambda b: problem.dl(b, system=rev))
+    derivs = _final_value_family(problem, nudge, echo=True)
     return _pfvp_assemble(problem, "echo", nudge, derivs, t0, notes)

@@ -22,7 +22,7 @@ from glep.estimators.contrast import _complete
 from glep.estimators.nudging import Centred, Nudge
 from glep.estimators.problem import Problem
 from glep.estimators.result import GradientEstimate
-from glep.ivp.hamiltonian import leapfrog
+from glep.ivp.hamiltonian import leapfrog, theta_dH_sum
 from glep.terms import add_into
 
 
@@ -44,11 +44,15 @@ def rhel(problem: Problem, nudge: Nudge | None = None, *, tol: float = 1e-12) ->
     qT = Q[-1]
     rev = sys.time_reversed(grid.T)
     tc = sys.terminal_cost
-    values = {}
-    for e in nudge.betas:
-        start_p = -pT + (0.0 if tc is None else e * tc.gradient(qT))
-        Qe, pe, dH = leapfrog(rev, theta, grid, qT, start_p, e, theta_dH=True, store_momenta=False)
-        values[e] = (dH, Qe[-1], pe)
+    # both echoes in one batched leapfrog: ε is one value per batch member
+    eps, B = nudge.betas, qT.shape[0]
+    stacked = rev.with_signals(**{k: s.tiled(len(eps)) for k, s in rev.signals.items()}) if len(eps) > 1 else rev
+    eps_arr = np.concatenate([np.full((B, 1), e) for e in eps]) if len(eps) > 1 else eps[0]
+    start_p = np.concatenate([-pT + (0.0 if tc is None else e * tc.gradient(qT)) for e in eps])
+    Qe, pe, _ = leapfrog(stacked, theta, grid, np.concatenate([qT] * len(eps)), start_p, eps_arr,
+                         store_momenta=False)
+    values = {e: (theta_dH_sum(rev, theta, grid, Qe[:, i * B:(i + 1) * B]), Qe[-1, i * B:(i + 1) * B],
+                  pe[i * B:(i + 1) * B]) for i, e in enumerate(eps)}
     ddH, dqe, dpe = nudge.combine(values, (dH0, Q[0], -p0))
     grad = {k: -g for k, g in ddH.items()}
     dq0, dp0 = np.real(dpe), np.real(dqe)

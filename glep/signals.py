@@ -100,6 +100,18 @@ class Signal:
         rev_sampler = None if sampler is None else (lambda times: sampler(T - times))
         return Signal(lambda t: fn(T - t), self.dim, self.batch, f"reversed({self.description})", rev_sampler)
 
+    def tiled(self, copies: int) -> Signal:
+        """The batch repeated ``copies`` times (a shared, unbatched signal is returned as is)."""
+        if self.batch is None or copies == 1:
+            return self
+        fn, sampler = self._fn, self._sampler
+
+        def tiled_sampler(times):
+            return np.concatenate([self.sample(times)] * copies, axis=1)
+
+        return Signal(lambda t: np.concatenate([fn(t)] * copies), self.dim, self.batch * copies,
+                      f"tiled({self.description})", tiled_sampler if sampler is not None else None)
+
     def sample(self, times) -> np.ndarray:
         """Values at ``times``: array of shape ``(len(times), B, m)`` (vectorised when possible)."""
         times = np.asarray(times, dtype=float)

@@ -24,6 +24,11 @@ from glep.terms import KineticTerm, PotentialTerm, Term, add_into
 from glep.validation import check_params
 
 
+def nudged(beta) -> bool:
+    """Whether a nudging strength (a scalar, or one per batch member of shape ``(B, 1)``) is non-zero."""
+    return bool(np.any(beta != 0))
+
+
 def _add(a, b):
     if a is None:
         return b
@@ -120,8 +125,9 @@ class LagrangianSystem:
     def lagrangian(self, q, v, theta, x, t, beta=0.0):
         """``L_β(q, v, θ, t)`` for a batch, shape ``(B,)``."""
         out = sum(term.lagrangian(q, v, theta, x, t) for term in self.terms)
-        if beta != 0 and self.cost is not None:
-            out = out + beta * self.cost.cost(q, x, t)
+        if nudged(beta) and self.cost is not None:
+            b = np.reshape(beta, np.shape(beta)[:-1]) if np.ndim(beta) else beta  # (B, 1) -> (B,)
+            out = out + b * self.cost.cost(q, x, t)
         return out
 
     def gradient(self, q, v, theta, x, t, beta=0.0):
@@ -130,7 +136,7 @@ class LagrangianSystem:
         for term in self.terms:
             a, b = term.gradient(q, v, theta, x, t)
             gq, gv = _add(gq, a), _add(gv, b)
-        if beta != 0 and self.cost is not None:
+        if nudged(beta) and self.cost is not None:
             gq = _add(gq, beta * self.cost.gradient(q, x, t))
         shape = np.broadcast_shapes(q.shape, v.shape)
         dtype = np.result_type(q, v, beta)
@@ -144,7 +150,7 @@ class LagrangianSystem:
         for term in self.terms:
             a, b = term.hessian_action(q, v, theta, x, t, dq, dv)
             hq, hv = _add(hq, a), _add(hv, b)
-        if beta != 0 and self.cost is not None and dq is not None:
+        if nudged(beta) and self.cost is not None and dq is not None:
             hq = _add(hq, beta * self.cost.hessian_action(q, x, t, dq))
         ref = dq if dq is not None else dv
         hq = np.zeros_like(ref) if hq is None else hq
@@ -259,7 +265,7 @@ def position_force(system: LagrangianSystem, q, theta, x, t, beta=0.0):
                 out = g if out is None else out + g
     if out is None:
         out, owned = np.zeros_like(q), True
-    if beta != 0 and system.cost is not None:
+    if nudged(beta) and system.cost is not None:
         dtype = np.result_type(out, q, beta)
         if not owned or out.shape != q.shape or out.dtype != dtype:
             out = np.broadcast_to(out, q.shape).astype(dtype)  # a private copy to add into
@@ -274,7 +280,7 @@ def position_hessian_action(system: LagrangianSystem, q, theta, x, t, dq, beta=0
     for term in system.terms:
         if not term.depends_on_velocity:
             out = _add(out, term.hessian_action(q, None, theta, x, t, dq, None)[0])
-    if beta != 0 and system.cost is not None:
+    if nudged(beta) and system.cost is not None:
         out = _add(out, beta * system.cost.hessian_action(q, x, t, dq))
     return np.zeros_like(dq) if out is None else out
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from glep.errors import InputError
 from glep.grid import TimeGrid
-from glep.system import LagrangianSystem, position_force, position_hessian_action, position_theta_jvp
+from glep.system import LagrangianSystem, nudged, position_force, position_hessian_action, position_theta_jvp
 
 
 @dataclass(frozen=True)
@@ -177,7 +177,7 @@ class DiscreteLagrangian:
 
     def _cost_terms(self, k):
         sys = self.system
-        if sys.cost is None or self.beta == 0:
+        if sys.cost is None or not nudged(self.beta):
             return None
         return ((0, self.time(k), self.inputs(self.time(k))),
                 (1, self.time(k + 1), self.inputs(self.time(k + 1))))
