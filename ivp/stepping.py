@@ -68,27 +68,27 @@ def integrate(dl, q0, p0, *, store: bool | str = True, callback=None):
     dtype = np.result_type(q0, p0, dl.beta)
     q = np.array(q0, dtype=dtype)
     p = np.array(p0, dtype=dtype)
-    keep_p = store is True
-    if store:
-        Q = np.empty((N + 1,) + q.shape, dtype)
-        Q[0] = q
-        if keep_p:
-            P = np.empty((N + 1,) + q.shape, dtype)
-            P[0] = p
+    Q = np.empty((N + 1,) + q.shape, dtype) if store else None
+    P = np.empty((N + 1,) + q.shape, dtype) if store is True else None
+
+    def record(k, q, p):
+        if Q is not None:
+            Q[k] = q
+        if P is not None:
+            P[k] = p
+        if callback is not None and k > 0:
+            callback(k - 1)
+
+    record(0, q, p)
     if dl.explicit:
         F = dl.force(0, 0, q)
         for k in range(N):
             q, p, F = explicit_step(dl, k, q, p, F)
-            if store:
-                Q[k + 1] = q
-                if keep_p:
-                    P[k + 1] = p
-            if callback is not None:
-                callback(k)
+            record(k + 1, q, p)
             if k % 64 == 63 and not np.all(np.isfinite(q)):
                 break
         if not (np.all(np.isfinite(q)) and np.all(np.isfinite(p))):
-            where = "" if not store else f" at step {int(np.argmax(~np.isfinite(Q).reshape(N + 1, -1).all(1)))}"
+            where = "" if Q is None else f" at step {int(np.argmax(~np.isfinite(Q).reshape(N + 1, -1).all(1)))}"
             raise SolverError(f"trajectory became non-finite{where}; reduce the step size", reason="overflow")
     else:
         qprev = q
@@ -96,12 +96,7 @@ def integrate(dl, q0, p0, *, store: bool | str = True, callback=None):
             guess = 2 * q - qprev if k > 0 else q
             qprev = q
             q, p = implicit_step(dl, k, q, p, guess)
-            if store:
-                Q[k + 1] = q
-                if keep_p:
-                    P[k + 1] = p
-            if callback is not None:
-                callback(k)
-    if store:
-        return (Q, P) if keep_p else (Q, p)
-    return q, p
+            record(k + 1, q, p)
+    if Q is None:
+        return q, p
+    return (Q, P) if P is not None else (Q, p)
