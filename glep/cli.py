@@ -63,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--output", type=Path, help="output folder (default ./glep-output)")
     c.add_argument("--seed", type=int, help="seed of the model's random parameters")
     c.add_argument("--quiet", action="store_true", help="no progress messages")
+    c.epilog = ("PETSc options for the finite-element (CBVP) solves pass through with the glep_ prefix, "
+                "e.g. -glep_snes_monitor or -glep_snes_rtol 1e-12.")
     r = sub.add_parser("report", help="print the table of a saved results.h5 (no re-run)")
     r.add_argument("path", type=Path)
     r.add_argument("--plot", type=Path, help="also redraw the error-versus-β PNG here")
@@ -147,10 +149,33 @@ def run_report(args) -> int:
     return 0
 
 
+def _petsc_options(extra: list[str]) -> list[str]:
+    """The ``-glep_*`` PETSc options (and their values) among unparsed arguments."""
+    out, take_value = [], False
+    for tok in extra:
+        if tok.startswith("-glep_"):
+            out.append(tok)
+            take_value = True
+        elif take_value and not tok.startswith("-"):
+            out.append(tok)
+            take_value = False
+        else:
+            take_value = False
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     from glep.parallel import collective
 
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    petsc = _petsc_options(extra)
+    if len(petsc) != len(extra):
+        parser.error(f"unrecognized arguments: {' '.join(a for a in extra if a not in petsc)}")
+    if petsc:  # e.g. -glep_snes_monitor, -glep_ksp_type preonly: the bvp solvers read the glep_ prefix
+        from glep.bvp.solvers import insert_command_line_options
+
+        insert_command_line_options(petsc)
     try:
         with collective(what=f"glep {args.command}"):
             rc = run_compare(args) if args.command == "compare" else run_report(args)

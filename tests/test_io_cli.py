@@ -66,3 +66,13 @@ def test_cli_help_explains_options():
     assert out.returncode == 0
     for opt in ("--system", "--betas", "--steps", "--T", "--output", "--config"):
         assert opt in out.stdout
+
+
+def test_cli_passes_glep_prefixed_petsc_options(tmp_path):
+    cmd = [sys.executable, "-m", "glep.cli", "compare", "--steps", "40", "--T", "1.0", "--betas", "1e-3",
+           "--estimators", "cbvp", "--output", str(tmp_path), "--quiet", "-glep_snes_monitor"]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "SNES Function norm" in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "glep.cli", "compare", "--bogus"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unrecognized arguments: --bogus" in bad.stderr
