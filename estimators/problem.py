@@ -74,7 +74,15 @@ class Problem:
 
     @classmethod
     def from_model(cls, model, steps: int = 400, T: float | None = None, integrator=None) -> Problem:
-        """Build from a :class:`glep.models.Model` (``T`` defaults to the model's horizon)."""
+        """Build from a :class:`glep.models.Model` (``T`` defaults to the model's horizon).
+
+        A shorter ``T`` uses the beginning of the model's signals; a longer one
+        is refused (the signals are not defined past the model's horizon: build
+        the model with the horizon you need).
+        """
+        if T is not None and T > model.T * (1 + 1e-12):
+            raise InputError(f"T = {T:g} is past the model's horizon {model.T:g}, where its input and target "
+                             "signals end; build the model with T (e.g. coupled_oscillators(T=...))")
         grid = TimeGrid(model.T if T is None else T, steps)
         return cls(model.system, model.params, model.boundary, grid, integrator, dict(model.info))
 

@@ -154,3 +154,9 @@ def test_metrics_report_missing_groups(model):
 def test_pfvp_on_valid_problem_still_runs(model):
     pr = Problem.from_model(model, steps=20)
     assert set(pfvp(pr).theta) == set(model.system.parameters)
+
+
+def test_horizon_past_the_models_signals_is_refused(model):
+    with pytest.raises(InputError, match="past the model's horizon"):
+        Problem.from_model(model, steps=10, T=2 * model.T)
+    assert Problem.from_model(model, steps=10, T=0.5 * model.T).grid.T == 0.5 * model.T
