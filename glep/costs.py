@@ -54,6 +54,10 @@ class TrackingCost:
         h[..., self._sel] = dq[..., self._sel]
         return h
 
+    def hessian_entries(self):
+        """``∂²c/∂q²`` as ``(rows, cols, values)``: ones on the output coordinates."""
+        return self.indices, self.indices, np.ones(self.indices.size)
+
     def add_gradient(self, out, q, x, t, scale) -> None:
         """``out += scale ∇c(q, t)`` in place (only the output coordinates are touched)."""
         out[..., self._sel] += scale * (q[..., self._sel] - x[self.target])

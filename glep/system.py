@@ -285,6 +285,38 @@ def position_hessian_action(system: LagrangianSystem, q, theta, x, t, dq, beta=0
     return np.zeros_like(dq) if out is None else out
 
 
+def position_hessian_entries(system: LagrangianSystem, q, theta, x, t, beta=0.0):
+    r"""Sparse ``∂_qq L_β`` of the velocity-independent terms as ``(rows, cols, values)``, or ``None``.
+
+    ``values`` is a list of arrays, one per contributing term, each of shape
+    ``(..., nnz_term)`` or ``(nnz_term,)`` (constant); ``rows``/``cols`` the
+    matching list of index arrays.  ``None`` if some potential term has no
+    :meth:`~glep.terms.PotentialTerm.potential_hessian_entries` (or a term
+    is not a potential): callers fall back to Hessian actions.
+    """
+    rows, cols, vals = [], [], []
+    for term in system.terms:
+        if term.depends_on_velocity:
+            continue
+        get = getattr(term, "potential_hessian_entries", None)
+        entries = get(q, theta, x, t) if get is not None else None
+        if entries is None:
+            return None
+        r, c, v = entries
+        rows.append(np.asarray(r, dtype=np.int64))
+        cols.append(np.asarray(c, dtype=np.int64))
+        vals.append(-np.asarray(v))
+    if nudged(beta) and system.cost is not None:
+        get = getattr(system.cost, "hessian_entries", None)
+        if get is None:
+            return None
+        r, c, v = get()
+        rows.append(np.asarray(r, dtype=np.int64))
+        cols.append(np.asarray(c, dtype=np.int64))
+        vals.append(beta * np.asarray(v))
+    return rows, cols, vals
+
+
 def position_theta_jvp(system: LagrangianSystem, q, theta, x, t, dtheta):
     """``(∂_θ ∂_q L) · δθ`` of the velocity-independent terms (leading tangent axis)."""
     out = None

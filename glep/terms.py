@@ -129,6 +129,17 @@ class PotentialTerm(Term):
     @abstractmethod
     def ufl_potential(self, q, theta, x, t): ...
 
+    def potential_hessian_entries(self, q, theta, x, t) -> tuple[np.ndarray, np.ndarray, Array] | None:
+        r"""Optional sparse ``∂²V/∂q²`` as ``(rows, cols, values)``.
+
+        ``rows``/``cols`` are fixed integer arrays (repeated pairs add up);
+        ``values`` has shape ``(..., nnz)`` over the leading axes of ``q``, or
+        ``(nnz,)`` when the Hessian does not depend on ``q`` or ``t``.  The
+        default ``None`` means "not available": assemblers then recover the
+        Hessian from coloured :meth:`potential_hessian_action` probes.
+        """
+        return None
+
     # Term interface -------------------------------------------------------
     def lagrangian(self, q, v, theta, x, t):
         return -self.potential(q, theta, x, t)

@@ -137,6 +137,57 @@ def test_hessian_action(name):
         _close(got[1], want[1], f"hessian_action[{label}] v-block")
 
 
+def _has_entries(term) -> bool:
+    if not isinstance(term, glep.PotentialTerm):
+        return False
+    q, _, theta, x = _point(term, 0)
+    return term.potential_hessian_entries(q, theta, x, T_EVAL) is not None
+
+
+POTENTIALS_WITH_ENTRIES = [name for name, term in CASES.items() if _has_entries(term)]
+
+
+def test_hessian_entries_cover_the_sparse_builtins():
+    assert {"Harmonic", "SpringCoupling", "Quartic", "QuadraticForm", "InputDrive", "Pendulum"} <= set(
+        POTENTIALS_WITH_ENTRIES)
+
+
+@pytest.mark.parametrize("name", POTENTIALS_WITH_ENTRIES)
+def test_hessian_entries(name):
+    """Sparse ``∂²V/∂q²`` entries, summed into dense matrices, act like the UFL Hessian."""
+    term, ref = CASES[name], _ref(name)
+    q, v, theta, x = _point(term, 4)
+    rows, cols, vals = term.potential_hessian_entries(q, theta, x, T_EVAL)
+    vals = np.broadcast_to(np.asarray(vals), (BATCH, len(rows)))
+    H = np.zeros((BATCH, term.n, term.n))
+    for b in range(BATCH):
+        np.add.at(H[b], (rows, cols), vals[b])
+    dq = np.random.default_rng(5).standard_normal((BATCH, term.n))
+    want = ref.hessian_action(q, v, theta, x, T_EVAL, dq, None)[0]
+    _close(want, -np.einsum("bij,bj->bi", H, dq), f"{name} Hessian entries")
+
+
+def test_system_hessian_entries_include_the_nudge():
+    n = N_DOF
+    sys_ = glep.LagrangianSystem(n, [glep.DiagonalMass(n, None), CASES["Harmonic"], CASES["Quartic"]],
+                                 cost=glep.TrackingCost(n, [1, 3]), signals={"y": glep.Signal.constant(np.zeros(2))})
+    rng = np.random.default_rng(6)
+    q = rng.standard_normal((BATCH, n))
+    theta = {k: rng.standard_normal(s) for k, s in sys_.parameters.items()}
+    x = {"y": rng.standard_normal((BATCH, 2))}
+    rows, cols, vals = glep.system.position_hessian_entries(sys_, q, theta, x, T_EVAL, 0.3)
+    H = np.zeros((BATCH, n, n))
+    for r, c, v in zip(rows, cols, vals):
+        v = np.broadcast_to(v, (BATCH, len(r)))
+        for b in range(BATCH):
+            np.add.at(H[b], (r, c), v[b])
+    dq = np.random.default_rng(7).standard_normal((BATCH, n))
+    want = glep.system.position_hessian_action(sys_, q, theta, x, T_EVAL, dq, 0.3)
+    _close(np.einsum("bij,bj->bi", H, dq), want, "system Hessian entries")
+    with_ufl = glep.LagrangianSystem(n, [glep.DiagonalMass(n, None), _ref("Harmonic")])
+    assert glep.system.position_hessian_entries(with_ufl, q, theta, x, T_EVAL) is None
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_theta_gradient_and_vjp(name):
     term, ref = CASES[name], _ref(name)
