@@ -6,8 +6,13 @@ adjoints as ground truth, a time-stepping backend (:mod:`glep.ivp`) and a
 finite-element backend on time meshes (:mod:`glep.bvp`).
 """
 
+# Large NumPy temporaries reuse freed heap memory instead of page-faulting afresh (glep.memory).
+from glep import memory as _memory  # isort: skip
+
+_memory.apply_default()
+
 # dolfinx-solver-real must configure PETSc before dolfinx or petsc4py load.
-import dolfinx_solver  # noqa: F401  isort: skip
+import dolfinx_solver  # noqa: F401, E402  isort: skip
 
 from glep.boundary import CBVP, CFVP, CIVP, PFVP, DirichletNatural, Periodic, Robin
 from glep.costs import TerminalCost, TrackingCost
