@@ -41,7 +41,7 @@ from glep.bvp.solvers import collective
 from glep.errors import InputError
 from glep.grid import TimeGrid
 from glep.ivp.discrete import TRAPEZOID, DiscreteLagrangian
-from glep.system import LagrangianSystem, position_force, position_hessian_action
+from glep.system import LagrangianSystem, position_force, position_hessian_action, position_hessian_entries
 
 
 class _Cells:
@@ -179,6 +179,8 @@ class VectorisedAction:
         self.tnodes = tc
         self._xnodes = None
         self._flat = None
+        self._nodeweights = None
+        self._inv_h = None
         self.chunk = chunk or (200_000 if system.is_separable else max(1, int(4e6 // max(n * n, 1))))
         self.timings = {"setup": 0.0, "compile": 0.0, "residual": 0.0, "jacobian": 0.0}
         self._mask = collective(self.comm, self._structure_local)
@@ -308,43 +310,153 @@ class VectorisedAction:
                 m = len(I)
                 flat[offsets[i] + s * m: offsets[i] + e * m] = vals.reshape(-1)
 
+    def _entry_maps(self, rows, cols, pattern):
+        """Per-term maps of sparse Hessian entries onto the diagonal-block pattern, or ``None``.
+
+        A term whose entries hit distinct pattern positions gets an index
+        array (``H[:, idx] += values``); one with repeated positions (a spring
+        adds ``J`` to ``(i, i)`` twice) a sparse summation matrix.  ``None`` if
+        an entry lies outside the structural pattern probed at set-up.
+        """
+        key = tuple((r.tobytes(), c.tobytes()) for r, c in zip(rows, cols))
+        cached = getattr(self, "_entry_cache", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        n = self.n
+        I, J = pattern
+        where = np.full(n * n, -1, dtype=np.int64)
+        where[I * n + J] = np.arange(len(I))
+        maps = []
+        for r, c in zip(rows, cols):
+            tgt = where[r * n + c]
+            if np.any(tgt < 0):
+                maps = None
+                break
+            if len(np.unique(tgt)) == len(tgt):
+                maps.append(tgt)
+            else:
+                import scipy.sparse as sp
+
+                maps.append(sp.csr_array((np.ones(len(tgt)), (tgt, np.arange(len(tgt)))), shape=(len(I), len(tgt))))
+        self._entry_cache = (key, maps)
+        return maps
+
+    def _node_hessian(self, U, xn, tn, pattern, w) -> np.ndarray | None:
+        r"""``w_j ∂²_qL_β(q_j)`` at every node on the diagonal-block pattern, shape ``(nnz, nodes)``,
+        from the terms' sparse Hessian entries (no probing); ``None`` if a term does not provide them."""
+        entries = position_hessian_entries(self.system, U, self.theta, xn, tn, self.dl.beta)
+        if entries is None:
+            return None
+        rows, cols, vals = entries
+        maps = self._entry_maps(rows, cols, pattern)
+        if maps is None:
+            return None
+        const = np.zeros(len(pattern[0]))
+        varying = []
+        for m, v in zip(maps, vals):
+            v = np.asarray(v, dtype=float)
+            if v.ndim == 1:
+                if isinstance(m, np.ndarray):
+                    np.add.at(const, m, v)
+                else:
+                    const += m @ v
+            else:
+                varying.append((m, v))
+        H = np.multiply(const[:, None], w[None, :])
+        for m, v in varying:
+            wv = v.T * w  # (nnz_term, nodes), contiguous for a node array in component-major order
+            if isinstance(m, np.ndarray):
+                H[m] += wv
+            else:
+                H += m @ wv
+        return H
+
     def _nodeform_values(self) -> None:
         r"""COO values of the node form: diagonal blocks ``M(1/h₋ + 1/h₊) + ((h₋ + h₊)/2) H(q_j)``
-        per node (one-sided at the ends of the local range), off-diagonal blocks ``−M/h`` per element."""
+        per node (one-sided at the ends of the local range), off-diagonal blocks ``−M/h`` per element.
+
+        Values are laid out pattern-position-major (all nodes of entry
+        ``(I, J)``, then the next entry), matching :meth:`_coo_indices`, so
+        every update is a long contiguous vector operation.  ``H`` comes from
+        the terms' sparse Hessian entries when every term provides them,
+        otherwise from coloured Hessian actions.
+        """
         th, sysm, n = self.theta, self.system, self.n
         lo, hi = self._ia.start, self._ib.stop
-        U = self.u.x.array.reshape(-1, n)[lo:hi]
         M = np.asarray(sysm.kinetic.mass_apply(np.eye(n), th))
-        C = int(self._colors.max()) + 1
         h = self.dl.h1
         Nn = hi - lo
-        hl = np.concatenate([[0.0], h])
-        hr = np.concatenate([h, [0.0]])
-        with np.errstate(divide="ignore"):
-            invh = np.where(hl > 0, 1.0 / np.where(hl > 0, hl, 1.0), 0.0) + np.where(hr > 0, 1.0 / np.where(
-                hr > 0, hr, 1.0), 0.0)
-        w = 0.5 * (hl + hr)
+        invh, w = self._node_weights()
         Dm = np.nonzero(self._mask[0] | self._mask[3])
         m1, m2 = np.nonzero(self._mask[1]), np.nonzero(self._mask[2])
         sizes = [Nn * len(Dm[0]), len(h) * len(m1[0]), len(h) * len(m2[0])]
         if self._flat is None or self._flat.size != sum(sizes):
             self._flat = np.empty(sum(sizes))
         flat = self._flat
-        tn, xn = self.tnodes[lo:hi], {k: v[lo:hi] for k, v in self._node_inputs().items()}
-        step = 65536
+        U, tn, xn = self._node_state()
         I, J = Dm
-        for s in range(0, Nn, step):
-            e = min(Nn, s + step)
-            dirs = np.zeros((C, e - s, n))
-            dirs[self._colors, :, np.arange(n)] = 1.0
-            H = position_hessian_action(sysm, U[s:e], th, {k: v[s:e] for k, v in xn.items()}, tn[s:e], dirs,
-                                        self.dl.beta)
-            vals = M[I, J][None, :] * invh[s:e, None] + w[s:e, None] * H[self._colors[J], :, I].T
-            flat[s * len(I): e * len(I)] = vals.reshape(-1)
+        diag = flat[: sizes[0]].reshape(len(I), Nn)
+        H = self._node_hessian(U, xn, tn, Dm, w)
+        if H is not None:
+            diag[:] = H
+        else:
+            C = int(self._colors.max()) + 1
+            step = 65536
+            for s in range(0, Nn, step):
+                e = min(Nn, s + step)
+                dirs = np.zeros((C, e - s, n))
+                dirs[self._colors, :, np.arange(n)] = 1.0
+                Hc = position_hessian_action(sysm, U[s:e], th, {k: v[s:e] for k, v in xn.items()}, tn[s:e], dirs,
+                                             self.dl.beta)
+                diag[:, s:e] = w[s:e] * Hc[self._colors[J], :, I]
+        Mp = M[I, J]
+        for k in np.flatnonzero(Mp):
+            diag[k] += Mp[k] * invh
         off = sizes[0]
         for (I1, J1), size in ((m1, sizes[1]), (m2, sizes[2])):
-            flat[off: off + size] = (-M[I1, J1][None, :] / h[:, None]).reshape(-1)
+            flat[off: off + size].reshape(len(I1), len(h))[:] = np.multiply.outer(-M[I1, J1], self._inv_h)
             off += size
+
+    def _node_weights(self):
+        """Per node ``1/h₋ + 1/h₊`` and ``(h₋ + h₊)/2`` over the consecutive local nodes (cached)."""
+        if self._nodeweights is None:
+            h = self.dl.h1
+            hl = np.concatenate([[0.0], h])
+            hr = np.concatenate([h, [0.0]])
+            with np.errstate(divide="ignore"):
+                invh = np.where(hl > 0, 1.0 / np.where(hl > 0, hl, 1.0), 0.0) + np.where(
+                    hr > 0, 1.0 / np.where(hr > 0, hr, 1.0), 0.0)
+            self._nodeweights = (invh, 0.5 * (hl + hr))
+            self._inv_h = 1.0 / h
+        return self._nodeweights
+
+    def _node_state(self):
+        """Positions of the consecutive local nodes in component-major (Fortran) order, their times
+        and inputs.  NumPy operations broadcasting an ``(n,)`` parameter over ``(nodes, n)`` run
+        about 20× faster in this order for small ``n`` (long inner loops)."""
+        lo, hi = self._ia.start, self._ib.stop
+        U = np.asfortranarray(self.u.x.array.reshape(-1, self.n)[lo:hi])
+        return U, self.tnodes[lo:hi], {k: v[lo:hi] for k, v in self._node_inputs().items()}
+
+    def _nodeform_residual(self, b: PETSc.Vec) -> None:
+        r"""Residual of a separable system on consecutive nodes:
+        ``R_j = M(v_{j−½} − v_{j+½}) + ((h₋ + h₊)/2) f(q_j)`` with ``v_{k+½} = (q_{k+1} − q_k)/h_k``."""
+        lo, hi = self._ia.start, self._ib.stop
+        U, tn, xn = self._node_state()
+        _, w = self._node_weights()
+        f = position_force(self.system, U, self.theta, xn, tn, self.dl.beta)
+        res = np.multiply(f, w[:, None], order="F")
+        dU = U[1:] - U[:-1]
+        dU *= self._inv_h[:, None]
+        Mv = self.system.kinetic.mass_apply(dU, self.theta)
+        res[1:] += Mv
+        res[:-1] -= Mv
+        with b.localForm() as loc:
+            arr = loc.array.reshape(-1, self.n)
+            if lo > 0 or hi < arr.shape[0]:
+                arr[:] = 0.0
+            arr[lo:hi] = res
+        b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
 
     def _reduce_mask(self, mask):
         n = self.n
@@ -371,6 +483,10 @@ class VectorisedAction:
 
     def residual(self, b: PETSc.Vec) -> None:
         t0 = time.perf_counter()
+        if self._nodeform and len(self.a):
+            self._nodeform_residual(b)
+            self.timings["residual"] += time.perf_counter() - t0
+            return
         q0, q1 = self._states()
         res = np.zeros((self.nblocks, self.n))
         if len(self.a) and self._colors is not None:
@@ -428,10 +544,10 @@ class VectorisedAction:
             nodes = np.arange(self._ia.start, self._ib.stop)
             diag = self._mask[0] | self._mask[3]
             pairs = [(nodes, nodes, diag), (self.a, self.b, self._mask[1]), (self.b, self.a, self._mask[2])]
-            for lr, lc, mask in pairs:
+            for lr, lc, mask in pairs:  # position-major: all nodes of entry (I, J), then the next entry
                 I, J = np.nonzero(mask)
-                rows.append(row_map[(lr[:, None] * n + I[None, :]).ravel()])
-                cols.append(col_map[(lc[:, None] * n + J[None, :]).ravel()])
+                rows.append(row_map[(lr[None, :] * n + I[:, None]).ravel()])
+                cols.append(col_map[(lc[None, :] * n + J[:, None]).ravel()])
             return (np.concatenate(rows).astype(PETSc.IntType), np.concatenate(cols).astype(PETSc.IntType))
         pairs = [(self.a, self.a), (self.a, self.b), (self.b, self.a), (self.b, self.b)]
         for (lr, lc), mask in zip(pairs, self._mask):
