@@ -196,6 +196,16 @@ class ReducedProblem:
         self.b = disc.u.x.petsc_vec.duplicate()
         self._A = None
         self._AP = None
+        #: keep the Newton Jacobian and its factorisation between solves (see :meth:`release_solver`)
+        self.reuse_factorization = True
+        self._newton_cache = None
+
+    def release_solver(self) -> None:
+        """Free the Jacobian and factorisation kept from the last Newton solve."""
+        cache, self._newton_cache = self._newton_cache, None
+        if cache is not None:
+            cache["snes"].destroy()
+            cache["J"].destroy()
 
     # -- restriction matrices ---------------------------------------------------
     def _restriction(self, fixed: dict, periodic: bool, col_local: int | None):

@@ -202,7 +202,24 @@ def newton(problem, r0: PETSc.Vec, *, method: str = "newton", linesearch: str = 
     comm = problem.comm
     guard = _Guard(comm)
     F = problem.create_vec()
-    J = collective(comm, problem.jacobian, r0)
+    if method not in ("newton", "trust-region"):
+        raise InputError(f"method must be 'newton' or 'trust-region', got {method!r}")
+    # The SNES (with its KSP and symbolic factorisation) and the Jacobian matrix are kept on the
+    # problem after a converged solve and reused by the next Newton solve with the same solver
+    # choices: the nudged solves of an estimator, continuation steps and repeated solves pay the COO
+    # preallocation and the symbolic LU once.  A failed solve drops them.
+    key = (lu_solver or "mumps", method, linesearch)
+    cache = getattr(problem, "_newton_cache", None)
+    if cache is not None and cache["key"] != key:
+        problem.release_solver()
+        cache = None
+    if cache is not None:
+        snes, J = cache["snes"], cache["J"]
+        problem._newton_cache = None
+        collective(comm, problem.jacobian, r0, J)
+        snes.cancelMonitor()
+    else:
+        snes, J = PETSc.SNES().create(comm), collective(comm, problem.jacobian, r0)
     t0 = time.perf_counter()
 
     def fn(snes, x, f):
@@ -213,42 +230,46 @@ def newton(problem, r0: PETSc.Vec, *, method: str = "newton", linesearch: str = 
         with guard.capture():
             problem.jacobian(x, A)
 
-    snes = PETSc.SNES().create(comm)
-    snes.setOptionsPrefix("glep_")
-    snes.setFunction(fn, F)
-    snes.setJacobian(jac, J)
-    if method == "newton":
-        snes.setType("newtonls")
-        snes.getLineSearch().setType(linesearch)
-    elif method == "trust-region":
-        snes.setType("newtontr")
-    else:
-        raise InputError(f"method must be 'newton' or 'trust-region', got {method!r}")
-    snes.setTolerances(rtol=rtol, atol=atol, stol=stol, max_it=max_it)
-    snes.setConvergenceHistory()
-    configure_lu(snes.getKSP(), comm, lu_solver)
-    if monitor is not None:
-        snes.setMonitor(monitor)
-    with petsc_options("glep_", options):
-        snes.setFromOptions()
-        snes.solve(None, r0)
-    guard.check()
-    reason = snes.getConvergedReason()
-    hist = [float(h) for h in snes.getConvergenceHistory()[0]]
-    its = snes.getIterationNumber()
-    lits = snes.getLinearSolveIterations()
-    reason_name = snes_reason_name(reason)
-    if reason == PETSc.SNES.ConvergedReason.DIVERGED_LINE_SEARCH and hist:
-        # The residual cannot fall below its round-off floor ~ ε ‖J‖ ‖r‖ √dim: accept a line-search
-        # failure there (fine meshes: ‖J‖ ~ 1/h) instead of reporting a spurious divergence.
-        floor = 1e3 * np.finfo(float).eps * J.norm(PETSc.NormType.INFINITY) * max(r0.norm(PETSc.NormType.INFINITY),
-                                                                                  1.0) * np.sqrt(r0.getSize())
-        if np.isfinite(hist[-1]) and hist[-1] <= floor:
-            reason, reason_name = 1, "CONVERGED_ROUNDOFF"
-    snes.destroy()
-    J.destroy()
-    F.destroy()
-    if reason <= 0:
+    converged = False
+    try:
+        snes.setOptionsPrefix("glep_")
+        snes.setFunction(fn, F)
+        snes.setJacobian(jac, J)
+        if method == "newton":
+            snes.setType("newtonls")
+            snes.getLineSearch().setType(linesearch)
+        else:
+            snes.setType("newtontr")
+        snes.setTolerances(rtol=rtol, atol=atol, stol=stol, max_it=max_it)
+        snes.setConvergenceHistory()
+        configure_lu(snes.getKSP(), comm, lu_solver)
+        if monitor is not None:
+            snes.setMonitor(monitor)
+        with petsc_options("glep_", options):
+            snes.setFromOptions()
+            snes.solve(None, r0)
+        guard.check()
+        reason = snes.getConvergedReason()
+        hist = [float(h) for h in snes.getConvergenceHistory()[0]]
+        its = snes.getIterationNumber()
+        lits = snes.getLinearSolveIterations()
+        reason_name = snes_reason_name(reason)
+        if reason == PETSc.SNES.ConvergedReason.DIVERGED_LINE_SEARCH and hist:
+            # The residual cannot fall below its round-off floor ~ ε ‖J‖ ‖r‖ √dim: accept a line-search
+            # failure there (fine meshes: ‖J‖ ~ 1/h) instead of reporting a spurious divergence.
+            floor = 1e3 * np.finfo(float).eps * J.norm(PETSc.NormType.INFINITY) * max(
+                r0.norm(PETSc.NormType.INFINITY), 1.0) * np.sqrt(r0.getSize())
+            if np.isfinite(hist[-1]) and hist[-1] <= floor:
+                reason, reason_name = 1, "CONVERGED_ROUNDOFF"
+        converged = reason > 0
+    finally:
+        if converged and getattr(problem, "reuse_factorization", True):
+            problem._newton_cache = {"key": key, "snes": snes, "J": J}
+        else:
+            snes.destroy()
+            J.destroy()
+        F.destroy()
+    if not converged:
         raise SolverError(f"SNES did not converge in {its} iterations ({problem.spec.label})",
                           reason=snes_reason_name(reason), history=hist)
     problem.lift(r0)

@@ -64,3 +64,28 @@ def test_trust_region_runs():
     sys_, par = bratu_system(2.0)
     sol = solve_bvp(sys_, par, (1.0, 32), ZERO, method="trust-region")
     assert sol.p0[0] == pytest.approx(1.2482, rel=1e-3)
+
+
+def test_newton_keeps_its_factorisation_between_solves():
+    """A second solve of the same problem reuses the Jacobian matrix and the SNES (symbolic LU once);
+    a different linear solver, a failed solve or ``release_solver`` drops them."""
+    from glep.bvp import ReducedProblem, solve_problem
+
+    sys_, par = bratu_system(2.0)
+    y, yp0, *_ = bratu_exact(2.0, "upper")
+    problem = ReducedProblem(make_discretisation(sys_, par, (1.0, 32), degree=2, quadrature="gauss"), ZERO)
+    lower = solve_problem(problem)
+    cache = problem._newton_cache
+    assert cache is not None
+    upper = solve_problem(problem, lambda t: 0.9 * y(t)[None])  # a different solution, same matrix
+    assert problem._newton_cache["J"] is cache["J"] and problem._newton_cache["snes"] is cache["snes"]
+    assert upper.p0[0] == pytest.approx(yp0, rel=1e-6)
+    assert lower.p0[0] == pytest.approx(bratu_exact(2.0, "lower")[1], rel=1e-6)
+    solve_problem(problem, lu_solver="petsc")
+    assert problem._newton_cache["J"] is not cache["J"]
+    with pytest.raises(glep.SolverError):
+        solve_problem(problem, lambda t: 40.0 * np.sin(np.pi * t)[None], max_it=1, linesearch="basic")
+    assert problem._newton_cache is None
+    solve_problem(problem)
+    problem.release_solver()
+    assert problem._newton_cache is None
