@@ -166,6 +166,15 @@ def chain3():
 
 
 def per_iteration(N: int, orderings, comm=COMM):
+    """Newton on the n = 3 chain: a cold solve, then a warm re-solve from the same guess.
+
+    The cold solve is the first in the process for this problem: it includes
+    the symbolic factorisation (and MUMPS analysis) and the first touch of
+    the factor's memory.  The warm solve repeats the same iterations with the
+    Jacobian matrix and symbolic factorisation kept on the problem (as the
+    nudged solves of an estimator or a continuation do): numeric
+    factorisation, triangular solves, residual and Jacobian per iteration.
+    """
     sys_, par = chain3()
     out = {}
     t0 = time.perf_counter()
@@ -175,16 +184,22 @@ def per_iteration(N: int, orderings, comm=COMM):
         t0 = time.perf_counter()
         disc = make_discretisation(sys_, par, mesh, assembler="vectorised")
         problem = ReducedProblem(disc, CBVP(np.array([1.0, 0.5, -0.5]), np.zeros(3)))
-        r = set_guess(problem, None)
         t_setup = time.perf_counter() - t0
         solver = "mumps" if ordering == "mumps" else "petsc"
         opts = {} if ordering == "mumps" else {"pc_factor_mat_ordering_type": ordering}
-        disc.timings.update(residual=0.0, jacobian=0.0)
-        res = newton(problem, r, lu_solver=solver, options=opts, linesearch="basic")
-        its = max(res.iterations, 1)
-        out[ordering] = {"N": N, "ranks": comm.size, "iterations": res.iterations, "s_per_iter": res.wall_time / its,
-                         "residual": disc.timings["residual"] / (its + 1), "jacobian": disc.timings["jacobian"] / its,
-                         "setup": t_setup, "mesh": t_mesh, "peak_MB": peak_mb()}
+        runs = []
+        for _ in range(2):
+            r = set_guess(problem, None)
+            disc.timings.update(residual=0.0, jacobian=0.0)
+            res = newton(problem, r, lu_solver=solver, options=opts, linesearch="basic")
+            its = max(res.iterations, 1)
+            runs.append((res, its, disc.timings["residual"] / (its + 1), disc.timings["jacobian"] / its))
+        (cold, its, _, _), (warm, its_w, t_res, t_jac) = runs
+        problem.release_solver()
+        out[ordering] = {"N": N, "ranks": comm.size, "iterations": cold.iterations,
+                         "s_per_iter_cold": cold.wall_time / its, "s_per_iter": warm.wall_time / its_w,
+                         "residual": t_res, "jacobian": t_jac, "setup": t_setup, "mesh": t_mesh,
+                         "peak_MB": peak_mb()}
     return out
 
 
@@ -238,16 +253,18 @@ def main():
         print(f"{n:>4} {kind:<11} {t_first:18.3f} {t_res:13.4f} {t_jac:13.4f}")
     sizes = [1000] if args.quick else [10_000, 100_000] + ([1_000_000] if args.full else [])
     print("\n== bvp: time per Newton iteration, n = 3, P1 (vectorised block-tridiagonal assembly) ==")
-    print(f"{'N':>9} {'LU':<14} {'its':>4} {'s/iter':>8} {'resid':>7} {'jac':>7} {'setup':>7} {'mesh':>7} "
-          f"{'peak MB':>8}")
+    print("   cold = first solve (symbolic factorisation, first touch of memory); warm = re-solve with the")
+    print("   Jacobian and symbolic factorisation kept; resid/jac = seconds per evaluation in the warm solve")
+    print(f"{'N':>9} {'LU':<14} {'its':>4} {'cold s/it':>9} {'warm s/it':>9} {'resid':>7} {'jac':>7} {'setup':>7} "
+          f"{'mesh':>7} {'peak MB':>8}")
     serial = {}
     for N in sizes:
         orderings = ["natural", "rcm", "nd", "mumps"] if N <= 100_000 else ["natural", "mumps"]
         for name, r in per_iteration(N, orderings, MPI.COMM_SELF).items():
             serial[(N, name)] = r
             print(f"{N:>9} {('petsc ' + name) if name != 'mumps' else 'mumps':<14} {r['iterations']:>4} "
-                  f"{r['s_per_iter']:8.3f} {r['residual']:7.3f} {r['jacobian']:7.3f} {r['setup']:7.2f} "
-                  f"{r['mesh']:7.2f} {r['peak_MB']:8.0f}")
+                  f"{r['s_per_iter_cold']:9.3f} {r['s_per_iter']:9.3f} {r['residual']:7.3f} {r['jacobian']:7.3f} "
+                  f"{r['setup']:7.2f} {r['mesh']:7.2f} {r['peak_MB']:8.0f}")
     print("\n== bvp: speed-up on 2 ranks (MUMPS) ==")
     here = Path(__file__).resolve()
     mpirun = Path(sys.executable).with_name("mpirun")
@@ -260,8 +277,10 @@ def main():
             continue
         r2 = json.loads(line[0][4:])
         r1 = serial[(N, "mumps")]
-        print(f"{N:>9} 1 rank {r1['s_per_iter']:.3f} s/iter, 2 ranks {r2['s_per_iter']:.3f} s/iter: "
-              f"speed-up {r1['s_per_iter'] / r2['s_per_iter']:.2f}  (peak MB per rank {r2['peak_MB']:.0f})")
+        print(f"{N:>9} cold: 1 rank {r1['s_per_iter_cold']:.3f} s/iter, 2 ranks {r2['s_per_iter_cold']:.3f} s/iter, "
+              f"speed-up {r1['s_per_iter_cold'] / r2['s_per_iter_cold']:.2f}; warm: 1 rank {r1['s_per_iter']:.3f}, "
+              f"2 ranks {r2['s_per_iter']:.3f}, speed-up {r1['s_per_iter'] / r2['s_per_iter']:.2f}  "
+              f"(peak MB per rank {r2['peak_MB']:.0f})")
 
 
 if __name__ == "__main__":
