@@ -208,7 +208,8 @@ def newton(problem, r0: PETSc.Vec, *, method: str = "newton", linesearch: str = 
     # problem after a converged solve and reused by the next Newton solve with the same solver
     # choices: the nudged solves of an estimator, continuation steps and repeated solves pay the COO
     # preallocation and the symbolic LU once.  A failed solve drops them.
-    key = (lu_solver or "mumps", method, linesearch)
+    opts_key = tuple(sorted((str(k), str(v)) for k, v in (options or {}).items()))
+    key = (lu_solver or "mumps", method, linesearch, opts_key)
     cache = getattr(problem, "_newton_cache", None)
     if cache is not None and cache["key"] != key:
         problem.release_solver()
