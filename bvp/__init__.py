@@ -19,7 +19,7 @@ import glep  # noqa: F401  isort: skip  (configures PETSc before dolfinx loads)
 from glep.bvp.adjoint import FEAdjointResult, adjoint_gradient, discrete_loss
 from glep.bvp.api import BVPSolution, gather_nodal, make_discretisation, set_guess, solve_bvp, solve_problem
 from glep.bvp.continuation import functional_continuation, locate_fold, natural_continuation
-from glep.bvp.estimator import cbvp_gradient, contrast_values, fe_adjoint_gradient
+from glep.bvp.estimator import beta_tangent, cbvp_gradient, contrast_values, fe_adjoint_gradient
 from glep.bvp.fe import FEAction, interpolate_signal, quadrature_metadata
 from glep.bvp.problem import ReducedProblem
 from glep.bvp.solvers import deflated_newton, gradient_flow, inertia, morse_index, newton, residual_descent
@@ -30,6 +30,6 @@ __all__ = [
     "FEAction", "VectorisedAction", "ReducedProblem", "interpolate_signal", "quadrature_metadata",
     "newton", "residual_descent", "gradient_flow", "deflated_newton", "morse_index", "inertia",
     "adjoint_gradient", "discrete_loss", "FEAdjointResult",
-    "cbvp_gradient", "fe_adjoint_gradient", "contrast_values",
+    "cbvp_gradient", "fe_adjoint_gradient", "contrast_values", "beta_tangent",
     "natural_continuation", "functional_continuation", "locate_fold",
 ]

@@ -100,3 +100,23 @@ def test_contrast_bias_slopes(model):
     s2 = np.polyfit(np.log(betas), np.log(cen), 1)[0]
     assert s1 == pytest.approx(1.0, abs=0.1)
     assert s2 == pytest.approx(2.0, abs=0.1)
+
+
+def test_beta_tangent_predicts_the_nudged_solution_to_second_order(model):
+    """``r0 + β ∂r/∂β`` misses the nudged solution by O(β²): fitted slope 2 (the tangent is exact)."""
+    from glep.bvp import beta_tangent
+
+    m, bc = model
+    problem = ReducedProblem(make_discretisation(m.system, m.params, MESH), bc)
+    sol0 = solve_problem(problem, **TOL)
+    tangent = beta_tangent(problem, sol0.r)
+    betas = 1e-2 * 0.5 ** np.arange(4)
+    miss = []
+    for b in betas:
+        problem.disc.set_beta(b)
+        nudged = solve_problem(problem, sol0, **TOL).r
+        nudged.axpy(-1.0, sol0.r)
+        nudged.axpy(-b, tangent)
+        miss.append(nudged.norm())
+    slopes = np.diff(np.log(miss)) / np.diff(np.log(betas))
+    assert np.all(np.abs(slopes - 2.0) < 0.1), (miss, slopes)
