@@ -21,13 +21,14 @@ from glep.bvp.api import BVPSolution, gather_nodal, make_discretisation, set_gue
 from glep.bvp.continuation import functional_continuation, locate_fold, natural_continuation
 from glep.bvp.estimator import beta_tangent, cbvp_gradient, contrast_values, fe_adjoint_gradient
 from glep.bvp.fe import FEAction, interpolate_signal, quadrature_metadata
+from glep.bvp.galerkin import GalerkinAction
 from glep.bvp.problem import ReducedProblem
 from glep.bvp.solvers import deflated_newton, gradient_flow, inertia, morse_index, newton, residual_descent
 from glep.bvp.vectorised import VectorisedAction
 
 __all__ = [
     "solve_bvp", "solve_problem", "BVPSolution", "make_discretisation", "set_guess", "gather_nodal",
-    "FEAction", "VectorisedAction", "ReducedProblem", "interpolate_signal", "quadrature_metadata",
+    "FEAction", "VectorisedAction", "GalerkinAction", "ReducedProblem", "interpolate_signal", "quadrature_metadata",
     "newton", "residual_descent", "gradient_flow", "deflated_newton", "morse_index", "inertia",
     "adjoint_gradient", "discrete_loss", "FEAdjointResult",
     "cbvp_gradient", "fe_adjoint_gradient", "contrast_values", "beta_tangent",

@@ -150,7 +150,12 @@ def set_guess(problem: ReducedProblem, guess) -> PETSc.Vec:
 def make_discretisation(system: LagrangianSystem, params, mesh, *, assembler: str = "fe", degree: int = 1,
                         quadrature: str = "gll", quadrature_degree: int | None = None, beta: float = 0.0,
                         comm: MPI.Comm | None = None, jit_options: dict | None = None):
-    """Build an assembler: ``"fe"`` (UFL forms) or ``"vectorised"`` (NumPy blocks, P1 + trapezoid)."""
+    """Build an assembler: ``"fe"`` (UFL forms) or ``"vectorised"`` (NumPy, no form compilation).
+
+    ``"vectorised"`` is :class:`~glep.bvp.vectorised.VectorisedAction` (the trapezoid discrete
+    Lagrangian, any system) for P1 + Gauss–Lobatto, and :class:`~glep.bvp.galerkin.GalerkinAction`
+    (separable systems, any degree and quadrature) otherwise.
+    """
     mesh = _mesh.as_mesh(mesh, comm)
     if assembler == "fe":
         return FEAction(system, params, mesh, degree=degree, quadrature=quadrature,
@@ -158,10 +163,12 @@ def make_discretisation(system: LagrangianSystem, params, mesh, *, assembler: st
     if assembler == "vectorised":
         from glep.bvp.vectorised import VectorisedAction
 
-        if degree != 1 or quadrature not in ("gll", "vertex", "trapezoid"):
-            raise InputError("the vectorised assembler is the trapezoid discrete Lagrangian: degree=1, "
-                             "quadrature='gll'")
-        return VectorisedAction(system, params, mesh, beta=beta)
+        if degree == 1 and quadrature in ("gll", "vertex", "trapezoid") and quadrature_degree in (None, 1):
+            return VectorisedAction(system, params, mesh, beta=beta)
+        from glep.bvp.galerkin import GalerkinAction
+
+        return GalerkinAction(system, params, mesh, degree=degree, quadrature=quadrature,
+                              quadrature_degree=quadrature_degree, beta=beta)
     raise InputError(f"assembler must be 'fe' or 'vectorised', got {assembler!r}")
 
 
