@@ -201,7 +201,7 @@ def test_bad_input():
     with pytest.raises(glep.InputError):
         solve_bvp(sys_, par, (1.0, 8), CBVP([0.0], [0.0]), quadrature="simpson")
     with pytest.raises(glep.InputError):
-        solve_bvp(sys_, par, (1.0, 8), CBVP([0.0], [0.0]), assembler="vectorised", degree=2)
+        solve_bvp(sys_, par, (1.0, 8), CBVP([0.0], [0.0]), assembler="vectorised", degree=0)
     disc = make_discretisation(sys_, par, (1.0, 8))
     pb = ReducedProblem(disc, CIVP([0.0], p0=[1.0]))
     with pytest.raises(glep.InputError):
