@@ -105,12 +105,18 @@ def accuracy_rows(quick: bool = False):
             return solve_bvp(sys_, par, mesh, CBVP([0.0], [1.0]), degree=deg, quadrature="gauss")
         t, sol = timed(run)
         rows.append(("Troesch λ=5", f"glep.bvp P{deg} N={N} graded×{ratio:g}", t, abs(sol.p0[0] - ref) / ref))
-    rows += chain_rows(n=20 if quick else 200, Ns=(100,) if quick else (100, 400, 1600))
+    rows += chain_rows(n=20 if quick else 200, Ns=(100,) if quick else (100, 400, 1600),
+                       high_order=((3, 10),) if quick else ((2, 40), (3, 10), (3, 16)))
     return rows
 
 
-def chain_rows(n: int = 200, T: float = 3.0, Ns=(100, 400, 1600)):
-    """Linear chain ``q'' = −K q`` (unit masses), CBVP; exact p(0) by modal decomposition."""
+def chain_rows(n: int = 200, T: float = 3.0, Ns=(100, 400, 1600), high_order=((2, 40), (3, 10), (3, 16))):
+    """Linear chain ``q'' = −K q`` (unit masses), CBVP; exact p(0) by modal decomposition.
+
+    glep: P1 (trapezoid, :class:`~glep.bvp.VectorisedAction`) and P2/P3 with
+    Gauss quadrature (:class:`~glep.bvp.GalerkinAction`, vertex order 2r);
+    no form is compiled on either path.
+    """
     edges = [(i, i + 1) for i in range(n - 1)]
     sys_ = LagrangianSystem(n, [DiagonalMass(n, None), Harmonic(n, "k"), SpringCoupling(n, edges, "J")])
     k = 1.0 + 0.5 * np.sin(np.arange(n))
@@ -154,6 +160,11 @@ def chain_rows(n: int = 200, T: float = 3.0, Ns=(100, 400, 1600)):
         t, s = timed(lambda N=N: solve_bvp(sys_, par, (T, N), CBVP(q0, qT), assembler="vectorised"), repeat=1)
         err = np.max(np.abs(s.p0 - p0_exact)) / np.max(np.abs(p0_exact))
         rows.append((f"chain n={n}", f"glep.bvp vectorised P1 N={N}", t, err))
+    for deg, N in high_order:
+        t, s = timed(lambda deg=deg, N=N: solve_bvp(sys_, par, (T, N), CBVP(q0, qT), assembler="vectorised",
+                                                    degree=deg, quadrature="gauss"))
+        err = np.max(np.abs(s.p0 - p0_exact)) / np.max(np.abs(p0_exact))
+        rows.append((f"chain n={n}", f"glep.bvp vectorised P{deg} Gauss N={N}", t, err))
     return rows
 
 
@@ -245,8 +256,15 @@ def main():
         return
     print("== bvp: time to accuracy (best of 3 runs, wall seconds; error = relative error of p(0)) ==")
     print(f"{'problem':<14} {'method':<44} {'time [s]':>9} {'rel. error':>11}")
-    for prob, meth, t, err in accuracy_rows(args.quick):
+    rows = accuracy_rows(args.quick)
+    for prob, meth, t, err in rows:
         print(f"{prob:<14} {meth:<44} {t:9.4f} {err:11.2e}")
+    print("   speed-up = scipy time / time of the fastest glep row at equal or better accuracy:")
+    for prob, meth, t, err in rows:
+        if meth.startswith("scipy"):
+            better = [tg for pg, mg, tg, eg in rows if pg == prob and mg.startswith("glep") and eg <= err]
+            ratio = f"{t / min(better):.1f}x ({min(better):.4f} s)" if better else "no glep row as accurate"
+            print(f"   {prob:<14} {meth:<44} speed-up {ratio}")
     print("\n== bvp: FE (UFL, fresh JIT cache) vs vectorised assembly, N = 1e4 P1 elements ==")
     print(f"{'n':>4} {'assembler':<11} {'compile+first [s]':>18} {'residual [s]':>13} {'Jacobian [s]':>13}")
     for n, kind, t_first, t_res, t_jac in compile_rows(1000 if args.quick else 10_000):

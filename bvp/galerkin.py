@@ -148,7 +148,7 @@ class GalerkinAction:
         self._pattern = None
         self._coo_size = None
         self._flat = None
-        self._entry_maps = None
+        self._colors = None
         self.timings = {"setup": 0.0, "compile": 0.0, "residual": 0.0, "jacobian": 0.0}
         gmin = self.comm.allreduce(float(tc.min()) if tc.size else np.inf, op=MPI.MIN)
         gmax = self.comm.allreduce(float(tc.max()) if tc.size else -np.inf, op=MPI.MAX)
@@ -293,7 +293,9 @@ class GalerkinAction:
                     H += np.asarray(sp.csr_array((np.ones(len(tgt)), (tgt, np.arange(len(tgt)))),
                                                  shape=(nnz, len(tgt))) @ v.T).T
             return H
-        colors = _coloring(I, J, n)
+        if self._colors is None:
+            self._colors = _coloring(I, J, n)
+        colors = self._colors
         C = int(colors.max()) + 1
         dirs = np.zeros((C, Q.shape[0], n))
         dirs[colors, :, np.arange(n)] = 1.0
