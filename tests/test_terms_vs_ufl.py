@@ -394,3 +394,18 @@ def test_inner_is_extended_holomorphically():
     _close(gv, v, "dL/dv (complex)")
     with pytest.raises(glep.InputError, match="t must be real"):
         term.gradient(q, v, {"k": np.array(1.5)}, {}, 1j)
+
+
+def test_spring_coupling_sparse_path_equals_dense():
+    """Large batches take the sparse incidence product: same values as the dense formula."""
+    term = glep.SpringCoupling(5, [(0, 1), (1, 2), (3, 0), (4, 2)], "J")
+    rng = np.random.default_rng(11)
+    q, a = rng.standard_normal((2, 40_000, 5))  # 40 000 rows × |D| = 20: above the dense threshold
+    theta = {"J": rng.standard_normal(4)}
+    D, J = term.D, theta["J"]
+    _close(term.potential_gradient(q, theta, {}, 0.0), (J * (q @ D.T)) @ D, "gradient")
+    _close(term.potential_hessian_action(q, theta, {}, 0.0, a), (J * (a @ D.T)) @ D, "Hessian action")
+    _close(term.potential_theta_vjp(q, theta, {}, 0.0, a)["J"], np.sum((q @ D.T) * (a @ D.T), axis=0), "θ-vjp",
+           rtol=1e-10)
+    dJ = rng.standard_normal((2, 4))
+    _close(term.potential_theta_jvp(q, theta, {}, 0.0, {"J": dJ}), (dJ[:, None, :] * (q @ D.T)[None]) @ D, "θ-jvp")
