@@ -393,22 +393,17 @@ class VectorisedAction:
         if self._flat is None or self._flat.size != sum(sizes):
             self._flat = np.empty(sum(sizes))
         flat = self._flat
-        U, tn, xn = self._node_state()
         I, J = Dm
         diag = flat[: sizes[0]].reshape(len(I), Nn)
-        H = self._node_hessian(U, xn, tn, Dm, w)
-        if H is not None:
-            diag[:] = H
-        else:
-            C = int(self._colors.max()) + 1
-            step = 65536
-            for s in range(0, Nn, step):
-                e = min(Nn, s + step)
+        C = int(self._colors.max()) + 1
+        for s, e, U, tn, xn in self._node_chunks(0):
+            H = self._node_hessian(U, xn, tn, Dm, w[s:e])
+            if H is None:
                 dirs = np.zeros((C, e - s, n))
                 dirs[self._colors, :, np.arange(n)] = 1.0
-                Hc = position_hessian_action(sysm, U[s:e], th, {k: v[s:e] for k, v in xn.items()}, tn[s:e], dirs,
-                                             self.dl.beta)
-                diag[:, s:e] = w[s:e] * Hc[self._colors[J], :, I]
+                Hc = position_hessian_action(sysm, U, th, xn, tn, dirs, self.dl.beta)
+                H = w[s:e] * Hc[self._colors[J], :, I]
+            diag[:, s:e] = H
         Mp = M[I, J]
         for k in np.flatnonzero(Mp):
             diag[k] += Mp[k] * invh
@@ -430,32 +425,49 @@ class VectorisedAction:
             self._inv_h = 1.0 / h
         return self._nodeweights
 
-    def _node_state(self):
-        """Positions of the consecutive local nodes in component-major (Fortran) order, their times
-        and inputs.  NumPy operations broadcasting an ``(n,)`` parameter over ``(nodes, n)`` run
-        about 20× faster in this order for small ``n`` (long inner loops)."""
+    #: nodes per chunk of the node-form residual and Jacobian: the temporaries of a chunk
+    #: (``n`` columns of 2¹⁵ doubles) stay in cache and are reused instead of page-faulted afresh
+    chunk_nodes = 32768
+
+    def _node_chunks(self, halo: int):
+        """``(s, e, U, t, x)`` over chunks ``[s, e)`` of the consecutive local nodes; ``U`` holds the
+        positions of nodes ``[s − halo, e + halo)`` (clipped) in component-major (Fortran) order,
+        ``t`` and ``x`` the times and inputs of ``[s, e)``.  NumPy operations broadcasting an
+        ``(n,)`` parameter over ``(nodes, n)`` run about 20× faster in this order for small ``n``."""
         lo, hi = self._ia.start, self._ib.stop
-        U = np.asfortranarray(self.u.x.array.reshape(-1, self.n)[lo:hi])
-        return U, self.tnodes[lo:hi], {k: v[lo:hi] for k, v in self._node_inputs().items()}
+        Nn = hi - lo
+        arr = self.u.x.array.reshape(-1, self.n)
+        xall = self._node_inputs()
+        for s in range(0, Nn, self.chunk_nodes):
+            e = min(Nn, s + self.chunk_nodes)
+            a, b = max(s - halo, 0), min(e + halo, Nn)
+            U = np.asfortranarray(arr[lo + a: lo + b])
+            yield s, e, U, self.tnodes[lo + s: lo + e], {k: v[lo + s: lo + e] for k, v in xall.items()}
 
     def _nodeform_residual(self, b: PETSc.Vec) -> None:
-        r"""Residual of a separable system on consecutive nodes:
+        r"""Residual of a separable system on consecutive nodes, chunk by chunk:
         ``R_j = M(v_{j−½} − v_{j+½}) + ((h₋ + h₊)/2) f(q_j)`` with ``v_{k+½} = (q_{k+1} − q_k)/h_k``."""
         lo, hi = self._ia.start, self._ib.stop
-        U, tn, xn = self._node_state()
+        Nn = hi - lo
         _, w = self._node_weights()
-        f = position_force(self.system, U, self.theta, xn, tn, self.dl.beta)
-        res = np.multiply(f, w[:, None], order="F")
-        dU = U[1:] - U[:-1]
-        dU *= self._inv_h[:, None]
-        Mv = self.system.kinetic.mass_apply(dU, self.theta)
-        res[1:] += Mv
-        res[:-1] -= Mv
+        inv_h = self._inv_h
         with b.localForm() as loc:
             arr = loc.array.reshape(-1, self.n)
             if lo > 0 or hi < arr.shape[0]:
                 arr[:] = 0.0
-            arr[lo:hi] = res
+            for s, e, U, tn, xn in self._node_chunks(1):
+                a = max(s - 1, 0)  # U holds nodes a .. min(e + 1, Nn) − 1
+                own = U[s - a: s - a + (e - s)]
+                res = position_force(self.system, own, self.theta, xn, tn, self.dl.beta)
+                res = np.multiply(res, w[s:e, None], order="F")
+                dU = U[1:] - U[:-1]  # elements a .. a + len(U) − 2
+                dU *= inv_h[a: a + len(dU), None]
+                Mv = self.system.kinetic.mass_apply(dU, self.theta)
+                j0 = max(s, 1)  # nodes j ≥ 1 receive + M v_{j−½}  (element j − 1)
+                res[j0 - s:] += Mv[j0 - 1 - a: e - 1 - a]
+                j1 = min(e, Nn - 1)  # nodes j ≤ Nn − 2 receive − M v_{j+½}  (element j)
+                res[: j1 - s] -= Mv[s - a: j1 - a]
+                arr[lo + s: lo + e] = res
         b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
 
     def _reduce_mask(self, mask):

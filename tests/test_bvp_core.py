@@ -78,13 +78,17 @@ def test_gll_and_vertex_quadrature_give_the_trapezoid_action(model):
     assert abs(vals["gauss"] - ref) > 1e-8 * abs(ref)  # a different (Galerkin) action
 
 
+@pytest.mark.parametrize("chunk", [None, 7])
 @pytest.mark.parametrize("grading", [None, 20.0])
-def test_fe_and_vectorised_assemble_the_same_system(model, grading):
-    """Uniform mesh (node-form fast path) and graded mesh (element form, grouped h) agree with UFL."""
+def test_fe_and_vectorised_assemble_the_same_system(model, grading, chunk):
+    """Uniform mesh (node-form fast path) and graded mesh (element form, grouped h) agree with UFL;
+    ``chunk = 7`` splits the node form into chunks of 7 nodes (boundaries inside the mesh)."""
     m, theta, *_ = model
     mesh = (T, N) if grading is None else graded_time_mesh(MPI.COMM_WORLD, T, N, ratio=grading, end="both")
     fe = make_discretisation(m.system, m.params, mesh, beta=BETA)
     ve = make_discretisation(m.system, m.params, fe.mesh, assembler="vectorised", beta=BETA)
+    if chunk is not None:
+        ve.chunk_nodes = chunk
     rng = np.random.default_rng(0)
     fe.u.x.array[:] = rng.standard_normal(fe.u.x.array.shape)
     ve.u.x.array[:] = fe.u.x.array
