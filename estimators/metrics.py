@@ -38,12 +38,15 @@ def compare(estimate: Mapping[str, np.ndarray], truth: Mapping[str, np.ndarray])
     }
 
 
-def fit_slope(betas: Sequence[float], errors: Sequence[float], floor: float = 1e-11) -> float:
-    """Log–log slope of error versus β, using only errors above the round-off ``floor``.
+def fit_slope(betas: Sequence[float], errors: Sequence[float], floor: float = 1e-11, ceiling: float = 0.1) -> float:
+    """Log–log slope of error versus β in the asymptotic range.
 
     Points are taken from the largest β down, stopping at the first error that
     falls below ``floor`` (the round-off plateau); non-finite errors (a nudged
-    solve that failed at large β) are skipped.
+    solve that failed at large β) are skipped.  Of these, points with a
+    relative error above ``ceiling`` are outside the range where the bias is
+    ``c β^p + O(β^{p+1})`` and are left out, unless fewer than two points
+    remain (a biased estimator whose error does not depend on β: slope ≈ 0).
     """
     b = np.asarray(betas, dtype=float)
     e = np.asarray(errors, dtype=float)
@@ -56,6 +59,9 @@ def fit_slope(betas: Sequence[float], errors: Sequence[float], floor: float = 1e
         if e[i] <= floor:
             break
         keep.append(i)
+    asymptotic = [i for i in keep if e[i] <= ceiling]
+    if len(asymptotic) >= 2:
+        keep = asymptotic
     if len(keep) < 2:
         return float("nan")
     slope, _ = np.polyfit(np.log(b[keep]), np.log(e[keep]), 1)

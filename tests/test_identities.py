@@ -104,3 +104,14 @@ def test_batched_gradient_is_sum_of_members():
         gb = adjoint(prb).theta
         total = gb if total is None else {k: total[k] + gb[k] for k in gb}
     assert compare(g, total)["relative_error"] <= 1e-6
+
+
+def test_fit_slope_uses_the_asymptotic_range():
+    """Saturated points (relative error > 0.1), failed solves and the round-off plateau are left out;
+    a β-independent bias keeps its slope 0."""
+    betas = np.array([1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6])
+    errors = np.minimum(0.5, 4e4 * betas**2) + 1e-13  # c β², saturated at large β, round-off floor below
+    errors[0] = np.nan  # a nudged solve that failed
+    assert fit_slope(betas, errors) == pytest.approx(2.0, abs=1e-3)
+    assert fit_slope(betas, np.full(6, 1.06)) == pytest.approx(0.0, abs=1e-12)
+    assert np.isnan(fit_slope(betas[:1], [0.01]))
