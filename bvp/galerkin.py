@@ -37,14 +37,13 @@ from collections.abc import Mapping
 
 import basix
 import dolfinx
-import dolfinx.fem.petsc as fpetsc
 import numpy as np
 import scipy.sparse as sp
-import ufl
 from dolfinx import fem
 from mpi4py import MPI
 from petsc4py import PETSc
 
+from glep.bvp._assembly import NumpyAssembler, column_coloring
 from glep.bvp.fe import _signal_values, quadrature_metadata
 from glep.bvp.solvers import collective
 from glep.errors import InputError
@@ -76,7 +75,7 @@ def lagrange_basis(nodes: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, n
     return P @ C, dP @ C
 
 
-class GalerkinAction:
+class GalerkinAction(NumpyAssembler):
     r"""Assembler with the interface of :class:`~glep.bvp.fe.FEAction`, vectorised over elements.
 
     Parameters
@@ -91,10 +90,6 @@ class GalerkinAction:
     quadrature, quadrature_degree:
         As :func:`glep.bvp.fe.quadrature_metadata` (the same rule as the FE path).
     """
-
-    kind = "vectorised"
-    #: :class:`~glep.bvp.problem.ReducedProblem` may assemble ``J_r = Qᵀ A P`` directly (no PtAP).
-    supports_reduced = True
 
     def __init__(self, system: LagrangianSystem, params: Mapping[str, np.ndarray], mesh: dolfinx.mesh.Mesh, *,
                  degree: int = 1, quadrature: str = "gauss", quadrature_degree: int | None = None,
@@ -194,11 +189,6 @@ class GalerkinAction:
         per = np.einsum("ga,cgn->can", basis, values.reshape(self.nc, self.nq, -1))
         return np.asarray(self.S @ per.reshape(self.nc * (self.degree + 1), -1))
 
-    def _scatter(self, local: np.ndarray, b: PETSc.Vec) -> None:
-        with b.localForm() as loc:
-            loc.array[:] = local.ravel()
-        b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
-
     # -- scalars -----------------------------------------------------------------------
     def action(self) -> float:
         def local():
@@ -294,7 +284,9 @@ class GalerkinAction:
                                                  shape=(nnz, len(tgt))) @ v.T).T
             return H
         if self._colors is None:
-            self._colors = _coloring(I, J, n)
+            mask = np.zeros((n, n), dtype=bool)
+            mask[I, J] = True
+            self._colors = column_coloring(mask)
         colors = self._colors
         C = int(colors.max()) + 1
         dirs = np.zeros((C, Q.shape[0], n))
@@ -303,6 +295,9 @@ class GalerkinAction:
         return Hc[colors[J], :, I].T
 
     def _coo_indices(self, row_map=None, col_map=None):
+        """COO rows/cols of the element blocks (entry pattern of ``M`` and ``∂_q f``) and of full end blocks."""
+        if self._pattern is None:
+            self._pattern = collective(self.comm, self._hessian_pattern)
         n, nl = self.n, self.degree + 1
         if row_map is None:
             imap = self.V.dofmap.index_map
@@ -320,24 +315,9 @@ class GalerkinAction:
         rows_e = row_map[(e[:, None] * n + er.ravel()[None, :]).ravel()]
         cols_e = col_map[(e[:, None] * n + ec.ravel()[None, :]).ravel()]
         self._coo_size = rows.size
+        self._flat = np.zeros(rows.size + rows_e.size)
         return (np.concatenate([rows, rows_e]).astype(PETSc.IntType),
                 np.concatenate([cols, cols_e]).astype(PETSc.IntType))
-
-    def create_jacobian(self, row_map: np.ndarray | None = None, col_map: np.ndarray | None = None,
-                        sizes: tuple | None = None) -> PETSc.Mat:
-        """COO-preallocated AIJ Jacobian: full (no maps) or directly reduced (see VectorisedAction)."""
-        if self._pattern is None:
-            self._pattern = collective(self.comm, self._hessian_pattern)
-        imap = self.V.dofmap.index_map
-        if sizes is None:
-            sizes = (imap.size_local * self.n, imap.size_global * self.n)
-        A = PETSc.Mat().create(self.comm)
-        A.setSizes((sizes, sizes))
-        A.setType("aij")
-        rows, cols = self._coo_indices(row_map, col_map)
-        A.setPreallocationCOO(rows, cols)
-        self._flat = np.zeros(rows.size)
-        return A
 
     def _values(self) -> None:
         I, J = self._pattern
@@ -364,17 +344,6 @@ class GalerkinAction:
         A.assemble()
         self.timings["jacobian"] += time.perf_counter() - t0
 
-    def metric(self, kind: str) -> PETSc.Mat:
-        u, v = ufl.TrialFunction(self.V), ufl.TestFunction(self.V)
-        form = ufl.inner(u, v) * ufl.dx
-        if kind.upper() == "H1":
-            form = form + ufl.inner(u.dx(0), v.dx(0)) * ufl.dx
-        elif kind.upper() != "L2":
-            raise InputError(f"metric must be 'L2' or 'H1', got {kind!r}")
-        M = fpetsc.assemble_matrix(fem.form(form))
-        M.assemble()
-        return M
-
     # -- parameter derivatives ---------------------------------------------------------------------
     def theta_gradient(self) -> dict[str, np.ndarray]:
         r"""``Σ_k Σ_g w_g h_k ∂_θL(q_g, v_g, t_g)`` (points grouped by equal weight: the system's
@@ -392,12 +361,6 @@ class GalerkinAction:
                 for k, g in self.system.theta_gradient(Q[sel], Vv[sel], self.theta, xs, self.tq[sel]).items():
                     out[k] = out[k] + weight * np.real(g)
         return {k: self.comm.allreduce(v) for k, v in out.items()}
-
-    def _ghosted(self, lam: PETSc.Vec) -> np.ndarray:
-        tmp = fem.Function(self.V)
-        tmp.x.petsc_vec.array[:] = lam.array_r
-        tmp.x.scatter_forward()
-        return tmp.x.array.copy()
 
     def theta_vjp(self, lam: PETSc.Vec) -> dict[str, np.ndarray]:
         r"""``λᵀ ∂F/∂θ``: the system's θ-vjp with the weights folded into its (linear) directions."""
@@ -423,21 +386,6 @@ class GalerkinAction:
             if jv is not None and not np.isscalar(jv):
                 res = res + self._gather(wh * np.broadcast_to(np.asarray(jv)[0], Q.shape) / hq, self.dphi)
         self._scatter(res, b)
-
-
-def _coloring(I: np.ndarray, J: np.ndarray, n: int) -> np.ndarray:
-    """Greedy column colouring of the pattern ``(I, J)`` (Curtis–Powell–Reid)."""
-    m = np.zeros((n, n), dtype=np.int64)
-    m[I, J] = 1
-    conflict = (m.T @ m) > 0
-    colors = np.full(n, -1)
-    for j in range(n):
-        used = set(colors[conflict[j]].tolist())
-        c = 0
-        while c in used:
-            c += 1
-        colors[j] = c
-    return colors
 
 
 __all__ = ["GalerkinAction", "reference_quadrature", "lagrange_basis"]

@@ -29,13 +29,12 @@ import time
 from collections.abc import Mapping
 
 import dolfinx
-import dolfinx.fem.petsc as fpetsc
 import numpy as np
-import ufl
 from dolfinx import fem
 from mpi4py import MPI
 from petsc4py import PETSc
 
+from glep.bvp._assembly import NumpyAssembler, column_coloring
 from glep.bvp.fe import _signal_values
 from glep.bvp.solvers import collective
 from glep.errors import InputError
@@ -125,7 +124,7 @@ class CellDiscreteLagrangian(DiscreteLagrangian):
         return self._grouped(super().theta_vjp, k, q0, q1, a0, a1)
 
 
-class VectorisedAction:
+class VectorisedAction(NumpyAssembler):
     r"""Assembler with the interface of :class:`~glep.bvp.fe.FEAction` built on NumPy blocks.
 
     Only ``P1`` with the trapezoid discrete Lagrangian (two-point
@@ -138,8 +137,6 @@ class VectorisedAction:
         Elements per batch when forming the ``n × n`` Jacobian blocks
         (bounds the temporary memory to about ``8 n² chunk`` bytes per array).
     """
-
-    kind = "vectorised"
 
     def __init__(self, system: LagrangianSystem, params: Mapping[str, np.ndarray], mesh: dolfinx.mesh.Mesh, *,
                  beta: float = 0.0, chunk: int | None = None):
@@ -185,7 +182,7 @@ class VectorisedAction:
         self.timings = {"setup": 0.0, "compile": 0.0, "residual": 0.0, "jacobian": 0.0}
         self._mask = collective(self.comm, self._structure_local)
         self._mask = self._reduce_mask(self._mask)
-        self._colors = self._coloring(self._mask[0] | self._mask[3]) if system.is_separable else None
+        self._colors = column_coloring(self._mask[0] | self._mask[3]) if system.is_separable else None
         # node form of the block-tridiagonal matrix (one diagonal block per node) for a separable
         # system on consecutively numbered nodes: 15 instead of 24 COO values per node for n = 3
         self._nodeform = self._colors is not None and isinstance(self._ia, slice)
@@ -252,25 +249,6 @@ class VectorisedAction:
                 for i, blk in enumerate(self._blocks(sel, q0, q1)):
                     mask[i] |= np.any(blk != 0, axis=0)
         return mask
-
-    @staticmethod
-    def _coloring(mask: np.ndarray) -> np.ndarray:
-        r"""Greedy column colouring of a sparsity pattern (Curtis–Powell–Reid).
-
-        Columns sharing no row get the same colour, so one Hessian action
-        along the sum of a colour's unit vectors recovers all its columns:
-        a tridiagonal coupling needs 3 actions instead of ``n``.
-        """
-        m = mask.astype(np.int64)
-        conflict = (m.T @ m) > 0
-        colors = np.full(mask.shape[1], -1)
-        for j in range(mask.shape[1]):
-            used = set(colors[conflict[j]].tolist())
-            c = 0
-            while c in used:
-                c += 1
-            colors[j] = c
-        return colors
 
     def _node_inputs(self):
         if self._xnodes is None:
@@ -488,11 +466,6 @@ class VectorisedAction:
 
         return self.comm.allreduce(collective(self.comm, local))
 
-    def _scatter(self, local: np.ndarray, b: PETSc.Vec) -> None:
-        with b.localForm() as loc:
-            loc.array[:] = local.ravel()
-        b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
-
     def residual(self, b: PETSc.Vec) -> None:
         t0 = time.perf_counter()
         if self._nodeform and len(self.a):
@@ -541,9 +514,6 @@ class VectorisedAction:
             res[self.b] += 0.5 * h * cost.gradient(q1, x1, None)
         self._scatter(res, b)
 
-    #: :class:`~glep.bvp.problem.ReducedProblem` may assemble ``J_r = Qᵀ A P`` directly (no PtAP).
-    supports_reduced = True
-
     def _coo_indices(self, row_map=None, col_map=None):
         n = self.n
         rows, cols = [], []
@@ -567,26 +537,6 @@ class VectorisedAction:
             rows.append(row_map[(lr[:, None] * n + I[None, :]).ravel()])
             cols.append(col_map[(lc[:, None] * n + J[None, :]).ravel()])
         return (np.concatenate(rows).astype(PETSc.IntType), np.concatenate(cols).astype(PETSc.IntType))
-
-    def create_jacobian(self, row_map: np.ndarray | None = None, col_map: np.ndarray | None = None,
-                        sizes: tuple | None = None) -> PETSc.Mat:
-        r"""COO-preallocated AIJ matrix of the Jacobian.
-
-        Without maps: the full ``∂²A/∂q²``.  With ``row_map``/``col_map``
-        (local unrolled dof, ghosts included → reduced global index, ``−1`` to
-        drop) and ``sizes = (local, global)``: the reduced ``J_r = Qᵀ A P``
-        assembled directly, since PETSc's COO assembly ignores negative
-        indices and sums repeated ones (a periodic end maps onto its partner).
-        """
-        imap = self.V.dofmap.index_map
-        if sizes is None:
-            sizes = (imap.size_local * self.n, imap.size_global * self.n)
-        A = PETSc.Mat().create(self.comm)
-        A.setSizes((sizes, sizes))
-        A.setType("aij")
-        rows, cols = self._coo_indices(row_map, col_map)
-        A.setPreallocationCOO(rows, cols)
-        return A
 
     def jacobian(self, A: PETSc.Mat) -> None:
         t0 = time.perf_counter()
@@ -618,17 +568,6 @@ class VectorisedAction:
         A.assemble()
         self.timings["jacobian"] += time.perf_counter() - t0
 
-    def metric(self, kind: str) -> PETSc.Mat:
-        u, v = ufl.TrialFunction(self.V), ufl.TestFunction(self.V)
-        form = ufl.inner(u, v) * ufl.dx
-        if kind.upper() == "H1":
-            form = form + ufl.inner(u.dx(0), v.dx(0)) * ufl.dx
-        elif kind.upper() != "L2":
-            raise InputError(f"metric must be 'L2' or 'H1', got {kind!r}")
-        M = fpetsc.assemble_matrix(fem.form(form))
-        M.assemble()
-        return M
-
     # -- parameter derivatives ---------------------------------------------------------------------
     def theta_gradient(self) -> dict[str, np.ndarray]:
         out = {k: np.zeros(v.shape) for k, v in self.theta.items()}
@@ -637,12 +576,6 @@ class VectorisedAction:
             for k, g in self.dl.theta_gradient_cells(self.dl.cells(), q0, q1).items():
                 out[k] = out[k] + np.real(g)
         return {k: self.comm.allreduce(v) for k, v in out.items()}
-
-    def _ghosted(self, lam: PETSc.Vec) -> np.ndarray:
-        tmp = fem.Function(self.V)
-        tmp.x.petsc_vec.array[:] = lam.array_r
-        tmp.x.scatter_forward()
-        return tmp.x.array.copy()
 
     def theta_vjp(self, lam: PETSc.Vec) -> dict[str, np.ndarray]:
         out = {k: np.zeros(v.shape) for k, v in self.theta.items()}
