@@ -133,6 +133,7 @@ def test_diverging_implicit_step_raises_with_history():
     assert len(info.value.history) > 1
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the blow-up under test
 def test_explicit_blow_up_is_reported_not_returned():
     from glep import DiagonalMass, LagrangianSystem, Quartic
     from glep.ivp.discrete import DiscreteLagrangian
