@@ -26,6 +26,7 @@ direction and differentiated in ``q``, the ``∂F/∂θ`` of the discrete adjoin
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Mapping
 
 import dolfinx
@@ -95,6 +96,97 @@ def quadrature_metadata(degree: int, quadrature: str, quadrature_degree: int | N
     raise InputError(f"quadrature must be one of {QUADRATURES}, got {quadrature!r}")
 
 
+class FormTemplate:
+    r"""The forms of one system and discretisation, in UFL on an abstract time domain, compiled once.
+
+    The Lagrangian is written with abstract coefficients (the trajectory
+    ``q``, the adjoint ``λ``, the signals) and constants (``θ``, a direction
+    ``δθ``, ``β``); :meth:`compiled` runs FFCx once per form, and every
+    :class:`FEAction` of the same system, degree and quadrature instantiates
+    it on its own mesh and functions with :func:`dolfinx.fem.create_form`
+    instead of re-deriving, hashing and looking up the form in the JIT cache
+    (about 2 ms per form, most of a small solve).
+    """
+
+    def __init__(self, system: LagrangianSystem, coordinate_element, degree: int, metadata: dict,
+                 jit_options: dict | None):
+        import basix.ufl
+
+        self.system = system
+        self.metadata = metadata
+        self.jit_options = jit_options
+        domain = ufl.Mesh(coordinate_element)
+        self.domain = domain
+        n = system.n
+        V = ufl.FunctionSpace(domain, basix.ufl.element("Lagrange", "interval", degree, shape=(n,)))
+        self.q = ufl.Coefficient(V)
+        self.lam = ufl.Coefficient(V)
+        self.test, self.trial = ufl.TestFunction(V), ufl.TrialFunction(V)
+        self.signals = {k: ufl.Coefficient(ufl.FunctionSpace(domain, basix.ufl.element(
+            "Lagrange", "interval", 1, shape=(sig.dim,)))) for k, sig in system.signals.items()}
+        self.theta = {k: ufl.Constant(domain, shape=tuple(shape)) for k, shape in system.parameters.items()}
+        self.dir = {k: ufl.Constant(domain, shape=tuple(shape)) for k, shape in system.parameters.items()}
+        self.beta = ufl.Constant(domain)
+        self.theta_var = {k: ufl.variable(c) for k, c in self.theta.items()}
+        self.t = ufl.SpatialCoordinate(domain)[0]
+        self.dx = ufl.Measure("dx", domain, metadata=metadata)
+        self.L = system.ufl_lagrangian(self.q, self.q.dx(0), self.theta_var, self.signals, self.t, beta=self.beta)
+        self._compiled: dict[str, object] = {}
+
+    def ufl(self, key: str):
+        """The UFL form ``key`` (``None`` if the system has nothing to assemble for it)."""
+        L, dx, q = self.L, self.dx, self.q
+        if key == "action":
+            return L * dx
+        if key == "residual":
+            return ufl.derivative(L * dx, q, self.test)
+        if key == "jacobian":
+            return ufl.derivative(ufl.derivative(L * dx, q, self.test), q, self.trial)
+        if key in ("cost", "cost_gradient"):
+            cost = self.system.cost
+            if cost is None:
+                return None
+            c = cost.ufl_cost(q, self.signals, self.t) * dx
+            return c if key == "cost" else ufl.derivative(c, q, self.test)
+        if key in ("theta_dir", "theta_vjp", "theta_dF"):
+            if not self.theta_var:
+                return None
+            g = sum(ufl.inner(ufl.diff(L, var), self.dir[k]) for k, var in self.theta_var.items()) * dx
+            if key == "theta_dir":
+                return g
+            if key == "theta_vjp":
+                return ufl.derivative(g, q, self.lam)
+            return ufl.derivative(g, q, self.test)
+        if key == "mass":
+            return ufl.inner(self.trial, self.test) * ufl.dx(self.domain)
+        if key == "stiffness":
+            return ufl.inner(self.trial.dx(0), self.test.dx(0)) * ufl.dx(self.domain)
+        raise KeyError(key)
+
+    def compiled(self, key: str, comm):
+        """The compiled form ``key`` (FFCx and its disk cache on first use), or ``None``."""
+        if key not in self._compiled:
+            expr = self.ufl(key)
+            self._compiled[key] = None if expr is None else fem.compile_form(
+                comm, expr, form_compiler_options={"scalar_type": PETSc.ScalarType}, jit_options=self.jit_options)
+        return self._compiled[key]
+
+
+_TEMPLATES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def form_template(system: LagrangianSystem, mesh: dolfinx.mesh.Mesh, degree: int, metadata: dict,
+                  jit_options: dict | None = None) -> FormTemplate:
+    """The (cached) :class:`FormTemplate` of ``system`` for this coordinate element, degree and quadrature."""
+    element = mesh.ufl_domain().ufl_coordinate_element()
+    key = (repr(element), int(degree), tuple(sorted((k, str(v)) for k, v in metadata.items())),
+           repr(sorted((jit_options or {}).items())))
+    per_system = _TEMPLATES.setdefault(system, {})
+    if key not in per_system:
+        per_system[key] = FormTemplate(system, element, degree, metadata, jit_options)
+    return per_system[key]
+
+
 class FEAction:
     r"""Assembler of the finite-element action ``A_β`` and its derivatives.
 
@@ -144,59 +236,33 @@ class FEAction:
         self.V = fem.functionspace(mesh, ("Lagrange", self.degree, (self.n,)))
         self.u = fem.Function(self.V, name="q")
         self.metadata = quadrature_metadata(self.degree, quadrature, quadrature_degree)
-        self.dx = ufl.Measure("dx", mesh, metadata=self.metadata)
         self.theta_c = {k: fem.Constant(mesh, PETSc.ScalarType(0) + np.asarray(v, dtype=float))
                         for k, v in self.theta.items()}
-        self._theta_var = {k: ufl.variable(c) for k, c in self.theta_c.items()}
         self._dir = {k: fem.Constant(mesh, np.zeros_like(v)) for k, v in self.theta.items()}
         self.beta_c = fem.Constant(mesh, PETSc.ScalarType(beta))
         self.signals = {k: interpolate_signal(s, mesh, k) for k, s in system.signals.items()}
-        self.t = ufl.SpatialCoordinate(mesh)[0]
-        q = self.u
-        v = self.u.dx(0)
-        self.L = system.ufl_lagrangian(q, v, self._theta_var, self.signals, self.t, beta=self.beta_c)
-        self._test = ufl.TestFunction(self.V)
-        self._trial = ufl.TrialFunction(self.V)
         self.lam = fem.Function(self.V, name="lambda")
         self._forms: dict[str, fem.Form] = {}
         self.jit_options = jit_options
+        self._template = form_template(system, mesh, self.degree, self.metadata, jit_options)
+        tp = self._template
+        self._coefficients = {tp.q: self.u, tp.lam: self.lam, **{tp.signals[k]: f for k, f in self.signals.items()}}
+        self._constants = {tp.beta: self.beta_c, **{tp.theta[k]: c for k, c in self.theta_c.items()},
+                           **{tp.dir[k]: c for k, c in self._dir.items()}}
         self.timings = {"setup": time.perf_counter() - t0, "compile": 0.0}
 
-    # -- forms (compiled lazily) -----------------------------------------------
-    def _ufl(self, key: str):
-        L, dx = self.L, self.dx
-        if key == "action":
-            return L * dx
-        if key == "residual":
-            return ufl.derivative(L * dx, self.u, self._test)
-        if key == "jacobian":
-            return ufl.derivative(ufl.derivative(L * dx, self.u, self._test), self.u, self._trial)
-        if key in ("cost", "cost_gradient"):
-            cost = self.system.cost
-            if cost is None:
-                return None
-            c = cost.ufl_cost(self.u, self.signals, self.t) * dx
-            return c if key == "cost" else ufl.derivative(c, self.u, self._test)
-        if key in ("theta_dir", "theta_vjp", "theta_dF"):
-            if not self._theta_var:
-                return None
-            g = sum(ufl.inner(ufl.diff(L, var), self._dir[k]) for k, var in self._theta_var.items()) * dx
-            if key == "theta_dir":
-                return g
-            if key == "theta_vjp":
-                return ufl.derivative(g, self.u, self.lam)
-            return ufl.derivative(g, self.u, self._test)
-        if key == "mass":
-            return ufl.inner(self._trial, self._test) * ufl.dx(self.mesh)
-        if key == "stiffness":
-            return ufl.inner(self._trial.dx(0), self._test.dx(0)) * ufl.dx(self.mesh)
-        raise KeyError(key)
-
+    # -- forms (compiled once per system and discretisation, instantiated per assembler) --------
     def form(self, key: str) -> fem.Form | None:
+        """The dolfinx form ``key`` on this mesh and these functions (see :class:`FormTemplate`)."""
         if key not in self._forms:
-            expr = self._ufl(key)
             t0 = time.perf_counter()
-            self._forms[key] = None if expr is None else fem.form(expr, jit_options=self.jit_options)
+            compiled = self._template.compiled(key, self.comm)
+            if compiled is None:
+                self._forms[key] = None
+            else:
+                V = [self.V] * len(compiled.ufl_form.arguments())
+                self._forms[key] = fem.create_form(compiled, V, self.mesh, {}, self._coefficients,
+                                                   self._constants)
             self.timings["compile"] += time.perf_counter() - t0
         return self._forms[key]
 

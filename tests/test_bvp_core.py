@@ -225,3 +225,27 @@ def test_command_line_options_reach_the_glep_prefix():
     finally:
         for name in added:
             db.delValue(name)
+
+
+def test_forms_are_compiled_once_per_system_and_discretisation(model):
+    """A second assembler of the same system, degree and quadrature (any mesh) reuses the compiled forms."""
+    m, *_ = model
+    a = make_discretisation(m.system, m.params, (T, N), beta=BETA)
+    b = make_discretisation(m.system, m.params, (T, 2 * N), beta=BETA)
+    c = make_discretisation(m.system, m.params, (T, N), degree=2, quadrature="gauss", beta=BETA)
+    assert a._template is b._template and c._template is not a._template
+    a.form("residual")
+    assert b._template._compiled["residual"] is a._template._compiled["residual"]
+    # the shared compiled form acts on each assembler's own mesh, trajectory and constants
+    for disc in (a, b):
+        disc.u.interpolate(lambda X: np.stack([np.sin(X[0]), X[0], np.cos(X[0])]))
+    ra, rb = (d.u.x.petsc_vec.duplicate() for d in (a, b))
+    a.residual(ra)
+    b.set_beta(0.0)
+    b.residual(rb)
+    ref = make_discretisation(m.system, m.params, (T, 2 * N), beta=0.0)
+    ref.u.x.array[:] = b.u.x.array
+    rr = ref.u.x.petsc_vec.duplicate()
+    ref.residual(rr)
+    assert (rb - rr).norm() <= 1e-14 * rr.norm()
+    assert ra.getSize() != rb.getSize()
