@@ -319,9 +319,10 @@ class VectorisedAction(NumpyAssembler):
         self._entry_cache = (key, maps)
         return maps
 
-    def _node_hessian(self, U, xn, tn, pattern, w) -> np.ndarray | None:
-        r"""``w_j ∂²_qL_β(q_j)`` at every node on the diagonal-block pattern, shape ``(nnz, nodes)``,
-        from the terms' sparse Hessian entries (no probing); ``None`` if a term does not provide them."""
+    def _node_hessian(self, U, xn, tn, pattern, w, out=None) -> np.ndarray | None:
+        r"""``w_j ∂²_qL_β(q_j)`` at every node on the diagonal-block pattern, shape ``(nnz, nodes)``
+        (written into ``out`` if given), from the terms' sparse Hessian entries (no probing);
+        ``None`` if a term does not provide them."""
         entries = position_hessian_entries(self.system, U, self.theta, xn, tn, self.dl.beta)
         if entries is None:
             return None
@@ -340,11 +341,12 @@ class VectorisedAction(NumpyAssembler):
                     const += m @ v
             else:
                 varying.append((m, v))
-        H = np.multiply(const[:, None], w[None, :])
+        H = np.multiply(const[:, None], w[None, :], out=out)
         for m, v in varying:
             wv = v.T * w  # (nnz_term, nodes), contiguous for a node array in component-major order
             if isinstance(m, np.ndarray):
-                H[m] += wv
+                for row, vals in zip(m, wv):  # distinct pattern rows: contiguous in-place adds
+                    H[row] += vals
             else:
                 H += m @ wv
         return H
@@ -375,13 +377,11 @@ class VectorisedAction(NumpyAssembler):
         diag = flat[: sizes[0]].reshape(len(I), Nn)
         C = int(self._colors.max()) + 1
         for s, e, U, tn, xn in self._node_chunks(0):
-            H = self._node_hessian(U, xn, tn, Dm, w[s:e])
-            if H is None:
+            if self._node_hessian(U, xn, tn, Dm, w[s:e], out=diag[:, s:e]) is None:
                 dirs = np.zeros((C, e - s, n))
                 dirs[self._colors, :, np.arange(n)] = 1.0
                 Hc = position_hessian_action(sysm, U, th, xn, tn, dirs, self.dl.beta)
-                H = w[s:e] * Hc[self._colors[J], :, I]
-            diag[:, s:e] = H
+                diag[:, s:e] = w[s:e] * Hc[self._colors[J], :, I]
         Mp = M[I, J]
         for k in np.flatnonzero(Mp):
             diag[k] += Mp[k] * invh
