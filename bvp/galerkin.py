@@ -320,8 +320,8 @@ class GalerkinAction(NumpyAssembler):
                 np.concatenate([cols, cols_e]).astype(PETSc.IntType))
 
     def _values(self) -> None:
+        r"""COO values ``K_ab = Σ_g w_g h_k [(φ'_a φ'_b / h_k²) M + φ_a φ_b ∂_q f(q_g)]`` on the pattern."""
         I, J = self._pattern
-        nl = self.degree + 1
         flat = self._flat
         if not self.nc:
             flat[:] = 0.0
@@ -335,7 +335,6 @@ class GalerkinAction(NumpyAssembler):
         vals += (A[None, :, :, None] / self.h[:, None, None, None]) * Mp[None, None, None, :]
         flat[: self._coo_size] = vals.reshape(-1)
         flat[self._coo_size:] = 0.0
-        del nl
 
     def jacobian(self, A: PETSc.Mat) -> None:
         t0 = time.perf_counter()
