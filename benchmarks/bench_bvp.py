@@ -297,7 +297,8 @@ def main():
         r1 = serial[(N, "mumps")]
         print(f"{N:>9} cold: 1 rank {r1['s_per_iter_cold']:.3f} s/iter, 2 ranks {r2['s_per_iter_cold']:.3f} s/iter, "
               f"speed-up {r1['s_per_iter_cold'] / r2['s_per_iter_cold']:.2f}; warm: 1 rank {r1['s_per_iter']:.3f}, "
-              f"2 ranks {r2['s_per_iter']:.3f}, speed-up {r1['s_per_iter'] / r2['s_per_iter']:.2f}  "
+              f"2 ranks {r2['s_per_iter']:.3f}, speed-up {r1['s_per_iter'] / r2['s_per_iter']:.2f}; "
+              f"residual + Jacobian {r1['residual'] + r1['jacobian']:.4f} -> {r2['residual'] + r2['jacobian']:.4f} s "
               f"(peak MB per rank {r2['peak_MB']:.0f})")
 
 
