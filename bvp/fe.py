@@ -112,7 +112,8 @@ class FormTemplate:
                  jit_options: dict | None):
         import basix.ufl
 
-        self.system = system
+        # no reference to the system: it is the key of the weak cache that holds this template
+        self.cost = system.cost
         self.metadata = metadata
         self.jit_options = jit_options
         domain = ufl.Mesh(coordinate_element)
@@ -143,10 +144,9 @@ class FormTemplate:
         if key == "jacobian":
             return ufl.derivative(ufl.derivative(L * dx, q, self.test), q, self.trial)
         if key in ("cost", "cost_gradient"):
-            cost = self.system.cost
-            if cost is None:
+            if self.cost is None:
                 return None
-            c = cost.ufl_cost(q, self.signals, self.t) * dx
+            c = self.cost.ufl_cost(q, self.signals, self.t) * dx
             return c if key == "cost" else ufl.derivative(c, q, self.test)
         if key in ("theta_dir", "theta_vjp", "theta_dF"):
             if not self.theta_var:

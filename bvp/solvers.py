@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import weakref
 
 import numpy as np
 from mpi4py import MPI
@@ -223,13 +224,18 @@ def newton(problem, r0: PETSc.Vec, *, method: str = "newton", linesearch: str = 
         snes, J = PETSc.SNES().create(comm), collective(comm, problem.jacobian, r0)
     t0 = time.perf_counter()
 
+    # The callbacks stay with the kept SNES: they hold the problem weakly, or problem -> SNES ->
+    # callback -> problem would be a cycle through PETSc that Python cannot collect (every kept
+    # problem, its mesh and its communicators would then live for ever).
+    ref = weakref.ref(problem)
+
     def fn(snes, x, f):
         with guard.capture(f):
-            problem.residual(x, f)
+            ref().residual(x, f)
 
     def jac(snes, x, A, P):
         with guard.capture():
-            problem.jacobian(x, A)
+            ref().jacobian(x, A)
 
     converged = False
     try:
@@ -265,6 +271,7 @@ def newton(problem, r0: PETSc.Vec, *, method: str = "newton", linesearch: str = 
         converged = reason > 0
     finally:
         if converged and getattr(problem, "reuse_factorization", True):
+            snes.cancelMonitor()  # a user monitor may hold references of its own
             problem._newton_cache = {"key": key, "snes": snes, "J": J}
         else:
             snes.destroy()

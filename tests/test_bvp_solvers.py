@@ -89,3 +89,21 @@ def test_newton_keeps_its_factorisation_between_solves():
     solve_problem(problem)
     problem.release_solver()
     assert problem._newton_cache is None
+
+
+def test_solved_problems_and_their_systems_are_collected():
+    """The kept SNES and the compiled-form cache hold no strong cycle: a solved problem, its mesh
+    (and communicator) and its system are freed once unreferenced."""
+    import gc
+    import weakref
+
+    from glep.bvp import ReducedProblem, solve_problem
+
+    sys_, par = bratu_system(2.0)
+    problem = ReducedProblem(make_discretisation(sys_, par, (1.0, 16), degree=2, quadrature="gauss"), ZERO)
+    solve_problem(problem)
+    assert problem._newton_cache is not None
+    refs = [weakref.ref(problem), weakref.ref(problem.disc.mesh), weakref.ref(sys_)]
+    del problem, sys_
+    gc.collect()
+    assert all(r() is None for r in refs)
