@@ -128,3 +128,29 @@ def test_galerkin_refuses_a_non_separable_system():
                                                                                                    [-1.0, 0]]))])
     with pytest.raises(glep.InputError, match="separable"):
         make_discretisation(gyro, {}, (1.0, 4), assembler="vectorised", degree=2, quadrature="gauss")
+
+
+@pytest.mark.parametrize("degree,quadrature", [(1, "gll"), (2, "gauss"), (3, "gll")])
+def test_galerkin_probe_fallback_and_p1(degree, quadrature):
+    """A potential without sparse Hessian entries (Bratu's) takes the coloured-probe path; built
+    directly, P1 + GLL is the trapezoid action too. Both equal the UFL path."""
+    from glep.bvp.reference import bratu_system
+
+    sys_, par = bratu_system(2.0)
+    mesh = graded_time_mesh(MPI.COMM_WORLD, 1.0, N, ratio=10.0, end="both")
+    fe = make_discretisation(sys_, par, mesh, degree=degree, quadrature=quadrature)
+    ga = GalerkinAction(sys_, par, fe.mesh, degree=degree, quadrature=quadrature)
+    fe.u.x.array[:] = np.random.default_rng(3).standard_normal(fe.u.x.array.shape)
+    ga.u.x.array[:] = fe.u.x.array
+    b1, b2 = fe.u.x.petsc_vec.duplicate(), fe.u.x.petsc_vec.duplicate()
+    fe.residual(b1)
+    ga.residual(b2)
+    assert (b1 - b2).norm() <= 1e-12 * b1.norm()
+    A1, A2 = fe.create_jacobian(), ga.create_jacobian()
+    fe.jacobian(A1)
+    ga.jacobian(A2)
+    assert ga._colors is not None  # the probe path ran
+    nrm = A1.norm()
+    A1.axpy(-1.0, A2, structure=PETSc.Mat.Structure.DIFFERENT_NONZERO_PATTERN)
+    assert A1.norm() <= 1e-12 * nrm
+    assert ga.action() == pytest.approx(fe.action(), rel=1e-12)
