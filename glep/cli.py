@@ -265,7 +265,8 @@ def _python_handles_signals() -> None:
 
     PETSc's handlers turn SIGPIPE (a closed stdout) and SIGTERM into "PETSC ERROR: Caught signal"
     and an ``MPI_Abort``; the command line wants Python's behaviour (BrokenPipeError, the default
-    SIGTERM, its own handlers).  Without effect once PETSc is initialised.
+    SIGTERM, its own handlers).  Without effect once PETSc is initialised.  Only for the ``glep``
+    command itself (``main()`` without arguments): a program calling ``main(argv)`` keeps its environment.
     """
     if "petsc4py.PETSc" in sys.modules:
         return
@@ -276,7 +277,8 @@ def _python_handles_signals() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``glep``; returns the exit status (0, 2 for a user error, 130 Ctrl-C, 141 closed pipe)."""
-    _python_handles_signals()
+    if argv is None:
+        _python_handles_signals()
     try:
         return _run(argv)
     except KeyboardInterrupt:
