@@ -76,20 +76,22 @@ def _parser() -> argparse.ArgumentParser:
                        "Every option can also be set in a TOML file (see examples/compare.toml).")
     c.add_argument("--config", type=Path, help="TOML file with any of the options below, at top level or in "
                    "a [compare] table (command-line options override it)")
-    c.add_argument("--system", metavar=choices(sorted(FAMILIES)),
-                   help=f"model family (default {DEFAULTS['system']})")
+    c.add_argument("--system", metavar="NAME",
+                   help=f"model family: {choices(sorted(FAMILIES))} (default {DEFAULTS['system']})")
     c.add_argument("--n", help="number of degrees of freedom, >= 1 (default 4)")
     c.add_argument("--T", help="horizon T > 0, finite (default: the family's, 10 for oscillators)")
     c.add_argument("--steps", help="number of time steps N >= 1 (default 400)")
     c.add_argument("--batch", help="number of input sequences integrated at once, >= 1 (default none)")
-    c.add_argument("--integrator", metavar=choices(sorted(INTEGRATORS)),
-                   help="variational integrator (default Störmer–Verlet if separable, else midpoint)")
+    c.add_argument("--integrator", metavar="NAME",
+                   help=f"variational integrator: {choices(sorted(INTEGRATORS))} "
+                   "(default Störmer–Verlet if separable, else midpoint)")
     c.add_argument("--gamma", help="magnetic strength of the 'gyroscopic' family, finite (default 0.1)")
     c.add_argument("--betas", nargs="+", metavar="BETA",
                    help="nudging strengths > 0 for the bias curves (default 1e-1 ... 1e-5)")
-    c.add_argument("--nudges", nargs="+", metavar=choices(NUDGES),
-                   help="nudging schemes (default one-sided centred)")
-    c.add_argument("--estimators", nargs="+", metavar=choices(ESTIMATORS), help="estimators to run (default all)")
+    c.add_argument("--nudges", nargs="+", metavar="NUDGE",
+                   help=f"nudging schemes among {choices(NUDGES)} (default one-sided centred)")
+    c.add_argument("--estimators", nargs="+", metavar="NAME",
+                   help=f"estimators to run, among {choices(ESTIMATORS)} (default all)")
     c.add_argument("--report-beta", help="β > 0 of the table's metrics (default 1e-4, centred)")
     c.add_argument("--output", help="output folder, created if needed (default ./glep-output)")
     c.add_argument("--seed", help="seed >= 0 of the model's random parameters (default 0)")

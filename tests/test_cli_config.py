@@ -195,6 +195,16 @@ def test_output_folder_not_writable(tmp_path, capsys, no_work):
         ro.chmod(0o700)
 
 
+def test_output_folder_refusing_the_test_file(tmp_path, capsys, monkeypatch, no_work):
+    """The folder exists but a file cannot be created in it (as for a read-only folder, even as root)."""
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("glep.config.tempfile.mkstemp", refuse)
+    assert main(["compare", *TINY, "--output", str(tmp_path)]) == 2
+    assert f"--output: the folder '{tmp_path}' is not writable (Permission denied)" in capsys.readouterr().err
+
+
 def test_output_folder_created_with_parents_and_no_probe_left(tmp_path, capsys):
     out = tmp_path / "a" / "b"
     assert main(["compare", *TINY, "--output", str(out)]) == 0
