@@ -262,6 +262,43 @@ def _run(argv: list[str] | None) -> int:
         return _report_error(exc)
 
 
+class _PipeGuard:
+    """A stand-in for ``sys.stdout`` that survives its reader going away (``glep compare | head -1``).
+
+    On the first ``BrokenPipeError`` stdout is pointed at ``os.devnull`` (as the Python docs
+    recommend) and further output is dropped, so that the run still writes its results; ``broken``
+    tells :func:`main` to exit with 141 (128 + SIGPIPE) at the end.
+    """
+
+    def __init__(self, stream):
+        self._stream = stream
+        self.broken = False
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._silence()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._silence()
+
+    def _silence(self) -> None:
+        self.broken = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._stream.fileno())
+        os.close(devnull)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
 def _python_handles_signals() -> None:
     """Keep PETSc from installing its signal handlers (read by PetscInitialize from ``PETSC_OPTIONS``).
 
@@ -281,18 +318,20 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``glep``; returns the exit status (0, 2 for a user error, 130 Ctrl-C, 141 closed pipe)."""
     if argv is None:
         _python_handles_signals()
+    stdout = sys.stdout
+    guard = sys.stdout = _PipeGuard(stdout)
     try:
-        return _run(argv)
+        rc = _run(argv)
+        return EXIT_BROKEN_PIPE if guard.broken else rc
     except KeyboardInterrupt:
         if _rank()[0] == 0:
             print("glep: interrupted", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        # the reader went away (glep report ... | head): silence stdout, as the Python docs recommend
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
+    except BrokenPipeError:  # written past the guard (to sys.__stdout__ or the file descriptor)
+        guard._silence()
         return EXIT_BROKEN_PIPE
+    finally:
+        sys.stdout = stdout
 
 
 if __name__ == "__main__":
