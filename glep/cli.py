@@ -78,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
                    "a [compare] table (command-line options override it)")
     c.add_argument("--system", metavar="NAME",
                    help=f"model family: {choices(sorted(FAMILIES))} (default {DEFAULTS['system']})")
-    c.add_argument("--n", help="number of degrees of freedom, >= 1 (default 4)")
+    c.add_argument("--n", help="number of degrees of freedom, >= 2 (default 4)")
     c.add_argument("--T", help="horizon T > 0, finite (default: the family's, 10 for oscillators)")
     c.add_argument("--steps", help="number of time steps N >= 1 (default 400)")
     c.add_argument("--batch", help="number of input sequences integrated at once, >= 1 (default none)")

@@ -7,12 +7,13 @@ offending key and where it came from, e.g.
 ``config key 'steps': expected an integer, got 'abc'`` or
 ``option --betas: expected a finite number > 0, got '-1e-3'``.
 
-Rules: ``n``, ``steps`` integers >= 1; ``T`` finite > 0 or absent; ``batch``
-integer >= 1 or absent; ``gamma`` finite; ``betas`` a non-empty list of finite
-numbers > 0; ``report_beta`` finite > 0; ``system``, ``integrator``,
-``nudges`` and ``estimators`` among their known names (listed in the message);
-``seed`` an integer >= 0; a string where a list is expected is an error (no
-splitting into letters); unknown keys are named.
+Rules: ``n`` an integer >= 2 (every family couples two or more); ``steps`` an
+integer >= 1; ``T`` finite > 0 or absent; ``batch`` an integer >= 1 or absent;
+``gamma`` finite; ``betas`` a non-empty list of finite numbers > 0;
+``report_beta`` finite > 0; ``system``, ``integrator``, ``nudges`` and
+``estimators`` among their known names (listed in the message); ``seed`` an
+integer >= 0; a string where a list is expected is an error (no splitting into
+letters); unknown keys are named.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def _no_string_list(value: Any) -> Any:
 
 _Num = [BeforeValidator(_no_bool), BeforeValidator(_strip)]
 Count = Annotated[int, Field(ge=1), *_Num]
+Size = Annotated[int, Field(ge=2), *_Num]  # every model family couples at least two degrees of freedom
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False), *_Num]
 Finite = Annotated[float, Field(allow_inf_nan=False), *_Num]
 Seed = Annotated[int, Field(ge=0), *_Num]
@@ -75,7 +77,7 @@ class CompareConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     system: System = "coupled_oscillators"
-    n: Count = 4
+    n: Size = 4
     T: Positive | None = None
     steps: Count = 400
     batch: Count | None = None
