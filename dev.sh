@@ -4,7 +4,9 @@
 #   ./dev.sh test    [pytest options]         the whole test suite, MPI tests included
 #   ./dev.sh setup                            only create .venv and install
 set -euo pipefail
+caller=$PWD  # relative paths given to ./dev.sh compare (--config, --output) are the caller's
 cd "$(dirname "$0")"
+repo=$PWD
 
 find_python() {
     local c
@@ -57,7 +59,7 @@ cmd=${1:-}
 [ $# -gt 0 ] && shift
 case "$cmd" in
     setup) setup ;;
-    compare) setup; exec .venv/bin/glep compare "$@" ;;
+    compare) setup; cd "$caller"; exec "$repo/.venv/bin/glep" compare "$@" ;;
     test)
         setup
         export OMP_NUM_THREADS=1

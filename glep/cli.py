@@ -4,64 +4,97 @@
 driven at the first oscillator with a target on the last, every estimator
 against the discrete adjoint, a table on stdout, ``results.h5`` and a PNG of
 error versus β in the output folder.
+
+Options are read as strings by argparse and validated once, with the TOML
+file's values, by :func:`glep.config.compare_config`.  Under MPI every phase
+that can fail on one rank only (parsing, validation, the output folder,
+building the problem) is agreed by :func:`glep.parallel.agree` before the next
+collective call: an error anywhere stops every rank, printed once, exit 2.
+Ctrl-C ends with ``glep: interrupted`` (exit 130), a closed stdout pipe
+quietly (exit 141, as for SIGPIPE).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 from glep.errors import GlepError, InputError
 
-DEFAULTS = {
-    "system": "coupled_oscillators",
-    "n": 4,
-    "T": None,
-    "steps": 400,
-    "batch": None,
-    "integrator": None,
-    "gamma": 0.1,
-    "betas": [1e-1, 1e-2, 1e-3, 1e-4, 1e-5],
-    "nudges": ["one-sided", "centred"],
-    "estimators": ["civp-contrast", "civp-residual", "pfvp", "echo", "rhel", "cbvp"],
-    "report_beta": 1e-4,
-    "output": "glep-output",
-    "seed": 0,
-}
+#: exit statuses: user error, Ctrl-C (128 + SIGINT), stdout closed (128 + SIGPIPE)
+EXIT_INPUT, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 2, 130, 141
+
+#: a command-line token that is a negative number (argparse would take ``-1e-3`` for an option)
+_NEGATIVE_NUMBER = re.compile(r"^-(\d|\.\d|inf|nan)", re.IGNORECASE)
+
+
+class UsageError(InputError):
+    """argparse's complaint (unknown option, missing value), raised instead of exiting."""
+
+    def __init__(self, message: str, usage: str):
+        super().__init__(message)
+        self.usage = usage
+
+
+class _Exit(GlepError):
+    """argparse finished the command itself (``--help``): exit with ``code``, nothing to report."""
+
+    def __init__(self, code: int):
+        super().__init__(f"exit {code}")
+        self.code = code
+        self.reported_elsewhere = True
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser that raises :class:`UsageError` (so that MPI ranks can agree on it)."""
+
+    def error(self, message: str):
+        raise UsageError(message, self.format_usage())
 
 
 def _parser() -> argparse.ArgumentParser:
+    from glep.config import DEFAULTS, NUDGES
     from glep.estimators.compare import ESTIMATORS
+    from glep.ivp.integrators import INTEGRATORS
     from glep.models import FAMILIES
 
-    p = argparse.ArgumentParser(prog="glep", description="Gradient estimators for physical learning systems "
-                                "(GLEP, RHEL, HEB) compared against exact discrete adjoints.")
+    def choices(names) -> str:
+        return "{" + ", ".join(names) + "}"
+
+    p = _Parser(prog="glep", description="Gradient estimators for physical learning systems "
+                "(GLEP, RHEL, HEB) compared against exact discrete adjoints.")
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("compare", help="compare every estimator with the discrete adjoint",
                        description="Run the gradient estimators on one system and compare them with the "
                        "discrete adjoint of the same integrator. With no options: the embedded default "
                        "(4 coupled oscillators, input drive on oscillator 0, target on oscillator 3, T=10, "
-                       "400 Störmer–Verlet steps). Writes results.h5 and error_vs_beta.png to --output.")
-    c.add_argument("--config", type=Path, help="TOML file with any of the options below (command-line "
-                   "options override it)")
-    c.add_argument("--system", choices=sorted(FAMILIES), help=f"model family (default {DEFAULTS['system']})")
-    c.add_argument("--n", type=int, help="number of degrees of freedom (default 4)")
-    c.add_argument("--T", type=float, help="horizon T > 0 (default: the family's, 10 for oscillators)")
-    c.add_argument("--steps", type=int, help="number of time steps N (default 400)")
-    c.add_argument("--batch", type=int, help="number of input sequences integrated at once (default none)")
-    c.add_argument("--integrator", choices=["stormer-verlet", "midpoint", "trapezoid", "gauss2"],
-                   help="variational integrator (default Störmer–Verlet if separable, else midpoint)")
-    c.add_argument("--gamma", type=float, help="magnetic strength of the 'gyroscopic' family (default 0.1)")
-    c.add_argument("--betas", type=float, nargs="+", help="nudging strengths for the bias curves")
-    c.add_argument("--nudges", nargs="+", choices=["one-sided", "centred", "complex"],
-                   help="nudging schemes (default one-sided centred)")
-    c.add_argument("--estimators", nargs="+", choices=sorted(ESTIMATORS), help="estimators to run")
-    c.add_argument("--report-beta", type=float, help="β of the table's metrics (default 1e-4, centred)")
-    c.add_argument("--output", type=Path, help="output folder (default ./glep-output)")
-    c.add_argument("--seed", type=int, help="seed of the model's random parameters")
+                       "400 Störmer–Verlet steps). Writes results.h5 and error_vs_beta.png to --output. "
+                       "Every option can also be set in a TOML file (see examples/compare.toml).")
+    c.add_argument("--config", type=Path, help="TOML file with any of the options below, at top level or in "
+                   "a [compare] table (command-line options override it)")
+    c.add_argument("--system", metavar="NAME",
+                   help=f"model family: {choices(sorted(FAMILIES))} (default {DEFAULTS['system']})")
+    c.add_argument("--n", help="number of degrees of freedom, >= 2 (default 4)")
+    c.add_argument("--T", help="horizon T > 0, finite (default: the family's, 10 for oscillators)")
+    c.add_argument("--steps", help="number of time steps N >= 1 (default 400)")
+    c.add_argument("--batch", help="number of input sequences integrated at once, >= 1 (default none)")
+    c.add_argument("--integrator", metavar="NAME",
+                   help=f"variational integrator: {choices(sorted(INTEGRATORS))} "
+                   "(default Störmer–Verlet if separable, else midpoint)")
+    c.add_argument("--gamma", help="magnetic strength of the 'gyroscopic' family, finite (default 0.1)")
+    c.add_argument("--betas", nargs="+", metavar="BETA",
+                   help="nudging strengths > 0 for the bias curves (default 1e-1 ... 1e-5)")
+    c.add_argument("--nudges", nargs="+", metavar="NUDGE",
+                   help=f"nudging schemes among {choices(NUDGES)} (default one-sided centred)")
+    c.add_argument("--estimators", nargs="+", metavar="NAME",
+                   help=f"estimators to run, among {choices(ESTIMATORS)} (default all)")
+    c.add_argument("--report-beta", help="β > 0 of the table's metrics (default 1e-4, centred)")
+    c.add_argument("--output", help="output folder, created if needed (default ./glep-output)")
+    c.add_argument("--seed", help="seed >= 0 of the model's random parameters (default 0)")
     c.add_argument("--quiet", action="store_true", help="no progress messages")
     c.epilog = ("PETSc options for the finite-element (CBVP) solves pass through with the glep_ prefix, "
                 "e.g. -glep_snes_monitor or -glep_snes_rtol 1e-12.")
@@ -72,26 +105,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config(args) -> dict:
-    cfg = dict(DEFAULTS)
-    if args.config is not None:
-        if not args.config.exists():
-            raise InputError(f"--config: file {str(args.config)!r} does not exist")
-        with open(args.config, "rb") as f:
-            try:
-                data = tomllib.load(f)
-            except tomllib.TOMLDecodeError as exc:
-                raise InputError(f"--config: {args.config} is not valid TOML: {exc}") from exc
-        data = data.get("compare", data)
-        unknown = sorted(set(data) - set(DEFAULTS))
-        if unknown:
-            raise InputError(f"--config: unknown option(s) {unknown}; known: {sorted(DEFAULTS)}")
-        cfg.update(data)
-    for key in DEFAULTS:
-        val = getattr(args, key, None)
-        if val is not None:
-            cfg[key] = val
-    cfg["output"] = str(cfg["output"])
-    return cfg
+    """The validated options (defaults < TOML file < command line) as a plain dict."""
+    from glep.config import KEYS, compare_config
+
+    cli = {key: getattr(args, key, None) for key in KEYS}
+    return compare_config(cli, args.config).model_dump()
 
 
 def _build_problem(cfg: dict):
@@ -99,27 +117,58 @@ def _build_problem(cfg: dict):
     from glep.models import FAMILIES
 
     family = FAMILIES[cfg["system"]]
-    kw = {"n": int(cfg["n"]), "batch": cfg["batch"], "seed": int(cfg["seed"])}
+    kw = {"n": cfg["n"], "batch": cfg["batch"], "seed": cfg["seed"]}
     if cfg["system"] == "gyroscopic":
-        kw["gamma"] = float(cfg["gamma"])
+        kw["gamma"] = cfg["gamma"]
     if cfg["T"] is not None:
-        kw["T"] = float(cfg["T"])
+        kw["T"] = cfg["T"]
     model = family(**kw)
-    return Problem.from_model(model, steps=int(cfg["steps"]), integrator=cfg["integrator"])
+    return Problem.from_model(model, steps=cfg["steps"], integrator=cfg["integrator"])
 
 
-def run_compare(args) -> int:
+def _same_on_every_rank(options: dict, what: str = "options") -> None:
+    """Collective: raise (agreed) if ranks were given different ``options`` (e.g. MPMD with other values)."""
+    from mpi4py import MPI
+
+    from glep.parallel import agree
+
+    comm = MPI.COMM_WORLD
+    if comm.size == 1:
+        return
+    every = comm.allgather(options)
+
+    def check():
+        first = every[0]
+        for rank, theirs in enumerate(every):
+            differ = {k: (first.get(k), theirs.get(k)) for k in first | theirs if first.get(k) != theirs.get(k)}
+            if differ and comm.rank == 0:
+                shown = ", ".join(f"{k}: {a!r} on rank 0, {b!r} on rank {rank}" for k, (a, b) in differ.items())
+                raise InputError(f"ranks were given different {what} ({shown}); every rank must run the same job")
+
+    agree(check)
+
+
+def run_compare(args, petsc: list[str] = ()) -> int:
+    """``glep compare`` in phases, each agreed across MPI ranks before the next collective call:
+    options (validated), output folder (rank 0 creates and test-writes it), problem, computation, output."""
+    from glep.config import check_output_folder
     from glep.estimators.compare import compare_estimators, format_table
     from glep.estimators.output import plot_report, save_report, versions
-    from glep.parallel import is_root
+    from glep.parallel import agree, is_root
 
-    cfg = _config(args)
+    cfg = agree(lambda: _config(args), what="reading the options")
+    _same_on_every_rank(cfg | {"PETSc options": list(petsc)})
     out = Path(cfg["output"])
     root = is_root()
     quiet = args.quiet or not root
     say = (lambda m: None) if quiet else (lambda m: print(f"[glep] {m}", file=sys.stderr, flush=True))
     t0 = time.perf_counter()
-    problem = _build_problem(cfg)
+    agree(lambda: check_output_folder(out) if root else None, what="checking the output folder")
+    if petsc:  # e.g. -glep_snes_monitor, -glep_ksp_type preonly: the bvp solvers read the glep_ prefix
+        from glep.bvp.solvers import insert_command_line_options
+
+        insert_command_line_options(petsc)
+    problem = agree(lambda: _build_problem(cfg), what="building the problem")
     say(f"{problem.system.name}: P = {problem.parameter_count} parameters, N = {problem.grid.N} steps, "
         f"T = {problem.grid.T:g}, integrator {problem.integrator.name}")
     report = compare_estimators(problem, estimators=cfg["estimators"], betas=cfg["betas"], nudges=cfg["nudges"],
@@ -164,25 +213,125 @@ def _petsc_options(extra: list[str]) -> list[str]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    from glep.parallel import collective
-
+def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    """Parse the command line; ``-glep_*`` PETSc options are set aside.  Raises instead of exiting."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # a leading space keeps argparse from reading -1e-3 as an option; the validation strips it
+    argv = [" " + a if _NEGATIVE_NUMBER.match(a) else a for a in argv]
     parser = _parser()
-    args, extra = parser.parse_known_args(argv)
+    try:
+        args, extra = parser.parse_known_args(argv)
+    except SystemExit as exc:  # --help printed
+        raise _Exit(exc.code or 0) from None
     petsc = _petsc_options(extra)
     if len(petsc) != len(extra):
-        parser.error(f"unrecognized arguments: {' '.join(a for a in extra if a not in petsc)}")
-    if petsc:  # e.g. -glep_snes_monitor, -glep_ksp_type preonly: the bvp solvers read the glep_ prefix
-        from glep.bvp.solvers import insert_command_line_options
+        parser.error(f"unrecognized arguments: {' '.join(a.strip() for a in extra if a not in petsc)}")
+    return args, [a.strip() for a in petsc]
 
-        insert_command_line_options(petsc)
+
+def _rank() -> tuple[int, int]:
+    """(rank, size) of MPI.COMM_WORLD, or (0, 1) when MPI was never loaded."""
+    mpi = sys.modules.get("mpi4py.MPI")
+    return (mpi.COMM_WORLD.rank, mpi.COMM_WORLD.size) if mpi is not None else (0, 1)
+
+
+def _report_error(exc: GlepError) -> int:
+    """Print a glep error once (the failing rank prints, the others stay silent); return the exit status."""
+    if isinstance(exc, _Exit):
+        return exc.code
+    if not getattr(exc, "reported_elsewhere", False):
+        rank, size = _rank()
+        where = f" on rank {rank} of {size}" if size > 1 else ""
+        if isinstance(exc, UsageError):
+            print(exc.usage, end="", file=sys.stderr)
+        for line in str(exc).splitlines() or [type(exc).__name__]:
+            print(f"glep: error{where}: {line}", file=sys.stderr, flush=True)
+    return EXIT_INPUT
+
+
+def _run(argv: list[str] | None) -> int:
+    from glep.parallel import agree, collective
+
     try:
-        with collective(what=f"glep {args.command}"):
-            rc = run_compare(args) if args.command == "compare" else run_report(args)
+        with collective(what="glep"):
+            args, petsc = agree(lambda: _parse(argv), what="parsing the command line")
+            rc = run_compare(args, petsc) if args.command == "compare" else run_report(args)
+            sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
         return rc
     except GlepError as exc:
-        print(f"glep: error: {exc}", file=sys.stderr)
-        return 2
+        return _report_error(exc)
+
+
+class _PipeGuard:
+    """A stand-in for ``sys.stdout`` that survives its reader going away (``glep compare | head -1``).
+
+    On the first ``BrokenPipeError`` stdout is pointed at ``os.devnull`` (as the Python docs
+    recommend) and further output is dropped, so that the run still writes its results; ``broken``
+    tells :func:`main` to exit with 141 (128 + SIGPIPE) at the end.
+    """
+
+    def __init__(self, stream):
+        self._stream = stream
+        self.broken = False
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._silence()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._silence()
+
+    def _silence(self) -> None:
+        self.broken = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._stream.fileno())
+        os.close(devnull)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def _python_handles_signals() -> None:
+    """Keep PETSc from installing its signal handlers (read by PetscInitialize from ``PETSC_OPTIONS``).
+
+    PETSc's handlers turn SIGPIPE (a closed stdout) and SIGTERM into "PETSC ERROR: Caught signal"
+    and an ``MPI_Abort``; the command line wants Python's behaviour (BrokenPipeError, the default
+    SIGTERM, its own handlers).  Without effect once PETSc is initialised.  Only for the ``glep``
+    command itself (``main()`` without arguments): a program calling ``main(argv)`` keeps its environment.
+    """
+    if "petsc4py.PETSc" in sys.modules:
+        return
+    options = os.environ.get("PETSC_OPTIONS", "")
+    if "-no_signal_handler" not in options.split():
+        os.environ["PETSC_OPTIONS"] = f"{options} -no_signal_handler".strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``glep``; returns the exit status (0, 2 for a user error, 130 Ctrl-C, 141 closed pipe)."""
+    if argv is None:
+        _python_handles_signals()
+    stdout = sys.stdout
+    guard = sys.stdout = _PipeGuard(stdout)
+    try:
+        rc = _run(argv)
+        return EXIT_BROKEN_PIPE if guard.broken else rc
+    except KeyboardInterrupt:
+        if _rank()[0] == 0:
+            print("glep: interrupted", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # written past the guard (to sys.__stdout__ or the file descriptor)
+        guard._silence()
+        return EXIT_BROKEN_PIPE
+    finally:
+        sys.stdout = stdout
 
 
 if __name__ == "__main__":

@@ -1,23 +1,87 @@
 """MPI helpers: errors that stop every rank, output written once.
 
 Under ``mpirun`` every rank runs the same program.  A Python exception on one
-rank would leave the others blocked in the next collective call; wrapping a
-block in :func:`collective` turns an error on any rank into the same error on
-every rank, with the failing rank's message.
+rank would leave the others blocked in the next collective call.  The rule that
+keeps every rank in step: each phase that can fail on some ranks only (reading
+input, checking a folder, building a problem) ends in an *agreement* — one
+``allgather`` of "ok / message" — before the next collective call, so an error
+anywhere is raised everywhere.  :func:`agree` runs a function that way,
+:func:`collective` a block.
+
+The first failing rank re-raises its own exception (and is the one that
+reports it); every other rank raises :class:`RankError` naming that rank and
+its message, marked ``reported_elsewhere`` so that the message is printed once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from mpi4py import MPI
 
-from glep.errors import GlepError
+from glep.errors import GlepError, InputError
 
 
 class RankError(GlepError):
-    """Raised on the ranks that did not fail, carrying the failing rank's message."""
+    """Raised on the ranks that did not report the error, carrying the reporting rank's message.
+
+    Attributes: ``rank`` the first failing rank; ``input_error`` whether it failed on user input;
+    ``reported_elsewhere`` True (the failing rank prints the message, this one need not).
+    """
+
+    def __init__(self, message: str, rank: int, input_error: bool = False):
+        super().__init__(message)
+        self.rank = rank
+        self.input_error = input_error
+        self.reported_elsewhere = True
+
+
+def _world(comm: MPI.Comm | None) -> MPI.Comm:
+    return MPI.COMM_WORLD if comm is None else comm
+
+
+def settle(error: BaseException | None, comm: MPI.Comm | None = None, what: str = "glep") -> None:
+    """Agree across ``comm`` whether any rank failed; if so raise on every rank.
+
+    Collective: every rank of ``comm`` must call it, with its own error or ``None``.
+    The first failing rank re-raises ``error``; the others raise :class:`RankError`.
+    Both are marked ``glep_agreed``: an outer :func:`settle` re-raises them without a second
+    ``allgather`` (every rank is raising already), so nested phases stay in step.
+    """
+    comm = _world(comm)
+    if error is not None and (comm.size == 1 or getattr(error, "glep_agreed", False)):
+        raise error  # alone, or already agreed by an inner phase: every rank is raising
+    if comm.size == 1:
+        return
+    mine = None if error is None else (f"{type(error).__name__}: {error}", isinstance(error, InputError))
+    failed = [(rank, m) for rank, m in enumerate(comm.allgather(mine)) if m is not None]
+    if not failed:
+        return
+    rank, (message, input_error) = failed[0]
+    if rank == comm.rank:
+        error.glep_agreed = True
+        raise error
+    exc = RankError(f"{what} failed on rank {rank} of {comm.size}: {message}", rank, input_error)
+    exc.glep_agreed = True
+    raise exc from error
+
+
+def agree[T](fn: Callable[[], T], comm: MPI.Comm | None = None, what: str = "glep") -> T:
+    """Run ``fn()`` on every rank and agree on the outcome before going on.
+
+    Returns ``fn()``'s value when it succeeded on every rank; otherwise raises on every
+    rank (see :func:`settle`).  ``fn`` must not itself make collective calls that could be
+    skipped by an early failure on another rank.
+    """
+    result: T | None = None
+    error: Exception | None = None
+    try:
+        result = fn()
+    except Exception as exc:  # noqa: BLE001 - re-raised below, on every rank
+        error = exc
+    settle(error, comm, what)
+    return result  # type: ignore[return-value]
 
 
 @contextmanager
@@ -27,25 +91,14 @@ def collective(comm: MPI.Comm | None = None, what: str = "glep") -> Iterator[Non
     The failing rank re-raises its own exception; every other rank raises
     :class:`RankError` naming the first failing rank and its message.
     """
-    comm = MPI.COMM_WORLD if comm is None else comm
-    error: BaseException | None = None
+    error: Exception | None = None
     try:
         yield
     except Exception as exc:  # noqa: BLE001 - re-raised below, on every rank
         error = exc
-    if comm.size == 1:
-        if error is not None:
-            raise error
-        return
-    messages = comm.allgather(None if error is None else f"{type(error).__name__}: {error}")
-    failed = [(rank, msg) for rank, msg in enumerate(messages) if msg is not None]
-    if error is not None:
-        raise error
-    if failed:
-        rank, msg = failed[0]
-        raise RankError(f"{what} failed on rank {rank} of {comm.size}: {msg}")
+    settle(error, comm, what)
 
 
 def is_root(comm: MPI.Comm | None = None) -> bool:
     """True on rank 0 (where results are printed and written)."""
-    return (MPI.COMM_WORLD if comm is None else comm).rank == 0
+    return _world(comm).rank == 0

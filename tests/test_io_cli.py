@@ -1,5 +1,9 @@
-"""HDF5 round trips and the command line."""
+"""HDF5 round trips and the command line (including a closed stdout pipe and Ctrl-C)."""
 
+import importlib
+import os
+import shlex
+import signal
 import subprocess
 import sys
 
@@ -76,3 +80,101 @@ def test_cli_passes_glep_prefixed_petsc_options(tmp_path):
     assert "SNES Function norm" in out.stdout
     bad = subprocess.run([sys.executable, "-m", "glep.cli", "compare", "--bogus"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unrecognized arguments: --bogus" in bad.stderr
+
+
+# ---- interrupts: a closed pipe and Ctrl-C end quietly ----------------------------------------------------------
+
+GLEP = [sys.executable, "-m", "glep.cli"]
+TINY = ["--steps", "20", "--betas", "1e-3", "--estimators", "pfvp", "echo", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def results_h5(tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    assert main(["compare", *TINY, "--output", str(out)]) == 0
+    return out / "results.h5"
+
+
+def _closed_pipe_run(cmd: list[str], unbuffered: bool = False) -> subprocess.CompletedProcess:
+    """Run ``cmd`` with stdout a pipe whose reader has already gone: every write fails with EPIPE."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run(cmd, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=300, env=env)
+    finally:
+        os.close(write_end)
+
+
+@pytest.mark.parametrize("unbuffered", [False, True], ids=["buffered", "unbuffered"])
+def test_report_into_a_closed_pipe_ends_quietly(results_h5, unbuffered):
+    run = _closed_pipe_run([*GLEP, "report", str(results_h5)], unbuffered)
+    assert run.returncode == 141 and run.stderr == ""
+
+
+@pytest.mark.parametrize("unbuffered", [False, True], ids=["buffered", "unbuffered"])
+def test_compare_into_a_closed_pipe_ends_quietly_and_keeps_the_results(tmp_path, unbuffered):
+    """PETSc is loaded by then: its signal handler must not turn SIGPIPE into 'PETSC ERROR: Caught signal'.
+    The table cannot be shown, but the run goes on and writes its files."""
+    run = _closed_pipe_run([*GLEP, "compare", *TINY, "--output", str(tmp_path)], unbuffered)
+    assert run.returncode == 141 and run.stderr == ""
+    assert (tmp_path / "results.h5").exists() and (tmp_path / "error_vs_beta.png").exists()
+
+
+def test_report_piped_into_head(results_h5):
+    """``glep report results.h5 | head -1``: the first line, no traceback (status 0 or 141 by timing)."""
+    cmd = f"{shlex.join([*GLEP, 'report', str(results_h5)])} | head -1; echo \"status=${{PIPESTATUS[0]}}\""
+    run = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=300)
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith("coupled oscillators (n=4): gradients of C_h")
+    assert lines[1] in ("status=0", "status=141")
+    assert run.stderr == ""
+
+
+def test_ctrl_c_while_reading_the_config(tmp_path):
+    """SIGINT while glep blocks reading its --config (a FIFO nobody writes): 'glep: interrupted', exit 130."""
+    fifo = tmp_path / "config.toml"
+    os.mkfifo(fifo)
+    with subprocess.Popen([*GLEP, "compare", "--config", str(fifo), "--output", str(tmp_path / "o")],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        with open(fifo, "w"):  # returns once glep has opened the FIFO: it is running Python code
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130
+    assert err == "glep: interrupted\n" and out == ""
+
+
+def test_ctrl_c_during_the_computation(tmp_path):
+    """SIGINT during the computation, PETSc initialised: 'glep: interrupted', exit 130, no traceback."""
+    stand_in = (
+        "import importlib, sys, time\n"
+        "from glep.cli import main\n"
+        "def compute(*args, **kwargs):\n"
+        "    from petsc4py import PETSc\n"
+        "    PETSc.Vec().createSeq(3).destroy()\n"
+        "    print('computing', file=sys.stderr, flush=True)\n"
+        "    time.sleep(600)\n"
+        "importlib.import_module('glep.estimators.compare').compare_estimators = compute\n"
+        f"sys.exit(main(['compare', '--steps', '20', '--output', {str(tmp_path)!r}]))\n"
+    )
+    with subprocess.Popen([sys.executable, "-c", stand_in], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as proc:
+        lines = []
+        while not lines or lines[-1] != "computing\n":
+            lines.append(proc.stderr.readline())
+            assert lines[-1], f"the stand-in ended early: {''.join(lines)}"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130
+    assert err == "glep: interrupted\n"
+
+
+def test_keyboard_interrupt_in_process(tmp_path, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importlib.import_module("glep.estimators.compare"), "compare_estimators", interrupted)
+    assert main(["compare", *TINY, "--output", str(tmp_path)]) == 130
+    assert capsys.readouterr().err == "glep: interrupted\n"

@@ -1,0 +1,211 @@
+"""Options of ``glep compare``: one validation for the command line and TOML files.
+
+Every option reaches :class:`CompareConfig` as the raw value the user wrote
+(a string from the command line, a TOML value from ``--config``); the same
+pydantic rules check both, before any work starts.  An error names the
+offending key and where it came from, e.g.
+``config key 'steps': expected an integer, got 'abc'`` or
+``option --betas: expected a finite number > 0, got '-1e-3'``.
+
+Rules: ``n`` an integer >= 2 (every family couples two or more); ``steps`` an
+integer >= 1; ``T`` finite > 0 or absent; ``batch`` an integer >= 1 or absent;
+``gamma`` finite; ``betas`` a non-empty list of finite numbers > 0;
+``report_beta`` finite > 0; ``system``, ``integrator``, ``nudges`` and
+``estimators`` among their known names (listed in the message); ``seed`` an
+integer >= 0; a string where a list is expected is an error (no splitting into
+letters); unknown keys are named.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from glep.errors import InputError
+from glep.estimators.compare import ESTIMATORS
+from glep.ivp.integrators import INTEGRATORS
+from glep.models import FAMILIES
+
+#: nudging schemes the comparison accepts (see :func:`glep.estimators.nudging.nudge_from_name`)
+NUDGES = ("one-sided", "centred", "complex")
+
+
+def _no_bool(value: Any) -> Any:
+    """TOML ``true``/``false`` are not numbers (pydantic's lax mode would read them as 1/0)."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got the boolean {str(value).lower()}")
+    return value
+
+
+def _strip(value: Any) -> Any:
+    """Command-line numbers may carry the leading space that protects a negative value from argparse."""
+    return value.strip() if isinstance(value, str) else value
+
+
+def _no_string_list(value: Any) -> Any:
+    """A string where a list is expected is refused (it would otherwise be read letter by letter)."""
+    if isinstance(value, str):
+        raise ValueError(f"expected a list, e.g. [{value!r}], got the string {value!r}")
+    return value
+
+
+_Num = [BeforeValidator(_no_bool), BeforeValidator(_strip)]
+Count = Annotated[int, Field(ge=1), *_Num]
+Size = Annotated[int, Field(ge=2), *_Num]  # every model family couples at least two degrees of freedom
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False), *_Num]
+Finite = Annotated[float, Field(allow_inf_nan=False), *_Num]
+Seed = Annotated[int, Field(ge=0), *_Num]
+System = Literal[tuple(sorted(FAMILIES))]
+Integrator = Literal[tuple(sorted(INTEGRATORS))]
+Nudge = Literal[NUDGES]
+Estimator = Literal[tuple(ESTIMATORS)]
+
+
+def _names(kind):
+    return Annotated[list[kind], Field(min_length=1), BeforeValidator(_no_string_list)]
+
+
+class CompareConfig(BaseModel):
+    """Validated options of ``glep compare`` (defaults: the embedded example)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    system: System = "coupled_oscillators"
+    n: Size = 4
+    T: Positive | None = None
+    steps: Count = 400
+    batch: Count | None = None
+    integrator: Integrator | None = None
+    gamma: Finite = 0.1
+    betas: Annotated[list[Positive], Field(min_length=1), BeforeValidator(_no_string_list)] = \
+        [1e-1, 1e-2, 1e-3, 1e-4, 1e-5]
+    nudges: _names(Nudge) = ["one-sided", "centred"]
+    estimators: _names(Estimator) = ["civp-contrast", "civp-residual", "pfvp", "echo", "rhel", "cbvp"]
+    report_beta: Positive = 1e-4
+    output: Annotated[str, Field(min_length=1)] = "glep-output"
+    seed: Seed = 0
+
+    @field_validator("nudges", "estimators")
+    @classmethod
+    def _distinct(cls, names: list[str]) -> list[str]:
+        repeated = sorted({x for x in names if names.count(x) > 1})
+        if repeated:
+            raise ValueError(f"each name may appear once, repeated: {repeated}")
+        return names
+
+
+#: the keys a TOML file or the command line may set
+KEYS = tuple(CompareConfig.model_fields)
+DEFAULTS = CompareConfig().model_dump()
+
+
+def _describe(err: Mapping[str, Any]) -> str:
+    """What a pydantic error expected, in the words of the CLI."""
+    kind, ctx = err["type"], err.get("ctx") or {}
+    what = {
+        "int_parsing": "expected an integer", "int_type": "expected an integer",
+        "int_from_float": "expected an integer", "float_parsing": "expected a number",
+        "float_type": "expected a number", "finite_number": "expected a finite number",
+        "string_type": "expected a string", "list_type": "expected a list",
+        "too_short": "expected a non-empty list", "string_too_short": "expected a non-empty string",
+    }.get(kind)
+    if kind == "greater_than":
+        what = f"expected a finite number > {ctx['gt']:g}"
+    elif kind == "greater_than_equal":
+        what = f"expected an integer >= {ctx['ge']}"
+    elif kind == "literal_error":
+        what = f"expected one of {ctx['expected']}"
+    elif kind == "value_error":
+        return str(ctx.get("error", err["msg"]))
+    return what or err["msg"]
+
+
+def _format(exc: ValidationError, sources: Mapping[str, str], config: Path | None) -> str:
+    """One line per problem, naming the key (``option --steps`` or ``config key 'steps'``)."""
+    unknown = [str(e["loc"][0]) for e in exc.errors() if e["type"] == "extra_forbidden"]
+    lines = []
+    if unknown:
+        where = "" if config is None else f"--config {config}: "
+        lines.append(f"{where}unknown option(s) {unknown}; known: {list(KEYS)}")
+    for err in exc.errors():
+        if err["type"] == "extra_forbidden":
+            continue
+        key = str(err["loc"][0])
+        label = sources.get(key, f"config key {key!r}")
+        item = [x for x in err["loc"][1:] if isinstance(x, int)]
+        if item:
+            label += f" (item {item[0] + 1})"
+        text = _describe(err)
+        if err["type"] != "value_error":
+            text += f", got {err['input']!r}"
+        lines.append(f"{label}: {text}")
+    return "\n".join(lines)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The options in a TOML file: top level, or the ``[compare]`` table."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError as exc:
+        raise InputError(f"--config: file {str(path)!r} does not exist") from exc
+    except IsADirectoryError as exc:
+        raise InputError(f"--config: {str(path)!r} is a folder, not a TOML file") from exc
+    except OSError as exc:
+        raise InputError(f"--config: cannot read {str(path)!r} ({exc.strerror})") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"--config: {path} is not valid TOML: {exc}") from exc
+    if "compare" in data:
+        table, rest = data["compare"], sorted(set(data) - {"compare"})
+        if not isinstance(table, dict):
+            raise InputError(f"--config: {path}: 'compare' must be a table ([compare]), got {table!r}")
+        if rest:
+            raise InputError(f"--config: {path}: keys {rest} lie outside the [compare] table")
+        return dict(table)
+    return data
+
+
+def compare_config(cli: Mapping[str, Any], config: Path | None = None) -> CompareConfig:
+    """Merge defaults, the TOML file and command-line values (which win); validate them all at once.
+
+    Arguments: ``cli`` maps option keys to the raw strings (or lists of strings) argparse read,
+    ``None`` for an option not given; ``config`` the ``--config`` file, if any.
+    Returns the validated :class:`CompareConfig`; raises :class:`InputError` naming every bad key.
+    """
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    if config is not None:
+        for key, val in read_toml(config).items():
+            values[key], sources[key] = val, f"config key {key!r}"
+    for key, val in cli.items():
+        if val is not None:
+            values[key], sources[key] = val, f"option --{key.replace('_', '-')}"
+    try:
+        return CompareConfig(**values)
+    except ValidationError as exc:
+        raise InputError(_format(exc, sources, config)) from None
+
+
+def check_output_folder(path: Path) -> None:
+    """Make sure results can be written to ``path``: create it, then create and remove a temporary file.
+
+    Raises :class:`InputError` if it is a file, cannot be created or is not writable.
+    """
+    if path.exists() and not path.is_dir():
+        raise InputError(f"--output: {str(path)!r} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"--output: cannot create the folder {str(path)!r} ({exc.strerror})") from exc
+    try:
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".glep-write-test-")
+    except OSError as exc:
+        raise InputError(f"--output: the folder {str(path)!r} is not writable ({exc.strerror})") from exc
+    os.close(fd)
+    os.unlink(probe)
