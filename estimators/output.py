@@ -29,7 +29,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from glep.errors import InputError
+from glep.errors import GlepError, InputError
 from glep.estimators.compare import Report, Row
 from glep.io import write_trajectory
 
@@ -39,6 +39,10 @@ PLOT = "error_vs_beta.png"
 #: the PNG text-metadata key holding the run id
 RUN_ID_KEY = "glep_run_id"
 _REQUIRED = ("betas", "truth", "estimators")
+
+
+class ResultsWriteError(GlepError, OSError):
+    """The results could not be written (folder not writable, disk full...); the previous ones are kept."""
 
 
 def versions() -> dict[str, str]:
@@ -176,18 +180,24 @@ def write_results(out_dir: str | Path, report: Report, config: dict, trajectorie
     were; a writer killed outright leaves a hidden ``.*.tmp`` file, removed by
     the next write.  ``checkpoint`` (tests) is called with each stage's name.
 
+    Raises
+    ------
+    ResultsWriteError
+        (a :class:`~glep.errors.GlepError` and an ``OSError``) if the folder
+        cannot be created or written.
+
     Returns
     -------
     (results path, plot path)
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     h5, png = out_dir / RESULTS, out_dir / PLOT
     step = checkpoint or (lambda stage: None)
-    remove_stale_temporaries(out_dir)
     run_id = uuid.uuid4().hex
     temps: list[Path] = []
     try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(out_dir)
         temps.append(_temp_path(png))
         temps.append(_temp_path(h5))
         tmp_png, tmp_h5 = temps
@@ -202,10 +212,14 @@ def write_results(out_dir: str | Path, report: Report, config: dict, trajectorie
         step("plot replaced")
         os.replace(tmp_h5, h5)
         _fsync(out_dir)
-    except BaseException:
+    except BaseException as exc:
         for tmp in temps:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+        if isinstance(exc, OSError) and not isinstance(exc, GlepError):
+            raise ResultsWriteError(f"cannot write the results to {out_dir}: {exc.strerror or exc}"
+                                    + (f" ({exc.filename})" if exc.filename else "")
+                                    + "; the previous results there, if any, are unchanged") from exc
         raise
     report.run_id = run_id
     step("done")
@@ -223,6 +237,8 @@ def _why_not_results(f: h5py.File) -> str | None:
     if fmt is None:
         if "trajectories" in f and "estimators" not in f:
             return "a glep trajectory file, not a results file"
+        if "estimators" in f and "truth" in f:
+            return "written by an older glep, without 'glep_format'; run glep compare again"
         return "no 'glep_format' attribute: not written by glep compare"
     if _text(fmt) != FORMAT:
         return f"format {_text(fmt)!r}; this glep reads {FORMAT!r}"
@@ -336,6 +352,9 @@ def plot_report(report: Report, path: str | Path, run_id: str | None = None) -> 
             if not np.any(np.isfinite(e)):
                 continue
             label = f"{r.label} ({nudge}, slope {r.slopes.get(nudge, float('nan')):.2f})"
+            lost = sum(p["nudge"] == nudge for p in r.point_failures)
+            if lost:
+                label += f", {lost} β failed"
             ax.loglog(report.betas, e, styles.get(nudge, "-"), marker="o", ms=3, color=f"C{i}",
                       label=label + (" FAILED" if r.failed else ""))
         if r.failed:

@@ -28,6 +28,7 @@ from glep.estimators.compare import compare_estimators
 from glep.estimators.output import (
     PLOT,
     RESULTS,
+    ResultsWriteError,
     load_report,
     png_run_id,
     save_report,
@@ -196,10 +197,15 @@ def test_an_error_while_writing_keeps_the_previous_results(source, tmp_path):
         if stage == "results partly written":
             raise OSError("No space left on device")
 
-    with pytest.raises(OSError, match="No space left on device"):
+    with pytest.raises(ResultsWriteError, match=f"cannot write the results to {out}: No space left on device; "
+                       "the previous results there, if any, are unchanged"):
         write_results(out, load_report(src), {}, None, VERSIONS, checkpoint=fail)
     assert {n: _digest(out / n) for n in (RESULTS, PLOT)} == before
     assert sorted(p.name for p in out.iterdir()) == sorted([RESULTS, PLOT])
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    with pytest.raises(ResultsWriteError, match=f"cannot write the results to {a_file}: File exists"):
+        write_results(a_file, load_report(src), {}, None, VERSIONS)
 
 
 def test_cli_compare_writes_a_matching_pair(tmp_path, capsys):
@@ -230,6 +236,11 @@ def _bad_files(folder: Path, good: Path) -> dict[str, tuple[Path, str]]:
     with h5py.File(foreign, "w") as f:
         f["x"] = np.arange(3.0)
     cases["foreign"] = (foreign, "no 'glep_format' attribute: not written by glep compare")
+    older = folder / "older.h5"
+    shutil.copy(good, older)
+    with h5py.File(older, "a") as f:
+        del f.attrs["glep_format"]
+    cases["older glep"] = (older, "written by an older glep, without 'glep_format'; run glep compare again")
     traj = folder / "trajectory.h5"
     save_trajectory(traj, Problem.from_model(coupled_oscillators(2), steps=10).free_trajectory(), "free")
     cases["trajectory"] = (traj, "a glep trajectory file, not a results file")
