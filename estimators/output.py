@@ -5,7 +5,9 @@ written to temporary files in the output folder (``.results.h5.<pid>.*.tmp``,
 ``.error_vs_beta.png.<pid>.*.tmp``), flushed to disk, then renamed into place
 with ``os.replace`` — the PNG first, ``results.h5`` last.  An interrupted
 write (SIGINT, SIGTERM, SIGKILL, a full disk) therefore leaves the previous
-``results.h5`` intact or the new one complete, never a partial file.  Each
+``results.h5`` intact or the new one complete, never a partial file.  The
+temporary files are removed on every exit but SIGKILL (its leftovers are
+hidden, never named like results, and removed by the next write).  Each
 write has a run id (a UUID) stored in ``results.h5`` and repeated in the
 PNG's text metadata; only a kill between the two renames leaves a new PNG
 next to the previous ``results.h5``, which :func:`plot_mismatch` detects.
@@ -21,7 +23,9 @@ import datetime
 import json
 import os
 import platform
+import signal
 import tempfile
+import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -168,6 +172,31 @@ def remove_stale_temporaries(out_dir: str | Path) -> list[Path]:
     return removed
 
 
+@contextlib.contextmanager
+def _terminate_as_exit():
+    """While writing, SIGTERM exits through Python (status 143) so that temporary files are removed.
+
+    Only where SIGTERM still has its default action (it would kill the
+    process outright) and in the main thread (where handlers can be set);
+    the previous handler is restored afterwards.
+    """
+    def exit_143(signum, frame):
+        raise SystemExit(128 + signal.SIGTERM)
+
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+        replace = previous == signal.SIG_DFL and threading.current_thread() is threading.main_thread()
+    except (ValueError, AttributeError):  # no SIGTERM on this platform
+        replace = False
+    if replace:
+        signal.signal(signal.SIGTERM, exit_143)
+    try:
+        yield
+    finally:
+        if replace:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def write_results(out_dir: str | Path, report: Report, config: dict, trajectories: dict | None = None,
                   library_versions: dict | None = None, *,
                   checkpoint: Callable[[str], None] | None = None) -> tuple[Path, Path]:
@@ -195,32 +224,33 @@ def write_results(out_dir: str | Path, report: Report, config: dict, trajectorie
     step = checkpoint or (lambda stage: None)
     run_id = uuid.uuid4().hex
     temps: list[Path] = []
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(out_dir)
-        temps.append(_temp_path(png))
-        temps.append(_temp_path(h5))
-        tmp_png, tmp_h5 = temps
-        step("start")
-        plot_report(report, tmp_png, run_id=run_id)
-        _fsync(tmp_png)
-        step("plot written")
-        save_report(report, tmp_h5, config, trajectories, library_versions, run_id=run_id, checkpoint=step)
-        _fsync(tmp_h5)
-        step("results written")
-        os.replace(tmp_png, png)
-        step("plot replaced")
-        os.replace(tmp_h5, h5)
-        _fsync(out_dir)
-    except BaseException as exc:
-        for tmp in temps:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-        if isinstance(exc, OSError) and not isinstance(exc, GlepError):
-            raise ResultsWriteError(f"cannot write the results to {out_dir}: {exc.strerror or exc}"
-                                    + (f" ({exc.filename})" if exc.filename else "")
-                                    + "; the previous results there, if any, are unchanged") from exc
-        raise
+    with _terminate_as_exit():
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(out_dir)
+            temps.append(_temp_path(png))
+            temps.append(_temp_path(h5))
+            tmp_png, tmp_h5 = temps
+            step("start")
+            plot_report(report, tmp_png, run_id=run_id)
+            _fsync(tmp_png)
+            step("plot written")
+            save_report(report, tmp_h5, config, trajectories, library_versions, run_id=run_id, checkpoint=step)
+            _fsync(tmp_h5)
+            step("results written")
+            os.replace(tmp_png, png)
+            step("plot replaced")
+            os.replace(tmp_h5, h5)
+            _fsync(out_dir)
+        except BaseException as exc:
+            for tmp in temps:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+            if isinstance(exc, OSError) and not isinstance(exc, GlepError):
+                raise ResultsWriteError(f"cannot write the results to {out_dir}: {exc.strerror or exc}"
+                                        + (f" ({exc.filename})" if exc.filename else "")
+                                        + "; the previous results there, if any, are unchanged") from exc
+            raise
     report.run_id = run_id
     step("done")
     return h5, png

@@ -68,6 +68,8 @@ WRITERS = textwrap.dedent("""
                               checkpoint=checkpoint)
             except KeyboardInterrupt:
                 code = 130
+            except SystemExit as exc:  # SIGTERM while writing
+                code = exc.code
             except BaseException as exc:
                 os.write(2, f"{os.getpid()} error {exc!r}\\n".encode())
                 code = 1
@@ -166,14 +168,15 @@ def test_killed_writers_leave_old_or_new_results(source, tmp_path, capsys):
                 assert '"second"' in f.attrs["config"] and f["trajectories/free/q"].shape[0] == 401, what
             assert not list(out.glob(".*.tmp")), what
             continue
-        assert codes[out] == (130 if sig == signal.SIGINT else -sig), what
+        # SIGKILL kills at once; SIGTERM (status 128 + 15) and SIGINT (KeyboardInterrupt) exit through Python
+        assert codes[out] == {signal.SIGKILL: -signal.SIGKILL, signal.SIGTERM: 143, signal.SIGINT: 130}[sig], what
         # results.h5 is renamed last: until then the previous file is untouched, byte for byte
         assert _run_id(out / RESULTS) == old_id and _digest(out / RESULTS) == old_digest, what
         if stage == "plot replaced":  # killed between the two renames: the new plot is detected
             assert png_run_id(out / PLOT) not in (None, old_id), what
         else:
             assert png_run_id(out / PLOT) == old_id, what
-        if sig == signal.SIGINT:  # an interrupt (KeyboardInterrupt) removes the temporary files
+        if sig != signal.SIGKILL:  # only SIGKILL can leave temporary files
             assert not list(out.glob(".*.tmp")), what
         assert main(["report", str(out / RESULTS)]) == 0, what
         captured = capsys.readouterr()
