@@ -5,6 +5,11 @@ adjoint is measured over a range of β; the bias slope is fitted on the
 log–log curve above the round-off floor.  The table reports the metrics at a
 reference β (centred, 1e-4 by default), the fitted slopes, the cost in
 forward passes and the wall time.
+
+Nothing is dropped: an estimator that fails (no convergence, a non-finite
+gradient, not applicable to the problem) is a row with status ``"failed"``
+and a one-line reason, and a failed β point of a sweep is a NaN counted in
+its row; :func:`failure_summary` states the failures in one line.
 """
 
 from __future__ import annotations
