@@ -5,6 +5,11 @@ adjoint is measured over a range of β; the bias slope is fitted on the
 log–log curve above the round-off floor.  The table reports the metrics at a
 reference β (centred, 1e-4 by default), the fitted slopes, the cost in
 forward passes and the wall time.
+
+Nothing is dropped: an estimator that fails (no convergence, a non-finite
+gradient, not applicable to the problem) is a row with status ``"failed"``
+and a one-line reason, and a failed β point of a sweep is a NaN counted in
+its row; :func:`failure_summary` states the failures in one line.
 """
 
 from __future__ import annotations
@@ -26,38 +31,55 @@ from glep.estimators.result import GradientEstimate
 from glep.estimators.rhel import rhel
 
 
-def _echo_measured(problem, nudge):
+def _echo_measured(problem, nudge, progress=None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return echo(problem, nudge, allow_irreversible=True)
 
 
-def _cbvp(problem, nudge):
+def _cbvp(problem, nudge, progress=None):
     from glep.estimators.cbvp import cbvp
 
-    return cbvp(problem, nudge)
+    return cbvp(problem, nudge, progress=progress)
 
 
-def _cbvp_truth(problem):
+def _cbvp_truth(problem, progress=None):
     from glep.estimators.cbvp import cbvp_truth
 
-    return cbvp_truth(problem)
+    return cbvp_truth(problem, progress=progress)
 
 
-#: name -> (function(problem, nudge) -> GradientEstimate, is exact, its ground truth or None for the
-#: discrete adjoint of the free CIVP)
+#: name -> (function(problem, nudge, progress=None) -> GradientEstimate, is exact, its ground truth
+#: function(problem, progress=None) or None for the discrete adjoint of the free CIVP)
 ESTIMATORS: dict[str, tuple[Callable, bool, Callable | None]] = {
-    "civp-contrast": (lambda pr, nu: civp_contrast(pr, nu), False, None),
-    "civp-residual": (lambda pr, nu: civp_contrast(pr, nu, residual=True), True, None),
-    "pfvp": (pfvp, True, None),
+    "civp-contrast": (lambda pr, nu, progress=None: civp_contrast(pr, nu), False, None),
+    "civp-residual": (lambda pr, nu, progress=None: civp_contrast(pr, nu, residual=True), True, None),
+    "pfvp": (lambda pr, nu, progress=None: pfvp(pr, nu), True, None),
     "echo": (_echo_measured, True, None),
-    "rhel": (rhel, True, None),
+    "rhel": (lambda pr, nu, progress=None: rhel(pr, nu), True, None),
     "cbvp": (_cbvp, True, _cbvp_truth),
 }
+
+#: the table label of each estimator (the name its GradientEstimate carries)
+LABELS = {"civp-contrast": "CIVP contrast", "civp-residual": "CIVP + residual", "pfvp": "PFVP", "echo": "echo",
+          "rhel": "RHEL", "cbvp": "CBVP"}
+
+#: what counts as an estimator failing (a FAILED row) rather than a bug of glep (a traceback): glep's own
+#: errors, floating-point and linear-algebra failures, and PETSc errors (``petsc4py.PETSc.Error`` is a
+#: RuntimeError), memory exhaustion
+FAILURES = (GlepError, ArithmeticError, np.linalg.LinAlgError, RuntimeError, MemoryError)
 
 
 @dataclass
 class Row:
+    """One estimator of a report.
+
+    ``status`` is ``"ok"`` or ``"failed"``; a failed row has NaN metrics and
+    its ``reason`` (one short line; ``detail`` is the full message).
+    ``point_failures`` lists the β points of the sweep that failed
+    (``{"nudge", "beta", "reason"}``): they are NaN in ``errors``.
+    """
+
     name: str
     label: str
     exact: bool
@@ -68,6 +90,14 @@ class Row:
     wall_time: float
     loss: str
     notes: list = field(default_factory=list)
+    status: str = "ok"
+    reason: str = ""
+    detail: str = ""
+    point_failures: list = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
 
 
 @dataclass
@@ -83,19 +113,109 @@ class Report:
     forward_time: float
     rows: list[Row]
     estimates: dict = field(default_factory=dict)
+    run_id: str = ""  # set when written by glep.estimators.output.write_results (or read back)
+
+    @property
+    def failures(self) -> list[Row]:
+        """The rows whose estimator failed."""
+        return [r for r in self.rows if r.failed]
+
+
+def short_reason(exc: BaseException, limit: int = 100) -> str:
+    """``"Type: message"`` on one line, cut to ``limit`` characters."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def failure_summary(report: Report) -> str | None:
+    """``"2 of 7 estimators failed: cbvp (SolverError: ...), ..."``, or None if none failed."""
+    bad = report.failures
+    if not bad:
+        return None
+    what = ", ".join(f"{r.name} ({r.reason})" for r in bad)
+    return f"{len(bad)} of {len(report.rows)} estimator{'s' if len(report.rows) != 1 else ''} failed: {what}"
+
+
+def _names(value, what: str) -> list[str]:
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise InputError(f"{what} must be a list of names, got {value!r}")
+    if not value:
+        raise InputError(f"{what} must not be empty")
+    return list(dict.fromkeys(value))
+
+
+def _check_inputs(estimators, betas, nudges, report_nudge, report_beta) -> tuple[list, np.ndarray, list]:
+    """Every argument of :func:`compare_estimators` checked before any work starts."""
+    estimators = _names(estimators, "estimators")
+    unknown = [e for e in estimators if e not in ESTIMATORS]
+    if unknown:
+        raise InputError(f"estimators: unknown {unknown}; choose from {sorted(ESTIMATORS)}")
+    nudges = _names(nudges, "nudges")
+    for n in [*nudges, report_nudge]:
+        nudge_from_name(n, 1.0)  # raises InputError naming the valid choices
+    if isinstance(betas, str) or not isinstance(betas, Sequence | np.ndarray) or not len(betas):
+        raise InputError(f"betas must be a non-empty list of numbers, got {betas!r}")
+    try:
+        values = np.asarray([*betas, report_beta], dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"betas and report_beta must be numbers, got {list(betas)!r}, {report_beta!r}") from exc
+    if not np.all(np.isfinite(values)) or np.any(values <= 0):
+        raise InputError(f"betas and report_beta must be finite and > 0 (signs are handled by the nudging "
+                         f"scheme), got {list(betas)!r}, {report_beta!r}")
+    return estimators, np.asarray(sorted(set(values.tolist()), reverse=True)), nudges
+
+
+def _finite(est: GradientEstimate) -> GradientEstimate:
+    bad = [k for k, v in est.theta.items() if not np.all(np.isfinite(v))]
+    if bad:
+        raise SolverError(f"non-finite gradient for {bad} ({est.nudge} β = {est.beta:g})")
+    return est
+
+
+def _sweep(name, fn, problem, row_truth, betas, nudges, say, progress) -> tuple[dict, list]:
+    """Relative errors over β for every nudge; failed points are NaN and listed."""
+    errors: dict[str, list[float]] = {}
+    point_failures = []
+    for nudge_name in nudges:
+        if name == "cbvp" and nudge_name == "complex":
+            continue  # the FE backend nudges with real β only
+        errs = []
+        for b in betas:
+            try:
+                est = _finite(fn(problem, nudge_from_name(nudge_name, b), progress=progress))
+            except FAILURES as exc:  # e.g. a large nudge can leave the basin of the solution
+                reason = short_reason(exc)
+                say(f"{name}: {nudge_name} β = {b:g} failed ({reason})")
+                point_failures.append({"nudge": nudge_name, "beta": float(b), "reason": reason})
+                errs.append(float("nan"))
+                continue
+            errs.append(compare(est.theta, row_truth.theta)["relative_error"])
+        errors[nudge_name] = errs
+    return errors, point_failures
+
+
+def _failed_row(name: str, exact: bool, exc: BaseException, errors: dict, point_failures: list) -> Row:
+    nan = float("nan")
+    metrics = {"cosine": nan, "norm_ratio": nan, "relative_error": nan, "sign_agreement": nan,
+               "cosine_per_group": {}}
+    return Row(name, LABELS.get(name, name), exact, metrics, {}, errors, nan, nan, "", [], status="failed",
+               reason=short_reason(exc), detail=f"{type(exc).__name__}: {exc}", point_failures=point_failures)
 
 
 def compare_estimators(problem: Problem, *, estimators: Sequence[str] = tuple(ESTIMATORS),
                        betas: Sequence[float] = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5),
                        nudges: Sequence[str] = ("one-sided", "centred"), report_nudge: str = "centred",
                        report_beta: float = 1e-4, progress: Callable[[str], None] | None = None) -> Report:
-    """Run every estimator for every nudge and β; compare with the discrete adjoint."""
-    unknown = [e for e in estimators if e not in ESTIMATORS]
-    if unknown:
-        raise InputError(f"estimators: unknown {unknown}; choose from {sorted(ESTIMATORS)}")
-    betas = np.asarray(sorted(set(float(b) for b in betas) | {float(report_beta)}, reverse=True))
-    if np.any(betas <= 0):
-        raise InputError("betas must be > 0 (signs are handled by the nudging scheme)")
+    """Run every estimator for every nudge and β; compare with the discrete adjoint.
+
+    An estimator that fails (a solver that does not converge, a non-finite
+    gradient, an estimator that does not apply to this problem) stays in the
+    report as a row with ``status == "failed"`` and its reason; a failed β
+    point of a sweep is NaN and listed in its row's ``point_failures``.
+    Errors in the arguments raise :class:`~glep.errors.InputError` before any
+    work starts.
+    """
+    estimators, betas, nudges = _check_inputs(estimators, betas, nudges, report_nudge, report_beta)
     say = progress or (lambda msg: None)
     t0 = time.perf_counter()
     problem.free  # noqa: B018  (the free trajectory, timed)
@@ -106,63 +226,68 @@ def compare_estimators(problem: Problem, *, estimators: Sequence[str] = tuple(ES
     rows, estimates = [], {}
     for name in estimators:
         fn, exact, truth_fn = ESTIMATORS[name]
-        errors: dict[str, list[float]] = {}
+        tell = (lambda msg, name=name: say(f"{name}: {msg}")) if progress else None
+        errors, point_failures = {}, []
         try:
-            row_truth = truth if truth_fn is None else truth_fn(problem)
-            for nudge_name in nudges:
-                if name == "cbvp" and nudge_name == "complex":
-                    continue  # the FE backend nudges with real β only
-                errs = []
-                for b in betas:
-                    try:
-                        est = fn(problem, nudge_from_name(nudge_name, b))
-                    except SolverError as exc:  # a large nudge can leave the basin of the solution
-                        say(f"{name}: {nudge_name} β = {b:g} failed ({str(exc)[:80]}...)")
-                        errs.append(float("nan"))
-                        continue
-                    errs.append(compare(est.theta, row_truth.theta)["relative_error"])
-                errors[nudge_name] = errs
+            row_truth = truth if truth_fn is None else truth_fn(problem, progress=tell)
+            errors, point_failures = _sweep(name, fn, problem, row_truth, betas, nudges, say, tell)
             # timed on its own, with nothing cached from the sweep above
             problem.free.__dict__.pop("_sensitivities", None)
-            ref = fn(problem, nudge_from_name(report_nudge, report_beta))
-        except GlepError as exc:
-            say(f"{name}: skipped ({exc})")
+            ref = _finite(fn(problem, nudge_from_name(report_nudge, report_beta), progress=tell))
+        except FAILURES as exc:
+            rows.append(_failed_row(name, exact, exc, errors, point_failures))
+            say(f"{name}: FAILED ({rows[-1].reason})")
             continue
         slopes = {k: fit_slope(betas, v) for k, v in errors.items()}
         metrics = compare(ref.theta, row_truth.theta)
         biased = any(n.startswith("biased") for n in ref.notes)
         notes = list(ref.notes) + ([] if truth_fn is None else list(row_truth.notes))
         rows.append(Row(name, ref.name, exact and not biased, metrics, slopes, errors, ref.passes,
-                        ref.wall_time, ref.loss, notes))
+                        ref.wall_time, ref.loss, notes, point_failures=point_failures))
         estimates[name] = ref
         say(f"{ref.name}: relative error {metrics['relative_error']:.2e} ({ref.wall_time:.3f} s)")
     return Report(problem.system.name, betas, list(nudges), report_nudge, report_beta, truth, forward_time,
                   rows, estimates)
 
 
+def _note(report: Report, r: Row) -> str:
+    if r.failed:
+        note = r.reason
+    else:
+        note = "exact" if r.exact else (r.notes[0] if r.notes else "biased")
+        if r.loss != report.truth.loss:
+            truth = r.notes[-1].removeprefix("ground truth: ") if r.notes else "its own"
+            note += f"; differentiates {r.loss}; truth: {truth}"
+    if r.point_failures:
+        total = sum(len(v) for v in r.errors.values()) or len(r.point_failures)
+        note += f"; {len(r.point_failures)} of {total} β points failed (gaps in the curves)"
+    return note
+
+
 def format_table(report: Report) -> str:
-    """A plain-text table, one row per estimator."""
+    """A plain-text table, one row per estimator (a failed estimator: ``FAILED`` and its reason)."""
     head = (f"{'estimator':<18}{'cosine':>10}{'rel. error':>12}{'norm ratio':>12}{'sign agr.':>10}"
             + "".join(f"{'slope ' + n:>18}" for n in report.nudges)
             + f"{'passes':>9}{'time/fwd':>10}{'wall [s]':>10}  note")
     lines = [f"{report.problem_name}: gradients of C_h vs the discrete adjoint "
              f"(metrics at {report.report_nudge} β = {report.report_beta:g})", head, "-" * len(head)]
     truth = report.truth
+    blank = "".join(f"{'':>18}" for _ in report.nudges)
     if truth.wall_time:
         tf = (truth.wall_time + report.forward_time) / report.forward_time if report.forward_time > 0 else float("nan")
-        blank = "".join(f"{'':>18}" for _ in report.nudges)
         lines.append(f"{'discrete adjoint':<18}{1.0:>10.6f}{0.0:>12.2e}{1.0:>12.6f}{1.0:>10.3f}{blank}"
                      f"{truth.passes:>9.0f}{tf:>10.1f}{truth.wall_time:>10.3f}  ground truth")
     for r in report.rows:
+        if r.failed:
+            lines.append(f"{r.label:<18}{'FAILED':>10}{'':>34}{blank}{'':>29}  {_note(report, r)}")
+            continue
         m = r.metrics
         slopes = "".join(f"{r.slopes.get(n, float('nan')):>18.2f}" for n in report.nudges)
         # every row reuses the shared free trajectory: count it in the cost
         tf = (r.wall_time + report.forward_time) / report.forward_time if report.forward_time > 0 else float("nan")
-        note = "exact" if r.exact else (r.notes[0] if r.notes else "biased")
-        if r.loss != report.truth.loss:
-            note += f"; differentiates {r.loss}; truth: {r.notes[-1]}"
         lines.append(f"{r.label:<18}{m['cosine']:>10.6f}{m['relative_error']:>12.2e}{m['norm_ratio']:>12.6f}"
-                     f"{m['sign_agreement']:>10.3f}{slopes}{r.passes:>9.0f}{tf:>10.1f}{r.wall_time:>10.3f}  {note}")
+                     f"{m['sign_agreement']:>10.3f}{slopes}{r.passes:>9.0f}{tf:>10.1f}{r.wall_time:>10.3f}"
+                     f"  {_note(report, r)}")
     lines.append(f"loss differentiated by every row unless noted: {report.truth.loss}; "
                  "passes = trajectories of N steps (a tangent direction counts as one); time/fwd = wall time "
                  "including the free trajectory, in units of one free trajectory")

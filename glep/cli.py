@@ -152,8 +152,8 @@ def run_compare(args, petsc: list[str] = ()) -> int:
     """``glep compare`` in phases, each agreed across MPI ranks before the next collective call:
     options (validated), output folder (rank 0 creates and test-writes it), problem, computation, output."""
     from glep.config import check_output_folder
-    from glep.estimators.compare import compare_estimators, format_table
-    from glep.estimators.output import plot_report, save_report, versions
+    from glep.estimators.compare import compare_estimators, failure_summary, format_table
+    from glep.estimators.output import versions, write_results
     from glep.parallel import agree, is_root
 
     cfg = agree(lambda: _config(args), what="reading the options")
@@ -174,27 +174,35 @@ def run_compare(args, petsc: list[str] = ()) -> int:
     report = compare_estimators(problem, estimators=cfg["estimators"], betas=cfg["betas"], nudges=cfg["nudges"],
                                 report_beta=float(cfg["report_beta"]), progress=say)
     library_versions = versions()  # imports PETSc (collective): on every rank
-    if not root:  # every rank computed the same report; rank 0 prints and writes it
-        return 0
-    print(format_table(report))
-    out.mkdir(parents=True, exist_ok=True)
-    h5, png = out / "results.h5", out / "error_vs_beta.png"
-    save_report(report, h5, cfg, {"free": problem.free_trajectory()}, library_versions)
-    plot_report(report, png)
-    say(f"wrote {h5} and {png} ({time.perf_counter() - t0:.1f} s)")
-    return 0
+    summary = failure_summary(report)  # every rank computed the same report: the same exit status
+    if root:  # rank 0 prints and writes it
+        print(format_table(report), flush=True)
+        h5, png = write_results(out, report, cfg, {"free": problem.free_trajectory()}, library_versions)
+        say(f"wrote {h5} and {png} ({time.perf_counter() - t0:.1f} s)")
+        if summary:  # also with --quiet: only progress is silenced
+            print(f"glep: {summary}", file=sys.stderr, flush=True)
+    return 1 if summary else 0
 
 
 def run_report(args) -> int:
-    from glep.estimators.compare import format_table
-    from glep.estimators.output import load_report, plot_report
+    """Print the table of a results file (and its failures on stderr); exit 0 once it is read."""
+    from glep.estimators.compare import failure_summary, format_table
+    from glep.estimators.output import load_report, plot_mismatch, plot_report
+    from glep.parallel import is_root
 
-    if not args.path.exists():
-        raise InputError(f"path {str(args.path)!r} does not exist")
-    report = load_report(args.path)
-    print(format_table(report))
+    report = load_report(args.path)  # InputError for a missing, damaged or foreign file
+    if not is_root():  # every rank read the file (errors are agreed); rank 0 prints
+        return 0
+    print(format_table(report), flush=True)
+    summary = failure_summary(report)
+    if summary:
+        print(f"glep: {summary}", file=sys.stderr, flush=True)
     if args.plot:
         plot_report(report, args.plot)
+    else:
+        warning = plot_mismatch(args.path, report)
+        if warning:
+            print(f"glep: warning: {warning}", file=sys.stderr, flush=True)
     return 0
 
 

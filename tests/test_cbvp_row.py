@@ -31,6 +31,7 @@ def test_cbvp_row_states_its_loss(problem):
     assert 1.8 < row.slopes["centred"] < 2.2 and 0.9 < row.slopes["one-sided"] < 1.1
     table = format_table(rep)
     assert "differentiates C_h of the CBVP trajectory" in table
+    assert table.count("ground truth") == 1 and "truth: FE discrete adjoint" in table
 
 
 def test_cbvp_refuses_complex_step_and_batches(problem):
