@@ -12,7 +12,9 @@ The batch mesh
 A batch of ``B`` states is an interval mesh of (at least) ``B`` cells on
 ``MPI.COMM_SELF``: ``q``, ``v``, the inputs ``x`` and the directions
 (``dq, dv, a, b, δθ``) are vector (or tensor) DG0 functions holding one batch
-member per cell; parameters ``θ`` and the time ``t`` are
+member per cell, and so is the time ``t`` (a scalar DG0 function): a batch may
+mix time nodes, so the states of all ``N + 1`` nodes of a trajectory are
+evaluated in one kernel call.  Parameters ``θ`` are
 :class:`dolfinx.fem.Constant`.  Evaluating a compiled expression at the cell
 midpoints gives one row per batch member.  Extra leading axes (the ``K``
 tangents of ``hessian_action`` and ``theta_jvp``) are flattened into the batch.
@@ -36,7 +38,10 @@ the time spent compiling and evaluating.
 
 Blocks that vanish symbolically (``ufl.algorithms.expand_derivatives`` returns
 ``Zero``) are never compiled and are returned as ``None`` following the Term
-conventions; in particular ``depends_on_velocity`` is detected from ``∂_v L``.
+conventions; in particular ``depends_on_velocity`` is detected from ``∂_v L``
+and :attr:`UFLTerm.reads_time` from the terminals of ``L``.  A term with
+``∂_v L ≡ 0`` is a potential ``L = −V(q, θ, x, t)``: the system treats it like
+a :class:`glep.PotentialTerm` (separable with one kinetic term).
 
 Complex inputs
 --------------
@@ -226,6 +231,7 @@ class _Context:
             self.fields["x:" + name] = (function((m,)), (m,))
         for name, shape in term.parameters.items():
             self.fields["dth:" + name] = (function(shape), shape)
+        self.fields["t"] = (function(()), ())
         # Cached writable views of the DG0 values, one row per cell (``None`` permutation when
         # the dof of cell c is block c, as on a serial interval mesh).
         self.views: dict[str, tuple[Array, Array | None]] = {}
@@ -234,14 +240,12 @@ class _Context:
             identity = np.array_equal(perm, np.arange(capacity))
             self.views[k] = (fn.x.array.reshape(capacity, _size(shape)), None if identity else perm)
         self.theta = {k: fem.Constant(self.mesh, np.zeros(s, dtype=dtype)) for k, s in term.parameters.items()}
-        self.t = fem.Constant(self.mesh, dtype(0.0))
         self.theta_views = {k: c._cpp_object.value for k, c in self.theta.items()}
-        self.t_view = self.t._cpp_object.value
         f = {k: fv for k, (fv, _) in self.fields.items()}
         dirs = {k: f[k] for k in ("dq", "dv", "a", "b")}
         dirs.update({k: f[k] for k in f if k.startswith("dth:")})
         x = {name: f["x:" + name] for name in term.inputs}
-        self.blocks = _Blocks(term, f["q"], f["v"], self.theta, x, self.t, dirs)
+        self.blocks = _Blocks(term, f["q"], f["v"], self.theta, x, f["t"], dirs)
         self.kernels: dict[str, tuple[object, list[tuple[str, tuple[int, ...]]]]] = {}
 
     def set_field(self, name: str, values: Array, lead: tuple[int, ...], B: int) -> None:
@@ -255,9 +259,14 @@ class _Context:
 
 
 class UFLTerm(Term):
-    explicit_time = True  # the expression may read t: evaluate node by node
-
     r"""A Lagrangian term given by one UFL expression; all derivatives are derived by UFL.
+
+    What the expression reads decides how the term is used: one whose ``∂_v L``
+    vanishes symbolically is a potential (``L = −V(q, θ, x, t)``), so with one
+    :class:`~glep.terms.KineticTerm` the system is separable (Störmer–Verlet,
+    RHEL).  The time ``t`` is a per-point field of the batch mesh, so the term
+    accepts an array of times (one per batch member) and many time nodes are
+    evaluated in one kernel call (``explicit_time`` is therefore false).
 
     Parameters
     ----------
@@ -297,6 +306,9 @@ class UFLTerm(Term):
     >>> term = UFLTerm(1, lag, parameters={"k": ()})
     """
 
+    #: ``t`` may be an array of per-member times: callers need not evaluate node by node.
+    explicit_time = False
+
     #: Names of the derivative blocks (``<kind>:<parameter>`` for parameter blocks).
     BLOCKS = ("L", "Lq", "Lv", "Hq_dq", "Hq_dv", "Hv_dq", "Hv_dv", "T", "Va", "Vb", "Jq", "Jv")
 
@@ -326,6 +338,8 @@ class UFLTerm(Term):
             self.input_dims = {}
         self._declared_velocity = depends_on_velocity
         self._zero: dict[str, bool] | None = None
+        self._reads_time = True
+        self._reversed: dict[float, UFLTerm] = {}
         self._contexts: dict[tuple[int, str], _Context] = {}
         self._by_batch: dict[tuple[int, type], _Context] = {}
         self.stats = {"compiles": 0, "compile_seconds": 0.0, "evals": 0, "eval_seconds": 0.0, "contexts": 0}
@@ -358,31 +372,73 @@ class UFLTerm(Term):
         dirs.update({"dth:" + p: coefficient(s) for p, s in self.parameters.items()})
         theta = {p: ufl.Constant(domain, shape=s) for p, s in self.parameters.items()}
         x = {k: coefficient((self.input_dims[k],)) for k in self.inputs}
-        blocks = _Blocks(self, coefficient((n,)), coefficient((n,)), theta, x, ufl.Constant(domain), dirs)
-        zero = {name: _is_zero(blocks.get(name)) for name in self._block_names()}
+        t = coefficient(())
+        try:
+            blocks = _Blocks(self, coefficient((n,)), coefficient((n,)), theta, x, t, dirs)
+            zero = {name: _is_zero(blocks.get(name)) for name in self._block_names()}
+        except InputError:
+            raise
+        except Exception as exc:  # the user's expression: shapes or operations UFL refuses
+            dims = {k: (self.input_dims[k],) for k in self.inputs}
+            raise InputError(f"UFLTerm {self.label!r}: expr(q, v, theta, x, t) failed for q, v of shape ({n},), "
+                             f"parameters {self.parameters}, inputs {dims}: {type(exc).__name__}: {exc}") from exc
         if self._declared_velocity is False and not zero["Lv"]:
             raise InputError(f"UFLTerm {self.label!r} was declared depends_on_velocity=False but its "
                              "expression depends on v")
+        self._reads_time = any(node is t for node in unique_pre_traversal(_expand(blocks.L)))
         self._zero = zero
         return zero
+
+    def _analysis_or_error(self, what: str) -> dict[str, bool]:
+        """The symbolic analysis; a clear error if input dimensions are still unknown."""
+        if self._zero is None and not self._dims_known():
+            missing = [k for k in self.inputs if k not in self.input_dims]
+            raise InputError(f"UFLTerm {self.label!r}: give the input dimensions (inputs={{name: dim}}) for "
+                             f"{missing} to detect {what} before the first evaluation")
+        return self._analyse()
+
+    def set_input_dims(self, dims: Mapping[str, int]) -> None:
+        """Learn the dimensions of the inputs the term reads (e.g. from a system's signals).
+
+        Arguments
+        ---------
+        dims:
+            name -> dimension ``m`` of the input vector ``x[name]``; names the term
+            does not read are ignored.
+
+        Raises
+        ------
+        InputError
+            A dimension contradicts one declared or learnt before.
+        """
+        for k in self.inputs:
+            if k not in dims:
+                continue
+            m = int(dims[k])
+            if k in self.input_dims and self.input_dims[k] != m:
+                raise InputError(f"UFLTerm {self.label!r} reads input {k!r} of dimension {self.input_dims[k]}, "
+                                 f"but the signal {k!r} has dimension {m}")
+            self.input_dims[k] = m
 
     @property
     def depends_on_velocity(self) -> bool:  # type: ignore[override]
         """Whether ``∂_v L`` is not identically zero (detected symbolically)."""
-        if self._zero is None and not self._dims_known():
-            if self._declared_velocity is not None:
-                return bool(self._declared_velocity)
-            missing = [k for k in self.inputs if k not in self.input_dims]
-            raise InputError(f"UFLTerm {self.label!r}: give the input dimensions (inputs={{name: dim}}) for "
-                             f"{missing} to detect depends_on_velocity before the first evaluation")
-        if self._declared_velocity is not None:
-            self._analyse()
+        if self._zero is None and not self._dims_known() and self._declared_velocity is not None:
             return bool(self._declared_velocity)
-        return not self._analyse()["Lv"]
+        zero = self._analysis_or_error("depends_on_velocity")
+        if self._declared_velocity is not None:
+            return bool(self._declared_velocity)
+        return not zero["Lv"]
 
     @depends_on_velocity.setter
     def depends_on_velocity(self, value: bool) -> None:
         self._declared_velocity = bool(value)
+
+    @property
+    def reads_time(self) -> bool:
+        """Whether the expression reads ``t`` itself (not only through input signals), detected symbolically."""
+        self._analysis_or_error("reads_time")
+        return self._reads_time
 
     def nonzero_blocks(self) -> list[str]:
         """Names of the derivative blocks that do not vanish symbolically."""
@@ -491,7 +547,7 @@ class UFLTerm(Term):
         return out
 
     def _evaluate(self, group: str, lead: tuple[int, ...], fields: dict[str, Array], theta: dict[str, Array],
-                  t: float, complex_: bool) -> dict[str, Array]:
+                  complex_: bool) -> dict[str, Array]:
         """Evaluate a kernel group on the batch ``lead``; return its blocks shaped ``lead + shape``."""
         B = _size(lead)
         dtype = np.complex128 if complex_ else np.float64
@@ -504,7 +560,6 @@ class UFLTerm(Term):
             ctx.set_field(name, values, lead, B)
         for k, val in theta.items():
             ctx.theta_views[k][...] = val
-        ctx.t_view[...] = np.real(t)
         raw = kernel.eval(ctx.mesh, ctx.cells[:B]).reshape(B, -1)
         out, off = {}, 0
         for name, shape in layout:
@@ -515,7 +570,27 @@ class UFLTerm(Term):
         self.stats["eval_seconds"] += time.perf_counter() - t0
         return out
 
-    def _prepare(self, q: Array, v: Array | None, theta: Params, x: Inputs | None, t: float,
+    def _time(self, t: float | Array | None) -> Array | None:
+        """The time as a real array (a scalar, or one time per batch member), ``None`` if not read.
+
+        A velocity-free term evaluated at many time nodes at once receives the
+        node times as an array broadcasting against the batch axes; they fill
+        the per-cell field ``t`` of the batch mesh, so one kernel call covers
+        every node.
+        """
+        if t is not None and np.iscomplexobj(t):
+            raise InputError(f"t must be real, got {t!r}")
+        if not self._reads_time:
+            return None
+        if t is None:
+            raise InputError(f"UFLTerm {self.label!r} reads t: give the time (a number, or an array of one time "
+                             "per batch member), got None")
+        try:
+            return np.asarray(t, dtype=float)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"t must be a real number or an array of times, got {t!r}") from exc
+
+    def _prepare(self, q: Array, v: Array | None, theta: Params, x: Inputs | None, t: float | Array | None,
                  extra: Mapping[str, Array | None]) -> tuple[tuple[int, ...], dict[str, Array], dict[str, Array], bool]:
         """Validate arguments and return ``(lead, fields, theta, complex)``."""
         x = x or {}
@@ -541,12 +616,15 @@ class UFLTerm(Term):
                 arr = self._check_vec(arr, name)
                 leads.append(arr.shape[:-1])
                 fields[name] = arr
+        times = self._time(t)
+        if times is not None:
+            leads.append(times.shape)
+            fields["t"] = times
         try:
             lead = np.broadcast_shapes(*leads)
         except ValueError as exc:
-            raise InputError(f"batch shapes do not broadcast: {leads}") from exc
-        if np.iscomplexobj(t):
-            raise InputError(f"t must be real, got {t!r}")
+            raise InputError(f"batch shapes do not broadcast: {leads} (q, v, inputs, directions"
+                             f"{', t' if times is not None else ''})") from exc
         arrays = list(fields.values()) + list(th.values())
         complex_ = any(np.iscomplexobj(a) for a in arrays)
         return tuple(lead), fields, th, complex_
@@ -555,7 +633,7 @@ class UFLTerm(Term):
     def lagrangian(self, q: Array, v: Array | None, theta: Params, x: Inputs, t: float) -> Array:
         """Value of the term, shape ``(B,)``."""
         lead, fields, th, cplx = self._prepare(q, v, theta, x, t, {})
-        out = self._evaluate("grad", lead, fields, th, t, cplx)
+        out = self._evaluate("grad", lead, fields, th, cplx)
         if "L" in out:
             return out["L"]
         return np.zeros(lead, np.complex128 if cplx else np.float64)
@@ -567,7 +645,7 @@ class UFLTerm(Term):
         zero = self._analyse()
         if zero["Lq"] and zero["Lv"]:
             return None, None
-        out = self._evaluate("grad", lead, fields, th, t, cplx)
+        out = self._evaluate("grad", lead, fields, th, cplx)
         return out.get("Lq"), out.get("Lv")
 
     def hessian_action(self, q: Array, v: Array | None, theta: Params, x: Inputs, t: float,
@@ -582,7 +660,7 @@ class UFLTerm(Term):
         dt = np.complex128 if cplx else np.float64
         for name in ("dq", "dv"):
             fields.setdefault(name, np.zeros(self.n, dt))
-        out = self._evaluate("hess", lead, fields, th, t, cplx)
+        out = self._evaluate("hess", lead, fields, th, cplx)
         hq = out.get("Hq") if want_q else None
         hv = out.get("Hv") if want_v else None
         if want_q and hq is None:
@@ -599,7 +677,7 @@ class UFLTerm(Term):
         zero = self._analyse()
         out = {}
         if any(not zero["T:" + p] for p in self.parameters):
-            out = self._evaluate("theta", lead, fields, th, t, cplx)
+            out = self._evaluate("theta", lead, fields, th, cplx)
         return {p: g.reshape((-1,) + self.parameters[p]).sum(axis=0)
                 for p in self.parameters if (g := out.get("T:" + p)) is not None}
 
@@ -621,7 +699,7 @@ class UFLTerm(Term):
         dt = np.complex128 if cplx else np.float64
         for name in ("a", "b"):
             fields.setdefault(name, np.zeros(self.n, dt))
-        out = self._evaluate("theta", lead, fields, th, t, cplx)
+        out = self._evaluate("theta", lead, fields, th, cplx)
         return {p: out["V:" + p].reshape((-1,) + self.parameters[p]).sum(axis=0) for p in wanted}
 
     def theta_jvp(self, q: Array, v: Array | None, theta: Params, x: Inputs, t: float,
@@ -654,7 +732,7 @@ class UFLTerm(Term):
                 fields["dth:" + p] = d[p].reshape((K,) + ones + shape)
             else:
                 fields["dth:" + p] = np.zeros(shape, dt)
-        out = self._evaluate("jvp", full, fields, th, t, cplx)
+        out = self._evaluate("jvp", full, fields, th, cplx)
         jq = out.get("Jq", np.zeros(full + (self.n,), dt)) if want_q else None
         jv = out.get("Jv", np.zeros(full + (self.n,), dt)) if want_v else None
         return jq, jv
@@ -663,6 +741,41 @@ class UFLTerm(Term):
                        t: UFLExpr) -> UFLExpr:
         """The user's expression ``expr(q, v, theta, x, t)``."""
         return self._expr(q, v, theta, x, t)
+
+    def time_reversed(self, T: float) -> UFLTerm:
+        r"""The term replayed backwards on ``[0, T]``: ``L̃(q, v, θ, x, t) = L(q, v, θ, x, T − t)``.
+
+        The echo integrates the system with every input signal reversed
+        (:meth:`glep.Signal.reversed`); a term reading ``t`` itself must be
+        reversed with them.  A term that does not read ``t`` is returned
+        unchanged; reversed terms are cached per ``T`` (their kernels are
+        compiled once).
+
+        Arguments
+        ---------
+        T:
+            The horizon.
+
+        Returns
+        -------
+        UFLTerm
+            ``self`` or the reversed term (same ``n``, parameters and inputs).
+        """
+        if not self.reads_time:
+            return self
+        key = float(T)
+        rev = self._reversed.get(key)
+        if rev is None:
+            expr = self._expr
+
+            def reversed_expr(q, v, theta, x, t):
+                return expr(q, v, theta, x, key - t)
+
+            inputs = dict(self.input_dims) if self._dims_known() else self.inputs
+            rev = UFLTerm(self.n, reversed_expr, self.parameters, inputs, self._declared_velocity,
+                          name=f"{self.label} (reversed on [0, {key:g}])")
+            self._reversed[key] = rev
+        return rev
 
     def describe(self) -> str:
         return f"UFLTerm({self.label})"

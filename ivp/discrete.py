@@ -53,12 +53,14 @@ def _flat_inputs(X: dict, sel, B: int) -> dict:
     return out
 
 
-def trapezoid_node_sum(terms, theta, Q, h: float, X: dict) -> dict:
-    """``Σ_j w_j Σ_batch ∂_θL_i(q_j)`` for position-only terms, trapezoid weights.
+def trapezoid_node_sum(terms, theta, Q, h: float, X: dict, times: np.ndarray) -> dict:
+    """``Σ_j w_j Σ_batch ∂_θL_i(q_j, t_j)`` for position-only terms, trapezoid weights.
 
-    ``Q`` is ``(N+1, B, n)`` and ``X`` the signals at the grid nodes
-    ``(N+1, B or 1, m)``.  Terms return batch sums, so the interior nodes
-    (weight ``h``) and the two ends (weight ``h/2``) are two calls per term.
+    ``Q`` is ``(N+1, B, n)``, ``X`` the signals at the grid nodes
+    ``(N+1, B or 1, m)`` and ``times`` the node times ``(N+1,)``, passed to the
+    terms as one time per flattened batch member.  Terms return batch sums, so
+    the interior nodes (weight ``h``) and the two ends (weight ``h/2``) are two
+    calls per term.
     """
     N1, B, n = Q.shape
     acc: dict = {}
@@ -70,8 +72,9 @@ def trapezoid_node_sum(terms, theta, Q, h: float, X: dict) -> dict:
         if qs.size == 0:
             continue
         xs = _flat_inputs(X, sel, B)
+        ts = np.repeat(np.asarray(times, dtype=float)[sel], B)
         for term in terms:
-            for key, g in term.theta_gradient(qs, None, theta, xs, None).items():
+            for key, g in term.theta_gradient(qs, None, theta, xs, ts).items():
                 acc[key] = acc.get(key, 0.0) + weight * g
     return acc
 MIDPOINT = QuadratureRule("midpoint (Gauss 1)", (0.5,), (1.0,))
@@ -140,7 +143,8 @@ class DiscreteLagrangian:
     def theta_gradient_sum(self, Q):
         """``Σ_k Σ_batch ∂_θ L_d(q_k, q_{k+1})`` along a stored trajectory (the contrast).
 
-        Evaluated on all steps at once when no term reads ``t`` explicitly.
+        Evaluated on all steps at once (the terms receive one time per step and
+        batch member), unless a term needs a scalar ``t`` (``explicit_time``).
         """
         if any(term.explicit_time for term in self.system.terms):
             acc: dict = {}
@@ -154,7 +158,7 @@ class DiscreteLagrangian:
         if self.rule == TRAPEZOID:
             # Lobatto nodes are grid nodes: position-only terms once per node
             acc = trapezoid_node_sum([t for t in terms if not t.depends_on_velocity], self.theta, Q, h,
-                                     self.all_node_inputs())
+                                     self.all_node_inputs(), self.grid.times)
             terms = [t for t in terms if t.depends_on_velocity]
         else:
             acc = {}
@@ -164,8 +168,9 @@ class DiscreteLagrangian:
         for c, w in zip(self._c, self._w):
             q = ((1.0 - c) * Q[:-1] + c * Q[1:]).reshape(N * B, n)
             x = self._inputs_on_steps(c, B)
+            t = np.repeat((np.arange(N) + c) * h, B)
             for term in terms:
-                for key, g in term.theta_gradient(q, v, self.theta, x, None).items():
+                for key, g in term.theta_gradient(q, v, self.theta, x, t).items():
                     acc[key] = acc.get(key, 0.0) + h * w * g
         return acc
 
