@@ -26,6 +26,8 @@ from glep.validation import check_params
 
 def nudged(beta) -> bool:
     """Whether a nudging strength (a scalar, or one per batch member of shape ``(B, 1)``) is non-zero."""
+    if isinstance(beta, (int, float, complex)):
+        return beta != 0
     return bool(np.any(beta != 0))
 
 

@@ -246,7 +246,7 @@ class _Context:
         dirs.update({k: f[k] for k in f if k.startswith("dth:")})
         x = {name: f["x:" + name] for name in term.inputs}
         self.blocks = _Blocks(term, f["q"], f["v"], self.theta, x, f["t"], dirs)
-        self.kernels: dict[str, tuple[object, list[tuple[str, tuple[int, ...]]]]] = {}
+        self.kernels: dict[str, _Kernel | None] = {}
 
     def set_field(self, name: str, values: Array, lead: tuple[int, ...], B: int) -> None:
         """Write ``values`` (broadcast to ``lead + shape``) into the first ``B`` cells."""
@@ -256,6 +256,89 @@ class _Context:
             view[:B].reshape(lead + shape)[...] = values
         else:
             view[perm[:B]] = np.broadcast_to(values, lead + shape).reshape(B, -1)
+
+
+class _Kernel:
+    """A compiled kernel group and how its inputs are packed.
+
+    The kernel reads DG0 coefficients (batch fields) and constants (parameters).
+    For a DG0 coefficient the packed per-cell data is just its values, so the
+    coefficient array ``w`` of shape ``(B, Σ sizes)`` is filled straight from
+    the NumPy inputs (in the kernel's coefficient order) and handed with the
+    packed constants to ``tabulate_expression``; nothing is copied into the
+    dolfinx functions.  This direct path is checked once against
+    :meth:`dolfinx.fem.Expression.eval` on random data; if it disagrees (or
+    the C++ entry points differ), every call takes ``eval``.
+    """
+
+    def __init__(self, expr: object, layout: list[tuple[str, tuple[int, ...]]], ctx: _Context):
+        from ufl.algorithms.analysis import extract_coefficients, extract_constants
+
+        self.expr = expr
+        self.layout = layout
+        self.width = sum(_size(shape) for _, shape in layout)
+        self.fast = False
+        try:
+            ufcx = expr._ufcx_expression
+            original = extract_coefficients(expr.ufl_expression)
+            names = {id(fn): name for name, (fn, _) in ctx.fields.items()}
+            self.coefficients, off = [], 0
+            for i in range(ufcx.num_coefficients):
+                name = names[id(original[ufcx.original_coefficient_positions[i]])]
+                size = _size(ctx.fields[name][1])
+                self.coefficients.append((name, off, size, ctx.fields[name][1]))
+                off += size
+            self.n_coefficients = off
+            params = {id(c): k for k, c in ctx.theta.items()}
+            self.constants = [params[id(c)] for c in extract_constants(expr.ufl_expression)]
+            self.fast = self._agrees_with_eval(ctx)
+        except Exception:  # noqa: BLE001 - any mismatch of dolfinx internals: use the public eval
+            self.fast = False
+
+    def _agrees_with_eval(self, ctx: _Context) -> bool:
+        """Run both paths on random fields and parameters (3 cells) and compare."""
+        rng = np.random.default_rng(0)
+        B = min(3, ctx.capacity)
+        fields = {name: 0.5 + rng.random((B,) + shape) for name, (_, shape) in ctx.fields.items()}
+        theta = {k: 0.5 + rng.random(c.value.shape) for k, c in ctx.theta.items()}
+        if np.issubdtype(ctx.dtype, np.complexfloating):
+            fields = {k: a + 0.1j * rng.random(a.shape) for k, a in fields.items()}
+        direct = self.run(ctx, (B,), B, fields, theta)
+        via_eval = self.run_eval(ctx, (B,), B, fields, theta)
+        return bool(np.allclose(direct, via_eval, rtol=1e-13, atol=0.0, equal_nan=True))
+
+    def run(self, ctx: _Context, lead: tuple[int, ...], B: int, fields: Mapping[str, Array],
+            theta: Mapping[str, Array]) -> Array:
+        """The flat kernel values, ``(B, width)``, by direct packing."""
+        from dolfinx import cpp
+
+        w = np.zeros((B, self.n_coefficients), ctx.dtype)
+        wl = w.reshape(lead + (self.n_coefficients,))  # a view: one row per batch member, batch axes kept
+        for name, off, size, shape in self.coefficients:
+            val = fields.get(name)
+            if val is None:
+                continue
+            if len(shape) == 1:
+                wl[..., off:off + size] = val  # NumPy broadcasting over the batch axes
+            elif not shape:
+                wl[..., off] = val
+            else:
+                w[:, off:off + size] = np.broadcast_to(val, lead + shape).reshape(B, size)
+        c = np.zeros(0, ctx.dtype)
+        if self.constants:
+            c = np.concatenate([np.ravel(theta[k]) for k in self.constants]).astype(ctx.dtype)
+        values = np.zeros((B, 1, self.width), ctx.dtype)
+        cpp.fem.tabulate_expression(values, self.expr._cpp_object, c, w, ctx.mesh._cpp_object, ctx.cells[:B])
+        return values.reshape(B, self.width)
+
+    def run_eval(self, ctx: _Context, lead: tuple[int, ...], B: int, fields: Mapping[str, Array],
+                 theta: Mapping[str, Array]) -> Array:
+        """The flat kernel values, ``(B, width)``, through the dolfinx functions and ``Expression.eval``."""
+        for name, values in fields.items():
+            ctx.set_field(name, values, lead, B)
+        for k, val in theta.items():
+            ctx.theta_views[k][...] = val
+        return self.expr.eval(ctx.mesh, ctx.cells[:B]).reshape(B, -1)
 
 
 class UFLTerm(Term):
@@ -296,7 +379,9 @@ class UFLTerm(Term):
     ----------
     stats:
         ``compiles``, ``compile_seconds``, ``evals``, ``eval_seconds``,
-        ``contexts`` (batch meshes created).
+        ``contexts`` (batch meshes created), ``eval_fallbacks`` (kernels
+        evaluated through ``Expression.eval`` because the direct packing did
+        not reproduce it; normally 0).
 
     Examples
     --------
@@ -342,7 +427,8 @@ class UFLTerm(Term):
         self._reversed: dict[float, UFLTerm] = {}
         self._contexts: dict[tuple[int, str], _Context] = {}
         self._by_batch: dict[tuple[int, type], _Context] = {}
-        self.stats = {"compiles": 0, "compile_seconds": 0.0, "evals": 0, "eval_seconds": 0.0, "contexts": 0}
+        self.stats = {"compiles": 0, "compile_seconds": 0.0, "evals": 0, "eval_seconds": 0.0, "contexts": 0,
+                      "eval_fallbacks": 0}
         if self._dims_known():
             self._analyse()
 
@@ -488,17 +574,16 @@ class UFLTerm(Term):
         self._by_batch[(B, dtype)] = ctx
         return ctx
 
-    def _kernel(self, ctx: _Context, group: str) -> tuple[object, list[tuple[str, tuple[int, ...]]]]:
-        got = ctx.kernels.get(group)
-        if got is not None:
-            return got
+    def _kernel(self, ctx: _Context, group: str) -> _Kernel | None:
+        if group in ctx.kernels:
+            return ctx.kernels[group]
         from dolfinx import fem
         from mpi4py import MPI
 
         layout = self._variant(ctx, group)
         if not layout:
-            ctx.kernels[group] = (None, [])
-            return ctx.kernels[group]
+            ctx.kernels[group] = None
+            return None
         flat = ufl.as_vector([c for _, e, _ in layout for c in _components(e)])
         flat = _expand(flat)
         if np.issubdtype(ctx.dtype, np.complexfloating):
@@ -513,7 +598,9 @@ class UFLTerm(Term):
             raise
         self.stats["compile_seconds"] += time.perf_counter() - t0
         self.stats["compiles"] += 1
-        ctx.kernels[group] = (kernel, [(name, shape) for name, _, shape in layout])
+        ctx.kernels[group] = _Kernel(kernel, [(name, shape) for name, _, shape in layout], ctx)
+        if not ctx.kernels[group].fast:
+            self.stats["eval_fallbacks"] += 1
         return ctx.kernels[group]
 
     # -- evaluation -----------------------------------------------------------
@@ -552,17 +639,13 @@ class UFLTerm(Term):
         B = _size(lead)
         dtype = np.complex128 if complex_ else np.float64
         ctx = self._context(B, dtype)
-        kernel, layout = self._kernel(ctx, group)
+        kernel = self._kernel(ctx, group)
         if kernel is None:
             return {}
         t0 = time.perf_counter()
-        for name, values in fields.items():
-            ctx.set_field(name, values, lead, B)
-        for k, val in theta.items():
-            ctx.theta_views[k][...] = val
-        raw = kernel.eval(ctx.mesh, ctx.cells[:B]).reshape(B, -1)
+        raw = (kernel.run if kernel.fast else kernel.run_eval)(ctx, lead, B, fields, theta)
         out, off = {}, 0
-        for name, shape in layout:
+        for name, shape in kernel.layout:
             s = _size(shape)
             out[name] = raw[:, off:off + s].reshape(lead + shape)
             off += s
@@ -578,7 +661,7 @@ class UFLTerm(Term):
         the per-cell field ``t`` of the batch mesh, so one kernel call covers
         every node.
         """
-        if t is not None and np.iscomplexobj(t):
+        if t is not None and np.asarray(t).dtype.kind == "c":
             raise InputError(f"t must be real, got {t!r}")
         if not self._reads_time:
             return None
@@ -597,18 +680,17 @@ class UFLTerm(Term):
         self._learn_dims(x)
         zero = self._analyse()
         q = self._check_vec(q, "q")
-        if v is None:
+        fields: dict[str, Array] = {"q": q}
+        leads = [q.shape[:-1]]
+        if v is None:  # the kernels of a velocity-free term do not read v
             if not zero["Lv"]:
                 raise InputError(f"UFLTerm {self.label!r} depends on the velocity: v must not be None")
-            v = np.zeros(1, dtype=q.dtype)
-            vlead: tuple[int, ...] = ()
         else:
-            v = self._check_vec(v, "v")
-            vlead = v.shape[:-1]
+            fields["v"] = v = self._check_vec(v, "v")
+            leads.append(v.shape[:-1])
         th = self._theta(theta)
         xs = {k: np.asarray(x[k]) for k in self.inputs}
-        leads = [q.shape[:-1], vlead] + [a.shape[:-1] for a in xs.values()]
-        fields: dict[str, Array] = {"q": q, "v": v}
+        leads += [a.shape[:-1] for a in xs.values()]
         for k, a in xs.items():
             fields["x:" + k] = a
         for name, arr in extra.items():
@@ -621,12 +703,11 @@ class UFLTerm(Term):
             leads.append(times.shape)
             fields["t"] = times
         try:
-            lead = np.broadcast_shapes(*leads)
+            lead = leads[0] if all(s == leads[0] for s in leads) else np.broadcast_shapes(*leads)
         except ValueError as exc:
             raise InputError(f"batch shapes do not broadcast: {leads} (q, v, inputs, directions"
                              f"{', t' if times is not None else ''})") from exc
-        arrays = list(fields.values()) + list(th.values())
-        complex_ = any(np.iscomplexobj(a) for a in arrays)
+        complex_ = any(a.dtype.kind == "c" for a in fields.values()) or any(a.dtype.kind == "c" for a in th.values())
         return tuple(lead), fields, th, complex_
 
     # -- Term interface -------------------------------------------------------
