@@ -410,3 +410,24 @@ def test_bvp_vectorised_assembler_reads_the_node_times():
     assert np.linalg.norm(r2 - r1) <= 1e-12 * np.linalg.norm(r1)
     assert np.linalg.norm(J2 - J1) <= 1e-12 * np.linalg.norm(J1)
     assert abs(a2 - a1) <= 1e-12 * abs(a1)
+
+
+@pytest.mark.slow
+def test_benchmark_script_runs(capsys):
+    """``benchmarks/bench_ufl_term.py`` (short grid): both systems separable, same trajectories and gradients."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_ufl_term.py"
+    spec = importlib.util.spec_from_file_location("bench_ufl_term", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(["--steps", "100", "--repeats", "1"])
+    text = capsys.readouterr().out
+    assert "RHEL refused" not in text
+    assert text.count("stormer-verlet") == 2
+    assert "UFL θ-sum (one call for all nodes)" in text and "UFL θ-sum (node by node)" in text
+    assert "max |q_UFL − q_built-in| = " in text and "rel. diff of RHEL gradients (w) = " in text
+    for line in text.splitlines():
+        if line.startswith(("max |q_UFL", "rel. diff of RHEL")):
+            assert all(float(v.split(";")[0]) <= 1e-10 for v in line.split("= ")[1:]), line
