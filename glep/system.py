@@ -54,7 +54,10 @@ def _non_separable_reason(kinetic: list[KineticTerm], velocity_terms: list[Term]
     if velocity_terms:
         verb = "depends" if len(velocity_terms) == 1 else "depend"
         parts.append(f"{_names(velocity_terms)} {verb} on the velocity v")
-    if not kinetic:
+    if not kinetic and velocity_terms:
+        parts.append("it has no KineticTerm ½vᵀM(θ)v with a position-independent mass (if the kinetic energy has "
+                     "that form, give it as one, e.g. glep.DiagonalMass, and the velocity-free rest as other terms)")
+    elif not kinetic:
         parts.append("it has no KineticTerm (½vᵀM(θ)v with a position-independent mass, e.g. glep.DiagonalMass)")
     elif len(kinetic) > 1:
         parts.append(f"it has {len(kinetic)} KineticTerms ({_names(kinetic)}); merge them into one")

@@ -151,6 +151,9 @@ def test_velocity_terms_beside_a_kinetic_term_and_two_kinetic_terms():
     assert sys_.non_separable_reason == f"{gyro.describe()} depends on the velocity v"
     two = glep.LagrangianSystem(N_DOF, [glep.DiagonalMass(N_DOF, None), glep.DiagonalMass(N_DOF, "m")])
     assert "it has 2 KineticTerms (DiagonalMass, DiagonalMass); merge them into one" == two.non_separable_reason
+    none = glep.LagrangianSystem(N_DOF, [glep.Harmonic(N_DOF, "k")])
+    assert none.non_separable_reason == ("it has no KineticTerm (½vᵀM(θ)v with a position-independent mass, "
+                                         "e.g. glep.DiagonalMass)")
 
 
 def test_rhel_on_stormer_verlet_only():
