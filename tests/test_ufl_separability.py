@@ -434,3 +434,19 @@ def test_benchmark_script_runs(capsys):
     for line in text.splitlines():
         if line.startswith(("max |q_UFL", "rel. diff of RHEL")):
             assert all(float(v.split(";")[0]) <= 1e-10 for v in line.split("= ")[1:]), line
+
+
+@pytest.mark.parametrize("boundary", ["CIVP", "CFVP"])
+def test_explicit_adjoint_sums_all_nodes_in_one_call(boundary):
+    """The Störmer–Verlet adjoint's ``∂_θ`` of the potentials: one call for all nodes equals node by node
+    (forward and mirrored, i.e. final-value, trajectories)."""
+    rng = np.random.default_rng(26)
+    q, v = 0.4 * rng.standard_normal((2, 2, N_DOF))
+    bc = glep.CIVP(q, v0=v) if boundary == "CIVP" else glep.CFVP(q, vT=v)
+    grid = glep.TimeGrid(2.0, 60)
+    fast = Problem(SYSTEMS["UFL"], PARAMS, bc, grid)
+    slow = Problem(_node_by_node_system(SYSTEMS["UFL"]), PARAMS, bc, grid)
+    assert fast.integrator.name == slow.integrator.name == "stormer-verlet"
+    got, want = adjoint(fast), adjoint(slow)
+    for key in PARAMS:
+        assert _rel(got.theta[key], want.theta[key]) <= EVAL_RTOL * 10, key
