@@ -83,9 +83,8 @@ def _generic_adjoint(dl, Q, G):
         lam[j - 1] = dl.solve_d12(j - 1, Q[j - 1], Q[j], r, transpose=True)
     mu = G[0] - dl.hessian_action(0, Q[0], Q[1], lam[0], lam[1])[0]
     theta: dict[str, np.ndarray] = {}
-    for k in range(N):
-        for key, g in dl.theta_vjp(k, Q[k], Q[k + 1], lam[k], lam[k + 1]).items():
-            add_into(theta, key, -g)
+    for key, g in dl.theta_vjp_sum(Q, lam).items():  # every step in one call per term and quadrature node
+        add_into(theta, key, -g)
     return lam, mu, theta
 
 

@@ -174,6 +174,34 @@ class DiscreteLagrangian:
                     acc[key] = acc.get(key, 0.0) + h * w * g
         return acc
 
+    def theta_vjp_sum(self, Q, Lam):
+        """``Σ_k Σ_batch ∂_θ (D₁L_d(q_k, q_{k+1})·λ_k + D₂L_d(q_k, q_{k+1})·λ_{k+1})`` along ``Q``.
+
+        The adjoint's parameter gradient (up to sign).  ``theta_vjp`` is linear
+        in its directions, so the quadrature weights ``h w_i`` go into them and
+        every step is one batch member of a single call per quadrature node
+        (one time per member), unless a term needs a scalar ``t``.
+        """
+        if any(term.explicit_time for term in self.system.terms):
+            acc: dict = {}
+            for k in range(self.N):
+                for key, g in self.theta_vjp(k, Q[k], Q[k + 1], Lam[k], Lam[k + 1]).items():
+                    acc[key] = acc.get(key, 0.0) + g
+            return acc
+        N, h = self.N, self.h
+        B, n = Q.shape[1], Q.shape[2]
+        v = ((Q[1:] - Q[:-1]) / h).reshape(N * B, n)
+        b = ((Lam[1:] - Lam[:-1]) / h).reshape(N * B, n)
+        acc = {}
+        for c, w in zip(self._c, self._w):
+            q = ((1.0 - c) * Q[:-1] + c * Q[1:]).reshape(N * B, n)
+            a = ((1.0 - c) * Lam[:-1] + c * Lam[1:]).reshape(N * B, n)
+            t = np.repeat((np.arange(N) + c) * h, B)
+            x = self._inputs_on_steps(c, B)
+            for key, g in self.system.theta_vjp(q, v, self.theta, x, t, h * w * a, h * w * b).items():
+                acc[key] = acc.get(key, 0.0) + g
+        return acc
+
     def _nodes(self, k, q0, q1):
         v = (q1 - q0) / self.h
         for c, w in zip(self._c, self._w):
@@ -357,6 +385,9 @@ class Mirrored:
 
     def theta_vjp(self, j, a, b, a0, a1):
         return self.base.theta_vjp(self._k(j), b, a, a1, a0)
+
+    def theta_vjp_sum(self, Q, Lam):
+        return self.base.theta_vjp_sum(Q[::-1], Lam[::-1])
 
     def theta_jvp(self, j, a, b, dtheta):
         j1, j2 = self.base.theta_jvp(self._k(j), b, a, dtheta)

@@ -450,3 +450,24 @@ def test_explicit_adjoint_sums_all_nodes_in_one_call(boundary):
     got, want = adjoint(fast), adjoint(slow)
     for key in PARAMS:
         assert _rel(got.theta[key], want.theta[key]) <= EVAL_RTOL * 10, key
+
+
+@pytest.mark.parametrize("boundary", ["CIVP", "CFVP"])
+@pytest.mark.parametrize("integrator", ["midpoint", "gauss2"])
+def test_generic_adjoint_sums_all_steps_in_one_call(boundary, integrator):
+    """The generic adjoint's ``Σ_k ∂_θ(D₁L_d·λ_k + D₂L_d·λ_{k+1})``: one call per quadrature node for all
+    steps equals step by step, for a velocity- and time-dependent UFLTerm (forward and mirrored)."""
+    term = VECTORISED_TERMS["with velocity"]()
+    u = glep.Signal.from_function(lambda t: np.array([np.sin(t), np.cos(3 * t)]), N_DOF)
+    fast_sys = glep.LagrangianSystem(N_DOF, [term], cost=glep.TrackingCost(N_DOF, [1], "y"),
+                                     signals={"u": u, **_target()})
+    slow_sys = _node_by_node_system(fast_sys)
+    theta = {"m": np.array([1.0, 1.4]), "k": np.array(0.8), "c": np.array(0.3)}
+    rng = np.random.default_rng(27)
+    q, v = 0.3 * rng.standard_normal((2, 2, N_DOF))
+    bc = glep.CIVP(q, v0=v) if boundary == "CIVP" else glep.CFVP(q, vT=v)
+    grid = glep.TimeGrid(1.5, 40)
+    got = adjoint(Problem(fast_sys, theta, bc, grid, integrator=integrator))
+    want = adjoint(Problem(slow_sys, theta, bc, grid, integrator=integrator))
+    for key in theta:
+        assert _rel(got.theta[key], want.theta[key]) <= EVAL_RTOL * 10, key
