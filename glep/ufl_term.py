@@ -363,12 +363,16 @@ class UFLTerm(Term):
         input signal) and ``t`` a UFL scalar.  The same function is returned
         by :meth:`ufl_lagrangian` for the finite-element backend.  Use holomorphic operations (``ufl.dot``,
         ``ufl.elem_mult``, powers, ``cos``, ``exp``, ``ln`` ...) to keep
-        complex-step nudging available.
+        complex-step nudging available.  An expression that does not read
+        ``v`` makes the term a potential; one that reads ``t`` is evaluated
+        with an array ``t`` (one time per batch member) on many nodes at once
+        and replayed as ``t → T − t`` by the echo (:meth:`time_reversed`).
     parameters:
         Trainable parameters, name -> shape.
     inputs:
         Input signals read by the term: a mapping name -> dimension, or a
-        sequence of names (dimensions are then read from the first call).
+        sequence of names (dimensions are then read from the system's signals
+        or from the first call).
     depends_on_velocity:
         ``None`` (default) detects it from ``∂_v L`` symbolically; an explicit
         ``False`` is checked against the expression.
