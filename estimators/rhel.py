@@ -35,9 +35,14 @@ def rhel(problem: Problem, nudge: Nudge | None = None, *, tol: float = 1e-12) ->
     if defect > tol:
         raise NotReversibleError(f"rhel: {sys.name} is not time-reversible (defect {defect:.2e}); "
                                  "use PFVP (backward integration) instead")
-    if problem.integrator.name not in ("stormer-verlet", "trapezoid") or not sys.is_separable:
-        raise InputError("rhel uses the leapfrog (Störmer–Verlet) of a separable Hamiltonian; build the "
-                         "problem with integrator='stormer-verlet' so that it differentiates the same C_h")
+    if not sys.is_separable:
+        raise InputError("rhel uses the leapfrog (Störmer–Verlet) of a separable Hamiltonian ½pᵀM⁻¹p + V(q, t); "
+                         f"{sys.name} is not separable: {sys.non_separable_reason}. Use pfvp (or echo) with the "
+                         "'midpoint' integrator instead")
+    if problem.integrator.name not in ("stormer-verlet", "trapezoid"):
+        raise InputError(f"rhel differentiates the Störmer–Verlet C_h, but this problem uses the integrator "
+                         f"{problem.integrator.name!r}; build it with integrator='stormer-verlet' (the default for "
+                         f"the separable {sys.name})")
     t0 = time.perf_counter()
     q0, p0, v0 = problem.boundary.states(sys, theta)
     Q, pT, dH0 = leapfrog(sys, theta, grid, q0, p0, 0.0, theta_dH=nudge.needs_free, store_momenta=False)

@@ -20,12 +20,14 @@ import numpy as np
 from glep.costs import TerminalCost, TrackingCost
 from glep.errors import InputError
 from glep.signals import Signal
-from glep.terms import KineticTerm, PotentialTerm, Term, add_into
+from glep.terms import KineticTerm, Term, add_into
 from glep.validation import check_params
 
 
 def nudged(beta) -> bool:
     """Whether a nudging strength (a scalar, or one per batch member of shape ``(B, 1)``) is non-zero."""
+    if isinstance(beta, (int, float, complex)):
+        return beta != 0
     return bool(np.any(beta != 0))
 
 
@@ -35,6 +37,31 @@ def _add(a, b):
     if b is None:
         return a
     return a + b
+
+
+def _names(terms: list[Term]) -> str:
+    return ", ".join(t.describe() for t in terms)
+
+
+def _non_separable_reason(kinetic: list[KineticTerm], velocity_terms: list[Term]) -> str | None:
+    r"""Why ``L`` is not of the separable form ``½vᵀM(θ)v − V(q, θ, x, t)``, or ``None`` if it is.
+
+    Separable means: exactly one :class:`KineticTerm` (a position-independent
+    mass) and no other term depending on the velocity.  The reason names the
+    offending terms.
+    """
+    parts = []
+    if velocity_terms:
+        verb = "depends" if len(velocity_terms) == 1 else "depend"
+        parts.append(f"{_names(velocity_terms)} {verb} on the velocity v")
+    if not kinetic and velocity_terms:
+        parts.append("it has no KineticTerm ½vᵀM(θ)v with a position-independent mass (if the kinetic energy has "
+                     "that form, give it as one, e.g. glep.DiagonalMass, and the velocity-free rest as other terms)")
+    elif not kinetic:
+        parts.append("it has no KineticTerm (½vᵀM(θ)v with a position-independent mass, e.g. glep.DiagonalMass)")
+    elif len(kinetic) > 1:
+        parts.append(f"it has {len(kinetic)} KineticTerms ({_names(kinetic)}); merge them into one")
+    return "; ".join(parts) or None
 
 
 class LagrangianSystem:
@@ -83,10 +110,18 @@ class LagrangianSystem:
         missing = needed - set(self.signals)
         if missing:
             raise InputError(f"signals is missing {sorted(missing)} (read by the terms or the cost)")
+        dims = {k: s.dim for k, s in self.signals.items()}
+        for term in self.terms:
+            learn = getattr(term, "set_input_dims", None)  # terms that size their inputs from the signals
+            if learn is not None:
+                learn(dims)
         kinetic = [t for t in self.terms if isinstance(t, KineticTerm)]
         self.kinetic: KineticTerm | None = kinetic[0] if len(kinetic) == 1 else None
-        self.is_separable = self.kinetic is not None and all(
-            isinstance(t, (KineticTerm, PotentialTerm)) for t in self.terms)
+        #: Terms other than the kinetic term that depend on the velocity (by ``depends_on_velocity``).
+        self.velocity_terms: list[Term] = [t for t in self.terms
+                                           if not isinstance(t, KineticTerm) and t.depends_on_velocity]
+        self.non_separable_reason: str | None = _non_separable_reason(kinetic, self.velocity_terms)
+        self.is_separable = self.non_separable_reason is None
 
     # -- parameters and signals --------------------------------------------
     def check_params(self, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -113,13 +148,19 @@ class LagrangianSystem:
                                 signals=new, name=self.name)
 
     def time_reversed(self, T: float) -> LagrangianSystem:
-        """The same terms with every signal replayed backwards on ``[0, T]``.
+        """The system replayed backwards on ``[0, T]``: every signal reversed, and every term
+        that reads ``t`` itself replaced by its ``time_reversed(T)`` (``t → T − t``).
 
         For a time-reversible system this is the system the echo runs.
+
+        Raises
+        ------
+        InputError
+            A term reads ``t`` as a scalar (``explicit_time``) and cannot be reversed.
         """
         rev = {k: s.reversed(T) for k, s in self.signals.items()}
-        return LagrangianSystem(self.n, self.terms, cost=self.cost, terminal_cost=self.terminal_cost,
-                                signals=rev, name=f"{self.name} (reversed)")
+        return LagrangianSystem(self.n, [_reversed_term(term, T) for term in self.terms], cost=self.cost,
+                                terminal_cost=self.terminal_cost, signals=rev, name=f"{self.name} (reversed)")
 
     # -- the Lagrangian and its derivatives ---------------------------------
     def lagrangian(self, q, v, theta, x, t, beta=0.0):
@@ -252,6 +293,18 @@ class LagrangianSystem:
     def __repr__(self) -> str:
         terms = ", ".join(t.describe() for t in self.terms)
         return f"LagrangianSystem({self.name!r}, n={self.n}, terms=[{terms}])"
+
+
+def _reversed_term(term: Term, T: float) -> Term:
+    """``term`` with its own time reversed (``t → T − t``); terms not reading ``t`` are unchanged."""
+    reverse = getattr(term, "time_reversed", None)
+    if reverse is not None:
+        return reverse(T)
+    if term.explicit_time:
+        raise InputError(f"term {term.describe()} reads t itself and has no time_reversed(T): the echo cannot "
+                         "replay it backwards; give its time dependence through an input Signal (or write it "
+                         "as a glep.UFLTerm, which reverses its t)")
+    return term
 
 
 def position_force(system: LagrangianSystem, q, theta, x, t, beta=0.0):

@@ -54,10 +54,16 @@ class Term(ABC):
     parameters: dict[str, tuple[int, ...]] = {}
     #: Names of the input signals this term reads.
     inputs: tuple[str, ...] = ()
-    #: Whether the term depends on the velocity ``v``.
-    depends_on_velocity: bool = False
-    #: Whether the term reads ``t`` itself (not only through input signals).
-    #: Terms that do not can be evaluated on many time nodes in one call.
+    #: Whether the term depends on the velocity ``v``.  Assumed (the safe default) unless a
+    #: subclass declares otherwise: :class:`PotentialTerm` sets it false, :class:`glep.UFLTerm`
+    #: derives it from its expression.  A system is separable when its only velocity-dependent
+    #: term is one :class:`KineticTerm`.
+    depends_on_velocity: bool = True
+    #: Whether the term reads ``t`` itself *and needs it as a scalar*: callers then evaluate it
+    #: node by node, and the echo cannot replay it backwards.  Terms that do not read ``t``, or
+    #: that accept an array of times (one per batch member, broadcasting against the batch
+    #: axes, like :class:`glep.UFLTerm`), keep it false and are evaluated on many time nodes in
+    #: one call with ``t`` the array of node times.
     explicit_time: bool = False
 
     def __init__(self, n: int):

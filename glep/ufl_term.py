@@ -12,7 +12,9 @@ The batch mesh
 A batch of ``B`` states is an interval mesh of (at least) ``B`` cells on
 ``MPI.COMM_SELF``: ``q``, ``v``, the inputs ``x`` and the directions
 (``dq, dv, a, b, δθ``) are vector (or tensor) DG0 functions holding one batch
-member per cell; parameters ``θ`` and the time ``t`` are
+member per cell, and so is the time ``t`` (a scalar DG0 function): a batch may
+mix time nodes, so the states of all ``N + 1`` nodes of a trajectory are
+evaluated in one kernel call.  Parameters ``θ`` are
 :class:`dolfinx.fem.Constant`.  Evaluating a compiled expression at the cell
 midpoints gives one row per batch member.  Extra leading axes (the ``K``
 tangents of ``hessian_action`` and ``theta_jvp``) are flattened into the batch.
@@ -36,7 +38,10 @@ the time spent compiling and evaluating.
 
 Blocks that vanish symbolically (``ufl.algorithms.expand_derivatives`` returns
 ``Zero``) are never compiled and are returned as ``None`` following the Term
-conventions; in particular ``depends_on_velocity`` is detected from ``∂_v L``.
+conventions; in particular ``depends_on_velocity`` is detected from ``∂_v L``
+and :attr:`UFLTerm.reads_time` from the terminals of ``L``.  A term with
+``∂_v L ≡ 0`` is a potential ``L = −V(q, θ, x, t)``: the system treats it like
+a :class:`glep.PotentialTerm` (separable with one kinetic term).
 
 Complex inputs
 --------------
@@ -226,6 +231,7 @@ class _Context:
             self.fields["x:" + name] = (function((m,)), (m,))
         for name, shape in term.parameters.items():
             self.fields["dth:" + name] = (function(shape), shape)
+        self.fields["t"] = (function(()), ())
         # Cached writable views of the DG0 values, one row per cell (``None`` permutation when
         # the dof of cell c is block c, as on a serial interval mesh).
         self.views: dict[str, tuple[Array, Array | None]] = {}
@@ -234,15 +240,13 @@ class _Context:
             identity = np.array_equal(perm, np.arange(capacity))
             self.views[k] = (fn.x.array.reshape(capacity, _size(shape)), None if identity else perm)
         self.theta = {k: fem.Constant(self.mesh, np.zeros(s, dtype=dtype)) for k, s in term.parameters.items()}
-        self.t = fem.Constant(self.mesh, dtype(0.0))
         self.theta_views = {k: c._cpp_object.value for k, c in self.theta.items()}
-        self.t_view = self.t._cpp_object.value
         f = {k: fv for k, (fv, _) in self.fields.items()}
         dirs = {k: f[k] for k in ("dq", "dv", "a", "b")}
         dirs.update({k: f[k] for k in f if k.startswith("dth:")})
         x = {name: f["x:" + name] for name in term.inputs}
-        self.blocks = _Blocks(term, f["q"], f["v"], self.theta, x, self.t, dirs)
-        self.kernels: dict[str, tuple[object, list[tuple[str, tuple[int, ...]]]]] = {}
+        self.blocks = _Blocks(term, f["q"], f["v"], self.theta, x, f["t"], dirs)
+        self.kernels: dict[str, _Kernel | None] = {}
 
     def set_field(self, name: str, values: Array, lead: tuple[int, ...], B: int) -> None:
         """Write ``values`` (broadcast to ``lead + shape``) into the first ``B`` cells."""
@@ -254,10 +258,98 @@ class _Context:
             view[perm[:B]] = np.broadcast_to(values, lead + shape).reshape(B, -1)
 
 
-class UFLTerm(Term):
-    explicit_time = True  # the expression may read t: evaluate node by node
+class _Kernel:
+    """A compiled kernel group and how its inputs are packed.
 
+    The kernel reads DG0 coefficients (batch fields) and constants (parameters).
+    For a DG0 coefficient the packed per-cell data is just its values, so the
+    coefficient array ``w`` of shape ``(B, Σ sizes)`` is filled straight from
+    the NumPy inputs (in the kernel's coefficient order) and handed with the
+    packed constants to ``tabulate_expression``; nothing is copied into the
+    dolfinx functions.  This direct path is checked once against
+    :meth:`dolfinx.fem.Expression.eval` on random data; if it disagrees (or
+    the C++ entry points differ), every call takes ``eval``.
+    """
+
+    def __init__(self, expr: object, layout: list[tuple[str, tuple[int, ...]]], ctx: _Context):
+        from ufl.algorithms.analysis import extract_coefficients, extract_constants
+
+        self.expr = expr
+        self.layout = layout
+        self.width = sum(_size(shape) for _, shape in layout)
+        self.fast = False
+        try:
+            ufcx = expr._ufcx_expression
+            original = extract_coefficients(expr.ufl_expression)
+            names = {id(fn): name for name, (fn, _) in ctx.fields.items()}
+            self.coefficients, off = [], 0
+            for i in range(ufcx.num_coefficients):
+                name = names[id(original[ufcx.original_coefficient_positions[i]])]
+                size = _size(ctx.fields[name][1])
+                self.coefficients.append((name, off, size, ctx.fields[name][1]))
+                off += size
+            self.n_coefficients = off
+            params = {id(c): k for k, c in ctx.theta.items()}
+            self.constants = [params[id(c)] for c in extract_constants(expr.ufl_expression)]
+            self.fast = self._agrees_with_eval(ctx)
+        except Exception:  # noqa: BLE001 - any mismatch of dolfinx internals: use the public eval
+            self.fast = False
+
+    def _agrees_with_eval(self, ctx: _Context) -> bool:
+        """Run both paths on random fields and parameters (3 cells) and compare."""
+        rng = np.random.default_rng(0)
+        B = min(3, ctx.capacity)
+        fields = {name: 0.5 + rng.random((B,) + shape) for name, (_, shape) in ctx.fields.items()}
+        theta = {k: 0.5 + rng.random(c.value.shape) for k, c in ctx.theta.items()}
+        if np.issubdtype(ctx.dtype, np.complexfloating):
+            fields = {k: a + 0.1j * rng.random(a.shape) for k, a in fields.items()}
+        direct = self.run(ctx, (B,), B, fields, theta)
+        via_eval = self.run_eval(ctx, (B,), B, fields, theta)
+        return bool(np.allclose(direct, via_eval, rtol=1e-13, atol=0.0, equal_nan=True))
+
+    def run(self, ctx: _Context, lead: tuple[int, ...], B: int, fields: Mapping[str, Array],
+            theta: Mapping[str, Array]) -> Array:
+        """The flat kernel values, ``(B, width)``, by direct packing."""
+        from dolfinx import cpp
+
+        w = np.zeros((B, self.n_coefficients), ctx.dtype)
+        wl = w.reshape(lead + (self.n_coefficients,))  # a view: one row per batch member, batch axes kept
+        for name, off, size, shape in self.coefficients:
+            val = fields.get(name)
+            if val is None:
+                continue
+            if len(shape) == 1:
+                wl[..., off:off + size] = val  # NumPy broadcasting over the batch axes
+            elif not shape:
+                wl[..., off] = val
+            else:
+                w[:, off:off + size] = np.broadcast_to(val, lead + shape).reshape(B, size)
+        c = np.zeros(0, ctx.dtype)
+        if self.constants:
+            c = np.concatenate([np.ravel(theta[k]) for k in self.constants]).astype(ctx.dtype)
+        values = np.zeros((B, 1, self.width), ctx.dtype)
+        cpp.fem.tabulate_expression(values, self.expr._cpp_object, c, w, ctx.mesh._cpp_object, ctx.cells[:B])
+        return values.reshape(B, self.width)
+
+    def run_eval(self, ctx: _Context, lead: tuple[int, ...], B: int, fields: Mapping[str, Array],
+                 theta: Mapping[str, Array]) -> Array:
+        """The flat kernel values, ``(B, width)``, through the dolfinx functions and ``Expression.eval``."""
+        for name, values in fields.items():
+            ctx.set_field(name, values, lead, B)
+        for k, val in theta.items():
+            ctx.theta_views[k][...] = val
+        return self.expr.eval(ctx.mesh, ctx.cells[:B]).reshape(B, -1)
+
+
+class UFLTerm(Term):
     r"""A Lagrangian term given by one UFL expression; all derivatives are derived by UFL.
+
+    What the expression reads decides how the term is used: one whose ``∂_v L``
+    vanishes symbolically is a potential (``L = −V(q, θ, x, t)``), so with one
+    :class:`~glep.terms.KineticTerm` the system is separable (Störmer–Verlet,
+    RHEL).  The time ``t`` is a per-point field of the batch mesh, so the term
+    accepts an array of times (one per batch member) and many time nodes are
+    evaluated in one kernel call (``explicit_time`` is therefore false).
 
     Parameters
     ----------
@@ -271,12 +363,16 @@ class UFLTerm(Term):
         input signal) and ``t`` a UFL scalar.  The same function is returned
         by :meth:`ufl_lagrangian` for the finite-element backend.  Use holomorphic operations (``ufl.dot``,
         ``ufl.elem_mult``, powers, ``cos``, ``exp``, ``ln`` ...) to keep
-        complex-step nudging available.
+        complex-step nudging available.  An expression that does not read
+        ``v`` makes the term a potential; one that reads ``t`` is evaluated
+        with an array ``t`` (one time per batch member) on many nodes at once
+        and replayed as ``t → T − t`` by the echo (:meth:`time_reversed`).
     parameters:
         Trainable parameters, name -> shape.
     inputs:
         Input signals read by the term: a mapping name -> dimension, or a
-        sequence of names (dimensions are then read from the first call).
+        sequence of names (dimensions are then read from the system's signals
+        or from the first call).
     depends_on_velocity:
         ``None`` (default) detects it from ``∂_v L`` symbolically; an explicit
         ``False`` is checked against the expression.
@@ -287,7 +383,9 @@ class UFLTerm(Term):
     ----------
     stats:
         ``compiles``, ``compile_seconds``, ``evals``, ``eval_seconds``,
-        ``contexts`` (batch meshes created).
+        ``contexts`` (batch meshes created), ``eval_fallbacks`` (kernels
+        evaluated through ``Expression.eval`` because the direct packing did
+        not reproduce it; normally 0).
 
     Examples
     --------
@@ -296,6 +394,9 @@ class UFLTerm(Term):
     ...     return 0.5 * (1 + q[0] ** 2) * v[0] ** 2 - th["k"] * (1 - ufl.cos(q[0]))
     >>> term = UFLTerm(1, lag, parameters={"k": ()})
     """
+
+    #: ``t`` may be an array of per-member times: callers need not evaluate node by node.
+    explicit_time = False
 
     #: Names of the derivative blocks (``<kind>:<parameter>`` for parameter blocks).
     BLOCKS = ("L", "Lq", "Lv", "Hq_dq", "Hq_dv", "Hv_dq", "Hv_dv", "T", "Va", "Vb", "Jq", "Jv")
@@ -326,9 +427,12 @@ class UFLTerm(Term):
             self.input_dims = {}
         self._declared_velocity = depends_on_velocity
         self._zero: dict[str, bool] | None = None
+        self._reads_time = True
+        self._reversed: dict[float, UFLTerm] = {}
         self._contexts: dict[tuple[int, str], _Context] = {}
         self._by_batch: dict[tuple[int, type], _Context] = {}
-        self.stats = {"compiles": 0, "compile_seconds": 0.0, "evals": 0, "eval_seconds": 0.0, "contexts": 0}
+        self.stats = {"compiles": 0, "compile_seconds": 0.0, "evals": 0, "eval_seconds": 0.0, "contexts": 0,
+                      "eval_fallbacks": 0}
         if self._dims_known():
             self._analyse()
 
@@ -358,31 +462,73 @@ class UFLTerm(Term):
         dirs.update({"dth:" + p: coefficient(s) for p, s in self.parameters.items()})
         theta = {p: ufl.Constant(domain, shape=s) for p, s in self.parameters.items()}
         x = {k: coefficient((self.input_dims[k],)) for k in self.inputs}
-        blocks = _Blocks(self, coefficient((n,)), coefficient((n,)), theta, x, ufl.Constant(domain), dirs)
-        zero = {name: _is_zero(blocks.get(name)) for name in self._block_names()}
+        t = coefficient(())
+        try:
+            blocks = _Blocks(self, coefficient((n,)), coefficient((n,)), theta, x, t, dirs)
+            zero = {name: _is_zero(blocks.get(name)) for name in self._block_names()}
+        except InputError:
+            raise
+        except Exception as exc:  # the user's expression: shapes or operations UFL refuses
+            dims = {k: (self.input_dims[k],) for k in self.inputs}
+            raise InputError(f"UFLTerm {self.label!r}: expr(q, v, theta, x, t) failed for q, v of shape ({n},), "
+                             f"parameters {self.parameters}, inputs {dims}: {type(exc).__name__}: {exc}") from exc
         if self._declared_velocity is False and not zero["Lv"]:
             raise InputError(f"UFLTerm {self.label!r} was declared depends_on_velocity=False but its "
                              "expression depends on v")
+        self._reads_time = any(node is t for node in unique_pre_traversal(_expand(blocks.L)))
         self._zero = zero
         return zero
+
+    def _analysis_or_error(self, what: str) -> dict[str, bool]:
+        """The symbolic analysis; a clear error if input dimensions are still unknown."""
+        if self._zero is None and not self._dims_known():
+            missing = [k for k in self.inputs if k not in self.input_dims]
+            raise InputError(f"UFLTerm {self.label!r}: give the input dimensions (inputs={{name: dim}}) for "
+                             f"{missing} to detect {what} before the first evaluation")
+        return self._analyse()
+
+    def set_input_dims(self, dims: Mapping[str, int]) -> None:
+        """Learn the dimensions of the inputs the term reads (e.g. from a system's signals).
+
+        Arguments
+        ---------
+        dims:
+            name -> dimension ``m`` of the input vector ``x[name]``; names the term
+            does not read are ignored.
+
+        Raises
+        ------
+        InputError
+            A dimension contradicts one declared or learnt before.
+        """
+        for k in self.inputs:
+            if k not in dims:
+                continue
+            m = int(dims[k])
+            if k in self.input_dims and self.input_dims[k] != m:
+                raise InputError(f"UFLTerm {self.label!r} reads input {k!r} of dimension {self.input_dims[k]}, "
+                                 f"but the signal {k!r} has dimension {m}")
+            self.input_dims[k] = m
 
     @property
     def depends_on_velocity(self) -> bool:  # type: ignore[override]
         """Whether ``∂_v L`` is not identically zero (detected symbolically)."""
-        if self._zero is None and not self._dims_known():
-            if self._declared_velocity is not None:
-                return bool(self._declared_velocity)
-            missing = [k for k in self.inputs if k not in self.input_dims]
-            raise InputError(f"UFLTerm {self.label!r}: give the input dimensions (inputs={{name: dim}}) for "
-                             f"{missing} to detect depends_on_velocity before the first evaluation")
-        if self._declared_velocity is not None:
-            self._analyse()
+        if self._zero is None and not self._dims_known() and self._declared_velocity is not None:
             return bool(self._declared_velocity)
-        return not self._analyse()["Lv"]
+        zero = self._analysis_or_error("depends_on_velocity")
+        if self._declared_velocity is not None:
+            return bool(self._declared_velocity)
+        return not zero["Lv"]
 
     @depends_on_velocity.setter
     def depends_on_velocity(self, value: bool) -> None:
         self._declared_velocity = bool(value)
+
+    @property
+    def reads_time(self) -> bool:
+        """Whether the expression reads ``t`` itself (not only through input signals), detected symbolically."""
+        self._analysis_or_error("reads_time")
+        return self._reads_time
 
     def nonzero_blocks(self) -> list[str]:
         """Names of the derivative blocks that do not vanish symbolically."""
@@ -432,17 +578,16 @@ class UFLTerm(Term):
         self._by_batch[(B, dtype)] = ctx
         return ctx
 
-    def _kernel(self, ctx: _Context, group: str) -> tuple[object, list[tuple[str, tuple[int, ...]]]]:
-        got = ctx.kernels.get(group)
-        if got is not None:
-            return got
+    def _kernel(self, ctx: _Context, group: str) -> _Kernel | None:
+        if group in ctx.kernels:
+            return ctx.kernels[group]
         from dolfinx import fem
         from mpi4py import MPI
 
         layout = self._variant(ctx, group)
         if not layout:
-            ctx.kernels[group] = (None, [])
-            return ctx.kernels[group]
+            ctx.kernels[group] = None
+            return None
         flat = ufl.as_vector([c for _, e, _ in layout for c in _components(e)])
         flat = _expand(flat)
         if np.issubdtype(ctx.dtype, np.complexfloating):
@@ -457,7 +602,9 @@ class UFLTerm(Term):
             raise
         self.stats["compile_seconds"] += time.perf_counter() - t0
         self.stats["compiles"] += 1
-        ctx.kernels[group] = (kernel, [(name, shape) for name, _, shape in layout])
+        ctx.kernels[group] = _Kernel(kernel, [(name, shape) for name, _, shape in layout], ctx)
+        if not ctx.kernels[group].fast:
+            self.stats["eval_fallbacks"] += 1
         return ctx.kernels[group]
 
     # -- evaluation -----------------------------------------------------------
@@ -491,23 +638,18 @@ class UFLTerm(Term):
         return out
 
     def _evaluate(self, group: str, lead: tuple[int, ...], fields: dict[str, Array], theta: dict[str, Array],
-                  t: float, complex_: bool) -> dict[str, Array]:
+                  complex_: bool) -> dict[str, Array]:
         """Evaluate a kernel group on the batch ``lead``; return its blocks shaped ``lead + shape``."""
         B = _size(lead)
         dtype = np.complex128 if complex_ else np.float64
         ctx = self._context(B, dtype)
-        kernel, layout = self._kernel(ctx, group)
+        kernel = self._kernel(ctx, group)
         if kernel is None:
             return {}
         t0 = time.perf_counter()
-        for name, values in fields.items():
-            ctx.set_field(name, values, lead, B)
-        for k, val in theta.items():
-            ctx.theta_views[k][...] = val
-        ctx.t_view[...] = np.real(t)
-        raw = kernel.eval(ctx.mesh, ctx.cells[:B]).reshape(B, -1)
+        raw = (kernel.run if kernel.fast else kernel.run_eval)(ctx, lead, B, fields, theta)
         out, off = {}, 0
-        for name, shape in layout:
+        for name, shape in kernel.layout:
             s = _size(shape)
             out[name] = raw[:, off:off + s].reshape(lead + shape)
             off += s
@@ -515,25 +657,44 @@ class UFLTerm(Term):
         self.stats["eval_seconds"] += time.perf_counter() - t0
         return out
 
-    def _prepare(self, q: Array, v: Array | None, theta: Params, x: Inputs | None, t: float,
+    def _time(self, t: float | Array | None) -> Array | None:
+        """The time as a real array (a scalar, or one time per batch member), ``None`` if not read.
+
+        A velocity-free term evaluated at many time nodes at once receives the
+        node times as an array broadcasting against the batch axes; they fill
+        the per-cell field ``t`` of the batch mesh, so one kernel call covers
+        every node.
+        """
+        if t is not None and np.asarray(t).dtype.kind == "c":
+            raise InputError(f"t must be real, got {t!r}")
+        if not self._reads_time:
+            return None
+        if t is None:
+            raise InputError(f"UFLTerm {self.label!r} reads t: give the time (a number, or an array of one time "
+                             "per batch member), got None")
+        try:
+            return np.asarray(t, dtype=float)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"t must be a real number or an array of times, got {t!r}") from exc
+
+    def _prepare(self, q: Array, v: Array | None, theta: Params, x: Inputs | None, t: float | Array | None,
                  extra: Mapping[str, Array | None]) -> tuple[tuple[int, ...], dict[str, Array], dict[str, Array], bool]:
         """Validate arguments and return ``(lead, fields, theta, complex)``."""
         x = x or {}
         self._learn_dims(x)
         zero = self._analyse()
         q = self._check_vec(q, "q")
-        if v is None:
+        fields: dict[str, Array] = {"q": q}
+        leads = [q.shape[:-1]]
+        if v is None:  # the kernels of a velocity-free term do not read v
             if not zero["Lv"]:
                 raise InputError(f"UFLTerm {self.label!r} depends on the velocity: v must not be None")
-            v = np.zeros(1, dtype=q.dtype)
-            vlead: tuple[int, ...] = ()
         else:
-            v = self._check_vec(v, "v")
-            vlead = v.shape[:-1]
+            fields["v"] = v = self._check_vec(v, "v")
+            leads.append(v.shape[:-1])
         th = self._theta(theta)
         xs = {k: np.asarray(x[k]) for k in self.inputs}
-        leads = [q.shape[:-1], vlead] + [a.shape[:-1] for a in xs.values()]
-        fields: dict[str, Array] = {"q": q, "v": v}
+        leads += [a.shape[:-1] for a in xs.values()]
         for k, a in xs.items():
             fields["x:" + k] = a
         for name, arr in extra.items():
@@ -541,21 +702,23 @@ class UFLTerm(Term):
                 arr = self._check_vec(arr, name)
                 leads.append(arr.shape[:-1])
                 fields[name] = arr
+        times = self._time(t)
+        if times is not None:
+            leads.append(times.shape)
+            fields["t"] = times
         try:
-            lead = np.broadcast_shapes(*leads)
+            lead = leads[0] if all(s == leads[0] for s in leads) else np.broadcast_shapes(*leads)
         except ValueError as exc:
-            raise InputError(f"batch shapes do not broadcast: {leads}") from exc
-        if np.iscomplexobj(t):
-            raise InputError(f"t must be real, got {t!r}")
-        arrays = list(fields.values()) + list(th.values())
-        complex_ = any(np.iscomplexobj(a) for a in arrays)
+            raise InputError(f"batch shapes do not broadcast: {leads} (q, v, inputs, directions"
+                             f"{', t' if times is not None else ''})") from exc
+        complex_ = any(a.dtype.kind == "c" for a in fields.values()) or any(a.dtype.kind == "c" for a in th.values())
         return tuple(lead), fields, th, complex_
 
     # -- Term interface -------------------------------------------------------
     def lagrangian(self, q: Array, v: Array | None, theta: Params, x: Inputs, t: float) -> Array:
         """Value of the term, shape ``(B,)``."""
         lead, fields, th, cplx = self._prepare(q, v, theta, x, t, {})
-        out = self._evaluate("grad", lead, fields, th, t, cplx)
+        out = self._evaluate("grad", lead, fields, th, cplx)
         if "L" in out:
             return out["L"]
         return np.zeros(lead, np.complex128 if cplx else np.float64)
@@ -567,7 +730,7 @@ class UFLTerm(Term):
         zero = self._analyse()
         if zero["Lq"] and zero["Lv"]:
             return None, None
-        out = self._evaluate("grad", lead, fields, th, t, cplx)
+        out = self._evaluate("grad", lead, fields, th, cplx)
         return out.get("Lq"), out.get("Lv")
 
     def hessian_action(self, q: Array, v: Array | None, theta: Params, x: Inputs, t: float,
@@ -582,7 +745,7 @@ class UFLTerm(Term):
         dt = np.complex128 if cplx else np.float64
         for name in ("dq", "dv"):
             fields.setdefault(name, np.zeros(self.n, dt))
-        out = self._evaluate("hess", lead, fields, th, t, cplx)
+        out = self._evaluate("hess", lead, fields, th, cplx)
         hq = out.get("Hq") if want_q else None
         hv = out.get("Hv") if want_v else None
         if want_q and hq is None:
@@ -599,7 +762,7 @@ class UFLTerm(Term):
         zero = self._analyse()
         out = {}
         if any(not zero["T:" + p] for p in self.parameters):
-            out = self._evaluate("theta", lead, fields, th, t, cplx)
+            out = self._evaluate("theta", lead, fields, th, cplx)
         return {p: g.reshape((-1,) + self.parameters[p]).sum(axis=0)
                 for p in self.parameters if (g := out.get("T:" + p)) is not None}
 
@@ -621,7 +784,7 @@ class UFLTerm(Term):
         dt = np.complex128 if cplx else np.float64
         for name in ("a", "b"):
             fields.setdefault(name, np.zeros(self.n, dt))
-        out = self._evaluate("theta", lead, fields, th, t, cplx)
+        out = self._evaluate("theta", lead, fields, th, cplx)
         return {p: out["V:" + p].reshape((-1,) + self.parameters[p]).sum(axis=0) for p in wanted}
 
     def theta_jvp(self, q: Array, v: Array | None, theta: Params, x: Inputs, t: float,
@@ -654,7 +817,7 @@ class UFLTerm(Term):
                 fields["dth:" + p] = d[p].reshape((K,) + ones + shape)
             else:
                 fields["dth:" + p] = np.zeros(shape, dt)
-        out = self._evaluate("jvp", full, fields, th, t, cplx)
+        out = self._evaluate("jvp", full, fields, th, cplx)
         jq = out.get("Jq", np.zeros(full + (self.n,), dt)) if want_q else None
         jv = out.get("Jv", np.zeros(full + (self.n,), dt)) if want_v else None
         return jq, jv
@@ -663,6 +826,41 @@ class UFLTerm(Term):
                        t: UFLExpr) -> UFLExpr:
         """The user's expression ``expr(q, v, theta, x, t)``."""
         return self._expr(q, v, theta, x, t)
+
+    def time_reversed(self, T: float) -> UFLTerm:
+        r"""The term replayed backwards on ``[0, T]``: ``L̃(q, v, θ, x, t) = L(q, v, θ, x, T − t)``.
+
+        The echo integrates the system with every input signal reversed
+        (:meth:`glep.Signal.reversed`); a term reading ``t`` itself must be
+        reversed with them.  A term that does not read ``t`` is returned
+        unchanged; reversed terms are cached per ``T`` (their kernels are
+        compiled once).
+
+        Arguments
+        ---------
+        T:
+            The horizon.
+
+        Returns
+        -------
+        UFLTerm
+            ``self`` or the reversed term (same ``n``, parameters and inputs).
+        """
+        if not self.reads_time:
+            return self
+        key = float(T)
+        rev = self._reversed.get(key)
+        if rev is None:
+            expr = self._expr
+
+            def reversed_expr(q, v, theta, x, t):
+                return expr(q, v, theta, x, key - t)
+
+            inputs = dict(self.input_dims) if self._dims_known() else self.inputs
+            rev = UFLTerm(self.n, reversed_expr, self.parameters, inputs, self._declared_velocity,
+                          name=f"{self.label} (reversed on [0, {key:g}])")
+            self._reversed[key] = rev
+        return rev
 
     def describe(self) -> str:
         return f"UFLTerm({self.label})"

@@ -83,16 +83,44 @@ def _generic_adjoint(dl, Q, G):
         lam[j - 1] = dl.solve_d12(j - 1, Q[j - 1], Q[j], r, transpose=True)
     mu = G[0] - dl.hessian_action(0, Q[0], Q[1], lam[0], lam[1])[0]
     theta: dict[str, np.ndarray] = {}
-    for k in range(N):
-        for key, g in dl.theta_vjp(k, Q[k], Q[k + 1], lam[k], lam[k + 1]).items():
-            add_into(theta, key, -g)
+    for key, g in dl.theta_vjp_sum(Q, lam).items():  # every step in one call per term and quadrature node
+        add_into(theta, key, -g)
     return lam, mu, theta
+
+
+def _potential_theta_vjp(dl, terms, Q, lam, acc: dict) -> None:
+    r"""Add ``−Σ_{j<N} w_j Σ_batch ∂_θ(∂_q L_i(q_j, t_j)·λ_j)`` of velocity-free terms into ``acc``.
+
+    ``theta_vjp`` is linear in its direction, so the trapezoid weights go into
+    ``w_j λ_j`` and every node ``j < N`` (``λ_N = 0``) is one batch member of a
+    single call per term, with one time per member.  Terms that need a scalar
+    ``t`` (``explicit_time``) are called node by node.
+    """
+    N, th = dl.N, dl.theta
+    B, n = Q.shape[1], Q.shape[2]
+    scalar = [term for term in terms if term.explicit_time]
+    for j in range(N):
+        for term in scalar:
+            for key, g in term.theta_vjp(Q[j], None, th, dl.node_inputs(j), dl.node_time(j), lam[j], None).items():
+                add_into(acc, key, -dl.node_weight(j) * g)
+    batched = [term for term in terms if not term.explicit_time]
+    if not batched or N == 0:
+        return
+    w = np.array([dl.node_weight(j) for j in range(N)])
+    times = np.repeat(np.array([dl.node_time(j) for j in range(N)], dtype=float), B)
+    x = {k: np.broadcast_to(a[:N], (N, B, a.shape[-1])).reshape(N * B, a.shape[-1])
+         for k, a in dl.all_node_inputs().items()}
+    q = Q[:N].reshape(N * B, n)
+    a = (w[:, None, None] * lam[:N]).reshape(N * B, n)
+    for term in batched:
+        for key, g in term.theta_vjp(q, None, th, x, times, a, None).items():
+            add_into(acc, key, -g)
 
 
 def _explicit_adjoint(dl, Q, G):
     """Störmer–Verlet: ``D₁₂ = −M/h``, ``D₁₁(j) + D₂₂(j−1) = 2M/h + h ∂²_q L``."""
     N, h = dl.N, dl.h
-    sys, th = dl.system, dl.theta
+    sys = dl.system
     lam = np.zeros_like(Q)
     lam[N - 1] = -h * dl.mass_solve(G[N])
     for j in range(N - 1, 0, -1):
@@ -103,13 +131,7 @@ def _explicit_adjoint(dl, Q, G):
                  - dl.mass_apply(lam[1]) / h)
     theta: dict[str, np.ndarray] = {}
     potentials = [term for term in sys.terms if not term.depends_on_velocity and term.parameters]
-    for j in range(N):  # lam[N] = 0: the last node does not contribute
-        t = dl.node_time(j)
-        x = dl.node_inputs(j)
-        w = dl.node_weight(j)
-        for term in potentials:
-            for key, g in term.theta_vjp(Q[j], None, th, x, t, lam[j], None).items():
-                add_into(theta, key, -w * g)
+    _potential_theta_vjp(dl, potentials, Q, lam, theta)
     kin = sys.kinetic
     for k in range(N):
         vbar = (Q[k + 1] - Q[k]) / h

@@ -53,12 +53,14 @@ def _flat_inputs(X: dict, sel, B: int) -> dict:
     return out
 
 
-def trapezoid_node_sum(terms, theta, Q, h: float, X: dict) -> dict:
-    """``Σ_j w_j Σ_batch ∂_θL_i(q_j)`` for position-only terms, trapezoid weights.
+def trapezoid_node_sum(terms, theta, Q, h: float, X: dict, times: np.ndarray) -> dict:
+    """``Σ_j w_j Σ_batch ∂_θL_i(q_j, t_j)`` for position-only terms, trapezoid weights.
 
-    ``Q`` is ``(N+1, B, n)`` and ``X`` the signals at the grid nodes
-    ``(N+1, B or 1, m)``.  Terms return batch sums, so the interior nodes
-    (weight ``h``) and the two ends (weight ``h/2``) are two calls per term.
+    ``Q`` is ``(N+1, B, n)``, ``X`` the signals at the grid nodes
+    ``(N+1, B or 1, m)`` and ``times`` the node times ``(N+1,)``, passed to the
+    terms as one time per flattened batch member.  Terms return batch sums, so
+    the interior nodes (weight ``h``) and the two ends (weight ``h/2``) are two
+    calls per term.
     """
     N1, B, n = Q.shape
     acc: dict = {}
@@ -70,8 +72,9 @@ def trapezoid_node_sum(terms, theta, Q, h: float, X: dict) -> dict:
         if qs.size == 0:
             continue
         xs = _flat_inputs(X, sel, B)
+        ts = np.repeat(np.asarray(times, dtype=float)[sel], B)
         for term in terms:
-            for key, g in term.theta_gradient(qs, None, theta, xs, None).items():
+            for key, g in term.theta_gradient(qs, None, theta, xs, ts).items():
                 acc[key] = acc.get(key, 0.0) + weight * g
     return acc
 MIDPOINT = QuadratureRule("midpoint (Gauss 1)", (0.5,), (1.0,))
@@ -140,7 +143,8 @@ class DiscreteLagrangian:
     def theta_gradient_sum(self, Q):
         """``Σ_k Σ_batch ∂_θ L_d(q_k, q_{k+1})`` along a stored trajectory (the contrast).
 
-        Evaluated on all steps at once when no term reads ``t`` explicitly.
+        Evaluated on all steps at once (the terms receive one time per step and
+        batch member), unless a term needs a scalar ``t`` (``explicit_time``).
         """
         if any(term.explicit_time for term in self.system.terms):
             acc: dict = {}
@@ -154,7 +158,7 @@ class DiscreteLagrangian:
         if self.rule == TRAPEZOID:
             # Lobatto nodes are grid nodes: position-only terms once per node
             acc = trapezoid_node_sum([t for t in terms if not t.depends_on_velocity], self.theta, Q, h,
-                                     self.all_node_inputs())
+                                     self.all_node_inputs(), self.grid.times)
             terms = [t for t in terms if t.depends_on_velocity]
         else:
             acc = {}
@@ -164,9 +168,38 @@ class DiscreteLagrangian:
         for c, w in zip(self._c, self._w):
             q = ((1.0 - c) * Q[:-1] + c * Q[1:]).reshape(N * B, n)
             x = self._inputs_on_steps(c, B)
+            t = np.repeat((np.arange(N) + c) * h, B)
             for term in terms:
-                for key, g in term.theta_gradient(q, v, self.theta, x, None).items():
+                for key, g in term.theta_gradient(q, v, self.theta, x, t).items():
                     acc[key] = acc.get(key, 0.0) + h * w * g
+        return acc
+
+    def theta_vjp_sum(self, Q, Lam):
+        """``Σ_k Σ_batch ∂_θ (D₁L_d(q_k, q_{k+1})·λ_k + D₂L_d(q_k, q_{k+1})·λ_{k+1})`` along ``Q``.
+
+        The adjoint's parameter gradient (up to sign).  ``theta_vjp`` is linear
+        in its directions, so the quadrature weights ``h w_i`` go into them and
+        every step is one batch member of a single call per quadrature node
+        (one time per member), unless a term needs a scalar ``t``.
+        """
+        if any(term.explicit_time for term in self.system.terms):
+            acc: dict = {}
+            for k in range(self.N):
+                for key, g in self.theta_vjp(k, Q[k], Q[k + 1], Lam[k], Lam[k + 1]).items():
+                    acc[key] = acc.get(key, 0.0) + g
+            return acc
+        N, h = self.N, self.h
+        B, n = Q.shape[1], Q.shape[2]
+        v = ((Q[1:] - Q[:-1]) / h).reshape(N * B, n)
+        b = ((Lam[1:] - Lam[:-1]) / h).reshape(N * B, n)
+        acc = {}
+        for c, w in zip(self._c, self._w):
+            q = ((1.0 - c) * Q[:-1] + c * Q[1:]).reshape(N * B, n)
+            a = ((1.0 - c) * Lam[:-1] + c * Lam[1:]).reshape(N * B, n)
+            t = np.repeat((np.arange(N) + c) * h, B)
+            x = self._inputs_on_steps(c, B)
+            for key, g in self.system.theta_vjp(q, v, self.theta, x, t, h * w * a, h * w * b).items():
+                acc[key] = acc.get(key, 0.0) + g
         return acc
 
     def _nodes(self, k, q0, q1):
@@ -352,6 +385,9 @@ class Mirrored:
 
     def theta_vjp(self, j, a, b, a0, a1):
         return self.base.theta_vjp(self._k(j), b, a, a1, a0)
+
+    def theta_vjp_sum(self, Q, Lam):
+        return self.base.theta_vjp_sum(Q[::-1], Lam[::-1])
 
     def theta_jvp(self, j, a, b, dtheta):
         j1, j2 = self.base.theta_jvp(self._k(j), b, a, dtheta)

@@ -23,8 +23,9 @@ from glep.terms import add_into
 
 def _check(system):
     if not system.is_separable:
-        raise InputError("RHEL's leapfrog needs a separable Hamiltonian ½pᵀM⁻¹p + V(q); "
-                         f"{system.name} is not separable (use PFVP backward integration)")
+        raise InputError("RHEL's leapfrog needs a separable Hamiltonian ½pᵀM⁻¹p + V(q, t); "
+                         f"{system.name} is not separable: {system.non_separable_reason} "
+                         "(use PFVP backward integration with the 'midpoint' integrator)")
 
 
 def theta_dH_sum(system, theta, grid, Q):
@@ -49,7 +50,7 @@ def theta_dH_sum(system, theta, grid, Q):
                     add_into(dH, key, -w * g)
         return dH
     X = {k: s.sample(grid.times) for k, s in system.signals.items()}
-    for key, g in trapezoid_node_sum(pots, theta, Q, h, X).items():
+    for key, g in trapezoid_node_sum(pots, theta, Q, h, X, grid.times).items():
         add_into(dH, key, -g)  # ∂_θV = −∂_θL_pot
     return dH
 

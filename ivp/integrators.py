@@ -49,7 +49,9 @@ INTEGRATORS = {"stormer-verlet": StormerVerlet, "midpoint": ImplicitMidpoint,
 
 
 def integrator_for(system: LagrangianSystem, name: str | Integrator | None = None) -> Integrator:
-    """Resolve an integrator; Störmer–Verlet needs a separable system."""
+    """Resolve an integrator: by default Störmer–Verlet for a separable system
+    (:attr:`~glep.system.LagrangianSystem.is_separable`), implicit midpoint otherwise;
+    an explicit Störmer–Verlet request on a non-separable system is refused with the reason."""
     if isinstance(name, Integrator):
         integ = name
     elif name is None:
@@ -59,6 +61,7 @@ def integrator_for(system: LagrangianSystem, name: str | Integrator | None = Non
             raise InputError(f"integrator must be one of {sorted(INTEGRATORS)}, got {name!r}")
         integ = INTEGRATORS[name]()
     if integ.name == "stormer-verlet" and not system.is_separable:
-        raise InputError("integrator 'stormer-verlet' needs a separable Lagrangian ½vᵀMv − V(q); "
-                         f"{system.name} has velocity-dependent terms: use 'midpoint' or 'trapezoid'")
+        raise InputError("integrator 'stormer-verlet' needs a separable Lagrangian ½vᵀMv − V(q, t); "
+                         f"{system.name} is not separable: {system.non_separable_reason}. Use 'midpoint' "
+                         "(the default for a non-separable system) or 'trapezoid'")
     return integ

@@ -109,6 +109,7 @@ def test_structure_matches_ufl(name):
     assert ref.parameters == {k: tuple(s) for k, s in term.parameters.items()}
     assert ref.inputs == tuple(term.inputs)
     assert ref.depends_on_velocity == term.depends_on_velocity
+    assert not ref.reads_time  # the built-in terms read time only through their input signals
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -185,6 +186,7 @@ def test_system_hessian_entries_include_the_nudge():
     want = glep.system.position_hessian_action(sys_, q, theta, x, T_EVAL, dq, 0.3)
     _close(np.einsum("bij,bj->bi", H, dq), want, "system Hessian entries")
     with_ufl = glep.LagrangianSystem(n, [glep.DiagonalMass(n, None), _ref("Harmonic")])
+    assert with_ufl.is_separable  # a velocity-free UFLTerm is a potential
     assert glep.system.position_hessian_entries(with_ufl, q, theta, x, T_EVAL) is None
 
 
