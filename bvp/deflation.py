@@ -106,8 +106,9 @@ def deflated_newton(problem, r0: PETSc.Vec, known: list[PETSc.Vec] | DeflationOp
                     max_it: int = 60, min_step: float = 2.0 ** -12, polish: bool = True) -> NewtonResult:
     r"""One deflated Newton solve from ``r0`` (overwritten): damped Newton on ``G = m F_r``.
 
-    Each iteration takes the deflated Newton step ``τ δ`` (module docstring), halving it until Armijo's
-    condition ``‖G(r + αδ_G)‖ ≤ (1 − 10⁻⁴α) ‖G(r)‖`` holds.  Converged when
+    Each iteration takes the deflated Newton step ``τ δ`` (module docstring), backtracking (quadratic
+    model, factor in ``[1/10, 1/2]``) until Armijo's condition ``‖G(r + αδ_G)‖ ≤ (1 − 10⁻⁴α) ‖G(r)‖``
+    holds.  Converged when
     ``‖F_r‖ ≤ max(atol, rtol·fscale)`` (``fscale`` defaults to ``‖F_r(r0)‖``); then ``polish`` runs SNES
     Newton on ``F_r`` itself to full accuracy.
 
@@ -173,7 +174,7 @@ def deflated_newton(problem, r0: PETSc.Vec, known: list[PETSc.Vec] | DeflationOp
                 gt = op.value(trial) * ft
                 if np.isfinite(gt) and gt <= (1.0 - 1e-4 * alpha) * g:
                     break
-                alpha *= 0.5
+                alpha = _backtrack(alpha, g, gt)
                 if alpha < min_step:
                     raise SolverError("deflated Newton: the line search found no decrease of the deflated "
                                       "residual ‖G‖", reason="line search", history=history)
@@ -196,6 +197,17 @@ def deflated_newton(problem, r0: PETSc.Vec, known: list[PETSc.Vec] | DeflationOp
         its += pol.iterations
     problem.lift(r0)
     return NewtonResult(r0, "DEFLATED_CONVERGED", its, history, time.perf_counter() - t0)
+
+
+def _backtrack(alpha: float, g0: float, g: float) -> float:
+    r"""Next step fraction: minimiser of the quadratic model of ``φ(α) = ½‖G(r + αδ_G)‖²`` through
+    ``φ(0)``, ``φ'(0) = −‖G‖²`` and ``φ(α)``, kept in ``[α/10, α/2]`` (Dennis–Schnabel backtracking)."""
+    if not np.isfinite(g):
+        return 0.1 * alpha
+    phi0, phi, dphi0 = 0.5 * g0 * g0, 0.5 * g * g, -g0 * g0
+    curv = phi - phi0 - dphi0 * alpha
+    new = -dphi0 * alpha * alpha / (2.0 * curv) if curv > 0 else 0.5 * alpha
+    return float(min(max(new, 0.1 * alpha), 0.5 * alpha))
 
 
 def sine_mode(problem, k: int, component: int) -> PETSc.Vec:
@@ -260,10 +272,11 @@ def deflation_search(problem, starts: list[PETSc.Vec], known: list[PETSc.Vec] = 
 
     Passes over the starts in order; each attempt deflates the ``known`` solutions and all found so far.
     A converged attempt whose ``H¹`` distance to a known or found solution is below
-    ``distinct_tol · max(1, ‖r‖_{H¹})`` is a duplicate (counted as a failure).  A pass that finds a new
-    solution is followed by another pass over all starts; the search stops when a pass finds nothing new
-    (``stopped_by="exhausted"``) or a budget is spent: ``max_solutions`` new solutions, ``max_attempts``
-    deflated Newton runs, or ``max_newton_iterations`` iterations in total.
+    ``distinct_tol · max(1, ‖r‖_{H¹})`` is a duplicate (counted as a failure).  After a new solution every
+    start is tried again with it deflated (a start is re-run only if solutions were added since its last
+    attempt, which would otherwise repeat exactly); the search stops when every start has been tried
+    with every solution deflated (``stopped_by="exhausted"``) or a budget is spent: ``max_solutions`` new
+    solutions, ``max_attempts`` deflated Newton runs, or ``max_newton_iterations`` iterations in total.
 
     Returns
     -------
@@ -277,15 +290,18 @@ def deflation_search(problem, starts: list[PETSc.Vec], known: list[PETSc.Vec] = 
     op = DeflationOperator(problem, list(known), power, shift)
     report = SearchReport()
     fscale = _residual_norm(problem, starts[0])
+    tried_with = [-1] * len(starts)  # number of deflated solutions when each start was last tried
     try:
-        while True:
+        while any(t < len(op.known) for t in tried_with):
             report.passes += 1
-            new_in_pass = False
-            for start in starts:
+            for i, start in enumerate(starts):
+                if tried_with[i] == len(op.known):
+                    continue  # nothing new deflated since this start last failed or succeeded
                 stop = _budget_spent(report, max_solutions, max_attempts, max_newton_iterations)
                 if stop:
                     report.stopped_by = stop
                     return report
+                tried_with[i] = len(op.known)
                 x = start.copy()
                 report.attempts += 1
                 try:
@@ -303,9 +319,7 @@ def deflation_search(problem, starts: list[PETSc.Vec], known: list[PETSc.Vec] = 
                     continue
                 op.add(x)
                 report.solutions.append((x, res))
-                new_in_pass = True
-            if not new_in_pass:
-                return report
+        return report
     finally:
         op.destroy()
 
