@@ -537,9 +537,10 @@ def gradient_flow(problem, r0: PETSc.Vec, *, metric: str = "H1", dt: float = 1e-
     finally:
         F.destroy()
     finite = bool(np.isfinite(fin))
-    if failure is not None and finite:
+    if failure is not None:
         raise SolverError(f"action-gradient flow ({metric} metric) failed after {steps} pseudo-time steps: "
-                          f"{failure}", reason=failure, history=history)
+                          f"{failure}" + ("" if finite else "; the state is no longer finite"),
+                          reason=failure, history=history)
     index, hreport = None, None
     if finite:
         try:

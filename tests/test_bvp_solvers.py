@@ -122,3 +122,13 @@ def test_solved_problems_and_their_systems_are_collected():
     del problem, sys_
     gc.collect()
     assert all(r() is None for r in refs)
+
+
+def test_gradient_flow_reports_a_failed_pseudo_time_step():
+    """A PETSc failure inside the TS is a SolverError naming the TS reason, not swallowed."""
+    sys_, par = bratu_system(2.0)
+    opts = {"snes_max_it": 1, "snes_linesearch_type": "basic", "ts_max_snes_failures": 1,
+            "ts_pseudo_increment": 1e6, "ts_time_step": 1e4}
+    with pytest.raises(glep.SolverError, match="action-gradient flow .* failed after 0 pseudo-time steps: "
+                                               "DIVERGED_NONLINEAR_SOLVE"):
+        solve_bvp(sys_, par, (1.0, 16), ZERO, method="gradient-flow", options=opts)
