@@ -228,10 +228,11 @@ def solve_problem(problem: ReducedProblem, guess=None, *, method: str = "newton"
 def find_problem_solutions(problem: ReducedProblem, guess=None, *, known: list | None = None,
                            max_solutions: int | None = None, max_attempts: int | None = None,
                            max_newton_iterations: int | None = None, modes=(1, 2, 3),
-                           amplitudes=(1.0, 2.0, 4.0), morse: bool = True, singular_tol: float | None = None,
-                           on_singular: str = "raise", **search_kw) -> list[BVPSolution]:
+                           amplitudes=(1.0, 2.0, 4.0), shooting_momenta=None, morse: bool = True,
+                           singular_tol: float | None = None, on_singular: str = "raise",
+                           **search_kw) -> list[BVPSolution]:
     r"""All solutions that deflation reaches from ``guess`` (see :func:`find_solutions`)."""
-    from glep.bvp.deflation import deflation_search, perturbed_starts
+    from glep.bvp.deflation import deflation_search, perturbed_starts, shooting_starts
 
     if on_singular not in ("raise", "none"):
         raise InputError(f"on_singular must be 'raise' or 'none', got {on_singular!r}")
@@ -244,6 +245,8 @@ def find_problem_solutions(problem: ReducedProblem, guess=None, *, known: list |
     r0 = set_guess(problem, guess)
     starts = perturbed_starts(problem, r0, modes=modes, amplitudes=amplitudes)
     r0.destroy()
+    if shooting_momenta is not None:
+        starts += shooting_starts(problem, shooting_momenta)
     try:
         report = deflation_search(problem, starts, known_vecs, max_solutions=max_solutions,
                                   max_attempts=max_attempts, max_newton_iterations=max_newton_iterations,
@@ -283,16 +286,17 @@ def sort_solutions(sols: list[BVPSolution]) -> list[BVPSolution]:
 def find_solutions(system: LagrangianSystem, params: Mapping[str, np.ndarray], mesh, bc: BoundaryCondition, *,
                    guess=None, known: list | None = None, max_solutions: int | None = None,
                    max_attempts: int | None = None, max_newton_iterations: int | None = None,
-                   modes=(1, 2, 3), amplitudes=(1.0, 2.0, 4.0), morse: bool = True,
+                   modes=(1, 2, 3), amplitudes=(1.0, 2.0, 4.0), shooting_momenta=None, morse: bool = True,
                    singular_tol: float | None = None, on_singular: str = "raise", beta: float = 0.0,
                    degree: int = 1, quadrature: str = "gll", quadrature_degree: int | None = None,
                    assembler: str = "fe", comm: MPI.Comm | None = None, **search_kw) -> list[BVPSolution]:
     r"""Every solution deflation finds from one guess, with Morse indices and actions, sorted by action.
 
-    Deflated Newton (:mod:`glep.bvp.deflation`, Farrell–Birkisson–Funke) is run from ``guess`` and from
+    Deflated Newton (:mod:`glep.bvp.deflation`, Farrell–Birkisson–Funke) is run from ``guess``, from
     ``guess ± a e_c sin(kπ(t − t₀)/T)`` for ``k`` in ``modes``, ``a`` in ``amplitudes`` and every
-    component ``c``; each new solution is deflated and the starts are tried again, until a whole pass finds
-    nothing new or a budget runs out.  Distinct means ``H¹`` distance above ``distinct_tol`` (default
+    component ``c``, and optionally from shooting solutions; each new solution is deflated and the
+    starts are tried again, until every start has been tried with every solution deflated or a budget
+    runs out.  Distinct means ``H¹`` distance above ``distinct_tol`` (default
     ``10⁻⁶``, relative).  The same starts and the same collective operations on every rank: the same set
     on any number of ranks.
 
@@ -306,7 +310,11 @@ def find_solutions(system: LagrangianSystem, params: Mapping[str, np.ndarray], m
         Stopping rule: at most this many new solutions, deflated Newton runs, or Newton iterations in total
         (``None``: no limit; the search still ends when a pass over all starts finds nothing new).
     modes, amplitudes:
-        The sine perturbations of the guess (amplitudes in units of ``q``).
+        The sine perturbations of the guess (amplitudes in units of ``q``; ``modes=()`` keeps the guess
+        alone).
+    shooting_momenta:
+        Optional initial momenta ``p₀`` (CBVP only): the discrete solutions that Störmer–Verlet shooting
+        reaches from each are added as starts (:func:`glep.bvp.deflation.shooting_starts`).
     morse, singular_tol, on_singular:
         Compute each Morse index with :func:`glep.bvp.solvers.hessian_report`; a numerically singular
         Hessian raises :class:`glep.SingularHessianError` (``on_singular="raise"``) or leaves
@@ -327,7 +335,8 @@ def find_solutions(system: LagrangianSystem, params: Mapping[str, np.ndarray], m
     problem = ReducedProblem(disc, bc)
     return find_problem_solutions(problem, guess, known=known, max_solutions=max_solutions,
                                   max_attempts=max_attempts, max_newton_iterations=max_newton_iterations,
-                                  modes=modes, amplitudes=amplitudes, morse=morse, singular_tol=singular_tol,
+                                  modes=modes, amplitudes=amplitudes, shooting_momenta=shooting_momenta,
+                                  morse=morse, singular_tol=singular_tol,
                                   on_singular=on_singular, **search_kw)
 
 

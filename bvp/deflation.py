@@ -20,7 +20,9 @@ One deflated iteration from one guess is a chaotic map: which solution it reache
 with rounding.  :func:`deflation_search` therefore runs it from *several* deterministic starting
 points (:func:`perturbed_starts`: the guess and the guess plus sine modes ``a sin(kπ(t − t₀)/T)`` of a
 few amplitudes and both signs), deflating every new solution and restarting from every start until a
-whole pass finds nothing new, or a user budget (solutions, attempts, Newton iterations) runs out.  All
+whole pass finds nothing new, or a user budget (solutions, attempts, Newton iterations) runs out.
+Optionally (:func:`shooting_starts`) the shooting backend adds the discrete CBVP solutions that
+Störmer–Verlet single shooting reaches from a scan of initial momenta.  All
 operations are collective and the starts are the same on any number of ranks, so the set found does
 not depend on the partition.
 """
@@ -252,6 +254,86 @@ def perturbed_starts(problem, r0: PETSc.Vec, *, modes=(1, 2, 3), amplitudes=(1.0
     return starts
 
 
+def shooting_starts(problem, momenta, *, steps: int = 400, maxiter: int = 30) -> list[PETSc.Vec]:
+    r"""Starting points from the shooting backend: discrete CBVP solutions found from a scan of ``p₀``.
+
+    The same CBVP is discretised by Störmer–Verlet on ``steps`` uniform steps (:mod:`glep.ivp`).  For one
+    degree of freedom the scan is a shooting scan: ``q_N(p₀) − q_T`` is evaluated for every ``p₀`` in
+    ``momenta`` at once (one batched integration), each sign change between neighbours is refined by
+    Brent's method, and the trajectory of each root is a start.  For ``n > 1`` every ``p₀`` (shape
+    ``(n,)``) is the initial guess of single-shooting Newton (:func:`glep.ivp.shooting.shoot_cbvp`), and
+    failed shots are skipped.  Each trajectory is interpolated onto the mesh.  NumPy on every rank with
+    the same data: the same starts on any number of ranks.
+    """
+    from glep.grid import TimeGrid
+
+    spec = problem.spec
+    if set(spec.trial_fixed) != {"0", "T"} or spec.periodic:
+        raise InputError(f"shooting starts need a CBVP (both ends pinned), got {spec.label}")
+    n = problem.n
+    p0s = [np.broadcast_to(np.asarray(p, dtype=float), (n,)) for p in momenta]
+    if not p0s or any(not np.all(np.isfinite(p)) for p in p0s):
+        raise InputError("shooting_momenta must be a non-empty list of finite momenta")
+    grid = TimeGrid(problem.T - problem.t0, int(steps))
+    q0, qT = spec.trial_fixed["0"], spec.trial_fixed["T"]
+    if n == 1:
+        trajectories = _scan_roots(problem, grid, q0, qT, np.sort([float(p[0]) for p in p0s]))
+    else:
+        trajectories = _shots(problem, grid, q0, qT, p0s, maxiter)
+    return [_interpolated(problem, grid, q) for q in trajectories]
+
+
+def _scan_roots(problem, grid, q0, qT, scan: np.ndarray) -> list[np.ndarray]:
+    """Störmer–Verlet trajectories ``(N+1, n)`` whose ``q_N`` hits ``q_T``, one per sign change of the scan."""
+    from scipy.optimize import brentq
+
+    from glep.ivp.discrete import TRAPEZOID, DiscreteLagrangian
+    from glep.ivp.stepping import integrate
+
+    disc = problem.disc
+    dl = DiscreteLagrangian(disc.system, disc.theta, grid, TRAPEZOID, disc.beta)
+
+    def end(p0: np.ndarray) -> np.ndarray:
+        try:
+            qN, _ = integrate(dl, np.full((len(p0), 1), q0[0]), p0[:, None], store=False)
+        except SolverError:  # overflow: no bracket there
+            return np.full(len(p0), np.nan)
+        return np.asarray(qN)[:, 0] - qT[0]
+
+    miss = end(scan)
+    out = []
+    for i in np.flatnonzero(np.isfinite(miss[:-1]) & np.isfinite(miss[1:]) & (np.sign(miss[:-1]) != np.sign(miss[1:]))):
+        root = brentq(lambda s: float(end(np.array([s]))[0]), scan[i], scan[i + 1], xtol=1e-13)
+        Q, _ = integrate(dl, np.full((1, 1), q0[0]), np.full((1, 1), root))
+        out.append(np.asarray(Q)[:, 0, :])
+    return out
+
+
+def _shots(problem, grid, q0, qT, p0s, maxiter) -> list[np.ndarray]:
+    from glep.ivp.shooting import shoot_cbvp
+
+    disc = problem.disc
+    out, seen = [], []
+    for p0 in p0s:
+        try:
+            traj = shoot_cbvp(disc.system, disc.theta, grid, q0, qT, p0_guess=p0, maxiter=maxiter, beta=disc.beta)
+        except SolverError:
+            continue
+        p = np.asarray(traj.p[0, 0]).real
+        if any(np.max(np.abs(p - s)) < 1e-8 for s in seen):
+            continue
+        seen.append(p)
+        out.append(np.asarray(traj.q)[:, 0, :].real)
+    return out
+
+
+def _interpolated(problem, grid, q: np.ndarray) -> PETSc.Vec:
+    from glep.bvp.api import set_guess
+
+    ts = grid.times + problem.t0
+    return set_guess(problem, lambda t: np.stack([np.interp(t, ts, q[:, i]) for i in range(q.shape[1])]))
+
+
 @dataclass
 class SearchReport:
     """What :func:`deflation_search` did: solutions (reduced vectors + solver reports) and its budget use."""
@@ -343,5 +425,6 @@ def _budget_spent(report: SearchReport, max_solutions, max_attempts, max_newton_
     return None
 
 
-__all__ = ["DeflationOperator", "deflated_newton", "perturbed_starts", "sine_mode", "deflation_search",
+__all__ = ["DeflationOperator", "deflated_newton", "perturbed_starts", "shooting_starts", "sine_mode",
+           "deflation_search",
            "SearchReport"]

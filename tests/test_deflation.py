@@ -87,3 +87,18 @@ def test_stopping_rules_and_bad_input():
         find_solutions(system, params, (1.0, 16), zero, power=0.5)
     with pytest.raises(glep.InputError, match="on_singular must be"):
         find_solutions(system, params, (1.0, 16), zero, on_singular="warn")
+
+
+def test_shooting_starts_complete_the_set(reference):
+    """The straight line alone reaches only part of the set; Störmer–Verlet shooting from a scan of
+    initial momenta supplies starts in every basin."""
+    system, params = pendulum_system(OMEGA)
+    kw = dict(degree=DEGREE, quadrature="gauss", modes=())
+    alone = find_solutions(system, params, (T, N), CBVP([A], [B]), **kw)
+    assert 0 < len(alone) < len(reference)
+    scan = np.linspace(-2.0, 2.0, 41)  # initial slopes; the separatrix is at ±2 cos(a/2) = ±1.9775
+    shot = find_solutions(system, params, (T, N), CBVP([A], [B]), shooting_momenta=scan, **kw)
+    assert sorted(s.morse_index for s in shot) == sorted(r[1] for r in reference)
+    assert sorted(_nearest(reference, s.p0[0]) for s in shot) == list(range(len(reference)))
+    with pytest.raises(glep.InputError, match="shooting starts need a CBVP"):
+        find_solutions(system, params, (T, N), glep.DirichletNatural([A]), shooting_momenta=[0.0], morse=False)
