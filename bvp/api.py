@@ -105,7 +105,8 @@ def set_guess(problem: ReducedProblem, guess) -> PETSc.Vec:
     ``guess`` may be ``None`` (straight line between pinned ends, or the
     pinned value), a callable ``t -> (n,)`` (or vectorised ``t[...] -> (n, len(t))``),
     an array of nodal values ``(len(times), n)`` ordered by time, a
-    :class:`BVPSolution`, or a reduced PETSc vector of this problem.
+    :class:`BVPSolution` (interpolated; from another mesh, piecewise-linearly
+    between its nodes), or a reduced PETSc vector of this problem.
     """
     disc, n = problem.disc, problem.n
     u = disc.u
@@ -114,6 +115,10 @@ def set_guess(problem: ReducedProblem, guess) -> PETSc.Vec:
     if isinstance(guess, BVPSolution):
         if guess.problem is problem:
             return guess.r.copy()
+        if guess.problem.disc.mesh is not disc.mesh:
+            # another mesh: piecewise-linear interpolation of its (gathered) nodal values
+            return set_guess(problem, lambda t, s=guess: np.stack([np.interp(t, s.times, s.q[:, i])
+                                                                   for i in range(s.q.shape[1])]))
         guess.problem.lift(guess.r)
         if guess.problem.disc.V is not disc.V:
             u.interpolate(guess.problem.disc.u)
@@ -208,9 +213,11 @@ def solve_problem(problem: ReducedProblem, guess=None, *, method: str = "newton"
         sols = find_problem_solutions(problem, guess, known=known or [], max_solutions=1, morse=morse,
                                       singular_tol=singular_tol, **kw)
         if not sols:
+            rep = sols.search
             raise SolverError(f"deflation found no solution besides the {len(known or [])} known ones "
-                              f"({problem.spec.label}; every perturbed start failed or returned a known "
-                              "solution)", reason="no new solution")
+                              f"({problem.spec.label}; {rep.attempts} deflated Newton runs from "
+                              f"{rep.starts} starts failed or returned a known solution: {rep.failures})",
+                              reason="no new solution")
         return sols[0]
     r0 = set_guess(problem, guess)
     if method in ("newton", "trust-region"):
@@ -225,6 +232,16 @@ def solve_problem(problem: ReducedProblem, guess=None, *, method: str = "newton"
     return _solution(problem, res, problem.disc.beta, report)
 
 
+_SEARCH_KW = {"power", "shift", "max_it", "distinct_tol", "rtol", "atol", "min_step", "polish"}
+
+
+class FoundSolutions(list):
+    """A list of :class:`BVPSolution` with ``search``: the :class:`glep.bvp.deflation.SearchReport`
+    (attempts, Newton iterations, failure reasons, and which rule stopped the search)."""
+
+    search = None
+
+
 def find_problem_solutions(problem: ReducedProblem, guess=None, *, known: list | None = None,
                            max_solutions: int | None = None, max_attempts: int | None = None,
                            max_newton_iterations: int | None = None, modes=(1, 2, 3),
@@ -234,6 +251,9 @@ def find_problem_solutions(problem: ReducedProblem, guess=None, *, known: list |
     r"""All solutions that deflation reaches from ``guess`` (see :func:`find_solutions`)."""
     from glep.bvp.deflation import deflation_search, perturbed_starts, shooting_starts
 
+    unknown = set(search_kw) - _SEARCH_KW
+    if unknown:
+        raise InputError(f"unknown deflation option(s) {sorted(unknown)}; valid: {sorted(_SEARCH_KW)}")
     if on_singular not in ("raise", "none"):
         raise InputError(f"on_singular must be 'raise' or 'none', got {on_singular!r}")
     if morse and not problem.spec.symmetric:
@@ -254,7 +274,8 @@ def find_problem_solutions(problem: ReducedProblem, guess=None, *, known: list |
     finally:
         for v in starts:
             v.destroy()
-    sols = []
+    sols = FoundSolutions()
+    sols.search = report
     for r, res in report.solutions:
         hr = None
         if morse:
@@ -264,7 +285,8 @@ def find_problem_solutions(problem: ReducedProblem, guess=None, *, known: list |
                 if on_singular == "raise":
                     raise
         sols.append(_solution(problem, res, problem.disc.beta, hr))
-    return sort_solutions(sols)
+    sols[:] = sort_solutions(sols)
+    return sols
 
 
 def sort_solutions(sols: list[BVPSolution]) -> list[BVPSolution]:
@@ -326,7 +348,8 @@ def find_solutions(system: LagrangianSystem, params: Mapping[str, np.ndarray], m
     Returns
     -------
     list[BVPSolution]
-        Sorted by action, then by ``p(0)``; empty if nothing new was found.
+        Sorted by action, then by ``p(0)``; empty if nothing new was found.  Its attribute ``search``
+        (:class:`glep.bvp.deflation.SearchReport`) tells how the search went and what stopped it.
     """
     if isinstance(bc, PFVP):
         raise InputError("find_solutions needs a single-stage boundary condition (not PFVP)")

@@ -83,18 +83,20 @@ class DeflationOperator:
         return float(np.sqrt(max(x.dot(self._Md), 0.0)))
 
     def value(self, x: PETSc.Vec) -> float:
-        m = 1.0
-        for s in self.known:
-            m *= max(self.norm(x, s), 1e-300) ** (-self.power) + self.shift
-        return m
+        m = np.float64(1.0)
+        with np.errstate(over="ignore", divide="ignore"):
+            for s in self.known:
+                m *= np.float64(self.norm(x, s)) ** -self.power + self.shift  # +inf at a known solution
+        return float(m)
 
     def log_gradient_dot(self, x: PETSc.Vec, v: PETSc.Vec) -> float:
         r"""``⟨∇m, v⟩ / m = −Σ_i p ‖d_i‖^{−p−2} (M d_i)·v / (‖d_i‖^{−p} + σ)``."""
         out = 0.0
         p = self.power
         for s in self.known:
-            nrm = max(self.norm(x, s), 1e-300)  # leaves M d_i in self._Md
-            out -= p * nrm ** (-p - 2) * self._Md.dot(v) / (nrm ** (-p) + self.shift)
+            nrm = max(self.norm(x, s), 1e-150)  # leaves M d_i in self._Md
+            # p ‖d‖^{−p−2} / (‖d‖^{−p} + σ) = p / (‖d‖² (1 + σ‖d‖^p)): no overflow near r_i
+            out -= p * self._Md.dot(v) / (nrm * nrm * (1.0 + self.shift * nrm ** p))
         return out
 
     def destroy(self) -> None:
@@ -111,8 +113,9 @@ def deflated_newton(problem, r0: PETSc.Vec, known: list[PETSc.Vec] | DeflationOp
     Each iteration takes the deflated Newton step ``τ δ`` (module docstring), backtracking (quadratic
     model, factor in ``[1/10, 1/2]``) until Armijo's condition ``‖G(r + αδ_G)‖ ≤ (1 − 10⁻⁴α) ‖G(r)‖``
     holds.  Converged when
-    ``‖F_r‖ ≤ max(atol, rtol·fscale)`` (``fscale`` defaults to ``‖F_r(r0)‖``); then ``polish`` runs SNES
-    Newton on ``F_r`` itself to full accuracy.
+    ``‖F_r‖ ≤ max(atol, rtol·fscale)`` (``fscale`` defaults to ``‖F_r(r0)‖``; :func:`deflation_search`
+    passes the largest residual of its starts); then ``polish`` runs SNES Newton on ``F_r`` itself to full
+    accuracy.
 
     Arguments
     ---------
@@ -339,6 +342,7 @@ class SearchReport:
     """What :func:`deflation_search` did: solutions (reduced vectors + solver reports) and its budget use."""
 
     solutions: list = field(default_factory=list)  # (PETSc.Vec, NewtonResult)
+    starts: int = 0
     attempts: int = 0
     newton_iterations: int = 0
     passes: int = 0
@@ -371,7 +375,9 @@ def deflation_search(problem, starts: list[PETSc.Vec], known: list[PETSc.Vec] = 
             raise InputError(f"{name} must be a positive integer or None, got {val!r}")
     op = DeflationOperator(problem, list(known), power, shift)
     report = SearchReport()
-    fscale = _residual_norm(problem, starts[0])
+    # convergence scale: the largest start residual (the guess itself may already be a known solution)
+    fscale = max(_residual_norm(problem, x) for x in starts)
+    report.starts = len(starts)
     tried_with = [-1] * len(starts)  # number of deflated solutions when each start was last tried
     try:
         while any(t < len(op.known) for t in tried_with):

@@ -76,8 +76,12 @@ def test_stopping_rules_and_bad_input():
     both = find_solutions(system, params, (1.0, 16), zero)
     assert [s.morse_index for s in both] == [0, 1]  # sorted by action: the minimum first
     assert both[0].p0[0] == pytest.approx(bratu_exact(2.0, "lower")[1], rel=1e-2)
-    # the known solutions are excluded
-    assert find_solutions(system, params, (1.0, 16), zero, known=both) == []
+    assert both.search.stopped_by == "exhausted" and both.search.attempts >= both.search.starts
+    # the known solutions are excluded, also when the guess is one of them
+    none = find_solutions(system, params, (1.0, 16), zero, known=both, guess=both[1])
+    assert none == [] and none.search.failures
+    assert find_solutions(system, params, (1.0, 16), zero, max_newton_iterations=1).search.stopped_by == (
+        "max_newton_iterations")
     assert len(find_solutions(system, params, (1.0, 16), zero, max_attempts=1)) <= 1
     with pytest.raises(glep.InputError, match="max_solutions must be a positive integer"):
         find_solutions(system, params, (1.0, 16), zero, max_solutions=0)
@@ -85,6 +89,8 @@ def test_stopping_rules_and_bad_input():
         find_solutions(system, params, (1.0, 16), zero, amplitudes=(-1.0,))
     with pytest.raises(glep.InputError, match="deflation power"):
         find_solutions(system, params, (1.0, 16), zero, power=0.5)
+    with pytest.raises(glep.InputError, match=r"unknown deflation option\(s\) \['linesearch'\]"):
+        find_solutions(system, params, (1.0, 16), zero, linesearch="bt")
     with pytest.raises(glep.InputError, match="on_singular must be"):
         find_solutions(system, params, (1.0, 16), zero, on_singular="warn")
 
