@@ -393,15 +393,17 @@ def _eigenpair(A: PETSc.Mat, B: PETSc.Mat, comm: MPI.Comm, which: str) -> tuple[
 def default_singular_tol(problem, v: PETSc.Vec, J: PETSc.Mat, M: PETSc.Mat, lam_max: float) -> float:
     r"""Threshold below which ``|λ_min|`` cannot be told from zero on this mesh.
 
-    The finite-element eigenvalues of ``−(m q')' `` with Lagrange ``P_p`` elements carry the relative error
-    ``c_p (κh²)^p``, ``c_p = (p!²/(2p)!)²/(2p+1)`` (``1/12`` for P1, ``1/720`` for P2; the Padé error of the
-    discrete dispersion relation), where ``κ = vᵀKv/vᵀMv`` is the squared frequency of the eigenvector
-    (``K`` the stiffness matrix).  The eigenvalue near zero is a difference of a kinetic part ``≈ m κ`` and a
-    potential part, so its absolute error is about ``c_p (κh²)^p m κ``; ``m`` (the effective mass) is
-    estimated by ``max_i J_ii / K_ii``.  The tolerance is ten times that estimate (variable coefficients,
-    quadrature and non-uniform meshes change the constant) plus the round-off floor ``10³ ε |λ_max|``: a
-    smaller ``|λ_min|`` may change sign with ``h``, ``p`` or the partition, so its sign (the index) is not
-    trusted.
+    The finite-element eigenvalues of ``−(m q')'`` with Lagrange ``P_p`` elements carry the relative error
+    ``c_p (κh²)^p``, ``c_p = (p!/(2p)!)²/(2p+1)`` (``1/12`` for P1, ``1/720`` for P2: the Padé error of
+    the discrete dispersion relation, Ainsworth 2004), where ``κ = vᵀKv/vᵀMv`` is the squared frequency
+    of the eigenvector (``K`` the stiffness matrix) and ``h`` the largest element.  The eigenvalue near
+    zero is a difference of a kinetic part ``≈ m κ`` and a potential part, so its absolute error is about
+    ``c_p (κh²)^p m κ``; the effective mass ``m`` is estimated by ``max_i J_ii / K_ii``.  On the harmonic
+    oscillator at resonance (exact eigenvalue 0) the discrete ``|λ_min|`` is within a factor 2 of this
+    estimate for P1 and P2; the tolerance is four times it (variable coefficients, quadrature and graded
+    meshes change the constant), plus the round-off floor ``10² ε |λ_max|`` (the backward error of the
+    shift-and-invert solve, ``~ ε ‖M⁻¹J‖``).  A smaller ``|λ_min|`` may
+    change sign with ``h``, ``p`` or the partition, so its sign (the index) is not trusted.
     """
     from math import factorial
 
@@ -424,12 +426,15 @@ def default_singular_tol(problem, v: PETSc.Vec, J: PETSc.Mat, M: PETSc.Mat, lam_
     finally:
         for obj in (K, Kv, Mv, dJ, dK):
             obj.destroy()
-    c_p = (factorial(p) ** 2 / factorial(2 * p)) ** 2 / (2 * p + 1)
-    return 10.0 * c_p * (kappa * h * h) ** p * mass * kappa + 1e3 * np.finfo(float).eps * abs(lam_max)
+    c_p = (factorial(p) / factorial(2 * p)) ** 2 / (2 * p + 1)
+    return 4.0 * c_p * (kappa * h * h) ** p * mass * kappa + 1e2 * np.finfo(float).eps * abs(lam_max)
 
 
 def comm_max(comm: MPI.Comm, value: float) -> float:
     return float(comm.allreduce(value, op=MPI.MAX))
+
+
+_CAUSES = "(a degenerate stationary point: resonance, a fold, or a continuous symmetry)"
 
 
 def hessian_report(problem, r: PETSc.Vec | None = None, *, singular_tol: float | None = None) -> HessianReport:
@@ -466,8 +471,8 @@ def hessian_report(problem, r: PETSc.Vec | None = None, *, singular_tol: float |
         if zero:
             raise SingularHessianError(
                 f"the action Hessian is singular ({zero} zero pivots): the Morse index ({neg} negative "
-                "eigenvalues) is ambiguous because a conjugate point lies at the boundary T (resonance or "
-                "a fold)", min_eigenvalue=0.0, max_eigenvalue=lam_max, tolerance=float(singular_tol or 0.0),
+                f"eigenvalues) is ambiguous because a conjugate point lies at or near the boundary T {_CAUSES}",
+                min_eigenvalue=0.0, max_eigenvalue=lam_max, tolerance=float(singular_tol or 0.0),
                 index=neg)
         lam_min, vmin = _eigenpair(J, M, comm, "smallest")
         vecs.append(vmin)
@@ -481,7 +486,8 @@ def hessian_report(problem, r: PETSc.Vec | None = None, *, singular_tol: float |
             f"the action Hessian is numerically singular: its smallest eigenvalue λ_min = {lam_min:.3e} "
             f"(|λ_min|/|λ_max| = {ratio:.3e}) is below the tolerance {tol:.3e}, so the Morse index "
             f"({neg} negative eigenvalues) is ambiguous because a conjugate point lies at or near the "
-            "boundary T (refine the mesh, or pass singular_tol)", min_eigenvalue=lam_min,
+            f"boundary T {_CAUSES}, or the mesh is too coarse to tell λ_min from 0 (refine it, or pass "
+            "singular_tol)", min_eigenvalue=lam_min,
             max_eigenvalue=lam_max, tolerance=tol, index=neg)
     return HessianReport(int(neg), lam_min, lam_max, ratio, tol)
 
