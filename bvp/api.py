@@ -259,9 +259,12 @@ def find_problem_solutions(problem: ReducedProblem, guess=None, *, known: list |
     if morse and not problem.spec.symmetric:
         raise InputError(f"{problem.spec.label}: Morse indices need a variational (symmetric) boundary "
                          "condition; pass morse=False")
-    known_vecs = [k.r if isinstance(k, BVPSolution) else k for k in (known or [])]
-    if any(not isinstance(k, PETSc.Vec) or k.getSize() != problem.P.getSize()[1] for k in known_vecs):
-        raise InputError("known must be a list of BVPSolution (or reduced vectors) of this problem's size")
+    known = list(known or [])
+    if any(not isinstance(k, (BVPSolution, PETSc.Vec)) for k in known) or any(
+            isinstance(k, PETSc.Vec) and k.getSize() != problem.P.getSize()[1] for k in known):
+        raise InputError("known must be a list of BVPSolution (of any mesh: they are interpolated) or reduced "
+                         "vectors of this problem")
+    known_vecs = [_as_known(problem, k) for k in known]
     r0 = set_guess(problem, guess)
     starts = perturbed_starts(problem, r0, modes=modes, amplitudes=amplitudes)
     r0.destroy()
@@ -272,7 +275,7 @@ def find_problem_solutions(problem: ReducedProblem, guess=None, *, known: list |
                                   max_attempts=max_attempts, max_newton_iterations=max_newton_iterations,
                                   **search_kw)
     finally:
-        for v in starts:
+        for v in starts + known_vecs:
             v.destroy()
     sols = FoundSolutions()
     sols.search = report
@@ -287,6 +290,22 @@ def find_problem_solutions(problem: ReducedProblem, guess=None, *, known: list |
         sols.append(_solution(problem, res, problem.disc.beta, hr))
     sols[:] = sort_solutions(sols)
     return sols
+
+
+def _as_known(problem: ReducedProblem, k) -> PETSc.Vec:
+    """A known solution as a reduced vector of ``problem`` (a copy).
+
+    A solution of another problem (another mesh, degree or partition) is interpolated and then polished
+    by Newton into *this* discretisation's solution, so that deflation excludes the discrete solution
+    itself rather than a point ``O(h^p)`` away from it.
+    """
+    v = set_guess(problem, k)
+    if isinstance(k, BVPSolution) and k.problem is not problem:
+        try:
+            newton(problem, v)
+        except SolverError:
+            pass  # keep the interpolant: it still repels the search from that branch
+    return v
 
 
 def sort_solutions(sols: list[BVPSolution]) -> list[BVPSolution]:
@@ -327,7 +346,8 @@ def find_solutions(system: LagrangianSystem, params: Mapping[str, np.ndarray], m
     guess:
         As for :func:`solve_bvp` (default: the straight line between pinned ends).
     known:
-        Solutions (:class:`BVPSolution` of the same problem, or reduced vectors) to exclude.
+        Solutions to exclude: :class:`BVPSolution` (of any mesh; interpolated onto this one) or reduced
+        vectors of this problem.
     max_solutions, max_attempts, max_newton_iterations:
         Stopping rule: at most this many new solutions, deflated Newton runs, or Newton iterations in total
         (``None``: no limit; the search still ends when a pass over all starts finds nothing new).

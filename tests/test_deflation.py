@@ -108,3 +108,14 @@ def test_shooting_starts_complete_the_set(reference):
     assert sorted(_nearest(reference, s.p0[0]) for s in shot) == list(range(len(reference)))
     with pytest.raises(glep.InputError, match="shooting starts need a CBVP"):
         find_solutions(system, params, (T, N), glep.DirichletNatural([A]), shooting_momenta=[0.0], morse=False)
+
+
+def test_known_solutions_from_another_mesh_are_excluded():
+    """A known solution computed on another discretisation (P2 + Gauss, another mesh object) is
+    accepted (interpolated and polished onto this P1 mesh) and excluded: only the other branch is new."""
+    system, params = bratu_system(2.0)
+    zero = CBVP([0.0], [0.0])
+    lower = solve_bvp(system, params, (1.0, 8), zero, degree=2, quadrature="gauss")
+    others = find_solutions(system, params, (1.0, 16), zero, known=[lower])
+    assert [s.morse_index for s in others] == [1]
+    assert others[0].p0[0] == pytest.approx(bratu_exact(2.0, "upper")[1], rel=1e-2)
