@@ -164,8 +164,12 @@ def deflated_newton(problem, r0: PETSc.Vec, known: list[PETSc.Vec] | DeflationOp
                 break
             J = collective(comm, problem.jacobian, r0, J)
             ksp.setOperators(J)
-            ksp.solve(F, dx)
-            if ksp.getConvergedReason() < 0 or not np.isfinite(dx.norm()):
+            try:
+                ksp.solve(F, dx)
+                failed = ksp.getConvergedReason() < 0
+            except PETSc.Error:  # a zero pivot in the factorisation (every rank raises)
+                failed = True
+            if failed or not np.isfinite(dx.norm()):
                 raise SolverError("deflated Newton: the Jacobian is singular at an iterate",
                                   reason="singular Jacobian", history=history)
             dx.scale(-1.0)
