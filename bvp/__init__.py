@@ -8,7 +8,9 @@ components per node, from the NumPy discrete Lagrangian
 :mod:`glep.boundary` is a restriction of the whole-trajectory system
 (:class:`ReducedProblem`); :func:`solve_bvp` solves it with SNES Newton,
 trust-region residual descent, action-gradient flow (TS pseudo-transient) or
-deflation; :func:`morse_index` counts negative Hessian eigenvalues;
+deflation (:func:`find_solutions` enumerates solutions from one guess);
+:func:`morse_index` counts negative Hessian eigenvalues and
+:func:`hessian_report` says how far the Hessian is from singular;
 :func:`adjoint_gradient` is the discrete adjoint and :func:`cbvp_gradient`
 the GLEP contrast estimator; :mod:`glep.bvp.continuation` follows branches and
 locates folds.
@@ -17,19 +19,39 @@ locates folds.
 import glep  # noqa: F401  isort: skip  (configures PETSc before dolfinx loads)
 
 from glep.bvp.adjoint import FEAdjointResult, adjoint_gradient, discrete_loss
-from glep.bvp.api import BVPSolution, gather_nodal, make_discretisation, set_guess, solve_bvp, solve_problem
+from glep.bvp.api import (
+    BVPSolution,
+    find_problem_solutions,
+    find_solutions,
+    gather_nodal,
+    make_discretisation,
+    set_guess,
+    solve_bvp,
+    solve_problem,
+)
 from glep.bvp.continuation import functional_continuation, locate_fold, natural_continuation
+from glep.bvp.deflation import deflated_newton, deflation_search, perturbed_starts
 from glep.bvp.estimator import beta_tangent, cbvp_gradient, contrast_values, fe_adjoint_gradient
 from glep.bvp.fe import FEAction, interpolate_signal, quadrature_metadata
 from glep.bvp.galerkin import GalerkinAction
 from glep.bvp.problem import ReducedProblem
-from glep.bvp.solvers import deflated_newton, gradient_flow, inertia, morse_index, newton, residual_descent
+from glep.bvp.solvers import (
+    HessianReport,
+    gradient_flow,
+    hessian_report,
+    inertia,
+    morse_index,
+    newton,
+    residual_descent,
+)
 from glep.bvp.vectorised import VectorisedAction
 
 __all__ = [
-    "solve_bvp", "solve_problem", "BVPSolution", "make_discretisation", "set_guess", "gather_nodal",
+    "solve_bvp", "solve_problem", "find_solutions", "find_problem_solutions",
+    "BVPSolution", "make_discretisation", "set_guess", "gather_nodal",
     "FEAction", "VectorisedAction", "GalerkinAction", "ReducedProblem", "interpolate_signal", "quadrature_metadata",
-    "newton", "residual_descent", "gradient_flow", "deflated_newton", "morse_index", "inertia",
+    "newton", "residual_descent", "gradient_flow", "deflated_newton", "deflation_search", "perturbed_starts",
+    "morse_index", "hessian_report", "HessianReport", "inertia",
     "adjoint_gradient", "discrete_loss", "FEAdjointResult",
     "cbvp_gradient", "fe_adjoint_gradient", "contrast_values", "beta_tangent",
     "natural_continuation", "functional_continuation", "locate_fold",

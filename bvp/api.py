@@ -21,8 +21,8 @@ from glep.boundary import CFVP, PFVP, BoundaryCondition
 from glep.bvp import _mesh
 from glep.bvp.fe import FEAction
 from glep.bvp.problem import ReducedProblem
-from glep.bvp.solvers import collective, deflated_newton, gradient_flow, morse_index, newton, residual_descent
-from glep.errors import InputError
+from glep.bvp.solvers import HessianReport, collective, gradient_flow, hessian_report, newton, residual_descent
+from glep.errors import InputError, SingularHessianError, SolverError
 from glep.system import LagrangianSystem
 
 
@@ -45,13 +45,19 @@ class BVPSolution:
         The nudging strength.
     morse_index:
         Negative inertia of the action Hessian (``None`` if not computed or
-        not defined for the boundary condition).
+        not defined for the boundary condition).  Only reported when the
+        Hessian is safely regular (see :func:`glep.bvp.solvers.hessian_report`).
     iterations, history, reason, wall_time:
         Solver report (residual norms per iteration).
     problem:
         The :class:`~glep.bvp.problem.ReducedProblem` (its discretisation
         holds the dolfinx function ``problem.disc.u``); ``r`` is the reduced
         solution vector.
+    hessian_min_eigenvalue, hessian_max_eigenvalue, hessian_eigenvalue_ratio, hessian_tolerance:
+        With the Morse index: ``λ_min`` and ``λ_max`` (smallest and largest
+        magnitude) of ``J_r v = λ M v`` (``M`` the ``L²`` Gram matrix, so
+        ``λ_min`` approximates the Jacobi operator's eigenvalue),
+        ``|λ_min|/|λ_max|`` and the tolerance ``|λ_min|`` exceeded.
     """
 
     times: np.ndarray
@@ -67,6 +73,10 @@ class BVPSolution:
     wall_time: float
     problem: ReducedProblem = field(repr=False)
     r: PETSc.Vec = field(repr=False)
+    hessian_min_eigenvalue: float | None = None
+    hessian_max_eigenvalue: float | None = None
+    hessian_eigenvalue_ratio: float | None = None
+    hessian_tolerance: float | None = None
 
     @property
     def function(self) -> dolfinx.fem.Function:
@@ -95,7 +105,8 @@ def set_guess(problem: ReducedProblem, guess) -> PETSc.Vec:
     ``guess`` may be ``None`` (straight line between pinned ends, or the
     pinned value), a callable ``t -> (n,)`` (or vectorised ``t[...] -> (n, len(t))``),
     an array of nodal values ``(len(times), n)`` ordered by time, a
-    :class:`BVPSolution`, or a reduced PETSc vector of this problem.
+    :class:`BVPSolution` (interpolated; from another mesh, piecewise-linearly
+    between its nodes), or a reduced PETSc vector of this problem.
     """
     disc, n = problem.disc, problem.n
     u = disc.u
@@ -104,6 +115,10 @@ def set_guess(problem: ReducedProblem, guess) -> PETSc.Vec:
     if isinstance(guess, BVPSolution):
         if guess.problem is problem:
             return guess.r.copy()
+        if guess.problem.disc.mesh is not disc.mesh:
+            # another mesh: piecewise-linear interpolation of its (gathered) nodal values
+            return set_guess(problem, lambda t, s=guess: np.stack([np.interp(t, s.times, s.q[:, i])
+                                                                   for i in range(s.q.shape[1])]))
         guess.problem.lift(guess.r)
         if guess.problem.disc.V is not disc.V:
             u.interpolate(guess.problem.disc.u)
@@ -172,39 +187,207 @@ def make_discretisation(system: LagrangianSystem, params, mesh, *, assembler: st
     raise InputError(f"assembler must be 'fe' or 'vectorised', got {assembler!r}")
 
 
-def _solution(problem: ReducedProblem, res, beta: float, index: int | None) -> BVPSolution:
+def _solution(problem: ReducedProblem, res, beta: float, report: HessianReport | int | None) -> BVPSolution:
+    problem.lift(res.r)
     ts, qs = gather_nodal(problem.disc)
     mom = problem.momenta()
-    return BVPSolution(ts, qs, mom["0"], mom["T"], problem.action(), beta, index, res.iterations,
-                       res.history, res.reason, res.wall_time, problem, res.r)
+    index = report.index if isinstance(report, HessianReport) else report
+    sol = BVPSolution(ts, qs, mom["0"], mom["T"], problem.action(), beta, index, res.iterations,
+                      res.history, res.reason, res.wall_time, problem, res.r)
+    if isinstance(report, HessianReport):
+        sol.hessian_min_eigenvalue = report.min_eigenvalue
+        sol.hessian_max_eigenvalue = report.max_eigenvalue
+        sol.hessian_eigenvalue_ratio = report.ratio
+        sol.hessian_tolerance = report.tolerance
+    return sol
 
 
 def solve_problem(problem: ReducedProblem, guess=None, *, method: str = "newton", morse: bool = False,
-                  known: list | None = None, metric: str = "H1", **kw) -> BVPSolution:
+                  known: list | None = None, metric: str = "H1", singular_tol: float | None = None,
+                  **kw) -> BVPSolution:
     """Solve an already built :class:`~glep.bvp.problem.ReducedProblem` (see :func:`solve_bvp`)."""
+    methods = ("newton", "residual-descent", "trust-region", "gradient-flow", "deflation")
+    if method not in methods:
+        raise InputError(f"method must be one of {', '.join(repr(m) for m in methods)}, got {method!r}")
+    if method == "deflation":
+        sols = find_problem_solutions(problem, guess, known=known or [], max_solutions=1, morse=morse,
+                                      singular_tol=singular_tol, **kw)
+        if not sols:
+            rep = sols.search
+            raise SolverError(f"deflation found no solution besides the {len(known or [])} known ones "
+                              f"({problem.spec.label}; {rep.attempts} deflated Newton runs from "
+                              f"{rep.starts} starts failed or returned a known solution: {rep.failures})",
+                              reason="no new solution")
+        return sols[0]
     r0 = set_guess(problem, guess)
     if method in ("newton", "trust-region"):
         res = newton(problem, r0, method=method, **kw)
     elif method == "residual-descent":
         res = residual_descent(problem, r0, **kw)
-    elif method == "gradient-flow":
-        res = gradient_flow(problem, r0, metric=metric, **kw)
-    elif method == "deflation":
-        res = deflated_newton(problem, r0, [s.r for s in (known or [])], **kw)
     else:
-        raise InputError("method must be 'newton', 'residual-descent', 'trust-region', 'gradient-flow' or "
-                         "'deflation', "
-                         f"got {method!r}")
-    index = getattr(res, "morse_index", None)
-    if morse and index is None:
-        index = morse_index(problem, res.r)
-    return _solution(problem, res, problem.disc.beta, index)
+        res = gradient_flow(problem, r0, metric=metric, **kw)
+    report = getattr(res, "hessian_report", None)  # the gradient flow checks the end point's inertia itself
+    if morse and (report is None or singular_tol is not None):
+        report = hessian_report(problem, res.r, singular_tol=singular_tol)
+    return _solution(problem, res, problem.disc.beta, report)
+
+
+_SEARCH_KW = {"power", "shift", "max_it", "distinct_tol", "rtol", "atol", "min_step", "polish"}
+
+
+class FoundSolutions(list):
+    """A list of :class:`BVPSolution` with ``search``: the :class:`glep.bvp.deflation.SearchReport`
+    (attempts, Newton iterations, failure reasons, and which rule stopped the search)."""
+
+    search = None
+
+
+def find_problem_solutions(problem: ReducedProblem, guess=None, *, known: list | None = None,
+                           max_solutions: int | None = None, max_attempts: int | None = None,
+                           max_newton_iterations: int | None = None, modes=(1, 2, 3),
+                           amplitudes=(1.0, 2.0, 4.0), shooting_momenta=None, morse: bool = True,
+                           singular_tol: float | None = None, on_singular: str = "raise",
+                           **search_kw) -> list[BVPSolution]:
+    r"""All solutions that deflation reaches from ``guess`` (see :func:`find_solutions`)."""
+    from glep.bvp.deflation import deflation_search, perturbed_starts, shooting_starts
+
+    unknown = set(search_kw) - _SEARCH_KW
+    if unknown:
+        raise InputError(f"unknown deflation option(s) {sorted(unknown)}; valid: {sorted(_SEARCH_KW)}")
+    if on_singular not in ("raise", "none"):
+        raise InputError(f"on_singular must be 'raise' or 'none', got {on_singular!r}")
+    if morse and not problem.spec.symmetric:
+        raise InputError(f"{problem.spec.label}: Morse indices need a variational (symmetric) boundary "
+                         "condition; pass morse=False")
+    known = list(known or [])
+    if any(not isinstance(k, (BVPSolution, PETSc.Vec)) for k in known) or any(
+            isinstance(k, PETSc.Vec) and k.getSize() != problem.P.getSize()[1] for k in known):
+        raise InputError("known must be a list of BVPSolution (of any mesh: they are interpolated) or reduced "
+                         "vectors of this problem")
+    known_vecs = [_as_known(problem, k) for k in known]
+    r0 = set_guess(problem, guess)
+    starts = perturbed_starts(problem, r0, modes=modes, amplitudes=amplitudes)
+    r0.destroy()
+    if shooting_momenta is not None:
+        starts += shooting_starts(problem, shooting_momenta)
+    try:
+        report = deflation_search(problem, starts, known_vecs, max_solutions=max_solutions,
+                                  max_attempts=max_attempts, max_newton_iterations=max_newton_iterations,
+                                  **search_kw)
+    finally:
+        for v in starts + known_vecs:
+            v.destroy()
+    sols = FoundSolutions()
+    sols.search = report
+    for r, res in report.solutions:
+        hr = None
+        if morse:
+            try:
+                hr = hessian_report(problem, r, singular_tol=singular_tol)
+            except SingularHessianError:
+                if on_singular == "raise":
+                    raise
+        sols.append(_solution(problem, res, problem.disc.beta, hr))
+    sols[:] = sort_solutions(sols)
+    return sols
+
+
+def _as_known(problem: ReducedProblem, k) -> PETSc.Vec:
+    """A known solution as a reduced vector of ``problem`` (a copy).
+
+    A solution of another problem (another mesh, degree or partition) is interpolated and then polished
+    by Newton into *this* discretisation's solution, so that deflation excludes the discrete solution
+    itself rather than a point ``O(h^p)`` away from it.
+    """
+    v = set_guess(problem, k)
+    if isinstance(k, BVPSolution) and k.problem is not problem:
+        try:
+            newton(problem, v)
+        except SolverError:
+            pass  # keep the interpolant: it still repels the search from that branch
+    return v
+
+
+def sort_solutions(sols: list[BVPSolution]) -> list[BVPSolution]:
+    """Sort by action; actions equal to ``10⁻⁹`` (relative) are ordered by ``p(0)`` (lexicographic)."""
+    import functools
+
+    def cmp(a: BVPSolution, b: BVPSolution) -> int:
+        scale = max(1.0, abs(a.action), abs(b.action))
+        if abs(a.action - b.action) > 1e-9 * scale:
+            return -1 if a.action < b.action else 1
+        for x, y in zip(a.p0, b.p0):
+            if x != y:
+                return -1 if x < y else 1
+        return 0
+
+    return sorted(sols, key=functools.cmp_to_key(cmp))
+
+
+def find_solutions(system: LagrangianSystem, params: Mapping[str, np.ndarray], mesh, bc: BoundaryCondition, *,
+                   guess=None, known: list | None = None, max_solutions: int | None = None,
+                   max_attempts: int | None = None, max_newton_iterations: int | None = None,
+                   modes=(1, 2, 3), amplitudes=(1.0, 2.0, 4.0), shooting_momenta=None, morse: bool = True,
+                   singular_tol: float | None = None, on_singular: str = "raise", beta: float = 0.0,
+                   degree: int = 1, quadrature: str = "gll", quadrature_degree: int | None = None,
+                   assembler: str = "fe", comm: MPI.Comm | None = None, **search_kw) -> list[BVPSolution]:
+    r"""Every solution deflation finds from one guess, with Morse indices and actions, sorted by action.
+
+    Deflated Newton (:mod:`glep.bvp.deflation`, Farrell–Birkisson–Funke) is run from ``guess``, from
+    ``guess ± a e_c sin(kπ(t − t₀)/T)`` for ``k`` in ``modes``, ``a`` in ``amplitudes`` and every
+    component ``c``, and optionally from shooting solutions; each new solution is deflated and the
+    starts are tried again, until every start has been tried with every solution deflated or a budget
+    runs out.  Distinct means ``H¹`` distance above ``distinct_tol`` (default
+    ``10⁻⁶``, relative).  The same starts and the same collective operations on every rank: the same set
+    on any number of ranks.
+
+    Arguments
+    ---------
+    guess:
+        As for :func:`solve_bvp` (default: the straight line between pinned ends).
+    known:
+        Solutions to exclude: :class:`BVPSolution` (of any mesh; interpolated onto this one) or reduced
+        vectors of this problem.
+    max_solutions, max_attempts, max_newton_iterations:
+        Stopping rule: at most this many new solutions, deflated Newton runs, or Newton iterations in total
+        (``None``: no limit; the search still ends when a pass over all starts finds nothing new).
+    modes, amplitudes:
+        The sine perturbations of the guess (amplitudes in units of ``q``; ``modes=()`` keeps the guess
+        alone).
+    shooting_momenta:
+        Optional initial momenta ``p₀`` (CBVP only): the discrete solutions that Störmer–Verlet shooting
+        reaches from each are added as starts (:func:`glep.bvp.deflation.shooting_starts`).
+    morse, singular_tol, on_singular:
+        Compute each Morse index with :func:`glep.bvp.solvers.hessian_report`; a numerically singular
+        Hessian raises :class:`glep.SingularHessianError` (``on_singular="raise"``) or leaves
+        ``morse_index=None`` (``"none"``).
+    search_kw:
+        ``power``, ``shift`` (deflation operator), ``max_it`` (per attempt), ``distinct_tol``, ``rtol``,
+        ``atol``, ``min_step`` (see :func:`glep.bvp.deflation.deflated_newton`).
+
+    Returns
+    -------
+    list[BVPSolution]
+        Sorted by action, then by ``p(0)``; empty if nothing new was found.  Its attribute ``search``
+        (:class:`glep.bvp.deflation.SearchReport`) tells how the search went and what stopped it.
+    """
+    if isinstance(bc, PFVP):
+        raise InputError("find_solutions needs a single-stage boundary condition (not PFVP)")
+    disc = make_discretisation(system, params, mesh, assembler=assembler, degree=degree, quadrature=quadrature,
+                               quadrature_degree=quadrature_degree, beta=beta, comm=comm)
+    problem = ReducedProblem(disc, bc)
+    return find_problem_solutions(problem, guess, known=known, max_solutions=max_solutions,
+                                  max_attempts=max_attempts, max_newton_iterations=max_newton_iterations,
+                                  modes=modes, amplitudes=amplitudes, shooting_momenta=shooting_momenta,
+                                  morse=morse, singular_tol=singular_tol,
+                                  on_singular=on_singular, **search_kw)
 
 
 def solve_bvp(system: LagrangianSystem, params: Mapping[str, np.ndarray], mesh, bc: BoundaryCondition, *,
               beta: float = 0.0, guess=None, method: str = "newton", degree: int = 1, quadrature: str = "gll",
               quadrature_degree: int | None = None, assembler: str = "fe", morse: bool = False,
-              known: list | None = None, comm: MPI.Comm | None = None, **solver_kw) -> BVPSolution:
+              known: list | None = None, singular_tol: float | None = None, comm: MPI.Comm | None = None,
+              **solver_kw) -> BVPSolution:
     r"""Solve a Lagrangian boundary-value problem on a finite-element time mesh.
 
     Parameters
@@ -224,14 +407,19 @@ def solve_bvp(system: LagrangianSystem, params: Mapping[str, np.ndarray], mesh, 
         ``"newton"`` (SNES newtonls, default), ``"residual-descent"``
         (Levenberg–Marquardt on ``½‖F‖²``, for poor guesses),
         ``"trust-region"`` (SNES newtontr), ``"gradient-flow"`` (action
-        descent, minima only) or ``"deflation"`` (with ``known`` solutions).
+        descent, minima only) or ``"deflation"`` (the first solution not in
+        ``known`` that :func:`find_solutions` reaches from ``guess``).
     degree, quadrature, quadrature_degree:
         The finite element (vector Lagrange ``P_degree``) and the quadrature
         (``"gll"``: Gauss–Lobatto, trapezoid for P1; ``"gauss"``).
     assembler:
         ``"fe"`` (UFL) or ``"vectorised"`` (NumPy discrete-Lagrangian blocks).
     morse:
-        Also compute the Morse index (inertia of the action Hessian).
+        Also compute the Morse index (inertia of the action Hessian) and the
+        smallest/largest Hessian eigenvalues; raises
+        :class:`glep.SingularHessianError` when ``|λ_min| ≤ singular_tol``
+        (default from the discretisation error, see
+        :func:`glep.bvp.solvers.hessian_report`).
     solver_kw:
         Passed to the solver (``rtol``, ``atol``, ``max_it``, ``linesearch``,
         ``options`` for the ``glep_`` PETSc prefix...).
@@ -245,7 +433,9 @@ def solve_bvp(system: LagrangianSystem, params: Mapping[str, np.ndarray], mesh, 
         guess = fsol if guess is None else guess
     disc.set_beta(beta)
     problem = ReducedProblem(disc, bc)
-    return solve_problem(problem, guess, method=method, morse=morse, known=known, **solver_kw)
+    return solve_problem(problem, guess, method=method, morse=morse, known=known, singular_tol=singular_tol,
+                         **solver_kw)
 
 
-__all__ = ["BVPSolution", "solve_bvp", "solve_problem", "make_discretisation", "set_guess", "gather_nodal"]
+__all__ = ["BVPSolution", "solve_bvp", "solve_problem", "find_solutions", "find_problem_solutions",
+           "sort_solutions", "make_discretisation", "set_guess", "gather_nodal"]

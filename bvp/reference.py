@@ -11,6 +11,12 @@ exact solutions (``/work/shared/reference/lagrangian_bvps.md``):
   ``y(1) = 1``; convex action, boundary layer at ``t = 1``.
 * **Harmonic oscillator** ``V = ½ω²q²`` (:class:`glep.Harmonic` with
   ``k = ω²``): Morse index ``⌊ωT/π⌋``.
+* **Pendulum** ``V = ω²(1 − cos q)`` (:class:`glep.Pendulum` with ``w = ω²``):
+  with both ends fixed and ``ωT`` large the CBVP has several solutions (one
+  per number of swings that fits in ``T``); :func:`pendulum_cbvp_reference`
+  finds them independently of the finite-element backend, by a scan of the
+  initial slope with SciPy's DOP853 and Brent's method, and counts the
+  conjugate points of each from the Jacobi equation ``y'' = −ω² cos(q) y``.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import ufl
 from scipy.optimize import brentq
 
 from glep.kinetic import DiagonalMass
-from glep.potentials import Harmonic
+from glep.potentials import Harmonic, Pendulum
 from glep.system import LagrangianSystem
 from glep.terms import PotentialTerm, batch_sum
 
@@ -117,6 +123,55 @@ def harmonic_system(omega: float = 1.0) -> tuple[LagrangianSystem, dict]:
     return sys, {"k": np.array([float(omega) ** 2])}
 
 
+def pendulum_system(omega: float = 1.0) -> tuple[LagrangianSystem, dict]:
+    """``L = ½q'² − ω²(1 − cos q)`` (:class:`glep.Pendulum`, ``w = ω²``)."""
+    sys = LagrangianSystem(1, [DiagonalMass(1, None), Pendulum(1, "w")], name="pendulum")
+    return sys, {"w": np.array([float(omega) ** 2])}
+
+
+def pendulum_cbvp_reference(omega: float, T: float, a: float, b: float, *, scan: int = 801,
+                            rtol: float = 1e-12) -> list[tuple[float, int, float]]:
+    r"""All solutions of ``q'' = −ω² sin q``, ``q(0) = a``, ``q(T) = b``, with ``|a|, |b| < π``.
+
+    Every solution oscillates below the separatrix (a rotating one never comes back to ``b``), so its
+    initial slope lies in ``|s| < s_sep = 2ω cos(a/2)``.  ``s ↦ q(T; s) − b`` (DOP853, ``rtol``) is
+    sampled at ``scan`` slopes in ``(−s_sep, s_sep)`` and each sign change refined by Brent's method.
+    The Morse index of each is the number of zeros in ``(0, T)`` of the Jacobi field ``y'' = −ω² cos(q) y``,
+    ``y(0) = 0``, ``y'(0) = 1`` (Morse index theorem); ``y(T)`` is returned too (``0`` would mean a
+    conjugate point at ``T``, a degenerate solution).
+
+    Returns
+    -------
+    list of ``(s, index, y(T))``, sorted by ``s``.
+    """
+    from scipy.integrate import solve_ivp
+
+    w2 = float(omega) ** 2
+
+    def rhs(t, z):  # z = (q, q', y, y') for every slope at once
+        q, v, y, u = z.reshape(4, -1)
+        return np.concatenate([v, -w2 * np.sin(q), u, -w2 * np.cos(q) * y])
+
+    def run(s, dense=False):
+        s = np.atleast_1d(np.asarray(s, dtype=float))
+        z0 = np.concatenate([np.full_like(s, a), s, np.zeros_like(s), np.ones_like(s)])
+        return solve_ivp(rhs, (0.0, T), z0, method="DOP853", rtol=rtol, atol=rtol, dense_output=dense)
+
+    def miss(s):
+        return float(run(s).y[0, -1]) - b
+
+    s_sep = 2.0 * float(omega) * np.cos(a / 2.0)
+    slopes = np.linspace(-s_sep, s_sep, scan + 2)[1:-1]
+    vals = run(slopes).y[: len(slopes), -1] - b  # the whole scan in one vectorised integration
+    out = []
+    for i in np.flatnonzero(np.sign(vals[:-1]) != np.sign(vals[1:])):
+        s = brentq(miss, slopes[i], slopes[i + 1], xtol=1e-14, rtol=4 * np.finfo(float).eps)
+        sol = run(s, dense=True)
+        y = sol.sol(np.linspace(0.0, T, 20001)[1:-1])[2]
+        out.append((float(s), int(np.count_nonzero(np.sign(y[:-1]) != np.sign(y[1:]))), float(sol.y[2, -1])))
+    return out
+
+
 def bratu_theta(lam: float, branch: str = "lower") -> float:
     r"""Root of ``θ = √(2λ) cosh(θ/4)`` on the requested branch."""
     f = lambda th: th - np.sqrt(2.0 * lam) * np.cosh(th / 4.0)  # noqa: E731
@@ -143,4 +198,5 @@ def bratu_exact_ufl(th: float, t):
 
 
 __all__ = ["BRATU_FOLD", "BratuPotential", "TroeschPotential", "bratu_system", "troesch_system",
-           "harmonic_system", "bratu_theta", "bratu_exact", "bratu_exact_ufl"]
+           "harmonic_system", "pendulum_system", "pendulum_cbvp_reference", "bratu_theta",
+            "bratu_exact", "bratu_exact_ufl"]

@@ -14,13 +14,15 @@ r"""PETSc solvers for whole-trajectory boundary-value problems.
   continuation.  Descent on the action is only meaningful at a minimum: the
   end point's Hessian inertia is checked and a :class:`glep.SaddleError` is
   raised at a saddle.
-* :func:`deflated_newton` — Newton on the deflated residual
-  ``m(r) F_r(r)``, ``m = Π_i (‖r − r_i‖^{−p} + σ)``, which cannot converge to
-  the known solutions ``r_i``; the step is the Newton step of ``F_r`` scaled
-  by ``1/(1 − ∇m·δ/m)`` (Sherman–Morrison).
-* :func:`morse_index` — number of negative eigenvalues of the reduced action
-  Hessian from the inertia of a Cholesky (``LDLᵀ``) factorisation (MUMPS,
-  or PETSc's own on one rank).
+* :func:`morse_index` / :func:`hessian_report` — number of negative
+  eigenvalues of the reduced action Hessian from the inertia of a Cholesky
+  (``LDLᵀ``) factorisation (MUMPS, or PETSc's own on one rank), trusted only
+  when the smallest-magnitude eigenvalue of ``J_r v = λ M v`` (SLEPc,
+  shift-and-invert) is clearly non-zero; otherwise
+  :class:`glep.SingularHessianError`.
+
+Deflation (several solutions) lives in :mod:`glep.bvp.deflation`.  Every
+PETSc object a solver creates is destroyed on every path (``try/finally``).
 
 Convergence is decided collectively (SNES reasons and norms are global); an
 exception raised inside a callback on one rank is turned into a NaN residual
@@ -33,12 +35,13 @@ from __future__ import annotations
 import contextlib
 import time
 import weakref
+from dataclasses import dataclass
 
 import numpy as np
 from mpi4py import MPI
 from petsc4py import PETSc
 
-from glep.errors import GlepError, InputError, SaddleError, SolverError
+from glep.errors import GlepError, InputError, SaddleError, SingularHessianError, SolverError
 
 _SNES_REASONS = {v: k for k, v in vars(PETSc.SNES.ConvergedReason).items()
                  if isinstance(v, int) and not k.startswith("_")}
@@ -308,24 +311,196 @@ def inertia(A: PETSc.Mat, comm: MPI.Comm) -> tuple[int, int, int]:
     return int(neg), int(zero), int(pos)
 
 
-def morse_index(problem, r: PETSc.Vec | None = None) -> int:
-    """Morse index (negative inertia of ``J_r``) of the stationary point ``r``.
+@dataclass(frozen=True)
+class HessianReport:
+    r"""Morse index of a stationary point with the numbers that make it trustworthy.
 
-    Only defined when test and trial spaces coincide (CBVP, periodic,
-    Dirichlet–natural, Robin).  Raises :class:`glep.SolverError` if the
-    Hessian is singular (e.g. resonance, or a fold).
+    Attributes
+    ----------
+    index:
+        Number of negative eigenvalues of the reduced action Hessian ``J_r`` (LDLᵀ inertia).
+    min_eigenvalue:
+        ``λ_min``, the eigenvalue of smallest magnitude of ``J_r v = λ M v`` (``M`` the reduced ``L²``
+        Gram matrix): the finite-element approximation of the Jacobi operator's eigenvalue, independent
+        of ``h`` up to the discretisation error.
+    max_eigenvalue:
+        ``λ_max``, the eigenvalue of largest magnitude (``~ 1/h²``).
+    ratio:
+        ``|λ_min| / |λ_max|``.
+    tolerance:
+        The threshold that ``|λ_min|`` exceeded (see :func:`hessian_report`).
+    """
+
+    index: int
+    min_eigenvalue: float
+    max_eigenvalue: float
+    ratio: float
+    tolerance: float
+
+
+def _cell_size(mesh) -> float:
+    """Largest element length of an interval mesh (every rank)."""
+    x = mesh.geometry.x[:, 0]
+    cells = mesh.geometry.dofmaps[0] if hasattr(mesh.geometry, "dofmaps") else mesh.geometry.dofmap
+    nloc = mesh.topology.index_map(mesh.topology.dim).size_local
+    h = float(np.max(np.abs(np.diff(x[cells[:nloc]], axis=1)))) if nloc else 0.0
+    return mesh.comm.allreduce(h, op=MPI.MAX)
+
+
+def _eigenpair(A: PETSc.Mat, B: PETSc.Mat, comm: MPI.Comm, which: str) -> tuple[float, PETSc.Vec]:
+    """One eigenpair of the symmetric-definite pencil ``A v = λ B v`` (SLEPc Krylov–Schur).
+
+    ``which="smallest"``: smallest magnitude, by shift-and-invert at ``0`` (MUMPS LU of ``A``);
+    ``which="largest"``: largest magnitude (LU of ``B``).
+    """
+    from slepc4py import SLEPc
+
+    eps = SLEPc.EPS().create(comm)
+    v = A.createVecRight()
+    try:
+        eps.setOperators(A, B)
+        eps.setProblemType(SLEPc.EPS.ProblemType.GHEP)
+        eps.setType(SLEPc.EPS.Type.KRYLOVSCHUR)
+        eps.setDimensions(nev=1)
+        st = eps.getST()
+        if which == "smallest":
+            eps.setTarget(0.0)
+            eps.setWhichEigenpairs(SLEPc.EPS.Which.TARGET_MAGNITUDE)
+            st.setType(SLEPc.ST.Type.SINVERT)
+        else:
+            eps.setWhichEigenpairs(SLEPc.EPS.Which.LARGEST_MAGNITUDE)
+            st.setType(SLEPc.ST.Type.SHIFT)
+        configure_lu(st.getKSP(), comm)
+        eps.setTolerances(tol=1e-12 if which == "smallest" else 1e-8, max_it=2000)
+        # a deterministic start vector: the same eigenvector sign and iterates on any number of ranks
+        v0 = A.createVecRight()
+        v0.array[:] = 1.0 + 0.5 * np.sin(np.arange(*v0.getOwnershipRange()))
+        eps.setInitialSpace([v0])
+        v0.destroy()
+        eps.solve()
+        if eps.getConverged() < 1:
+            raise SolverError(f"SLEPc found no {which}-magnitude eigenvalue of the action Hessian",
+                              reason=str(eps.getConvergedReason()))
+        lam = eps.getEigenpair(0, v)
+        return float(lam.real), v
+    except Exception:
+        v.destroy()
+        raise
+    finally:
+        eps.destroy()
+
+
+def default_singular_tol(problem, v: PETSc.Vec, J: PETSc.Mat, M: PETSc.Mat, lam_max: float) -> float:
+    r"""Threshold below which ``|λ_min|`` cannot be told from zero on this mesh.
+
+    The finite-element eigenvalues of ``−(m q')'`` with Lagrange ``P_p`` elements carry the relative error
+    ``c_p (κh²)^p``, ``c_p = (p!/(2p)!)²/(2p+1)`` (``1/12`` for P1, ``1/720`` for P2: the Padé error of
+    the discrete dispersion relation, Ainsworth 2004), where ``κ = vᵀKv/vᵀMv`` is the squared frequency
+    of the eigenvector (``K`` the stiffness matrix) and ``h`` the largest element.  The eigenvalue near
+    zero is a difference of a kinetic part ``≈ m κ`` and a potential part, so its absolute error is about
+    ``c_p (κh²)^p m κ``; the effective mass ``m`` is estimated by ``max_i J_ii / K_ii``.  On the harmonic
+    oscillator at resonance (exact eigenvalue 0) the discrete ``|λ_min|`` is within a factor 2 of this
+    estimate for P1 and P2; the tolerance is four times it (variable coefficients, quadrature and graded
+    meshes change the constant), plus the round-off floor ``10² ε |λ_max|`` (the backward error of the
+    shift-and-invert solve, ``~ ε ‖M⁻¹J‖``).  A smaller ``|λ_min|`` may
+    change sign with ``h``, ``p`` or the partition, so its sign (the index) is not trusted.
+    """
+    from math import factorial
+
+    disc = problem.disc
+    p = int(getattr(disc, "degree", 1))
+    h = _cell_size(disc.mesh)
+    H1 = disc.metric("H1")
+    K = H1.ptap(problem.P)
+    H1.destroy()
+    K.axpy(-1.0, M)
+    Kv, Mv = K.createVecLeft(), M.createVecLeft()
+    dJ, dK = J.getDiagonal(), K.getDiagonal()
+    try:
+        K.mult(v, Kv)
+        M.mult(v, Mv)
+        kappa = max(v.dot(Kv) / v.dot(Mv), 0.0)
+        kd = dK.array_r
+        ratio = np.abs(dJ.array_r[kd > 0]) / kd[kd > 0]
+        mass = comm_max(problem.comm, float(ratio.max()) if ratio.size else 0.0)
+    finally:
+        for obj in (K, Kv, Mv, dJ, dK):
+            obj.destroy()
+    c_p = (factorial(p) / factorial(2 * p)) ** 2 / (2 * p + 1)
+    return 4.0 * c_p * (kappa * h * h) ** p * mass * kappa + 1e2 * np.finfo(float).eps * abs(lam_max)
+
+
+def comm_max(comm: MPI.Comm, value: float) -> float:
+    return float(comm.allreduce(value, op=MPI.MAX))
+
+
+_CAUSES = "(a degenerate stationary point: resonance, a fold, or a continuous symmetry)"
+
+
+def hessian_report(problem, r: PETSc.Vec | None = None, *, singular_tol: float | None = None) -> HessianReport:
+    r"""Morse index of the stationary point ``r`` and the smallest and largest Hessian eigenvalues.
+
+    The index is the negative inertia of ``J_r`` (LDLᵀ); by Sylvester's law it is also the number of
+    negative eigenvalues of the pencil ``J_r v = λ M v`` (``M`` the reduced ``L²`` Gram matrix), whose
+    smallest-magnitude eigenvalue ``λ_min`` (SLEPc, shift-and-invert at 0) approximates the Jacobi
+    operator's eigenvalue independently of ``h``.  The index is trusted only if ``|λ_min|`` exceeds
+    ``singular_tol`` (default :func:`default_singular_tol`, from the discretisation error of ``λ_min``).
+
+    Raises
+    ------
+    glep.SingularHessianError
+        If ``|λ_min| ≤ singular_tol`` or the factorisation finds a zero pivot: a conjugate point lies at or
+        near ``T`` and the index is ambiguous.
     """
     if not problem.spec.symmetric:
         raise InputError(f"{problem.spec.label}: the Morse index needs a variational (symmetric) "
                          "boundary condition; initial/final-value problems are not stationary points "
                          "of a restricted action")
-    J = problem.jacobian(r)
-    neg, zero, _ = inertia(J, problem.comm)
-    J.destroy()
-    if zero:
-        raise SolverError(f"the action Hessian is singular ({zero} zero pivots): the stationary point is "
-                          "degenerate (conjugate point at T, resonance or a fold)", reason="singular")
-    return neg
+    if singular_tol is not None and not (np.isfinite(singular_tol) and singular_tol >= 0):
+        raise InputError(f"singular_tol must be a finite number >= 0 (or None), got {singular_tol!r}")
+    comm = problem.comm
+    J = collective(comm, problem.jacobian, r)
+    L2 = problem.disc.metric("L2")
+    M = L2.ptap(problem.P)
+    L2.destroy()
+    vecs: list[PETSc.Vec] = []
+    try:
+        neg, zero, _ = inertia(J, comm)
+        lam_max, vmax = _eigenpair(J, M, comm, "largest")
+        vecs.append(vmax)
+        if zero:
+            raise SingularHessianError(
+                f"the action Hessian is singular ({zero} zero pivots): the Morse index ({neg} negative "
+                f"eigenvalues) is ambiguous because a conjugate point lies at or near the boundary T {_CAUSES}",
+                min_eigenvalue=0.0, max_eigenvalue=lam_max, tolerance=float(singular_tol or 0.0),
+                index=neg)
+        lam_min, vmin = _eigenpair(J, M, comm, "smallest")
+        vecs.append(vmin)
+        tol = float(default_singular_tol(problem, vmin, J, M, lam_max) if singular_tol is None else singular_tol)
+    finally:
+        for obj in [J, M, *vecs]:
+            obj.destroy()
+    ratio = abs(lam_min) / abs(lam_max)
+    if not abs(lam_min) > tol:
+        raise SingularHessianError(
+            f"the action Hessian is numerically singular: its smallest eigenvalue λ_min = {lam_min:.3e} "
+            f"(|λ_min|/|λ_max| = {ratio:.3e}) is below the tolerance {tol:.3e}, so the Morse index "
+            f"({neg} negative eigenvalues) is ambiguous because a conjugate point lies at or near the "
+            f"boundary T {_CAUSES}, or the mesh is too coarse to tell λ_min from 0 (refine it, or pass "
+            "singular_tol)", min_eigenvalue=lam_min,
+            max_eigenvalue=lam_max, tolerance=tol, index=neg)
+    return HessianReport(int(neg), lam_min, lam_max, ratio, tol)
+
+
+def morse_index(problem, r: PETSc.Vec | None = None, *, singular_tol: float | None = None) -> int:
+    """Morse index (negative inertia of ``J_r``) of the stationary point ``r``; see :func:`hessian_report`.
+
+    Only defined when test and trial spaces coincide (CBVP, periodic,
+    Dirichlet–natural, Robin).  Raises :class:`glep.SingularHessianError` (a
+    :class:`glep.SolverError`) if the Hessian is numerically singular (e.g.
+    resonance, or a fold), since the index is then ambiguous.
+    """
+    return hessian_report(problem, r, singular_tol=singular_tol).index
 
 
 # -- action-gradient flow ------------------------------------------------------------------------------
@@ -353,13 +528,70 @@ def gradient_flow(problem, r0: PETSc.Vec, *, metric: str = "H1", dt: float = 1e-
     """
     if not problem.spec.symmetric:
         raise InputError(f"{problem.spec.label}: action descent needs a variational boundary condition")
+    t0 = time.perf_counter()
+    history: list[float] = []
+    owned: list = []  # every PETSc object created here, destroyed on every path
+    try:
+        steps, failure = _run_flow(problem, r0, metric, dt, max_steps, rtol, atol, options, history, owned)
+    finally:
+        for obj in owned:
+            obj.destroy()
+    F = problem.create_vec()
+    try:
+        problem.residual(r0, F)
+        fin = F.norm()
+    finally:
+        F.destroy()
+    finite = bool(np.isfinite(fin))
+    if failure is not None:
+        raise SolverError(f"action-gradient flow ({metric} metric) failed after {steps} pseudo-time steps: "
+                          f"{failure}" + ("" if finite else "; the state is no longer finite"),
+                          reason=failure, history=history)
+    index, hreport = None, None
+    if finite:
+        try:
+            hreport = hessian_report(problem, r0)
+            index = hreport.index
+        except SolverError:
+            index = None
+    if index is None or index > 0:
+        # Was the start already on a non-convex part? Report the inertia found.
+        what = (f"Morse index {index}" if index is not None else "a singular or non-finite Hessian")
+        raise SaddleError(
+            f"action-gradient flow ({metric} metric) ended at a stationary point with {what} after {steps} "
+            "pseudo-time steps: it is a saddle, not a minimum of the action (the trajectory passes a "
+            "conjugate point, or the action is unbounded below). Descent on the action is only valid at "
+            "a minimum; use method='newton' (residual-based), which converges to saddles too")
+    res = NewtonResult(r0, "TS_CONVERGED", steps, history, time.perf_counter() - t0)
+    if polish:
+        pol = newton(problem, r0, rtol=rtol, atol=atol)
+        res.history = history + pol.history
+        res.iterations += pol.iterations
+    problem.lift(r0)
+    res.morse_index = index
+    res.hessian_report = hreport
+    return res
+
+
+def _run_flow(problem, r0, metric, dt, max_steps, rtol, atol, options, history, owned) -> tuple[int, str | None]:
+    """The TS pseudo-transient solve of :func:`gradient_flow`; returns (steps, failure reason or None).
+
+    Every PETSc object it creates is appended to ``owned`` (the caller destroys them).
+    """
     comm = problem.comm
     guard = _Guard(comm)
     Mfull = problem.disc.metric(metric)
+    owned.append(Mfull)
     M = Mfull.ptap(problem.P)
+    owned.append(M)
     J = collective(comm, problem.jacobian, r0)
+    owned.append(J)
     A = J.duplicate(copy=True)
-    t0 = time.perf_counter()
+    owned.append(A)
+    F = problem.create_vec()
+    owned.append(F)
+    ts = PETSc.TS().create(comm)
+    owned.append(ts)
 
     def ifunction(ts, t, x, xdot, f):
         with guard.capture(f):
@@ -372,10 +604,8 @@ def gradient_flow(problem, r0: PETSc.Vec, *, metric: str = "H1", dt: float = 1e-
             J.copy(Amat, structure=PETSc.Mat.Structure.DIFFERENT_NONZERO_PATTERN)
             Amat.axpy(shift, M, structure=PETSc.Mat.Structure.SUBSET_NONZERO_PATTERN)
 
-    ts = PETSc.TS().create(comm)
     ts.setOptionsPrefix("glep_flow_")
     ts.setType(PETSc.TS.Type.PSEUDO)
-    F = problem.create_vec()
     ts.setIFunction(ifunction, F)
     ts.setIJacobian(ijacobian, A)
     ts.setTimeStep(dt)
@@ -388,12 +618,13 @@ def gradient_flow(problem, r0: PETSc.Vec, *, metric: str = "H1", dt: float = 1e-
     snes.getLineSearch().setType("basic")
     snes.setTolerances(max_it=10)
     configure_lu(snes.getKSP(), comm)
-    history: list[float] = []
+    Fm = problem.create_vec()
+    owned.append(Fm)
 
     def mon(ts_, step, t, x):
         with guard.capture():
-            problem.residual(x, F)
-            history.append(F.norm())
+            problem.residual(x, Fm)
+            history.append(Fm.norm())
 
     ts.setMonitor(mon)
     fnorm0 = None
@@ -407,134 +638,19 @@ def gradient_flow(problem, r0: PETSc.Vec, *, metric: str = "H1", dt: float = 1e-
                 ts_.setConvergedReason(PETSc.TS.ConvergedReason.CONVERGED_USER)
 
     ts.setPostStep(post)
+    failure = None
     with petsc_options("glep_flow_", options):
         ts.setFromOptions()
         try:
             ts.solve(r0)
-        except PETSc.Error:
-            pass
+        except PETSc.Error as exc:  # a failed pseudo-time step: reported below with the TS reason
+            reason = _TS_REASONS.get(ts.getConvergedReason(), str(ts.getConvergedReason()))
+            failure = f"{reason} (PETSc error {exc.ierr})"
     guard.check()
     steps = ts.getStepNumber()
-    ts.destroy()
-    A.destroy()
-    problem.residual(r0, F)
-    fin = F.norm()
-    finite = np.isfinite(fin)
-    index = None
-    if finite:
-        try:
-            index = morse_index(problem, r0)
-        except SolverError:
-            index = None
-    if index is None or index > 0 or not finite:
-        # Was the start already on a non-convex part? Report the inertia found.
-        what = (f"Morse index {index}" if index is not None else "a singular or non-finite Hessian")
-        raise SaddleError(
-            f"action-gradient flow ({metric} metric) ended at a stationary point with {what} after {steps} "
-            "pseudo-time steps: it is a saddle, not a minimum of the action (the trajectory passes a "
-            "conjugate point, or the action is unbounded below). Descent on the action is only valid at "
-            "a minimum; use method='newton' (residual-based), which converges to saddles too")
-    M.destroy()
-    Mfull.destroy()
-    J.destroy()
-    res = NewtonResult(r0, "TS_CONVERGED", steps, history, time.perf_counter() - t0)
-    if polish:
-        pol = newton(problem, r0, rtol=rtol, atol=atol)
-        res.history = history + pol.history
-        res.iterations += pol.iterations
-    problem.lift(r0)
-    res.morse_index = index
-    return res
-
-
-# -- deflation -------------------------------------------------------------------------------------------
-def deflated_newton(problem, r0: PETSc.Vec, known: list[PETSc.Vec], *, power: float = 2.0, shift: float = 1.0,
-                    rtol: float = 1e-10, atol: float = 1e-12, max_it: int = 100,
-                    linesearch: str = "basic") -> NewtonResult:
-    r"""Newton's method on ``G(r) = m(r) F_r(r)`` with ``m = Π_i (‖r − r_i‖^{−p} + σ)``.
-
-    The known solutions ``r_i`` are roots of ``F_r`` but not of ``G`` (``m``
-    blows up there), so Newton is pushed to a *new* solution.  With
-    ``δ = −J⁻¹F`` the deflated Newton step is ``τ δ``,
-    ``τ = 1/(1 − ∇m·δ/m)``; a backtracking line search on ``‖G‖`` keeps it
-    a residual descent (``linesearch="bt"``; the default ``"basic"`` takes full
-    deflated steps, which is what lets deflation escape the basin of a known
-    solution).  Convergence is declared on ``‖F_r‖`` itself.
-    """
-    comm = problem.comm
-    guard = _Guard(comm)
-    F = problem.create_vec()
-    dx = problem.create_vec()
-    trial = problem.create_vec()
-    ksp = PETSc.KSP().create(comm)
-    configure_lu(ksp, comm)
-    t0 = time.perf_counter()
-
-    Mfull = problem.disc.metric("H1")
-    Mr = Mfull.ptap(problem.P)
-    Md = problem.create_vec()
-
-    def m_and_grad(x):
-        # deflation in the H¹ norm ‖d‖² = dᵀ M d (mesh-independent, unlike the coefficient norm)
-        m = 1.0
-        terms = []
-        for s in known:
-            d = x.copy()
-            d.axpy(-1.0, s)
-            Mr.mult(d, Md)
-            nrm = np.sqrt(max(d.dot(Md), 1e-300))
-            terms.append((nrm, Md.copy()))
-            m *= nrm ** (-power) + shift
-        # ∇m = m Σ_i [−p ‖d_i‖^{−p−2} M d_i / (‖d_i‖^{−p} + σ)]
-        grad = x.duplicate()
-        grad.set(0.0)
-        for nrm, Mdi in terms:
-            grad.axpy(m * (-power * nrm ** (-power - 2)) / (nrm ** (-power) + shift), Mdi)
-        return m, grad
-
-    def gnorm(x):
-        with guard.capture(F):
-            problem.residual(x, F)
-        return m_and_grad(x)[0] * F.norm(), F.norm()
-
-    history = []
-    x = r0
-    g, f = gnorm(x)
-    f0 = f
-    for it in range(max_it):
-        guard.check()
-        history.append(f)
-        if f <= max(atol, rtol * f0) and it > 0 or f <= atol:
-            break
-        J = problem.jacobian(x)
-        ksp.setOperators(J)
-        ksp.solve(F, dx)
-        dx.scale(-1.0)
-        m, gm = m_and_grad(x)
-        denom = 1.0 - gm.dot(dx) / m
-        tau = 1.0 / denom if abs(denom) > 1e-14 else 1.0
-        step = tau
-        for _ in range(30):
-            x.copy(trial)
-            trial.axpy(step, dx)
-            g_new, f_new = gnorm(trial)
-            if linesearch == "basic" and np.isfinite(g_new) and f_new < 1e3 * max(f, 1.0):
-                break
-            if np.isfinite(g_new) and g_new < (1.0 - 1e-4 * abs(step)) * g or abs(step) < 1e-8:
-                break
-            step *= 0.5
-        trial.copy(x)
-        g, f = g_new, f_new
-        J.destroy()
-    else:
-        raise SolverError("deflated Newton did not converge", reason="max_it", history=history)
-    guard.check()
-    history.append(f)
-    ksp.destroy()
-    if not np.isfinite(f) or f > max(atol, rtol * f0) and f > atol:
-        raise SolverError("deflated Newton did not converge", reason="diverged", history=history)
-    problem.lift(x)
-    return NewtonResult(x, "DEFLATED_CONVERGED", len(history) - 1, history, time.perf_counter() - t0)
+    if failure is None and ts.getConvergedReason() < 0:
+        failure = _TS_REASONS.get(ts.getConvergedReason(), str(ts.getConvergedReason()))
+    return steps, failure
 
 
 # -- residual descent (Levenberg–Marquardt) -----------------------------------------------------------------
@@ -551,14 +667,11 @@ def residual_descent(problem, r0: PETSc.Vec, *, mu: float = 1.0, rtol: float = 1
     """
     comm = problem.comm
     guard = _Guard(comm)
-    F = problem.create_vec()
-    g = problem.create_vec()
-    d = problem.create_vec()
-    trial = problem.create_vec()
-    Ft = problem.create_vec()
+    t0 = time.perf_counter()
+    F, g, d, trial, Ft = (problem.create_vec() for _ in range(5))
     ksp = PETSc.KSP().create(comm)
     configure_lu(ksp, comm)
-    t0 = time.perf_counter()
+    owned: list = [F, g, d, trial, Ft, ksp]
 
     def res(x, out):
         with guard.capture(out):
@@ -566,34 +679,39 @@ def residual_descent(problem, r0: PETSc.Vec, *, mu: float = 1.0, rtol: float = 1
         guard.check()
         return out.norm()
 
-    f = res(r0, F)
-    f0 = f
-    history = [f]
-    for _ in range(max_it):
-        if f <= max(atol, rtol * f0):
-            break
-        J = problem.jacobian(r0)
-        JtJ = J.transposeMatMult(J)
-        JtJ.shift(mu)
-        J.multTranspose(F, g)
-        ksp.setOperators(JtJ)
-        ksp.solve(g, d)
-        r0.copy(trial)
-        trial.axpy(-1.0, d)
-        ft = res(trial, Ft)
-        if np.isfinite(ft) and ft < f:
-            trial.copy(r0)
-            Ft.copy(F)
-            f = ft
-            mu = max(mu / 5.0, 1e-14)
-            history.append(f)
-        else:
-            mu *= 4.0
-        J.destroy()
-        JtJ.destroy()
-        if mu > 1e20:
-            break
-    ksp.destroy()
+    try:
+        f = res(r0, F)
+        f0 = f
+        history = [f]
+        for _ in range(max_it):
+            if f <= max(atol, rtol * f0):
+                break
+            J = collective(comm, problem.jacobian, r0)
+            owned.append(J)
+            JtJ = J.transposeMatMult(J)
+            owned.append(JtJ)
+            JtJ.shift(mu)
+            J.multTranspose(F, g)
+            ksp.setOperators(JtJ)
+            ksp.solve(g, d)
+            r0.copy(trial)
+            trial.axpy(-1.0, d)
+            ft = res(trial, Ft)
+            if np.isfinite(ft) and ft < f:
+                trial.copy(r0)
+                Ft.copy(F)
+                f = ft
+                mu = max(mu / 5.0, 1e-14)
+                history.append(f)
+            else:
+                mu *= 4.0
+            for obj in (owned.pop(), owned.pop()):
+                obj.destroy()
+            if mu > 1e20:
+                break
+    finally:
+        for obj in owned:
+            obj.destroy()
     if not f <= max(atol, rtol * f0):
         raise SolverError("residual descent (Levenberg–Marquardt) stalled: a local minimum of ‖F‖ that is not "
                           "a solution, or too few iterations", reason="stalled", history=history)

@@ -1,3 +1,4 @@
+# ruff: noqa: E402  (dolfinx_solver and glep.memory must run before the other imports)
 """glep: gradient estimators for physical learning systems.
 
 Generalized Lagrangian Equilibrium Propagation (GLEP) on trajectories defined
@@ -16,7 +17,14 @@ import dolfinx_solver  # noqa: F401, E402  isort: skip
 
 from glep.boundary import CBVP, CFVP, CIVP, PFVP, DirichletNatural, Periodic, Robin
 from glep.costs import TerminalCost, TrackingCost
-from glep.errors import GlepError, InputError, NotReversibleError, SaddleError, SolverError
+from glep.errors import (
+    GlepError,
+    InputError,
+    NotReversibleError,
+    SaddleError,
+    SingularHessianError,
+    SolverError,
+)
 from glep.grid import TimeGrid
 from glep.gyroscopic import Gyroscopic
 from glep.kinetic import DiagonalMass
@@ -40,7 +48,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CBVP", "CFVP", "CIVP", "PFVP", "DirichletNatural", "Periodic", "Robin",
     "TerminalCost", "TrackingCost",
-    "GlepError", "InputError", "NotReversibleError", "SaddleError", "SolverError",
+    "GlepError", "InputError", "NotReversibleError", "SaddleError", "SingularHessianError", "SolverError",
     "TimeGrid", "Gyroscopic", "DiagonalMass",
     "Harmonic", "InputDrive", "LogCoshLayer", "Pendulum", "QuadraticForm", "Quartic", "SpringCoupling",
     "Signal", "LagrangianSystem", "FixedPotentialTerm", "KineticTerm", "PotentialTerm", "Term", "Trajectory", "UFLTerm",

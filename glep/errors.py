@@ -43,3 +43,31 @@ class SolverError(GlepError, RuntimeError):
 
 class SaddleError(GlepError):
     """Action descent was asked at a stationary point that is not a minimum."""
+
+
+class SingularHessianError(SolverError):
+    """The action Hessian at a stationary point is (numerically) singular, so its Morse index is ambiguous.
+
+    Raised when the smallest-magnitude eigenvalue ``λ_min`` of the reduced action Hessian (relative to the
+    ``L²`` Gram matrix, an approximation of the Jacobi operator's eigenvalue) lies below the tolerance: a
+    conjugate point is at or near the end of the interval (resonance, a fold), and the count of negative
+    eigenvalues may change with the mesh, the element degree or the number of ranks.
+
+    Attributes
+    ----------
+    min_eigenvalue, max_eigenvalue:
+        ``λ_min`` (smallest magnitude) and ``λ_max`` (largest magnitude); ``0.0`` for ``λ_min`` when the
+        factorisation found an exactly zero pivot.
+    tolerance:
+        The threshold ``|λ_min|`` was compared with.
+    index:
+        The (ambiguous) count of negative eigenvalues.
+    """
+
+    def __init__(self, message: str, *, min_eigenvalue: float, max_eigenvalue: float, tolerance: float,
+                 index: int):
+        self.min_eigenvalue = min_eigenvalue
+        self.max_eigenvalue = max_eigenvalue
+        self.tolerance = tolerance
+        self.index = index
+        super().__init__(message, reason="singular Hessian")

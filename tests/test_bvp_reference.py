@@ -146,3 +146,15 @@ def test_h_convergence(degree):
     s_l2, s_nodal = _bratu_errors(degree, [8, 16, 32, 64])
     assert s_l2 == pytest.approx(degree + 1, abs=0.1)  # L² error O(h^{p+1})
     assert s_nodal == pytest.approx(2 * degree, abs=0.1)  # nodal superconvergence O(h^{2p})
+
+
+def test_pendulum_reference_below_the_first_conjugate_point():
+    """ωT < π: one solution, a minimum; the SciPy shooting reference and the FE solution agree."""
+    from glep.bvp.reference import pendulum_cbvp_reference, pendulum_system
+
+    ref = pendulum_cbvp_reference(1.0, 2.0, 0.3, -0.5, scan=201)
+    assert len(ref) == 1 and ref[0][1] == 0
+    sys_, par = pendulum_system(1.0)
+    sol = solve_bvp(sys_, par, (2.0, 16), CBVP([0.3], [-0.5]), degree=3, quadrature="gauss", morse=True)
+    assert sol.morse_index == 0
+    assert sol.p0[0] == pytest.approx(ref[0][0], rel=1e-7)

@@ -37,15 +37,30 @@ def test_newton_converges_to_the_saddle_from_nearby():
     assert sol.p0[0] == pytest.approx(yp0, rel=1e-6)
 
 
-def test_deflation_finds_both_bratu_branches():
+# Perturbed user guesses: the search must not hinge on one chaotic deflated iteration.
+BRATU_GUESSES = {
+    "straight line": None,
+    "+0.3 sin": lambda t: 0.3 * np.sin(np.pi * t)[None],
+    "-0.3 sin": lambda t: -0.3 * np.sin(np.pi * t)[None],
+    "0.5 sin 2": lambda t: 0.5 * np.sin(2 * np.pi * t)[None],
+    "t(1-t)": lambda t: (0.8 * t * (1 - t))[None],
+    "-1 sin 3": lambda t: -1.0 * np.sin(3 * np.pi * t)[None],
+}
+
+
+@pytest.mark.parametrize("name", sorted(BRATU_GUESSES, key=str))
+def test_deflation_finds_both_bratu_branches(name):
     sys_, par = bratu_system(2.0)
+    guess = BRATU_GUESSES[name]
     low = solve_bvp(sys_, par, (1.0, 32), ZERO, morse=True)
-    up = solve_bvp(sys_, par, (1.0, 32), ZERO, method="deflation", known=[low], morse=True)
+    up = solve_bvp(sys_, par, (1.0, 32), ZERO, method="deflation", known=[low], morse=True, guess=guess)
     assert low.morse_index == 0 and up.morse_index == 1
-    assert low.p0[0] == pytest.approx(1.2482, rel=1e-2)
-    assert up.p0[0] == pytest.approx(8.2688, rel=1e-2)
-    with pytest.raises(glep.SolverError):  # no third solution
-        solve_bvp(sys_, par, (1.0, 32), ZERO, method="deflation", known=[low, up], max_it=30)
+    # P1 + GLL on 32 elements: p(0) within O(h²) of the exact values
+    h2 = (1.0 / 32) ** 2
+    assert low.p0[0] == pytest.approx(bratu_exact(2.0, "lower")[1], rel=h2)
+    assert up.p0[0] == pytest.approx(bratu_exact(2.0, "upper")[1], rel=2 * h2)
+    with pytest.raises(glep.SolverError, match="deflation found no solution besides the 2 known"):
+        solve_bvp(sys_, par, (1.0, 32), ZERO, method="deflation", known=[low, up], max_it=30, guess=guess)
 
 
 def test_residual_descent_from_a_poor_guess():
@@ -107,3 +122,13 @@ def test_solved_problems_and_their_systems_are_collected():
     del problem, sys_
     gc.collect()
     assert all(r() is None for r in refs)
+
+
+def test_gradient_flow_reports_a_failed_pseudo_time_step():
+    """A PETSc failure inside the TS is a SolverError naming the TS reason, not swallowed."""
+    sys_, par = bratu_system(2.0)
+    opts = {"snes_max_it": 1, "snes_linesearch_type": "basic", "ts_max_snes_failures": 1,
+            "ts_pseudo_increment": 1e6, "ts_time_step": 1e4}
+    with pytest.raises(glep.SolverError, match="action-gradient flow .* failed after 0 pseudo-time steps: "
+                                               "DIVERGED_NONLINEAR_SOLVE"):
+        solve_bvp(sys_, par, (1.0, 16), ZERO, method="gradient-flow", options=opts)
