@@ -251,6 +251,8 @@ def newton(problem, r0: PETSc.Vec, *, method: str = "newton", linesearch: str = 
         else:
             snes.setType("newtontr")
         snes.setTolerances(rtol=rtol, atol=atol, stol=stol, max_it=max_it)
+        roundoff = _RoundoffTest(J, r0)
+        snes.setConvergenceTest(roundoff)
         snes.setConvergenceHistory()
         configure_lu(snes.getKSP(), comm, lu_solver)
         if monitor is not None:
@@ -263,14 +265,9 @@ def newton(problem, r0: PETSc.Vec, *, method: str = "newton", linesearch: str = 
         hist = [float(h) for h in snes.getConvergenceHistory()[0]]
         its = snes.getIterationNumber()
         lits = snes.getLinearSolveIterations()
-        reason_name = snes_reason_name(reason)
-        if reason == PETSc.SNES.ConvergedReason.DIVERGED_LINE_SEARCH and hist:
-            # The residual cannot fall below its round-off floor ~ ε ‖J‖ ‖r‖ √dim: accept a line-search
-            # failure there (fine meshes: ‖J‖ ~ 1/h) instead of reporting a spurious divergence.
-            floor = 1e3 * np.finfo(float).eps * J.norm(PETSc.NormType.INFINITY) * max(
-                r0.norm(PETSc.NormType.INFINITY), 1.0) * np.sqrt(r0.getSize())
-            if np.isfinite(hist[-1]) and hist[-1] <= floor:
-                reason, reason_name = 1, "CONVERGED_ROUNDOFF"
+        reason_name = "CONVERGED_ROUNDOFF" if roundoff.at_floor else snes_reason_name(reason)
+        if reason == PETSc.SNES.ConvergedReason.DIVERGED_LINE_SEARCH and hist and roundoff.below(hist[-1]):
+            reason, reason_name = 1, "CONVERGED_ROUNDOFF"  # no decrease possible below the floor
         converged = reason > 0
     finally:
         if converged and getattr(problem, "reuse_factorization", True):
@@ -285,6 +282,46 @@ def newton(problem, r0: PETSc.Vec, *, method: str = "newton", linesearch: str = 
                           reason=snes_reason_name(reason), history=hist)
     problem.lift(r0)
     return NewtonResult(r0, reason_name, its, hist, time.perf_counter() - t0, lits)
+
+
+class _RoundoffTest:
+    r"""SNES convergence test: PETSc's default, plus convergence at the residual's round-off floor.
+
+    Evaluating ``F_r`` in floating point has an error of about ``ε ‖J‖ ‖r‖ √dim`` (each residual entry
+    sums terms of size ``‖J‖‖r‖``; on fine time meshes ``‖J‖ ~ 1/h``).  Once ``‖F_r‖`` is below
+    ``floor = 10³ ε ‖J‖_∞ max(‖r‖_∞, 1) √dim`` and an iteration no longer halves it, Newton has done all
+    it can: the solve is converged at round-off (reported as ``CONVERGED_ROUNDOFF``) instead of
+    iterating to ``max_it`` against an absolute tolerance below the floor.
+    """
+
+    def __init__(self, J: PETSc.Mat, r: PETSc.Vec):
+        self.scale = 1e3 * np.finfo(float).eps * J.norm(PETSc.NormType.INFINITY) * np.sqrt(r.getSize())
+        self.previous = np.inf
+        self.at_floor = False
+
+    def below(self, fnorm: float, xnorm: float = 1.0) -> bool:
+        return bool(np.isfinite(fnorm) and fnorm <= self.scale * max(xnorm, 1.0))
+
+    def __call__(self, snes: PETSc.SNES, its: int, norms: tuple[float, float, float]) -> int:
+        xnorm, ynorm, fnorm = norms
+        R = PETSc.SNES.ConvergedReason
+        if its == 0:
+            self.previous, self.at_floor, self.fnorm0 = np.inf, False, fnorm
+        rtol, atol, stol, _ = snes.getTolerances()
+        if not np.isfinite(fnorm):
+            return R.DIVERGED_FNORM_NAN
+        if fnorm <= atol:
+            return R.CONVERGED_FNORM_ABS
+        if its > 0 and fnorm <= rtol * self.fnorm0:
+            return R.CONVERGED_FNORM_RELATIVE
+        if its > 0 and ynorm <= stol * xnorm:
+            return R.CONVERGED_SNORM_RELATIVE
+        stalled = fnorm > 0.5 * self.previous
+        self.previous = fnorm
+        if its > 0 and stalled and self.below(fnorm, snes.getSolution().norm(PETSc.NormType.INFINITY)):
+            self.at_floor = True
+            return R.CONVERGED_FNORM_ABS
+        return R.ITERATING
 
 
 # -- inertia -----------------------------------------------------------------------------

@@ -132,3 +132,20 @@ def test_gradient_flow_reports_a_failed_pseudo_time_step():
     with pytest.raises(glep.SolverError, match="action-gradient flow .* failed after 0 pseudo-time steps: "
                                                "DIVERGED_NONLINEAR_SOLVE"):
         solve_bvp(sys_, par, (1.0, 16), ZERO, method="gradient-flow", options=opts)
+
+
+@pytest.mark.parametrize("linesearch", ["bt", "basic"])
+@pytest.mark.parametrize("n_el", [64, 4096])
+def test_newton_converges_at_the_round_off_floor(n_el, linesearch):
+    """Tolerances below the residual's round-off floor (ε‖J‖‖r‖√dim) end as CONVERGED_ROUNDOFF within a few
+    iterations of quadratic convergence, not at max_it: the floor is scaled to the problem (‖J‖ ~ 1/h)."""
+    sys_, par = bratu_system(2.0)
+    sol = solve_bvp(sys_, par, (1.0, n_el), ZERO, rtol=0.0, atol=1e-300, stol=0.0, max_it=40,
+                    linesearch=linesearch)
+    assert sol.reason == "CONVERGED_ROUNDOFF"
+    assert sol.iterations <= 8
+    ref = solve_bvp(sys_, par, (1.0, n_el), ZERO)
+    assert np.max(np.abs(sol.q - ref.q)) < 1e-10
+    # a solve that cannot reach the floor still fails with the SNES reason
+    with pytest.raises(glep.SolverError, match="DIVERGED_MAX_IT"):
+        solve_bvp(sys_, par, (1.0, n_el), ZERO, guess=lambda t: 3.0 * np.sin(np.pi * t)[None], max_it=1)
