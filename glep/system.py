@@ -19,7 +19,7 @@ import numpy as np
 
 from glep.costs import TerminalCost, TrackingCost
 from glep.errors import InputError
-from glep.signals import Signal
+from glep.signals import Signal, check_signals
 from glep.terms import KineticTerm, PotentialTerm, Term, add_into
 from glep.validation import check_params
 
@@ -83,6 +83,7 @@ class LagrangianSystem:
         missing = needed - set(self.signals)
         if missing:
             raise InputError(f"signals is missing {sorted(missing)} (read by the terms or the cost)")
+        check_signals(self)
         kinetic = [t for t in self.terms if isinstance(t, KineticTerm)]
         self.kinetic: KineticTerm | None = kinetic[0] if len(kinetic) == 1 else None
         self.is_separable = self.kinetic is not None and all(
@@ -90,8 +91,14 @@ class LagrangianSystem:
 
     # -- parameters and signals --------------------------------------------
     def check_params(self, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Validate ``params`` against the declared parameter shapes."""
-        return check_params(params, self.parameters)
+        """Validate ``params`` against the declared parameter shapes and each term's own rules
+        (a term's ``check_values(theta)``, e.g. positive masses)."""
+        theta = check_params(params, self.parameters)
+        for term in self.terms:
+            check = getattr(term, "check_values", None)
+            if check is not None:
+                check(theta)
+        return theta
 
     @property
     def batch(self) -> int | None:

@@ -49,6 +49,7 @@ from glep.grid import TimeGrid
 from glep.ivp.discrete import TRAPEZOID, DiscreteLagrangian, QuadratureRule
 from glep.ivp.sensitivity import tangent_sweep
 from glep.ivp.stepping import integrate
+from glep.signals import check_signals
 from glep.system import LagrangianSystem
 from glep.trajectory import Trajectory
 from glep.validation import as_finite_array
@@ -414,6 +415,7 @@ def shoot_cbvp(system: LagrangianSystem, params: Mapping[str, np.ndarray], grid:
         residual and its floor, ``.history`` holds the residual norms.
     """
     theta = system.check_params(params)
+    check_signals(system, grid.T)
     n = system.n
     q0 = _as_state(q0, "q0", n, system.batch)
     B = q0.shape[0]

@@ -6,10 +6,14 @@ import h5py
 import numpy as np
 import pytest
 
+import glep
 from glep.errors import InputError
 from glep.estimators.problem import Problem
+from glep.grid import TimeGrid
 from glep.io import list_trajectories, load_trajectory, save_trajectory
+from glep.ivp.shooting import shoot_cbvp
 from glep.models import FAMILIES, coupled_oscillators
+from glep.signals import Signal
 
 
 # -- trajectory files ----------------------------------------------------------------------
@@ -96,6 +100,63 @@ def test_inconsistent_trajectory(saved, tmp_path, edit, message):
     path = _copy_with(saved, tmp_path, edit)
     with pytest.raises(InputError, match=r"edited\.h5: .*" + message):
         load_trajectory(path, "free")
+
+
+# -- masses ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def model():
+    return coupled_oscillators(3, T=5.0)
+
+
+@pytest.mark.parametrize("mass", [0.0, -1.0])
+def test_non_positive_trainable_mass(model, mass):
+    params = dict(model.params, m=np.array([1.0, mass, 1.2]))
+    expected = rf"params\['m'\] holds the masses of DiagonalMass and must be > 0; got \[{mass}\] at index \[1\]"
+    for integrator in (None, "midpoint"):  # Störmer–Verlet overflowed, implicit midpoint returned a number
+        with pytest.raises(InputError, match=expected):
+            Problem(model.system, params, model.boundary, TimeGrid(5.0, 50), integrator)
+    with pytest.raises(InputError, match=expected):
+        shoot_cbvp(model.system, params, TimeGrid(5.0, 50), np.zeros(3), np.ones(3))
+
+
+def test_non_positive_fixed_mass():
+    with pytest.raises(InputError, match=r"masses must be > 0, got \[1.0, 0.0\]"):
+        glep.DiagonalMass(2, None, masses=[1.0, 0.0])
+
+
+# -- input signals -------------------------------------------------------------------------
+def _samples(T, channels, S=11):
+    t = np.linspace(0.0, T, S)[:, None]
+    return Signal.from_samples(np.sin(t + np.arange(channels)), T, "u")
+
+
+def test_signal_shorter_than_the_horizon(model):
+    system = model.system.with_signals(u=_samples(2.0, 1))
+    with pytest.raises(InputError, match=r"signal 'u' ends at t = 2, before the horizon T = 5: give samples covering "
+                                         r"\[0, 5\]"):
+        Problem(system, model.params, model.boundary, TimeGrid(5.0, 50))
+    with pytest.raises(InputError, match="signal 'u' ends at t = 2, before the horizon T = 5"):
+        shoot_cbvp(system, model.params, TimeGrid(5.0, 50), np.zeros(3), np.ones(3))
+    with pytest.raises(InputError, match=r"defined on \[0, 2\] cannot be played backwards on \[0, 5\]"):
+        system.time_reversed(5.0)
+    Problem(system, model.params, model.boundary, TimeGrid(2.0, 50))  # within its horizon: accepted
+
+
+def test_signals_without_an_end_are_accepted(model):
+    system = model.system.with_signals(u=Signal.constant([0.3]), y=Signal.from_function(lambda t: [np.sin(t)], 1))
+    Problem(system, model.params, model.boundary, TimeGrid(50.0, 50))
+
+
+@pytest.mark.parametrize("name, channels, reader", [("u", 2, "InputDrive"), ("y", 3, "TrackingCost")])
+def test_signal_with_the_wrong_number_of_channels(model, name, channels, reader):
+    bad = {name: _samples(5.0, channels)}
+    expected = (rf"signal '{name}' has {channels} channel\(s\), but {reader} reads 1: give '{name}' samples of "
+                rf"shape \(S, 1\) or \(B, S, 1\)")
+    with pytest.raises(InputError, match=expected):
+        model.system.with_signals(**bad)
+    with pytest.raises(InputError, match=expected):
+        glep.LagrangianSystem(3, model.system.terms, cost=model.system.cost,
+                              signals=dict(model.system.signals, **bad))
 
 
 # -- system names ------------------------------------------------------------------------
