@@ -248,7 +248,7 @@ class _Newton:
         ``e_j = F(z + j d) − F(z) − j J d`` (``j = 1 … 4``) are pure noise
         (the noise of two evaluations).  The floor is the largest
         ``|e_j|``, and at least the rounding of ``z`` itself,
-        ``ε max_i (|J| |z|)_i``.
+        ``ε max_i (|J| |z|)_i``.  ``nan`` if the map overflows next to ``z``.
         """
         eps = np.finfo(float).eps
         zr = np.abs(z)
@@ -260,14 +260,14 @@ class _Newton:
         for j in range(1, self.noise_samples + 1):
             Fj, _, nj = self._try(z + j * d)
             if Fj is None or not np.all(np.isfinite(nj)):
-                return np.full(z.shape[0], np.inf)
+                return np.full(z.shape[0], np.nan)  # not measurable: never counts as converged
             floor = np.maximum(floor, np.max(np.abs(Fj - F - j * Jd), axis=-1))
         return floor
 
     def _at_floor(self, z, F, J) -> tuple[np.ndarray, np.ndarray]:
         """``(residual ≤ floor_factor · floor per member, floor)``; records the largest floor."""
         floor = self.noise_floor(z, F, J)
-        self.floor = float(np.max(floor))
+        self.floor = float(np.max(floor))  # nan if not measurable
         return np.max(np.abs(F), axis=-1) <= self.floor_factor * floor, floor
 
     def _stalled(self, what: str, F, floor, reason: str) -> SolverError:
