@@ -6,6 +6,7 @@ import dolfinx.fem.petsc as fpetsc
 import numpy as np
 import ufl
 from dolfinx import fem
+from mpi4py import MPI
 from petsc4py import PETSc
 
 from glep.errors import InputError
@@ -28,6 +29,34 @@ def column_coloring(mask: np.ndarray) -> np.ndarray:
             c += 1
         colors[j] = c
     return colors
+
+
+def end_block_indices(comm: MPI.Comm, tc: np.ndarray) -> np.ndarray:
+    """Local dof blocks (owned or ghost) at the first and last time of the whole mesh.
+
+    ``tc`` holds the time coordinate of every local block; the ends are
+    found collectively, so a rank that holds neither end gets an empty array.
+    """
+    gmin = comm.allreduce(float(tc.min()) if tc.size else np.inf, op=MPI.MIN)
+    gmax = comm.allreduce(float(tc.max()) if tc.size else -np.inf, op=MPI.MAX)
+    scale = max(1.0, abs(gmin), abs(gmax))
+    return np.flatnonzero((np.abs(tc - gmin) <= 1e-12 * scale) | (np.abs(tc - gmax) <= 1e-12 * scale))
+
+
+def end_block_coo(ends: np.ndarray, n: int, row_map: np.ndarray, col_map: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    r"""COO rows and columns of full ``n × n`` blocks on the end blocks ``ends``.
+
+    The boundary point terms (Robin ``±K``, a terminal-cost Hessian ``β ∂²c_T``)
+    are added into ``∂²A/∂q²`` at an end node with ``MatSetValues`` after the
+    COO assembly: their entries must be in the preallocated pattern whatever
+    the interior coupling pattern is, so both ends reserve a dense block
+    (values zero in the COO array).
+    """
+    er, ec = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    rows = row_map[(ends[:, None] * n + er.ravel()[None, :]).ravel()]
+    cols = col_map[(ends[:, None] * n + ec.ravel()[None, :]).ravel()]
+    return rows, cols
 
 
 class NumpyAssembler:

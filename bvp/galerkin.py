@@ -43,7 +43,7 @@ from dolfinx import fem
 from mpi4py import MPI
 from petsc4py import PETSc
 
-from glep.bvp._assembly import NumpyAssembler, column_coloring
+from glep.bvp._assembly import NumpyAssembler, column_coloring, end_block_coo, end_block_indices
 from glep.bvp.fe import _signal_values, quadrature_metadata
 from glep.bvp.solvers import collective
 from glep.errors import InputError
@@ -145,10 +145,7 @@ class GalerkinAction(NumpyAssembler):
         self._flat = None
         self._colors = None
         self.timings = {"setup": 0.0, "compile": 0.0, "residual": 0.0, "jacobian": 0.0}
-        gmin = self.comm.allreduce(float(tc.min()) if tc.size else np.inf, op=MPI.MIN)
-        gmax = self.comm.allreduce(float(tc.max()) if tc.size else -np.inf, op=MPI.MAX)
-        scale = max(1.0, abs(gmax))
-        self._end_blocks = np.flatnonzero((np.abs(tc - gmin) <= 1e-12 * scale) | (np.abs(tc - gmax) <= 1e-12 * scale))
+        self._end_blocks = end_block_indices(self.comm, tc)
         self.timings["setup"] = time.perf_counter() - t_start
 
     # -- state ----------------------------------------------------------------------
@@ -310,10 +307,7 @@ class GalerkinAction(NumpyAssembler):
         rows = row_map[(ca[..., None] * n + I).ravel()]
         cols = col_map[(cb[..., None] * n + J).ravel()]
         # full n × n blocks at the two ends: room for boundary point terms (Robin, terminal cost)
-        e = self._end_blocks
-        er, ec = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
-        rows_e = row_map[(e[:, None] * n + er.ravel()[None, :]).ravel()]
-        cols_e = col_map[(e[:, None] * n + ec.ravel()[None, :]).ravel()]
+        rows_e, cols_e = end_block_coo(self._end_blocks, n, row_map, col_map)
         self._coo_size = rows.size
         self._flat = np.zeros(rows.size + rows_e.size)
         return (np.concatenate([rows, rows_e]).astype(PETSc.IntType),

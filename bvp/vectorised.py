@@ -34,7 +34,7 @@ from dolfinx import fem
 from mpi4py import MPI
 from petsc4py import PETSc
 
-from glep.bvp._assembly import NumpyAssembler, column_coloring
+from glep.bvp._assembly import NumpyAssembler, column_coloring, end_block_coo, end_block_indices
 from glep.bvp.fe import _signal_values
 from glep.bvp.solvers import collective
 from glep.errors import InputError
@@ -174,6 +174,9 @@ class VectorisedAction(NumpyAssembler):
         self.ga, self.gb = ga, gb
         self.dl = CellDiscreteLagrangian(system, self.theta, tc[a], tc[b] - tc[a], beta)
         self.tnodes = tc
+        # full n × n blocks at the two ends of the mesh: room for the boundary point terms
+        self._end_blocks = end_block_indices(self.comm, tc)
+        self._n_end = len(self._end_blocks) * n * n
         self._xnodes = None
         self._flat = None
         self._nodeweights = None
@@ -237,17 +240,35 @@ class VectorisedAction(NumpyAssembler):
         return [np.moveaxis(d, 0, -1) for d in (d11, d12, d21, d22)]
 
     def _structure_local(self):
-        """Structural non-zeros of the four blocks (from two random states) on this rank."""
+        """Structural non-zeros of the four blocks on this rank.
+
+        Probed at two random states with the cost switched on (``β = 1``, so
+        that :meth:`set_beta` may nudge later), at the parameter point and at a
+        random perturbation of it (so that an entry that vanishes at this θ,
+        e.g. a spring with ``J_e = 0``, keeps its place when :meth:`set_params`
+        changes θ).
+        """
         n = self.n
         rng = np.random.default_rng(1234)
         m = min(len(self.a), 4)
         mask = np.zeros((4, n, n), dtype=bool)
-        if m:
-            sel = np.arange(m)
-            for _ in range(2):
-                q0, q1 = rng.standard_normal((m, n)), rng.standard_normal((m, n))
-                for i, blk in enumerate(self._blocks(sel, q0, q1)):
-                    mask[i] |= np.any(blk != 0, axis=0)
+        if not m:
+            return mask
+        sel = np.arange(m)
+        theta, beta = self.theta, self.dl.beta
+        shaken = {k: v + 0.5 * (1.0 + np.abs(v)) * rng.standard_normal(v.shape) for k, v in theta.items()}
+        try:
+            self.dl.beta = 1.0 if self.system.cost is not None else beta
+            for th in (theta, shaken):
+                self.theta = self.dl.theta = th
+                for _ in range(2):
+                    q0, q1 = rng.standard_normal((m, n)), rng.standard_normal((m, n))
+                    with np.errstate(all="ignore"):
+                        for i, blk in enumerate(self._blocks(sel, q0, q1)):
+                            mask[i] |= np.any(blk != 0, axis=0)
+        finally:
+            self.theta = self.dl.theta = theta
+            self.dl.beta = beta
         return mask
 
     def _node_inputs(self):
@@ -370,9 +391,7 @@ class VectorisedAction(NumpyAssembler):
         Dm = np.nonzero(self._mask[0] | self._mask[3])
         m1, m2 = np.nonzero(self._mask[1]), np.nonzero(self._mask[2])
         sizes = [Nn * len(Dm[0]), len(h) * len(m1[0]), len(h) * len(m2[0])]
-        if self._flat is None or self._flat.size != sum(sizes):
-            self._flat = np.empty(sum(sizes))
-        flat = self._flat
+        flat = self._values_buffer(sum(sizes))
         I, J = Dm
         diag = flat[: sizes[0]].reshape(len(I), Nn)
         C = int(self._colors.max()) + 1
@@ -449,14 +468,10 @@ class VectorisedAction(NumpyAssembler):
         b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
 
     def _reduce_mask(self, mask):
-        n = self.n
+        """The union of the ranks' block patterns (every rank assembles the same structure)."""
         mask8 = mask.astype(np.uint8)
         self.comm.Allreduce(MPI.IN_PLACE, mask8, op=MPI.MAX)
-        mask = mask8.astype(bool)
-        if n <= 32:  # room for boundary point terms (Robin K, terminal cost) on diagonal blocks
-            mask[0] |= True
-            mask[3] |= True
-        return mask
+        return mask8.astype(bool)
 
     # -- assembly ----------------------------------------------------------------------------
     def action(self) -> float:
@@ -530,13 +545,24 @@ class VectorisedAction(NumpyAssembler):
                 I, J = np.nonzero(mask)
                 rows.append(row_map[(lr[None, :] * n + I[:, None]).ravel()])
                 cols.append(col_map[(lc[None, :] * n + J[:, None]).ravel()])
-            return (np.concatenate(rows).astype(PETSc.IntType), np.concatenate(cols).astype(PETSc.IntType))
-        pairs = [(self.a, self.a), (self.a, self.b), (self.b, self.a), (self.b, self.b)]
-        for (lr, lc), mask in zip(pairs, self._mask):
-            I, J = np.nonzero(mask)
-            rows.append(row_map[(lr[:, None] * n + I[None, :]).ravel()])
-            cols.append(col_map[(lc[:, None] * n + J[None, :]).ravel()])
+        else:
+            pairs = [(self.a, self.a), (self.a, self.b), (self.b, self.a), (self.b, self.b)]
+            for (lr, lc), mask in zip(pairs, self._mask):
+                I, J = np.nonzero(mask)
+                rows.append(row_map[(lr[:, None] * n + I[None, :]).ravel()])
+                cols.append(col_map[(lc[:, None] * n + J[None, :]).ravel()])
+        # full n × n blocks at the two ends (zero values): room for the boundary point terms
+        rows_e, cols_e = end_block_coo(self._end_blocks, n, row_map, col_map)
+        rows.append(rows_e)
+        cols.append(cols_e)
         return (np.concatenate(rows).astype(PETSc.IntType), np.concatenate(cols).astype(PETSc.IntType))
+
+    def _values_buffer(self, size: int) -> np.ndarray:
+        """The COO value array: ``size`` element/node values, then the zero end blocks."""
+        if self._flat is None or self._flat.size != size + self._n_end:
+            self._flat = np.empty(size + self._n_end)
+        self._flat[size:] = 0.0
+        return self._flat
 
     def jacobian(self, A: PETSc.Mat) -> None:
         t0 = time.perf_counter()
@@ -552,8 +578,7 @@ class VectorisedAction(NumpyAssembler):
             return
         if self._colors is not None and Nc:
             sizes = [Nc * len(I) for I, _ in masks]
-            if self._flat is None or self._flat.size != sum(sizes):
-                self._flat = np.empty(sum(sizes))
+            self._values_buffer(sum(sizes))
             self._separable_values(masks, self._flat, np.concatenate([[0], np.cumsum(sizes)[:-1]]))
             A.setValuesCOO(self._flat, addv=PETSc.InsertMode.INSERT_VALUES)
             A.assemble()
@@ -563,7 +588,7 @@ class VectorisedAction(NumpyAssembler):
             sel = slice(s, min(Nc, s + self.chunk))
             for i, blk in enumerate(self._blocks(sel, q0[sel], q1[sel])):
                 vals[i].append(blk[:, masks[i][0], masks[i][1]].reshape(-1))
-        flat = np.concatenate([np.concatenate(v) if v else np.zeros(0) for v in vals])
+        flat = np.concatenate([np.concatenate(v) if v else np.zeros(0) for v in vals] + [np.zeros(self._n_end)])
         A.setValuesCOO(flat, addv=PETSc.InsertMode.INSERT_VALUES)
         A.assemble()
         self.timings["jacobian"] += time.perf_counter() - t0

@@ -14,6 +14,7 @@ from glep.ivp.adjoint import discrete_loss
 from glep.ivp.discrete import Mirrored
 from glep.ivp.integrators import Integrator, integrator_for
 from glep.ivp.stepping import integrate
+from glep.signals import check_signals
 from glep.system import LagrangianSystem
 from glep.trajectory import Trajectory
 
@@ -70,6 +71,7 @@ class Problem:
         if not isinstance(self.grid, TimeGrid):
             raise InputError(f"grid must be a TimeGrid, got {type(self.grid).__name__}")
         self.theta = self.system.check_params(self.params)
+        check_signals(self.system, self.grid.T)
         self.integrator = integrator_for(self.system, self.integrator)
 
     @classmethod

@@ -35,6 +35,7 @@ class TrackingCost:
         self.indices = idx
         self.target = target
         self.inputs = (target,)
+        self.input_dims = {target: idx.size}  # one target channel per output coordinate
         # a contiguous index set is a slice: much cheaper to gather and scatter
         contiguous = np.all(np.diff(idx) == 1)
         self._sel = slice(int(idx[0]), int(idx[-1]) + 1) if contiguous else idx

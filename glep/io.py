@@ -6,11 +6,16 @@ metadata, so that a comparison can be re-analysed without re-running it::
     /trajectories/<name>/times, q, p          datasets
     /trajectories/<name>/params/<θ name>      datasets
     attributes: boundary, beta_real, beta_imag, and every meta entry
+
+Reading checks the file and the shapes (``times`` of length ``N+1``, ``q`` and
+``p`` of the same shape ``(N+1, …)``): a bad file is an
+:class:`~glep.errors.InputError` naming it, never an h5py traceback.
 """
 
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
@@ -43,16 +48,50 @@ def write_trajectory(group: h5py.Group, traj: Trajectory) -> None:
         group.attrs[f"meta_{k}"] = _attr(v)
 
 
+def _shape_error(group: h5py.Group, what: str) -> InputError:
+    return InputError(f"{group.file.filename}: trajectory {group.name!r} is inconsistent: {what}")
+
+
+def _dataset(group: h5py.Group, key: str) -> np.ndarray:
+    obj = group[key]
+    if not isinstance(obj, h5py.Dataset):
+        raise _shape_error(group, f"{key!r} must be a dataset, got a {type(obj).__name__}")
+    arr = np.asarray(obj)
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise _shape_error(group, f"{key!r} must be numeric, got dtype {arr.dtype}")
+    return arr
+
+
 def read_trajectory(group: h5py.Group) -> Trajectory:
-    """Read a trajectory written by :func:`write_trajectory`."""
+    """Read a trajectory written by :func:`write_trajectory`, checking that its pieces fit together.
+
+    ``times`` must be 1-D of length ``N+1`` (finite, increasing), ``q`` and ``p``
+    of the same shape ``(N+1, …)``, and every parameter a numeric dataset;
+    otherwise an :class:`~glep.errors.InputError` names the file, the group and
+    the inconsistency.
+    """
     for key in ("times", "q", "p", "params"):
         if key not in group:
-            raise InputError(f"HDF5 group {group.name!r} is not a glep trajectory (no {key!r})")
+            raise InputError(f"{group.file.filename}: HDF5 group {group.name!r} is not a glep trajectory "
+                             f"(no {key!r})")
+    times, q, p = (_dataset(group, k) for k in ("times", "q", "p"))
+    if times.ndim != 1 or times.size < 1:
+        raise _shape_error(group, f"times must be 1-D and non-empty, got shape {times.shape}")
+    if np.iscomplexobj(times) or not np.all(np.isfinite(times)) or np.any(np.diff(times) <= 0):
+        raise _shape_error(group, "times must be real, finite and increasing")
+    for key, arr in (("q", q), ("p", p)):
+        if arr.ndim < 2 or arr.shape[0] != times.size:
+            raise _shape_error(group, f"{key} must have shape ({times.size}, ...) to match times of length "
+                                      f"{times.size}, got {arr.shape}")
+    if q.shape != p.shape:
+        raise _shape_error(group, f"q and p must have the same shape, got {q.shape} and {p.shape}")
+    if not isinstance(group["params"], h5py.Group):
+        raise _shape_error(group, "'params' must be a group of datasets")
+    params = {k: _dataset(group["params"], k) for k in group["params"]}
     beta = complex(group.attrs.get("beta_real", 0.0), group.attrs.get("beta_imag", 0.0))
     meta = {k[5:]: v for k, v in group.attrs.items() if k.startswith("meta_")}
-    params = {k: np.asarray(v) for k, v in group["params"].items()}
-    return Trajectory(np.asarray(group["times"]), np.asarray(group["q"]), np.asarray(group["p"]),
-                      beta.real if beta.imag == 0 else beta, str(group.attrs.get("boundary", "")), params, meta)
+    return Trajectory(times, q, p, beta.real if beta.imag == 0 else beta, str(group.attrs.get("boundary", "")),
+                      params, meta)
 
 
 def save_trajectory(path: str | Path, traj: Trajectory, name: str = "trajectory") -> None:
@@ -64,18 +103,45 @@ def save_trajectory(path: str | Path, traj: Trajectory, name: str = "trajectory"
         write_trajectory(grp.create_group(name), traj)
 
 
-def load_trajectory(path: str | Path, name: str = "trajectory") -> Trajectory:
-    """Load a trajectory saved by :func:`save_trajectory`."""
+@contextmanager
+def _open_trajectory_file(path: str | Path, require_group: bool = True):
+    """Open ``path`` read-only as a glep trajectory file; any failure to read it is an InputError.
+
+    An empty, truncated or non-HDF5 file, a directory or a file without a
+    ``/trajectories`` group gives ``"… is not a glep trajectory file (…)"``.
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(f"path {str(path)!r} does not exist")
-    with h5py.File(path, "r") as f:
-        if "trajectories" not in f or name not in f["trajectories"]:
-            have = list(f["trajectories"]) if "trajectories" in f else []
-            raise InputError(f"no trajectory named {name!r} in {str(path)!r}; available: {have}")
+
+    def foreign(reason) -> InputError:
+        return InputError(f"{str(path)!r} is not a glep trajectory file ({reason})")
+
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise foreign(str(exc) or type(exc).__name__) from exc
+    try:
+        if require_group and not isinstance(f.get("trajectories"), h5py.Group):
+            raise foreign("no 'trajectories' group")
+        yield f
+    except InputError:
+        raise
+    except (OSError, KeyError, RuntimeError, ValueError, TypeError) as exc:
+        raise foreign(f"unreadable: {exc}") from exc
+    finally:
+        f.close()
+
+
+def load_trajectory(path: str | Path, name: str = "trajectory") -> Trajectory:
+    """Load a trajectory saved by :func:`save_trajectory` (checked by :func:`read_trajectory`)."""
+    with _open_trajectory_file(path) as f:
+        if name not in f["trajectories"]:
+            raise InputError(f"no trajectory named {name!r} in {str(path)!r}; available: {list(f['trajectories'])}")
         return read_trajectory(f["trajectories"][name])
 
 
 def list_trajectories(path: str | Path) -> list[str]:
-    with h5py.File(path, "r") as f:
+    """Names of the trajectories stored in ``path`` (none for an HDF5 file without them)."""
+    with _open_trajectory_file(path, require_group=False) as f:
         return list(f["trajectories"]) if "trajectories" in f else []

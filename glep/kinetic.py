@@ -33,8 +33,18 @@ class DiagonalMass(KineticTerm):
         if name is None:
             m = np.ones(n) if masses is None else as_finite_array(masses, "masses", shape=(n,))
             if np.any(m <= 0):
-                raise InputError("masses must be > 0")
+                raise InputError(f"masses must be > 0, got {m.tolist()}")
             self._fixed = m
+
+    def check_values(self, theta) -> None:
+        """Trainable masses must be positive (``½ vᵀMv`` with ``M > 0``): refused before any work."""
+        if not self.name:
+            return
+        m = np.real(np.asarray(theta[self.name]))
+        if np.any(m <= 0):
+            bad = np.flatnonzero(m <= 0)
+            raise InputError(f"params[{self.name!r}] holds the masses of DiagonalMass and must be > 0; "
+                             f"got {m[bad].tolist()} at index {bad.tolist()}")
 
     def _m(self, theta):
         return theta[self.name] if self.name else self._fixed

@@ -86,7 +86,8 @@ def coupled_oscillators(n: int = 4, *, T: float = 10.0, batch: int | None = None
     u, y = _drive_and_target(T, 1, 1, batch, seed)
     terminal_cost = TerminalCost(n, [n - 1], [0.3]) if terminal else None
     system = LagrangianSystem(n, terms, cost=TrackingCost(n, [n - 1], "y"), terminal_cost=terminal_cost,
-                              signals={"u": u, "y": y}, name=f"coupled oscillators (n={n})")
+                              signals={"u": u, "y": y},
+                              name=_gyroscopic_name(n, gyroscopic) if gyroscopic else f"coupled oscillators (n={n})")
     params = {"k": 1.0 + 0.5 * rng.random(n), "J": 0.5 + 0.5 * rng.random(n - 1),
               "B": np.zeros((n, 1))}
     params["B"][0, 0] = 1.0
@@ -101,8 +102,13 @@ def coupled_oscillators(n: int = 4, *, T: float = 10.0, batch: int | None = None
 def gyroscopic_oscillators(n: int = 4, gamma: float = 0.1, **kw) -> Model:
     """Coupled oscillators in a magnetic field ``γ vᵀ G q`` (breaks time reversal)."""
     model = coupled_oscillators(n, gyroscopic=gamma, **kw)
+    model.system.name = _gyroscopic_name(model.system.n, gamma)
     model.info.update(family="gyroscopic_oscillators", gamma=gamma)
     return model
+
+
+def _gyroscopic_name(n: int, gamma: float) -> str:
+    return f"gyroscopic oscillators (n={n}, γ={gamma:g})"
 
 
 def hamiltonian_recurrent_unit(n: int = 8, *, m: int = 2, hidden: int | None = None, T: float = 8.0,

@@ -212,6 +212,7 @@ class InputDrive(PotentialTerm):
         self.m = int(m)
         self.input = input
         self.inputs = (input,)
+        self.input_dims = {input: self.m}  # channels of the input signal (checked by glep.signals.check_signals)
         self.name = name
         self.parameters = {name: (n, self.m)}
 

@@ -3,6 +3,10 @@
 A :class:`Signal` is a (possibly batched) vector-valued function of time.  The
 echo replays inputs and targets in reverse, so every signal knows how to
 reverse itself on ``[0, T]``: ``reversed(T)(t) == self(T - t)``.
+
+A sampled signal is defined on ``[0, horizon]`` only; :func:`check_signals`
+refuses, before any work, a signal that ends before the horizon of the
+problem or whose channel count differs from what the terms and the cost read.
 """
 
 from __future__ import annotations
@@ -20,15 +24,26 @@ class Signal:
 
     Build one with :meth:`from_samples` (piecewise-linear interpolation of
     samples on a uniform grid), :meth:`constant` or :meth:`from_function`.
+
+    Attributes
+    ----------
+    dim:
+        Number of channels ``m``.
+    batch:
+        Batch size ``B`` (``None``: shared by the whole batch).
+    horizon:
+        The signal is defined on ``[0, horizon]`` (``None``: for every ``t``).
     """
 
     def __init__(self, fn: Callable[[float], np.ndarray], dim: int, batch: int | None,
-                 description: str = "signal", sampler: Callable[[np.ndarray], np.ndarray] | None = None):
+                 description: str = "signal", sampler: Callable[[np.ndarray], np.ndarray] | None = None,
+                 horizon: float | None = None):
         self._fn = fn
         self._sampler = sampler
         self.dim = int(dim)
         self.batch = batch
         self.description = description
+        self.horizon = None if horizon is None else float(horizon)
 
     def __call__(self, t: float) -> np.ndarray:
         return self._fn(float(t))
@@ -67,7 +82,7 @@ class Signal:
             a = (s - j)[:, None, None]
             return (1.0 - a) * np.moveaxis(arr[:, j], 1, 0) + a * np.moveaxis(arr[:, j + 1], 1, 0)
 
-        return cls(fn, arr.shape[2], batch, f"samples{arr.shape}", sampler)
+        return cls(fn, arr.shape[2], batch, f"samples{arr.shape}", sampler, horizon=T)
 
     @classmethod
     def constant(cls, value) -> Signal:
@@ -94,11 +109,15 @@ class Signal:
         return cls(wrapped, dim, batch, "function")
 
     def reversed(self, T: float) -> Signal:
-        """The signal played backwards on ``[0, T]``: ``t -> self(T - t)``."""
+        """The signal played backwards on ``[0, T]``: ``t -> self(T - t)`` (needs ``horizon ≥ T``)."""
         T = float(T)
+        if not covers(self.horizon, T):
+            raise InputError(f"a signal defined on [0, {self.horizon:g}] cannot be played backwards on [0, {T:g}]; "
+                             "give samples covering the whole horizon")
         fn, sampler = self._fn, self._sampler
         rev_sampler = None if sampler is None else (lambda times: sampler(T - times))
-        return Signal(lambda t: fn(T - t), self.dim, self.batch, f"reversed({self.description})", rev_sampler)
+        return Signal(lambda t: fn(T - t), self.dim, self.batch, f"reversed({self.description})", rev_sampler,
+                      horizon=None if self.horizon is None else T)
 
     def tiled(self, copies: int) -> Signal:
         """The batch repeated ``copies`` times (a shared, unbatched signal is returned as is)."""
@@ -110,7 +129,8 @@ class Signal:
             return np.concatenate([self.sample(times)] * copies, axis=1)
 
         return Signal(lambda t: np.concatenate([fn(t)] * copies), self.dim, self.batch * copies,
-                      f"tiled({self.description})", tiled_sampler if sampler is not None else None)
+                      f"tiled({self.description})", tiled_sampler if sampler is not None else None,
+                      horizon=self.horizon)
 
     def sample(self, times) -> np.ndarray:
         """Values at ``times``: array of shape ``(len(times), B, m)`` (vectorised when possible)."""
@@ -118,3 +138,37 @@ class Signal:
         if self._sampler is not None:
             return self._sampler(times)
         return np.stack([self(t) for t in times])
+
+
+def covers(horizon: float | None, T: float) -> bool:
+    """Whether a signal defined on ``[0, horizon]`` covers ``[0, T]`` (to relative round-off)."""
+    return horizon is None or float(T) <= horizon * (1.0 + 1e-12)
+
+
+def check_signals(system, T: float | None = None) -> None:
+    r"""Check a system's signals against what reads them, before any work.
+
+    Every term and the cost declare, in ``input_dims``, the channel count of
+    each signal they read (``InputDrive``: the columns of ``B``;
+    ``TrackingCost``: its output coordinates); a signal with another count is
+    refused.  With ``T``, a signal defined on ``[0, horizon]`` with
+    ``horizon < T`` is refused too (it would be held constant past its end).
+
+    Raises
+    ------
+    InputError
+        Naming the signal, what reads it, and what is expected.
+    """
+    readers = list(system.terms) + ([system.cost] if system.cost is not None else [])
+    for reader in readers:
+        for name, m in (getattr(reader, "input_dims", None) or {}).items():
+            sig = system.signals.get(name)
+            if sig is not None and sig.dim != int(m):
+                who = reader.describe() if hasattr(reader, "describe") else type(reader).__name__
+                raise InputError(f"signal {name!r} has {sig.dim} channel(s), but {who} reads {int(m)}: "
+                                 f"give {name!r} samples of shape (S, {int(m)}) or (B, S, {int(m)})")
+    if T is not None:
+        for name, sig in system.signals.items():
+            if not covers(sig.horizon, T):
+                raise InputError(f"signal {name!r} ends at t = {sig.horizon:g}, before the horizon T = {float(T):g}: "
+                                 f"give samples covering [0, {float(T):g}] (Signal.from_samples(samples, T))")

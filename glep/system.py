@@ -19,7 +19,7 @@ import numpy as np
 
 from glep.costs import TerminalCost, TrackingCost
 from glep.errors import InputError
-from glep.signals import Signal
+from glep.signals import Signal, check_signals
 from glep.terms import KineticTerm, Term, add_into
 from glep.validation import check_params
 
@@ -115,6 +115,7 @@ class LagrangianSystem:
             learn = getattr(term, "set_input_dims", None)  # terms that size their inputs from the signals
             if learn is not None:
                 learn(dims)
+        check_signals(self)
         kinetic = [t for t in self.terms if isinstance(t, KineticTerm)]
         self.kinetic: KineticTerm | None = kinetic[0] if len(kinetic) == 1 else None
         #: Terms other than the kinetic term that depend on the velocity (by ``depends_on_velocity``).
@@ -125,8 +126,14 @@ class LagrangianSystem:
 
     # -- parameters and signals --------------------------------------------
     def check_params(self, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Validate ``params`` against the declared parameter shapes."""
-        return check_params(params, self.parameters)
+        """Validate ``params`` against the declared parameter shapes and each term's own rules
+        (a term's ``check_values(theta)``, e.g. positive masses)."""
+        theta = check_params(params, self.parameters)
+        for term in self.terms:
+            check = getattr(term, "check_values", None)
+            if check is not None:
+                check(theta)
+        return theta
 
     @property
     def batch(self) -> int | None:

@@ -49,6 +49,7 @@ from glep.grid import TimeGrid
 from glep.ivp.discrete import TRAPEZOID, DiscreteLagrangian, QuadratureRule
 from glep.ivp.sensitivity import tangent_sweep
 from glep.ivp.stepping import integrate
+from glep.signals import check_signals
 from glep.system import LagrangianSystem
 from glep.trajectory import Trajectory
 from glep.validation import as_finite_array
@@ -197,23 +198,34 @@ def conjugate_points(system: LagrangianSystem, params: Mapping[str, np.ndarray],
 
 
 class _Newton:
-    """Damped Newton on a batch of independent square systems ``F_b(z_b) = 0``.
+    r"""Damped Newton on a batch of independent square systems ``F_b(z_b) = 0``.
 
     ``evaluate(z)`` returns ``(F, state)`` with ``F`` of shape ``(B, m)`` and
     raises :class:`SolverError` on overflow; ``jacobian(z, state)`` returns
     ``(B, m, m)``.  Each batch member has its own step length ``λ_b``, halved
     until its Euclidean residual decreases (Armijo: ``‖F_b(z_b + λ_b δz_b)‖ ≤
-    (1 − 10⁻⁴ λ_b) ‖F_b(z_b)‖``).  Convergence: ``max |F| ≤ tol · scale``, or
-    a Newton correction at round-off (``‖δz‖_∞ ≤ 10⁻¹⁴ (1 + ‖z‖_∞)``):
-    nothing more can be gained in floating point.  ``history`` records
-    ``max |F|`` over the batch.
+    (1 − 10⁻⁴ λ_b) ‖F_b(z_b)‖``).
+
+    Convergence: ``max |F| ≤ tol · scale``; or a Newton correction at
+    round-off (``‖δz‖_∞ ≤ 10⁻¹⁴ (1 + ‖z‖_∞)``); or, when the line search
+    finds no decrease, a residual within :attr:`floor_factor` times its
+    round-off floor (:meth:`noise_floor`): nothing more can be gained in
+    floating point.  A stall above the floor is a :class:`SolverError`
+    naming the residual and the floor.  ``history`` records ``max |F|``
+    over the batch.
     """
+
+    #: a residual within this multiple of its estimated round-off floor counts as converged
+    floor_factor = 10.0
+    #: evaluations of the shooting map along one direction in :meth:`noise_floor`
+    noise_samples = 4
 
     def __init__(self, evaluate, jacobian, *, tol: float, scale: float, maxiter: int, label: str):
         self.evaluate, self.jacobian = evaluate, jacobian
         self.tol, self.scale, self.maxiter, self.label = tol, scale, maxiter, label
         self.history: list[float] = []
         self.reason = ""
+        self.floor: float | None = None
 
     def _try(self, z):
         """``(F, state, per-member 2-norms)``; norms are ``inf`` on overflow."""
@@ -225,6 +237,72 @@ class _Newton:
             return None, None, np.full(z.shape[0], np.inf)
         return F, state, np.where(np.isfinite(norms), norms, np.inf)
 
+    def noise_floor(self, z, F, J) -> np.ndarray:
+        r"""Round-off floor of ``max |F_b|`` at ``z``, per batch member, shape ``(B,)``.
+
+        The shooting residual is the end of ``N`` rounded steps, so it carries
+        noise from every step, amplified by the flow.  It is measured where
+        it arises: along a random direction ``d`` with ``‖d‖_∞ = 10³ ε
+        (1 + ‖z‖_∞)``, so small that the curvature term ``O(‖F''‖ ‖d‖²)``
+        is far below round-off, the differences
+        ``e_j = F(z + j d) − F(z) − j J d`` (``j = 1 … 4``) are pure noise
+        (the noise of two evaluations).  The floor is the largest
+        ``|e_j|``, and at least the rounding of ``z`` itself,
+        ``ε max_i (|J| |z|)_i``.  ``nan`` if the map overflows next to ``z``.
+        """
+        eps = np.finfo(float).eps
+        zr = np.abs(z)
+        floor = eps * np.max(np.abs(J) @ zr[..., None], axis=(-2, -1))
+        rng = np.random.default_rng(12345)
+        u = rng.choice([-1.0, 1.0], size=z.shape)
+        d = 1e3 * eps * (1.0 + np.max(zr, axis=-1, keepdims=True)) * u
+        Jd = (J @ d[..., None])[..., 0]
+        for j in range(1, self.noise_samples + 1):
+            Fj, _, nj = self._try(z + j * d)
+            if Fj is None or not np.all(np.isfinite(nj)):
+                return np.full(z.shape[0], np.nan)  # not measurable: never counts as converged
+            floor = np.maximum(floor, np.max(np.abs(Fj - F - j * Jd), axis=-1))
+        return floor
+
+    def _at_floor(self, z, F, J) -> tuple[np.ndarray, np.ndarray]:
+        """``(residual ≤ floor_factor · floor per member, floor)``; records the largest floor."""
+        floor = self.noise_floor(z, F, J)
+        self.floor = float(np.max(floor))  # nan if not measurable
+        return np.max(np.abs(F), axis=-1) <= self.floor_factor * floor, floor
+
+    def _stalled(self, what: str, F, floor, reason: str) -> SolverError:
+        res = np.max(np.abs(F), axis=-1)
+        b = int(np.argmax(res / np.maximum(floor, np.finfo(float).tiny)))
+        return SolverError(f"{self.label}: {what}; the residual max|F| = {res[b]:.3e} is above its round-off floor "
+                           f"{floor[b]:.3e} (×{self.floor_factor:g} allowed)", reason=reason, history=self.history)
+
+    def _line_search(self, z, dz, F, J, norms, frozen, small: bool):
+        """Per-member backtracking along ``dz``; ``(λ, F, state, norms, frozen)`` at the accepted points.
+
+        Members already at their round-off floor (``frozen``) do not move.  When the full step fails
+        for some member, the floor is measured once: members within ``floor_factor`` of it are frozen
+        (no decrease is possible there); a member that finds no decrease above its floor is an error.
+        """
+        lam = np.where(frozen, 0.0, 1.0)
+        done = frozen.copy()
+        floor = None
+        for _ in range(40):
+            Ft, st, nt = self._try(z + lam[:, None] * dz)
+            done |= (nt <= (1.0 - 1e-4 * lam) * norms) | (small & np.isfinite(nt))
+            if np.all(done):
+                return lam, Ft, st, nt, frozen
+            if floor is None:
+                at_floor, floor = self._at_floor(z, F, J)
+                newly = at_floor & ~done
+                if np.any(newly):
+                    frozen, done = frozen | newly, done | newly
+                    lam = np.where(newly, 0.0, lam)
+                    if np.all(done):
+                        Ft, st, nt = self._try(z + lam[:, None] * dz)
+                        return lam, Ft, st, nt, frozen
+            lam = np.where(done, lam, 0.5 * lam)
+        raise self._stalled("the line search found no decrease of the residual", F, floor, "line search")
+
     def solve(self, z):
         F, state, norms = self._try(z)
         if not np.all(np.isfinite(norms)):
@@ -232,9 +310,10 @@ class _Newton:
                               reason="overflow at the initial guess", history=[np.inf])
         res = float(np.max(np.abs(F)))
         self.history.append(res)
+        frozen = np.zeros(z.shape[0], bool)  # members already at their round-off floor
         for _ in range(self.maxiter):
-            if res <= self.tol * self.scale:
-                self.reason = "residual"
+            if np.all((np.max(np.abs(F), axis=-1) <= self.tol * self.scale) | frozen):
+                self.reason = "round-off floor" if np.any(frozen) else "residual"
                 return z, state
             J = self.jacobian(z, state)
             try:
@@ -246,29 +325,26 @@ class _Newton:
                 raise SolverError(f"{self.label}: the Newton step is not finite",
                                   reason="ill-conditioned Jacobian", history=self.history)
             small = float(np.max(np.abs(dz))) <= 1e-14 * (1.0 + float(np.max(np.abs(z))))
-            lam = np.ones(z.shape[0])
-            done = np.zeros(z.shape[0], bool)
-            for _ in range(40):
-                Ft, st, nt = self._try(z + lam[:, None] * dz)
-                ok = (nt <= (1.0 - 1e-4 * lam) * norms) | (small & np.isfinite(nt))
-                done |= ok
-                if np.all(done):
-                    break
-                lam = np.where(done, lam, 0.5 * lam)
-            else:
-                raise SolverError(f"{self.label}: the line search found no decrease of the residual",
-                                  reason="line search", history=self.history)
+            lam, Ft, st, nt, frozen = self._line_search(z, dz, F, J, norms, frozen, small)
+            if np.all(frozen):
+                self.reason = "round-off floor"
+                return z, state
             z, F, state, norms = z + lam[:, None] * dz, Ft, st, nt
             res = float(np.max(np.abs(F)))
             self.history.append(res)
             if small:
                 self.reason = "round-off step"
+                self._at_floor(z, F, J)  # measured for the record (meta["residual_floor"])
                 return z, state
-        if res <= self.tol * self.scale:
-            self.reason = "residual"
+        conv = (np.max(np.abs(F), axis=-1) <= self.tol * self.scale) | frozen
+        if np.all(conv):
+            self.reason = "round-off floor" if np.any(frozen) else "residual"
             return z, state
-        raise SolverError(f"{self.label}: no convergence in {self.maxiter} Newton iterations",
-                          reason="maxiter", history=self.history)
+        at_floor, floor = self._at_floor(z, F, self.jacobian(z, state))
+        if np.all(at_floor | conv):
+            self.reason = "round-off floor"
+            return z, state
+        raise self._stalled(f"no convergence in {self.maxiter} Newton iterations", F, floor, "maxiter")
 
 
 def _cuts(N: int, segments: int) -> list[int]:
@@ -309,8 +385,11 @@ def shoot_cbvp(system: LagrangianSystem, params: Mapping[str, np.ndarray], grid:
     tol:
         Newton stops when ``max |F| ≤ tol · (1 + max|q₀| + max|q_T|)``, ``F``
         the shooting residual (position mismatch at ``T`` and, for multiple
-        shooting, state mismatch at the cuts), or when the Newton correction
-        is at round-off.
+        shooting, state mismatch at the cuts), when the Newton correction
+        is at round-off, or when ``F`` can decrease no further and is within
+        10 times its round-off floor (the noise of ``F`` accumulated over the
+        steps and amplified by the flow, measured at the iterate; reported as
+        ``meta["residual_floor"]``).
     beta:
         Nudging strength: solves the CBVP of ``L_β = L + β c`` (the nudged
         trajectories of the residual-free CBVP estimator).  A complex ``β``
@@ -331,10 +410,12 @@ def shoot_cbvp(system: LagrangianSystem, params: Mapping[str, np.ndarray], grid:
     Raises
     ------
     SolverError
-        Newton failed (singular Jacobian, no decrease, overflow or too many
-        iterations); ``.history`` holds the residual norms.
+        Newton failed (singular Jacobian, no decrease above the round-off
+        floor, overflow or too many iterations); the message names the
+        residual and its floor, ``.history`` holds the residual norms.
     """
     theta = system.check_params(params)
+    check_signals(system, grid.T)
     n = system.n
     q0 = _as_state(q0, "q0", n, system.batch)
     B = q0.shape[0]
@@ -460,5 +541,5 @@ def shoot_cbvp(system: LagrangianSystem, params: Mapping[str, np.ndarray], grid:
             Q[cuts[s]:cuts[s + 1] + 1] = Qs
             P[cuts[s]:cuts[s + 1] + 1] = Ps
     meta.update(iterations=len(newton.history) - 1, residual_history=list(newton.history),
-                converged=newton.reason)
+                converged=newton.reason, residual_floor=newton.floor)
     return Trajectory(grid.times, Q, P, beta, "CBVP", dict(theta), meta)

@@ -187,11 +187,69 @@ def test_bratu_branches_and_morse_index(lam):
 
 
 def test_bratu_beyond_fold_raises_with_history():
+    """No solution: the stall is far above the round-off floor and is reported with both numbers."""
     system, params = bratu(4.0)                       # λ > λ_c ≈ 3.5138: no solution
-    with pytest.raises(glep.SolverError) as info:
+    floor_msg = r"the residual max\|F\| = \S+ is above its round-off floor \S+"
+    with pytest.raises(glep.SolverError, match="line search found no decrease of the residual; " + floor_msg) as info:
         shoot_cbvp(system, params, glep.TimeGrid(1.0, 100), [0.0], [0.0], maxiter=30)
     assert len(info.value.history) >= 2
     assert min(info.value.history) > 1e-3
+    with pytest.raises(glep.SolverError, match="no convergence in 4 Newton iterations; " + floor_msg):
+        shoot_cbvp(system, params, glep.TimeGrid(1.0, 100), [0.0], [0.0], maxiter=4)
+
+
+def _saddle():
+    """``L = ½|v|² − ½ qᵀAq`` with one unstable direction (rate 1) and one oscillation (ω = 2):
+    ``‖∂q_N/∂p₀‖ ~ sinh(T)`` amplifies the step round-off, so at ``T = 12`` the residual's floor
+    (~1e-11) lies above the default ``tol · scale`` (~3e-12)."""
+    c, s = np.cos(0.3), np.sin(0.3)
+    R = np.array([[c, -s], [s, c]])
+    system = glep.LagrangianSystem(2, [glep.DiagonalMass(2, None), glep.QuadraticForm(2, "A")], name="saddle")
+    return system, {"A": R @ np.diag([-1.0, 4.0]) @ R.T}
+
+
+def _ends(seed):
+    rng = np.random.default_rng(seed)
+    return np.array([1.0, -0.5]) + 0.1 * rng.standard_normal(2), np.array([0.5, 0.3]) + 0.1 * rng.standard_normal(2)
+
+
+def _check_converged(traj, qT, tol=1e-12):
+    meta = traj.meta
+    res = meta["residual_history"][-1]
+    assert np.max(np.abs(traj.q[-1] - qT)) <= res  # the end mismatch is one block of the residual
+    if meta["converged"] == "residual":
+        assert res <= tol * (1 + np.max(np.abs(traj.q[0])) + np.max(np.abs(qT)))
+    else:
+        assert meta["converged"] in ("round-off floor", "round-off step")
+        assert np.isfinite(meta["residual_floor"]) and res <= 10 * meta["residual_floor"]
+
+
+@pytest.mark.parametrize("segments", [1, 3])
+def test_shooting_stops_at_its_round_off_floor(segments):
+    """A residual at its round-off floor (above tol · scale) is convergence, not a line-search failure:
+    every perturbed variant succeeds, alone and as one batch."""
+    system, params = _saddle()
+    grid = glep.TimeGrid(12.0, 1000)
+    ends = [_ends(seed) for seed in range(6)]
+    for q0, qT in ends:
+        _check_converged(shoot_cbvp(system, params, grid, q0, qT, segments=segments), qT)
+    Q0, QT = np.array([e[0] for e in ends]), np.array([e[1] for e in ends])
+    batch = shoot_cbvp(system, params, grid, Q0, QT, segments=segments)
+    scale = 1 + np.max(np.abs(Q0)) + np.max(np.abs(QT))
+    allowed = max(1e-12 * scale, 10 * (batch.meta["residual_floor"] or 0.0))
+    assert np.max(np.abs(batch.q[-1] - QT)) <= allowed
+
+
+def test_shooting_floor_is_measured_not_assumed():
+    """The floor grows with the flow's amplification: a longer horizon has a larger floor."""
+    system, params = _saddle()
+    floors = []
+    for T in (8.0, 14.0):
+        q0, qT = _ends(0)
+        traj = shoot_cbvp(system, params, glep.TimeGrid(T, 1000), q0, qT, tol=1e-16)  # below any floor
+        _check_converged(traj, qT, tol=1e-16)
+        floors.append(traj.meta["residual_floor"])
+    assert floors[1] > 10 * floors[0]
 
 
 # -- multiple shooting -----------------------------------------------------------------
