@@ -23,6 +23,7 @@ from glep.bvp.fe import FEAction
 from glep.bvp.problem import ReducedProblem
 from glep.bvp.solvers import HessianReport, collective, gradient_flow, hessian_report, newton, residual_descent
 from glep.errors import InputError, SingularHessianError, SolverError
+from glep.signals import check_signals
 from glep.system import LagrangianSystem
 
 
@@ -172,6 +173,9 @@ def make_discretisation(system: LagrangianSystem, params, mesh, *, assembler: st
     (separable systems, any degree and quadrature) otherwise.
     """
     mesh = _mesh.as_mesh(mesh, comm)
+    x = mesh.geometry.x[:, 0]
+    t_end = mesh.comm.allreduce(float(x.max()) if x.size else -np.inf, op=MPI.MAX)
+    check_signals(system, t_end)  # a signal ending before the mesh would be held constant past its end
     if assembler == "fe":
         return FEAction(system, params, mesh, degree=degree, quadrature=quadrature,
                         quadrature_degree=quadrature_degree, beta=beta, jit_options=jit_options)

@@ -97,7 +97,8 @@ class GalerkinAction(NumpyAssembler):
         t_start = time.perf_counter()
         if not system.is_separable:
             raise InputError("the vectorised Galerkin assembler needs a separable system (one kinetic term "
-                             "½ vᵀM(θ)v plus velocity-independent potentials); use assembler='fe'")
+                             f"½ vᵀM(θ)v plus velocity-independent potentials): {system.non_separable_reason}; "
+                             "use assembler='fe'")
         if system.batch not in (None, 1):
             raise InputError("the bvp backend solves one trajectory at a time (unbatched signals)")
         if int(degree) < 1:

@@ -140,6 +140,11 @@ def test_signal_shorter_than_the_horizon(model):
     with pytest.raises(InputError, match=r"defined on \[0, 2\] cannot be played backwards on \[0, 5\]"):
         system.time_reversed(5.0)
     Problem(system, model.params, model.boundary, TimeGrid(2.0, 50))  # within its horizon: accepted
+    from glep.bvp import make_discretisation
+
+    for assembler in ("fe", "vectorised"):  # the finite-element backend checks too, against the mesh's end
+        with pytest.raises(InputError, match="signal 'u' ends at t = 2, before the horizon T = 5"):
+            make_discretisation(system, model.params, (5.0, 20), assembler=assembler)
 
 
 def test_signals_without_an_end_are_accepted(model):
