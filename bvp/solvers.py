@@ -266,7 +266,8 @@ def newton(problem, r0: PETSc.Vec, *, method: str = "newton", linesearch: str = 
         its = snes.getIterationNumber()
         lits = snes.getLinearSolveIterations()
         reason_name = "CONVERGED_ROUNDOFF" if roundoff.at_floor else snes_reason_name(reason)
-        if reason == PETSc.SNES.ConvergedReason.DIVERGED_LINE_SEARCH and hist and roundoff.below(hist[-1]):
+        if reason == PETSc.SNES.ConvergedReason.DIVERGED_LINE_SEARCH and hist and roundoff.below(
+                hist[-1], r0.norm(PETSc.NormType.INFINITY)):
             reason, reason_name = 1, "CONVERGED_ROUNDOFF"  # no decrease possible below the floor
         converged = reason > 0
     finally:
