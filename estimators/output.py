@@ -145,8 +145,17 @@ def _fsync(path: Path) -> None:
 def _temp_path(target: Path) -> Path:
     """An empty new file ``.<name>.<pid>.<random>.tmp`` next to ``target`` (never a results name)."""
     fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp")
-    os.close(fd)
+    try:  # mkstemp creates 0600: give the results the permissions an ordinary open() would (0666 & ~umask)
+        os.fchmod(fd, 0o666 & ~_umask())
+    finally:
+        os.close(fd)
     return Path(name)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _alive(pid: int) -> bool:

@@ -116,6 +116,10 @@ def test_first_write_is_a_matching_pair(source):
     assert _visible(first) == {RESULTS, PLOT}
     assert png_run_id(first / PLOT) == _run_id(first / RESULTS) == load_report(first / RESULTS).run_id
     assert not list(first.glob(".*.tmp"))
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in (RESULTS, PLOT):  # the permissions an ordinary open() gives, not the temporary file's 0600
+        assert (first / name).stat().st_mode & 0o777 == 0o666 & ~mask
 
 
 def _signal_writers(src: Path, outs: list[Path]) -> dict[Path, int]:
