@@ -61,53 +61,6 @@ __all__ = ["tangent_sweep", "shoot_cbvp", "jacobi_fields", "jacobi_determinants"
 # ``dtheta``); it is re-exported here because shooting is its other client.
 
 
-class _Segment:
-    """Steps ``k0 … k0+N−1`` of a discrete Lagrangian, re-indexed from 0.
-
-    It has every method the stepping and tangent engines call, with the step
-    index shifted, so a segment of a grid is integrated and linearised by the
-    unmodified engines (inputs are still read at the true times).
-    """
-
-    def __init__(self, dl: DiscreteLagrangian, k0: int, N: int):
-        self.base, self.k0, self.N = dl, int(k0), int(N)
-        self.system, self.theta, self.grid = dl.system, dl.theta, dl.grid
-        self.beta, self.h, self.explicit = dl.beta, dl.h, dl.explicit
-
-    def momenta(self, j, q0, q1):
-        return self.base.momenta(self.k0 + j, q0, q1)
-
-    def hessian_action(self, j, q0, q1, dq0, dq1):
-        return self.base.hessian_action(self.k0 + j, q0, q1, dq0, dq1)
-
-    def theta_jvp(self, j, q0, q1, dtheta):
-        return self.base.theta_jvp(self.k0 + j, q0, q1, dtheta)
-
-    def solve_d12(self, j, q0, q1, rhs, transpose: bool = False):
-        return self.base.solve_d12(self.k0 + j, q0, q1, rhs, transpose=transpose)
-
-    def d12_matrix(self, j, q0, q1):
-        return self.base.d12_matrix(self.k0 + j, q0, q1)
-
-    def force(self, j, end, q):
-        return self.base.force(self.k0 + j, end, q)
-
-    def force_hessian_action(self, j, end, q, dq):
-        return self.base.force_hessian_action(self.k0 + j, end, q, dq)
-
-    def mass_apply(self, v):
-        return self.base.mass_apply(v)
-
-    def mass_solve(self, p):
-        return self.base.mass_solve(p)
-
-    def node_time(self, j):
-        return self.base.node_time(self.k0 + j)
-
-    def inputs(self, t):
-        return self.base.inputs(t)
-
-
 def _as_state(value, name: str, n: int, batch: int | None) -> np.ndarray:
     arr = as_finite_array(value, name)
     if arr.ndim == 1 and arr.shape == (n,):
@@ -461,7 +414,7 @@ def shoot_cbvp(system: LagrangianSystem, params: Mapping[str, np.ndarray], grid:
         _, (Q, P) = newton.solve(p0)
     else:
         cuts = _cuts(grid.N, segments)
-        segs = [_Segment(dl, cuts[s], cuts[s + 1] - cuts[s]) for s in range(segments)]
+        segs = [dl.segment(cuts[s], cuts[s + 1]) for s in range(segments)]
         m = segments
         size = n * (2 * m - 1)
 
