@@ -82,6 +82,7 @@ def dense_newton(residual: Callable, solve: Callable, x0: np.ndarray, *, converg
     """
     x = np.array(x0, copy=True)
     history: list[float] = []
+    dx = np.zeros_like(x)
     for _ in range(maxiter):
         r, other = residual(x)
         norm = float(np.max(np.abs(r)))
@@ -94,5 +95,7 @@ def dense_newton(residual: Callable, solve: Callable, x0: np.ndarray, *, converg
         x = x - dx
         if float(np.max(np.abs(dx))) <= ROUND_OFF * (1.0 + float(np.max(np.abs(x)))):
             return x  # the correction is at the rounding of x: the round-off floor
-    raise SolverError(f"{label} did not converge in {maxiter} Newton iterations (max|F| = {history[-1]:.3e})",
-                      reason="Newton", history=history)
+    step, floor = float(np.max(np.abs(dx))), ROUND_OFF * (1.0 + float(np.max(np.abs(x))))
+    raise SolverError(f"{label} did not converge in {maxiter} Newton iterations (max|F| = {history[-1]:.3e}; "
+                      f"last correction {step:.3e}, above the rounding of x, {floor:.3e})", reason="Newton",
+                      history=history)

@@ -146,7 +146,7 @@ def adjoint_gradient(dl, Q, *, v0=None, terminal: bool = True, generic: bool = F
     Parameters
     ----------
     dl:
-        The discrete Lagrangian (or its :class:`~glep.ivp.discrete.Mirrored`
+        The discrete Lagrangian (or its :meth:`~glep.ivp.discrete.DiscreteLagrangian.mirrored`
         form for final-value problems) at β = 0.
     Q:
         The stored trajectory, shape ``(N+1, B, n)``.

@@ -153,6 +153,11 @@ def conjugate_points(system: LagrangianSystem, params: Mapping[str, np.ndarray],
 class _Newton:
     r"""Damped Newton on a batch of independent square systems ``F_b(z_b) = 0``.
 
+    The outer Newton of shooting, deliberately separate from the per-step dense
+    Newton of :mod:`glep._newton`: its residual is the end of ``N`` rounded steps,
+    so it needs a line search and a *measured* noise floor (below), not a
+    residual tolerance.
+
     ``evaluate(z)`` returns ``(F, state)`` with ``F`` of shape ``(B, m)`` and
     raises :class:`SolverError` on overflow; ``jacobian(z, state)`` returns
     ``(B, m, m)``.  Each batch member has its own step length ``λ_b``, halved

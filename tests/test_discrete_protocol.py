@@ -259,3 +259,30 @@ def test_order_of_convergence(rule, fast, order):
     errs = np.array([np.max(np.abs(final(s) - ref)) for s in steps])
     slope = -np.polyfit(np.log(steps), np.log(errs), 1)[0]
     assert abs(slope - order) <= 0.15, (slope, errs)
+
+
+def test_bad_meshes_are_refused_with_the_reason():
+    from glep.errors import InputError
+
+    with pytest.raises(InputError, match="times must be a strictly monotone finite 1-D array"):
+        StepMesh.from_times([0.0, 1.0, 0.5])
+    with pytest.raises(InputError, match="cells need 1-D t0 and h > 0"):
+        StepMesh.cells([0.0, 1.0], [0.5, -0.5])
+    with pytest.raises(InputError, match="grid must be a TimeGrid or a StepMesh, got list"):
+        DiscreteLagrangian(_GYRO.system, _theta(_GYRO), [0.0, 1.0])
+    cells = _cells(_GYRO.system, _theta(_GYRO))
+    with pytest.raises(InputError, match="only a chain of steps"):
+        cells.mirrored()
+    with pytest.raises(InputError, match="node data need a chain of steps"):
+        cells.node_time(0)
+
+
+def test_a_failed_implicit_step_names_the_step_and_keeps_the_history():
+    from glep.errors import SolverError
+
+    dl = DiscreteLagrangian(_GYRO.system, _theta(_GYRO), TimeGrid(T, N), MIDPOINT)
+    q0 = np.zeros((1, 3))
+    with pytest.raises(SolverError, match=r"implicit variational step 0 did not converge in 1 Newton iterations"):
+        from glep.ivp.stepping import implicit_step
+
+        implicit_step(dl, 0, q0, np.ones((1, 3)), q0, maxiter=1)
