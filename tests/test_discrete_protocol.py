@@ -28,15 +28,8 @@ import pytest
 
 from glep import DiagonalMass, Harmonic, LagrangianSystem, Quartic
 from glep.grid import TimeGrid
-from glep.ivp.discrete import (
-    GAUSS2,
-    MIDPOINT,
-    TRAPEZOID,
-    AbstractDiscreteLagrangian,
-    DiscreteLagrangian,
-    Mirrored,
-    StepMesh,
-)
+from glep.ivp import AbstractDiscreteLagrangian, Mirrored, StepMesh
+from glep.ivp.discrete import GAUSS2, MIDPOINT, TRAPEZOID, DiscreteLagrangian
 from glep.ivp.stepping import integrate
 from glep.models import coupled_oscillators, gyroscopic_oscillators
 
