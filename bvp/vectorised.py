@@ -38,90 +38,21 @@ from glep.bvp._assembly import NumpyAssembler, column_coloring, end_block_coo, e
 from glep.bvp.fe import _signal_values
 from glep.bvp.solvers import collective
 from glep.errors import InputError
-from glep.grid import TimeGrid
-from glep.ivp.discrete import TRAPEZOID, DiscreteLagrangian
+from glep.ivp.discrete import TRAPEZOID, DiscreteLagrangian, StepMesh
 from glep.system import LagrangianSystem, position_force, position_hessian_action, position_hessian_entries
 
 
-class _Cells:
-    """Element selector passed as the ``k`` of the discrete Lagrangian: ``k + 1`` shifts to the right node."""
+def cell_discrete_lagrangian(system: LagrangianSystem, theta, t0: np.ndarray, h: np.ndarray,
+                             beta: float = 0.0) -> DiscreteLagrangian:
+    r"""The trapezoid ``L_d`` on the local cells ``[t0_k, t0_k + h_k]`` (one cell per batch member).
 
-    def __init__(self, t0: np.ndarray, h: np.ndarray, shift: int = 0):
-        self.t0, self.h, self.shift = t0, h, shift
+    The finite-element form: the step index passed to the discrete Lagrangian
+    is an index array or slice of cells; signals are sampled at the cells' times.
+    """
+    def sampler(t: np.ndarray) -> dict:
+        return {name: _signal_values(sig, t) for name, sig in system.signals.items()}
 
-    def __add__(self, k: int) -> _Cells:
-        return _Cells(self.t0, self.h, self.shift + int(k))
-
-
-class CellDiscreteLagrangian(DiscreteLagrangian):
-    r"""``L_d`` of every element at once: element times ``t_k`` and sizes ``h_k`` are arrays."""
-
-    def __init__(self, system: LagrangianSystem, theta, t0: np.ndarray, h: np.ndarray, beta: float = 0.0):
-        super().__init__(system, theta, TimeGrid(1.0, 1), TRAPEZOID, beta, fast=False)
-        self.h1 = np.asarray(h, dtype=float)
-        self.h = self.h1[:, None]
-        self.t0 = np.asarray(t0, dtype=float)
-
-    def cells(self, sel=slice(None)) -> _Cells:
-        return _Cells(self.t0[sel], self.h1[sel])
-
-    def time(self, k, c: float = 0.0):
-        return k.t0 + (k.shift + c) * k.h
-
-    def inputs(self, t):
-        return {name: _signal_values(sig, np.atleast_1d(t)) for name, sig in self.system.signals.items()}
-
-    def _with_h(self, h, method, *args):
-        saved, self.h = self.h, h
-        try:
-            return method(*args)
-        finally:
-            self.h = saved
-
-    def value(self, k, q0, q1):
-        """``L_d`` per element (the element size multiplies ``(B,)`` values here)."""
-        sys, th, h = self.system, self.theta, k.h
-        v = (q1 - q0) / h[:, None]
-        out = 0.0
-        for c, w in zip(self._c, self._w):
-            t = self.time(k, c)
-            out = out + h * w * sys.lagrangian((1.0 - c) * q0 + c * q1, v, th, self.inputs(t), t)
-        if sys.cost is not None and self.beta != 0:
-            t0, t1 = self.time(k), self.time(k + 1)
-            out = out + self.beta * 0.5 * h * (sys.cost.cost(q0, self.inputs(t0), t0)
-                                               + sys.cost.cost(q1, self.inputs(t1), t1))
-        return out
-
-    def momenta(self, k, q0, q1):
-        return self._with_h(k.h[:, None], super().momenta, k, q0, q1)
-
-    def hessian_action(self, k, q0, q1, dq0, dq1):
-        return self._with_h(k.h[:, None], super().hessian_action, k, q0, q1, dq0, dq1)
-
-    def theta_jvp(self, k, q0, q1, dtheta):
-        return self._with_h(k.h[:, None], super().theta_jvp, k, q0, q1, dtheta)
-
-    def _grouped(self, method, k, *arrays):
-        """Call a batch-summing method group by group of equal element size (``h`` factors out)."""
-        acc: dict[str, np.ndarray] = {}
-        keys = np.round(k.h / max(float(np.max(k.h)), 1e-300), 12)
-        h_saved = self.h
-        try:
-            for key in np.unique(keys):
-                sel = keys == key
-                self.h = float(k.h[sel][0])
-                sub = _Cells(k.t0[sel], k.h[sel], k.shift)
-                for name, g in method(sub, *(a[sel] for a in arrays)).items():
-                    acc[name] = acc.get(name, 0.0) + g
-        finally:
-            self.h = h_saved
-        return acc
-
-    def theta_gradient_cells(self, k, q0, q1):
-        return self._grouped(super().theta_gradient, k, q0, q1)
-
-    def theta_vjp_cells(self, k, q0, q1, a0, a1):
-        return self._grouped(super().theta_vjp, k, q0, q1, a0, a1)
+    return DiscreteLagrangian(system, theta, StepMesh.cells(t0, h), TRAPEZOID, beta, fast=False, sampler=sampler)
 
 
 class VectorisedAction(NumpyAssembler):
@@ -172,7 +103,7 @@ class VectorisedAction(NumpyAssembler):
         ga = imap.local_to_global(a.astype(np.int32)).astype(np.int64)
         gb = imap.local_to_global(b.astype(np.int32)).astype(np.int64)
         self.ga, self.gb = ga, gb
-        self.dl = CellDiscreteLagrangian(system, self.theta, tc[a], tc[b] - tc[a], beta)
+        self.dl = cell_discrete_lagrangian(system, self.theta, tc[a], tc[b] - tc[a], beta)
         self.tnodes = tc
         # full n × n blocks at the two ends of the mesh: room for the boundary point terms
         self._end_blocks = end_block_indices(self.comm, tc)
@@ -221,13 +152,13 @@ class VectorisedAction(NumpyAssembler):
         come from ``hessian_action`` on the ``n`` unit directions.
         """
         n = self.n
-        k = self.dl.cells(sel)
+        k = sel
         if self.system.is_separable:
-            h = k.h[:, None, None]
+            h = self.dl.mesh.steps[sel][:, None, None]
             th = self.theta
             M = np.asarray(self.system.kinetic.mass_apply(np.eye(n), th))
             eye = np.broadcast_to(np.eye(n)[:, None, :], (n, q0.shape[0], n))
-            t0, t1 = self.dl.time(k), self.dl.time(k + 1)
+            t0, t1 = self.dl.time(k), self.dl.time(k, 1.0)
             H0 = position_hessian_action(self.system, q0, th, self.dl.inputs(t0), t0, eye, self.dl.beta)
             H1 = position_hessian_action(self.system, q1, th, self.dl.inputs(t1), t1, eye, self.dl.beta)
             Mh = M[None] / h
@@ -296,7 +227,7 @@ class VectorisedAction(NumpyAssembler):
         step = 32768
         for s in range(0, Nc, step):
             e = min(Nc, s + step)
-            h = self.dl.h1[s:e, None]
+            h = self.dl.mesh.steps[s:e, None]
             for i, (I, J) in enumerate(masks):
                 vals = (-1.0 if i in (1, 2) else 1.0) * M[I, J][None, :] / h
                 if i in (0, 3):
@@ -385,7 +316,7 @@ class VectorisedAction(NumpyAssembler):
         th, sysm, n = self.theta, self.system, self.n
         lo, hi = self._ia.start, self._ib.stop
         M = np.asarray(sysm.kinetic.mass_apply(np.eye(n), th))
-        h = self.dl.h1
+        h = self.dl.mesh.steps
         Nn = hi - lo
         invh, w = self._node_weights()
         Dm = np.nonzero(self._mask[0] | self._mask[3])
@@ -412,7 +343,7 @@ class VectorisedAction(NumpyAssembler):
     def _node_weights(self):
         """Per node ``1/h₋ + 1/h₊`` and ``(h₋ + h₊)/2`` over the consecutive local nodes (cached)."""
         if self._nodeweights is None:
-            h = self.dl.h1
+            h = self.dl.mesh.steps
             hl = np.concatenate([[0.0], h])
             hr = np.concatenate([h, [0.0]])
             with np.errstate(divide="ignore"):
@@ -477,7 +408,7 @@ class VectorisedAction(NumpyAssembler):
     def action(self) -> float:
         def local():
             q0, q1 = self._states()
-            return float(np.sum(self.dl.value(self.dl.cells(), q0, q1))) if len(self.a) else 0.0
+            return float(np.sum(self.dl.value(slice(None), q0, q1))) if len(self.a) else 0.0
 
         return self.comm.allreduce(collective(self.comm, local))
 
@@ -493,12 +424,12 @@ class VectorisedAction(NumpyAssembler):
             # separable: D₁L_d = −Mv + (h/2) f(q₀), D₂L_d = Mv + (h/2) f(q₁), force f once per node
             U = self.u.x.array.reshape(-1, self.n)
             f = position_force(self.system, U, self.theta, self._node_inputs(), self.tnodes, self.dl.beta)
-            h = self.dl.h1[:, None]
+            h = self.dl.mesh.steps[:, None]
             Mv = self.system.kinetic.mass_apply((q1 - q0) / h, self.theta)
             res[self._ia] += -Mv + 0.5 * h * f[self._ia]
             res[self._ib] += Mv + 0.5 * h * f[self._ib]
         elif len(self.a):
-            d1, d2 = self.dl.momenta(self.dl.cells(), q0, q1)
+            d1, d2 = self.dl.momenta(slice(None), q0, q1)
             res[self.a] += d1
             res[self.b] += d2
         self._scatter(res, b)
@@ -511,9 +442,9 @@ class VectorisedAction(NumpyAssembler):
             if cost is None or not len(self.a):
                 return 0.0
             q0, q1 = self._states()
-            k = self.dl.cells()
-            x0, x1 = self.dl.inputs(self.dl.time(k)), self.dl.inputs(self.dl.time(k + 1))
-            return float(np.sum(0.5 * self.dl.h1 * (cost.cost(q0, x0, None) + cost.cost(q1, x1, None))))
+            k = slice(None)
+            x0, x1 = self.dl.inputs(self.dl.time(k)), self.dl.inputs(self.dl.time(k, 1.0))
+            return float(np.sum(0.5 * self.dl.mesh.steps * (cost.cost(q0, x0, None) + cost.cost(q1, x1, None))))
 
         return self.comm.allreduce(collective(self.comm, local))
 
@@ -522,9 +453,9 @@ class VectorisedAction(NumpyAssembler):
         res = np.zeros((self.nblocks, self.n))
         if cost is not None and len(self.a):
             q0, q1 = self._states()
-            k = self.dl.cells()
-            x0, x1 = self.dl.inputs(self.dl.time(k)), self.dl.inputs(self.dl.time(k + 1))
-            h = self.dl.h
+            k = slice(None)
+            x0, x1 = self.dl.inputs(self.dl.time(k)), self.dl.inputs(self.dl.time(k, 1.0))
+            h = self.dl.mesh.steps[:, None]
             res[self.a] += 0.5 * h * cost.gradient(q0, x0, None)
             res[self.b] += 0.5 * h * cost.gradient(q1, x1, None)
         self._scatter(res, b)
@@ -598,7 +529,7 @@ class VectorisedAction(NumpyAssembler):
         out = {k: np.zeros(v.shape) for k, v in self.theta.items()}
         if len(self.a):
             q0, q1 = self._states()
-            for k, g in self.dl.theta_gradient_cells(self.dl.cells(), q0, q1).items():
+            for k, g in self.dl.theta_gradient(slice(None), q0, q1).items():
                 out[k] = out[k] + np.real(g)
         return {k: self.comm.allreduce(v) for k, v in out.items()}
 
@@ -607,7 +538,7 @@ class VectorisedAction(NumpyAssembler):
         if len(self.a):
             q0, q1 = self._states()
             a0, a1 = self._states(self._ghosted(lam))
-            for k, g in self.dl.theta_vjp_cells(self.dl.cells(), q0, q1, a0, a1).items():
+            for k, g in self.dl.theta_vjp(slice(None), q0, q1, a0, a1).items():
                 out[k] = out[k] + np.real(g)
         return {k: self.comm.allreduce(v) for k, v in out.items()}
 
@@ -616,7 +547,7 @@ class VectorisedAction(NumpyAssembler):
         if len(self.a):
             q0, q1 = self._states()
             dt = {k: np.asarray(v, dtype=float)[None] for k, v in dtheta.items()}
-            j1, j2 = self.dl.theta_jvp(self.dl.cells(), q0, q1, dt)
+            j1, j2 = self.dl.theta_jvp(slice(None), q0, q1, dt)
             if not np.isscalar(j1):
                 res[self.a] += np.asarray(j1)[0]
             if not np.isscalar(j2):

@@ -246,27 +246,25 @@ class LagrangianSystem:
     def velocity_from_momentum(self, q, p, theta, x, t, *, rtol: float = 1e-13, maxiter: int = 30):
         """Invert the Legendre map ``p = ∂_v L(q, v)`` for ``v``.
 
-        Explicit (``v = M⁻¹p``) for a separable system; otherwise Newton's
-        method with the exact ``∂_vv L`` (which must be invertible: a regular
+        Explicit (``v = M⁻¹p``) for a separable system; otherwise the dense
+        Newton of :mod:`glep._newton` with the exact ``∂_vv L`` (which must be invertible: a regular
         Lagrangian).
         """
         if self.is_separable:
             return self.kinetic.mass_solve(p, theta)
-        from glep.errors import SolverError
+        from glep._newton import dense_newton, residual_test
 
-        n = self.n
-        v = np.zeros_like(p)
-        history = []
-        eye = np.broadcast_to(np.eye(n)[:, None, :], (n,) + np.shape(p))
-        for _ in range(maxiter):
-            r = self.gradient(q, v, theta, x, t)[1] - p
-            history.append(float(np.max(np.abs(r))))
-            if history[-1] <= rtol * (1.0 + float(np.max(np.abs(p)))):
-                return v
+        eye = np.broadcast_to(np.eye(self.n)[:, None, :], (self.n,) + np.shape(p))
+
+        def residual(v):
+            return self.gradient(q, v, theta, x, t)[1] - p, None
+
+        def solve(v, r):
             Lvv = np.moveaxis(self.hessian_action(q, v, theta, x, t, None, eye)[1], 0, -1)
-            v = v - np.linalg.solve(Lvv, r[..., None])[..., 0]
-        raise SolverError("Legendre transform: p = ∂_v L(q, v) could not be solved for v", reason="Newton",
-                          history=history)
+            return np.linalg.solve(Lvv, r[..., None])[..., 0]
+
+        return dense_newton(residual, solve, np.zeros_like(p), converged=residual_test(rtol, p), maxiter=maxiter,
+                            label="Legendre transform: p = ∂_v L(q, v) solved for v")
 
     def hamiltonian(self, q, p, theta, x, t, beta=0.0):
         """``H_β(q, p) = pᵀv − L_β(q, v)`` with ``v`` from the Legendre transform."""

@@ -146,7 +146,7 @@ def adjoint_gradient(dl, Q, *, v0=None, terminal: bool = True, generic: bool = F
     Parameters
     ----------
     dl:
-        The discrete Lagrangian (or its :class:`~glep.ivp.discrete.Mirrored`
+        The discrete Lagrangian (or its :meth:`~glep.ivp.discrete.DiscreteLagrangian.mirrored`
         form for final-value problems) at β = 0.
     Q:
         The stored trajectory, shape ``(N+1, B, n)``.
@@ -167,7 +167,7 @@ def adjoint_gradient(dl, Q, *, v0=None, terminal: bool = True, generic: bool = F
     dp0 = -lam[0]
     if v0 is not None:
         t0 = dl.node_time(0)
-        sign = 1.0 if dl.node_time(0) == 0.0 else -1.0  # mirrored: p̃ = −∂_v L
+        sign = dl.direction  # mirrored (negative steps): p̃ = −∂_v L
         sys = dl.system
         for key, g in sys.theta_vjp(Q[0], v0, dl.theta, dl.inputs(t0), t0, None, lam[0]).items():
             add_into(theta, key, -sign * g)

@@ -1,28 +1,41 @@
 r"""Discrete Lagrangians: the variational integrators of the ``ivp`` backend.
 
 A quadrature rule ``(c_i, w_i)`` on ``[0, 1]`` and linear interpolation of the
-position over a step define
+position over a step of *signed* duration ``τ_k`` starting at ``t_k`` define
 
-    L_d(q₀, q₁, k) = h Σ_i w_i L(q₀ + c_i (q₁ − q₀), (q₁ − q₀)/h, t_k + c_i h)
-                     + β (h/2) (c(q₀, t_k) + c(q₁, t_{k+1}))
+    L_d(q₀, q₁; t_k, τ_k) = |τ_k| Σ_i w_i L(q₀ + c_i (q₁ − q₀), (q₁ − q₀)/τ_k, t_k + c_i τ_k)
+                            + β (|τ_k|/2) (c(q₀, t_k) + c(q₁, t_k + τ_k))
 
 (the cost always enters with trapezoid weights, so that the discrete loss is
 ``C_h = Σ_k w_k c(q_k, t_k)`` whatever the rule).  The two-point Lobatto rule
 (``TRAPEZOID``) gives Störmer–Verlet for a separable ``L = ½vᵀMv − V``; the
 one-point Gauss rule (``MIDPOINT``) is the implicit midpoint variational
-integrator for a general ``L``.
+integrator for a general ``L``; ``GAUSS2`` is of order 4.
 
 The discrete Euler–Lagrange equations are ``D₂L_d(q_{k−1}, q_k) +
 D₁L_d(q_k, q_{k+1}) = 0`` and the discrete momenta ``p_k = −D₁L_d(q_k,
 q_{k+1}) = D₂L_d(q_{k−1}, q_k)``.  Every engine of the backend (stepping,
-adjoint, sensitivities) is written against the derivatives of ``L_d`` below,
-so forward and backward integration share one implementation:
-:class:`Mirrored` presents ``L̃_d(a, b, j) = L_d(b, a, N−1−j)``, whose forward
-integration *is* the backward integration of ``L_d``.
+adjoint, sensitivities, shooting) is written against the protocol
+:class:`AbstractDiscreteLagrangian`, and every discretisation is the one class
+:class:`DiscreteLagrangian` on a :class:`StepMesh` (arrays of step start times
+and signed step sizes):
+
+* a uniform grid, a non-uniform mesh: ``StepMesh.from_times``;
+* a shooting segment: the same steps sliced, :meth:`DiscreteLagrangian.segment`;
+* the mirrored (backward) form ``L̃_d(a, b, j) = L_d(b, a, N−1−j)``: the same
+  discrete Lagrangian on the reversed nodes with negative steps ``τ̃_j =
+  −τ_{N−1−j}`` and the reflected rule ``c ↦ 1 − c`` (substitute ``c ↦ 1 − c``
+  in the formula above), :meth:`DiscreteLagrangian.mirrored`; integrating it
+  forward *is* integrating ``L_d`` backward, with momenta ``p̃_j = −p_{N−j}``;
+* the finite-element cell form (P1 in time, Gauss–Lobatto): the trapezoid
+  discrete Lagrangian on independent cells ``StepMesh.cells(t0, h)``, every
+  cell one batch member (step index ``k`` an index array or slice).
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,8 +53,14 @@ class QuadratureRule:
     nodes: tuple[float, ...]
     weights: tuple[float, ...]
 
+    def reflected(self) -> QuadratureRule:
+        """The rule under ``c ↦ 1 − c`` (itself for the symmetric rules of this module)."""
+        return QuadratureRule(self.name, tuple(1.0 - c for c in reversed(self.nodes)), tuple(reversed(self.weights)))
+
 
 TRAPEZOID = QuadratureRule("trapezoid (Lobatto 2)", (0.0, 1.0), (0.5, 0.5))
+MIDPOINT = QuadratureRule("midpoint (Gauss 1)", (0.5,), (1.0,))
+GAUSS2 = QuadratureRule("Gauss 2", (0.5 - np.sqrt(3) / 6, 0.5 + np.sqrt(3) / 6), (0.5, 0.5))
 
 
 def _flat_inputs(X: dict, sel, B: int) -> dict:
@@ -77,170 +96,275 @@ def trapezoid_node_sum(terms, theta, Q, h: float, X: dict, times: np.ndarray) ->
             for key, g in term.theta_gradient(qs, None, theta, xs, ts).items():
                 acc[key] = acc.get(key, 0.0) + weight * g
     return acc
-MIDPOINT = QuadratureRule("midpoint (Gauss 1)", (0.5,), (1.0,))
-GAUSS2 = QuadratureRule("Gauss 2", (0.5 - np.sqrt(3) / 6, 0.5 + np.sqrt(3) / 6), (0.5, 0.5))
 
 
-class DiscreteLagrangian:
-    """``L_d`` of a system on a uniform grid, at a given ``θ`` and nudging ``β``.
+def _add(acc: dict, grads: dict, weight=1.0) -> None:
+    for key, g in grads.items():
+        acc[key] = acc.get(key, 0.0) + weight * g
+
+
+@dataclass(frozen=True)
+class StepMesh:
+    r"""Steps ``k = 0 … N−1`` of signed size ``τ_k`` starting at ``t_k``.
+
+    ``nodes`` (``t_0 … t_N``, with ``t_{k+1} = t_k + τ_k``) is set when the
+    steps form a chain (a trajectory); independent cells (the finite-element
+    form, where the steps are the elements of a distributed mesh) have
+    ``nodes = None``.
+    """
+
+    starts: np.ndarray
+    steps: np.ndarray
+    nodes: np.ndarray | None = None
+
+    @classmethod
+    def from_grid(cls, grid: TimeGrid) -> StepMesh:
+        times = grid.times
+        return cls(times[:-1], np.full(grid.N, grid.h), times)
+
+    @classmethod
+    def from_times(cls, times) -> StepMesh:
+        """A chain through the strictly monotone node times ``t_0 … t_N`` (a non-uniform mesh)."""
+        t = np.asarray(times, dtype=float)
+        d = np.diff(t) if t.ndim == 1 else np.zeros(0)
+        if t.ndim != 1 or t.size < 2 or not np.all(np.isfinite(t)) or not (np.all(d > 0) or np.all(d < 0)):
+            raise InputError(f"times must be a strictly monotone finite 1-D array of >= 2 nodes, got {times!r}")
+        return cls(t[:-1], d, t)
+
+    @classmethod
+    def cells(cls, t0, h) -> StepMesh:
+        """Independent cells ``[t0_k, t0_k + h_k]`` (``h_k > 0``)."""
+        t0, h = np.asarray(t0, dtype=float), np.asarray(h, dtype=float)
+        if t0.shape != h.shape or t0.ndim != 1 or not np.all(h > 0):
+            raise InputError(f"cells need 1-D t0 and h > 0 of one shape, got {t0.shape} and {h.shape}")
+        return cls(t0, h, None)
+
+    @property
+    def N(self) -> int:
+        return len(self.steps)
+
+    def sub(self, k0: int, k1: int) -> StepMesh:
+        """Steps ``k0 … k1−1`` (re-indexed from 0)."""
+        nodes = None if self.nodes is None else self.nodes[k0:k1 + 1]
+        return StepMesh(self.starts[k0:k1], self.steps[k0:k1], nodes)
+
+    def reversed(self) -> StepMesh:
+        """The chain run backwards: nodes reversed, steps negated."""
+        if self.nodes is None:
+            raise InputError("only a chain of steps (not independent cells) can be reversed")
+        nodes = self.nodes[::-1].copy()
+        return StepMesh(nodes[:-1], -self.steps[::-1], nodes)
+
+
+class AbstractDiscreteLagrangian(ABC):
+    r"""The discrete-Lagrangian protocol every engine of the backend is written against.
+
+    A discrete Lagrangian on steps ``k`` (start time ``t_k``, signed size
+    ``τ_k``; arrays, so non-uniform meshes, shooting segments and the cells of a
+    finite-element mesh are all covered) at parameters ``θ`` and nudging ``β``:
+
+    * ``value(k, q₀, q₁)``: ``L_d(q₀, q₁; t_k, τ_k)`` per batch member;
+    * ``momenta(k, q₀, q₁)``: the slot derivatives ``(D₁L_d, D₂L_d)``;
+    * ``hessian_action(k, q₀, q₁, δq₀, δq₁)``: the second variation
+      ``(D₁₁δq₀ + D₁₂δq₁, D₂₁δq₀ + D₂₂δq₁)`` (``None`` = zero direction;
+      directions may carry a leading tangent axis);
+    * ``theta_gradient(k, q₀, q₁)``: ``Σ_batch ∂_θL_d``;
+    * ``theta_vjp(k, q₀, q₁, a₀, a₁)``: ``Σ_batch ∂_θ(D₁L_d·a₀ + D₂L_d·a₁)``;
+    * ``theta_jvp(k, q₀, q₁, δθ)``: ``(∂_θD₁L_d·δθ, ∂_θD₂L_d·δθ)``;
+    * ``d12_matrix`` / ``solve_d12``: ``D₁₂L_d = ∂²L_d/∂q₀∂q₁`` and solves
+      with it (or its transpose), the Jacobian of the step map;
+    * the sums along a stored chain ``Q`` (``theta_gradient_sum``,
+      ``theta_vjp_sum``): ``Σ_k`` of the two θ-derivatives above;
+    * ``segment(k0, k1)`` and ``mirrored()``: the same discrete Lagrangian on
+      a sub-range of steps, and on the reversed chain (backward integration).
+
+    ``k`` is a step index (states ``(B, n)``, every member on step ``k``) or
+    an index array / slice (states ``(m, n)``, member ``i`` on step
+    ``k[i]``: the cell layout).  Implementations with ``explicit = True``
+    (separable ``½vᵀMv − V`` with the trapezoid rule) also provide the
+    Störmer–Verlet pieces ``force``, ``force_hessian_action``,
+    ``force_theta_jvp``, ``mass_apply``, ``mass_solve`` and the node data
+    ``node_time``, ``node_weight``, ``node_inputs``, ``all_node_inputs``.
+
+    **A field system** (a distributed state on a spatial mesh, next issue)
+    implements the same protocol with ``q`` the rank's owned (+ ghost) degrees of
+    freedom: ``value`` and the θ-derivatives are local sums (over the rank's
+    cells) that the engines reduce with an ``Allreduce`` over the mesh
+    communicator; ``momenta`` and ``hessian_action`` are assembled vectors
+    (owned entries after a ghost update, as a PETSc ``Vec``), ``solve_d12`` a
+    distributed linear solve (KSP with ``D₁₂`` as a PETSc ``Mat``), and
+    ``d12_matrix`` may raise (dense matrices are for small ``n`` only).
+    """
+
+    system: LagrangianSystem
+    theta: dict
+    beta: complex
+    N: int
+    explicit: bool
+
+    @abstractmethod
+    def value(self, k, q0, q1): ...
+
+    @abstractmethod
+    def momenta(self, k, q0, q1): ...
+
+    @abstractmethod
+    def hessian_action(self, k, q0, q1, dq0, dq1): ...
+
+    @abstractmethod
+    def theta_gradient(self, k, q0, q1) -> dict: ...
+
+    @abstractmethod
+    def theta_vjp(self, k, q0, q1, a0, a1) -> dict: ...
+
+    @abstractmethod
+    def theta_jvp(self, k, q0, q1, dtheta): ...
+
+    @abstractmethod
+    def theta_gradient_sum(self, Q) -> dict: ...
+
+    @abstractmethod
+    def theta_vjp_sum(self, Q, Lam) -> dict: ...
+
+    @abstractmethod
+    def segment(self, k0: int, k1: int) -> AbstractDiscreteLagrangian: ...
+
+    @abstractmethod
+    def mirrored(self) -> AbstractDiscreteLagrangian: ...
+
+    def d12_matrix(self, k, q0, q1):
+        """Dense ``D₁₂L_d`` per batch member, shape ``(B, n, n)`` (column ``j`` = ``D₁₂ e_j``)."""
+        n = q0.shape[-1]
+        eye = np.broadcast_to(np.eye(n)[:, None, :], (n,) + np.shape(q0))
+        cols, _ = self.hessian_action(k, q0, q1, None, eye)
+        return np.moveaxis(cols, 0, -1)
+
+    def solve_d12(self, k, q0, q1, rhs, transpose: bool = False):
+        """Solve ``D₁₂L_d X = rhs`` (or its transpose); ``rhs`` may carry a tangent axis."""
+        J = self.d12_matrix(k, q0, q1)
+        if transpose:
+            J = np.swapaxes(J, -1, -2)
+        return np.linalg.solve(J, rhs[..., None])[..., 0]
+
+
+class DiscreteLagrangian(AbstractDiscreteLagrangian):
+    """``L_d`` of a system on a :class:`StepMesh` (or a uniform grid), at a given ``θ`` and nudging ``β``.
 
     Parameters
     ----------
-    system, theta, grid:
-        The system, its (checked) parameters and the time grid.
+    system, theta:
+        The system and its (checked) parameters.
+    grid:
+        A :class:`~glep.grid.TimeGrid` (uniform steps) or a :class:`StepMesh`
+        (non-uniform, reversed, a segment, or independent cells).
     rule:
-        The quadrature rule (``TRAPEZOID`` or ``MIDPOINT``...).
+        The quadrature rule (``TRAPEZOID``, ``MIDPOINT``, ``GAUSS2``...).
     beta:
         Nudging strength (real or complex, for complex-step nudging).
     fast:
-        Use the explicit Störmer–Verlet formulas when the system is separable
-        and the rule is the trapezoid (set ``False`` to force the generic
-        implicit path, e.g. to test one against the other).
+        Use the explicit Störmer–Verlet formulas when the system is separable,
+        the rule is the trapezoid and the steps are uniform (set ``False`` to
+        force the generic implicit path, e.g. to test one against the other).
+    sampler:
+        ``t ↦ {signal: values}`` for an array of times (one per batch member);
+        needed for the cell layout (default: ``system.inputs_at`` at a scalar ``t``).
     """
 
-    def __init__(self, system: LagrangianSystem, theta, grid: TimeGrid,
-                 rule: QuadratureRule = TRAPEZOID, beta: complex = 0.0, fast: bool = True):
-        self.system = system
-        self.theta = theta
-        self.grid = grid
-        self.rule = rule
-        self.beta = beta
-        self.h = grid.h
-        self.N = grid.N
-        self.explicit = bool(fast and system.is_separable and rule == TRAPEZOID)
+    def __init__(self, system: LagrangianSystem, theta, grid: TimeGrid | StepMesh,
+                 rule: QuadratureRule = TRAPEZOID, beta: complex = 0.0, fast: bool = True,
+                 sampler: Callable[[np.ndarray], dict] | None = None):
+        if isinstance(grid, TimeGrid):
+            self.grid, mesh = grid, StepMesh.from_grid(grid)
+        elif isinstance(grid, StepMesh):
+            self.grid, mesh = None, grid
+        else:
+            raise InputError(f"grid must be a TimeGrid or a StepMesh, got {type(grid).__name__}")
+        self.system, self.theta, self.rule, self.beta = system, theta, rule, beta
+        self.mesh, self.N, self.fast, self.sampler = mesh, mesh.N, fast, sampler
+        sizes = np.abs(mesh.steps)
+        uniform = mesh.N > 0 and bool(np.all(sizes == sizes[0]))
+        #: step magnitudes ``|τ_k|``: a float on a uniform mesh, else an array
+        self.h = float(sizes[0]) if uniform else sizes
+        self.direction = 1.0 if mesh.N == 0 or mesh.steps[0] > 0 else -1.0
+        self.explicit = bool(fast and system.is_separable and rule == TRAPEZOID and uniform
+                             and mesh.nodes is not None)
         self._c = np.asarray(rule.nodes)
         self._w = np.asarray(rule.weights)
         self._node_x: dict | None = None
         self._stacked_x: dict = {}
 
-    # -- helpers -------------------------------------------------------------
-    def time(self, k: int, c: float = 0.0) -> float:
-        return (k + c) * self.h
+    # -- the same discrete Lagrangian on other steps --------------------------
+    def segment(self, k0: int, k1: int) -> DiscreteLagrangian:
+        """Steps ``k0 … k1−1``, re-indexed from 0 (a shooting segment)."""
+        return DiscreteLagrangian(self.system, self.theta, self.mesh.sub(k0, k1), self.rule, self.beta,
+                                  self.fast, self.sampler)
 
-    def inputs(self, t: float):
+    def mirrored(self) -> DiscreteLagrangian:
+        """``L̃_d(a, b, j) = L_d(b, a, N−1−j)``: reversed chain, negative steps, reflected rule."""
+        return DiscreteLagrangian(self.system, self.theta, self.mesh.reversed(), self.rule.reflected(),
+                                  self.beta, self.fast, self.sampler)
+
+    # -- steps and inputs -----------------------------------------------------
+    def _step(self, k):
+        """``(t_k, τ_k, |τ_k|)``; for an index array, ``τ`` and ``|τ|`` are columns ``(m, 1)``."""
+        t, tau = self.mesh.starts[k], self.mesh.steps[k]
+        if np.ndim(tau):
+            tau = tau[:, None]
+        return t, tau, np.abs(tau)
+
+    def time(self, k, c: float = 0.0):
+        """``t_k + c τ_k`` (an array for an index array ``k``)."""
+        return self.mesh.starts[k] + c * self.mesh.steps[k]
+
+    def inputs(self, t):
+        if self.sampler is not None:
+            return self.sampler(np.atleast_1d(t))
         return self.system.inputs_at(t)
 
-    def all_node_inputs(self) -> dict:
-        """Signals at every grid node, arrays ``(N+1, B or 1, m)`` (sampled once)."""
-        if self._node_x is None:
-            times = self.grid.times
-            self._node_x = {k: s.sample(times) for k, s in self.system.signals.items()}
-        return self._node_x
-
-    def node_inputs(self, j: int):
-        """Signals at grid node ``j``."""
-        return {k: a[j] for k, a in self.all_node_inputs().items()}
-
-    def _inputs_on_steps(self, c: float, B: int):
-        """Signals at ``t_k + c h`` for every step, broadcast and flattened to ``(N·B, m)``."""
-        key = (float(c), B)
-        if key not in self._stacked_x:
-            times = (np.arange(self.N) + c) * self.h
-            X = {k: s.sample(times) for k, s in self.system.signals.items()}
-            self._stacked_x[key] = _flat_inputs(X, slice(None), B)
-        return self._stacked_x[key]
-
-    def theta_gradient_sum(self, Q):
-        """``Σ_k Σ_batch ∂_θ L_d(q_k, q_{k+1})`` along a stored trajectory (the contrast).
-
-        Evaluated on all steps at once (the terms receive one time per step and
-        batch member), unless a term needs a scalar ``t`` (``explicit_time``).
-        """
-        if any(term.explicit_time for term in self.system.terms):
-            acc: dict = {}
-            for k in range(self.N):
-                for key, g in self.theta_gradient(k, Q[k], Q[k + 1]).items():
-                    acc[key] = acc.get(key, 0.0) + g
-            return acc
-        N, h = self.N, self.h
-        B, n = Q.shape[1], Q.shape[2]
-        terms = [t for t in self.system.terms if t.parameters]
-        if self.rule == TRAPEZOID:
-            # Lobatto nodes are grid nodes: position-only terms once per node
-            acc = trapezoid_node_sum([t for t in terms if not t.depends_on_velocity], self.theta, Q, h,
-                                     self.all_node_inputs(), self.grid.times)
-            terms = [t for t in terms if t.depends_on_velocity]
-        else:
-            acc = {}
-        if not terms:
-            return acc
-        v = ((Q[1:] - Q[:-1]) / h).reshape(N * B, n)
-        for c, w in zip(self._c, self._w):
-            q = ((1.0 - c) * Q[:-1] + c * Q[1:]).reshape(N * B, n)
-            x = self._inputs_on_steps(c, B)
-            t = np.repeat((np.arange(N) + c) * h, B)
-            for term in terms:
-                for key, g in term.theta_gradient(q, v, self.theta, x, t).items():
-                    acc[key] = acc.get(key, 0.0) + h * w * g
-        return acc
-
-    def theta_vjp_sum(self, Q, Lam):
-        """``Σ_k Σ_batch ∂_θ (D₁L_d(q_k, q_{k+1})·λ_k + D₂L_d(q_k, q_{k+1})·λ_{k+1})`` along ``Q``.
-
-        The adjoint's parameter gradient (up to sign).  ``theta_vjp`` is linear
-        in its directions, so the quadrature weights ``h w_i`` go into them and
-        every step is one batch member of a single call per quadrature node
-        (one time per member), unless a term needs a scalar ``t``.
-        """
-        if any(term.explicit_time for term in self.system.terms):
-            acc: dict = {}
-            for k in range(self.N):
-                for key, g in self.theta_vjp(k, Q[k], Q[k + 1], Lam[k], Lam[k + 1]).items():
-                    acc[key] = acc.get(key, 0.0) + g
-            return acc
-        N, h = self.N, self.h
-        B, n = Q.shape[1], Q.shape[2]
-        v = ((Q[1:] - Q[:-1]) / h).reshape(N * B, n)
-        b = ((Lam[1:] - Lam[:-1]) / h).reshape(N * B, n)
-        acc = {}
-        for c, w in zip(self._c, self._w):
-            q = ((1.0 - c) * Q[:-1] + c * Q[1:]).reshape(N * B, n)
-            a = ((1.0 - c) * Lam[:-1] + c * Lam[1:]).reshape(N * B, n)
-            t = np.repeat((np.arange(N) + c) * h, B)
-            x = self._inputs_on_steps(c, B)
-            for key, g in self.system.theta_vjp(q, v, self.theta, x, t, h * w * a, h * w * b).items():
-                acc[key] = acc.get(key, 0.0) + g
-        return acc
-
     def _nodes(self, k, q0, q1):
-        v = (q1 - q0) / self.h
+        t, tau, _ = self._step(k)
+        v = (q1 - q0) / tau
         for c, w in zip(self._c, self._w):
-            t = self.time(k, c)
-            yield c, w, (1.0 - c) * q0 + c * q1, v, t, self.inputs(t)
+            tc = self.time(k, c)
+            yield c, w, (1.0 - c) * q0 + c * q1, v, tc, self.inputs(tc)
 
-    def _cost_terms(self, k):
-        sys = self.system
-        if sys.cost is None or not nudged(self.beta):
+    def _end_inputs(self, k):
+        """``((t₀, x₀), (t₁, x₁))`` at the two ends of step ``k`` when the cost is nudged, else ``None``."""
+        if self.system.cost is None or not nudged(self.beta):
             return None
-        return ((0, self.time(k), self.inputs(self.time(k))),
-                (1, self.time(k + 1), self.inputs(self.time(k + 1))))
+        t0, t1 = self.time(k), self.time(k, 1.0)
+        return (t0, self.inputs(t0)), (t1, self.inputs(t1))
 
     # -- value and derivatives ----------------------------------------------
     def value(self, k, q0, q1):
-        """``L_d(q₀, q₁, k)`` per batch member."""
-        sys, th, h = self.system, self.theta, self.h
+        """``L_d(q₀, q₁; t_k, τ_k)`` per batch member."""
+        sys, th = self.system, self.theta
+        a = self._step(k)[2]
+        a = a[:, 0] if np.ndim(a) else a
         out = 0.0
         for _c, w, q, v, t, x in self._nodes(k, q0, q1):
-            out = out + h * w * sys.lagrangian(q, v, th, x, t)
-        ct = self._cost_terms(k)
-        if ct:
-            for end, t, x in ct:
-                out = out + self.beta * 0.5 * h * sys.cost.cost(q1 if end else q0, x, t)
+            out = out + a * w * sys.lagrangian(q, v, th, x, t)
+        ends = self._end_inputs(k)
+        if ends:
+            for qe, (t, x) in zip((q0, q1), ends):
+                out = out + self.beta * 0.5 * a * sys.cost.cost(qe, x, t)
         return out
 
     def momenta(self, k, q0, q1):
         """``(D₁L_d, D₂L_d)`` at step ``k``."""
-        sys, th, h = self.system, self.theta, self.h
+        sys, th = self.system, self.theta
+        _, tau, a = self._step(k)
+        s = np.sign(tau)
         d1 = d2 = 0.0
         for c, w, q, v, t, x in self._nodes(k, q0, q1):
             lq, lv = sys.gradient(q, v, th, x, t)
-            d1 = d1 + h * w * ((1.0 - c) * lq) - w * lv
-            d2 = d2 + h * w * (c * lq) + w * lv
-        ct = self._cost_terms(k)
-        if ct:
-            (_, t0, x0), (_, t1, x1) = ct
-            d1 = d1 + self.beta * 0.5 * h * sys.cost.gradient(q0, x0, t0)
-            d2 = d2 + self.beta * 0.5 * h * sys.cost.gradient(q1, x1, t1)
+            d1 = d1 + a * w * ((1.0 - c) * lq) - s * w * lv
+            d2 = d2 + a * w * (c * lq) + s * w * lv
+        ends = self._end_inputs(k)
+        if ends:
+            (t0, x0), (t1, x1) = ends
+            d1 = d1 + self.beta * 0.5 * a * sys.cost.gradient(q0, x0, t0)
+            d2 = d2 + self.beta * 0.5 * a * sys.cost.gradient(q1, x1, t1)
         return d1, d2
 
     def hessian_action(self, k, q0, q1, dq0, dq1):
@@ -249,90 +373,194 @@ class DiscreteLagrangian:
         ``dq₀`` or ``dq₁`` may be ``None`` (zero); they may carry a leading
         tangent axis.
         """
-        sys, th, h = self.system, self.theta, self.h
+        sys, th = self.system, self.theta
+        _, tau, a = self._step(k)
+        s = np.sign(tau)
         ref = dq0 if dq0 is not None else dq1
         z = np.zeros_like(ref)
         a0 = z if dq0 is None else dq0
         a1 = z if dq1 is None else dq1
-        dv = (a1 - a0) / h
+        dv = (a1 - a0) / tau
         h1 = h2 = 0.0
         for c, w, q, v, t, x in self._nodes(k, q0, q1):
             hq, hv = sys.hessian_action(q, v, th, x, t, (1.0 - c) * a0 + c * a1, dv)
-            h1 = h1 + h * w * ((1.0 - c) * hq) - w * hv
-            h2 = h2 + h * w * (c * hq) + w * hv
-        ct = self._cost_terms(k)
-        if ct:
-            (_, t0, x0), (_, t1, x1) = ct
+            h1 = h1 + a * w * ((1.0 - c) * hq) - s * w * hv
+            h2 = h2 + a * w * (c * hq) + s * w * hv
+        ends = self._end_inputs(k)
+        if ends:
+            (t0, x0), (t1, x1) = ends
             if dq0 is not None:
-                h1 = h1 + self.beta * 0.5 * h * sys.cost.hessian_action(q0, x0, t0, dq0)
+                h1 = h1 + self.beta * 0.5 * a * sys.cost.hessian_action(q0, x0, t0, dq0)
             if dq1 is not None:
-                h2 = h2 + self.beta * 0.5 * h * sys.cost.hessian_action(q1, x1, t1, dq1)
+                h2 = h2 + self.beta * 0.5 * a * sys.cost.hessian_action(q1, x1, t1, dq1)
         return h1 + z, h2 + z
 
     def theta_gradient(self, k, q0, q1):
-        """``Σ_batch ∂_θ L_d(q₀, q₁, k)``: the summand of the contrast."""
-        sys, th, h = self.system, self.theta, self.h
-        acc = {}
+        """``Σ_batch ∂_θ L_d(q₀, q₁; t_k, τ_k)``: the summand of the contrast.
+
+        Terms return batch sums, so with one step per member (an index array
+        ``k``) the members are grouped by equal ``|τ_k|`` (to 12 digits).
+        """
+        if np.ndim(self.mesh.steps[k]) == 0:
+            return self._theta_gradient_group(k, q0, q1, abs(float(self.mesh.steps[k])))
+        a = np.abs(self.mesh.steps[k])
+        keys = np.round(a / max(float(np.max(a, initial=0.0)), 1e-300), 12)
+        acc: dict = {}
+        idx = np.arange(len(self.mesh.steps))[k]
+        for key in np.unique(keys):
+            sel = keys == key
+            _add(acc, self._theta_gradient_group(idx[sel], q0[sel], q1[sel], float(a[sel][0])))
+        return acc
+
+    def _theta_gradient_group(self, k, q0, q1, a: float) -> dict:
+        acc: dict = {}
         for _c, w, q, v, t, x in self._nodes(k, q0, q1):
-            for key, g in sys.theta_gradient(q, v, th, x, t).items():
-                acc[key] = acc.get(key, 0.0) + h * w * g
+            _add(acc, self.system.theta_gradient(q, v, self.theta, x, t), a * w)
         return acc
 
     def theta_vjp(self, k, q0, q1, a0, a1):
-        """``Σ_batch ∂_θ (D₁L_d · a₀ + D₂L_d · a₁)``."""
-        sys, th, h = self.system, self.theta, self.h
-        acc = {}
+        """``Σ_batch ∂_θ (D₁L_d · a₀ + D₂L_d · a₁)`` (weights ``|τ_k| w_i`` go into the directions)."""
+        _, tau, a = self._step(k)
+        acc: dict = {}
         for c, w, q, v, t, x in self._nodes(k, q0, q1):
-            for key, g in sys.theta_vjp(q, v, th, x, t, (1.0 - c) * a0 + c * a1, (a1 - a0) / h).items():
-                acc[key] = acc.get(key, 0.0) + h * w * g
+            _add(acc, self.system.theta_vjp(q, v, self.theta, x, t, a * w * ((1.0 - c) * a0 + c * a1),
+                                            a * w * ((a1 - a0) / tau)))
         return acc
 
     def theta_jvp(self, k, q0, q1, dtheta):
         """``(∂_θ D₁L_d · δθ, ∂_θ D₂L_d · δθ)`` with a leading tangent axis."""
-        sys, th, h = self.system, self.theta, self.h
+        _, tau, a = self._step(k)
+        s = np.sign(tau)
         j1 = j2 = 0.0
         for c, w, q, v, t, x in self._nodes(k, q0, q1):
-            hq, hv = sys.theta_jvp(q, v, th, x, t, dtheta)
+            hq, hv = self.system.theta_jvp(q, v, self.theta, x, t, dtheta)
             if hq is not None:
-                j1 = j1 + h * w * (1.0 - c) * hq
-                j2 = j2 + h * w * c * hq
+                j1 = j1 + a * w * (1.0 - c) * hq
+                j2 = j2 + a * w * c * hq
             if hv is not None:
-                j1 = j1 - w * hv
-                j2 = j2 + w * hv
+                j1 = j1 - s * w * hv
+                j2 = j2 + s * w * hv
         return j1, j2
 
-    # -- linear algebra with ∂D₁/∂q₁ (= D₁₂L_d) ------------------------------
-    def d12_matrix(self, k, q0, q1):
-        """Dense ``D₁₂L_d`` per batch member, shape ``(B, n, n)``."""
-        n = self.system.n
-        eye = np.broadcast_to(np.eye(n)[:, None, :], (n,) + np.shape(q0))
-        cols, _ = self.hessian_action(k, q0, q1, None, eye)  # (n, B, n): column j
-        return np.moveaxis(cols, 0, -1)
-
     def solve_d12(self, k, q0, q1, rhs, transpose: bool = False):
-        """Solve ``D₁₂L_d X = rhs`` (or its transpose); ``rhs`` may carry a tangent axis."""
+        """Solve ``D₁₂L_d X = rhs`` (or its transpose); ``D₁₂ = −M/|τ|`` on the explicit path."""
         if self.explicit:
             return -self.h * self.system.kinetic.mass_solve(rhs, self.theta)
-        J = self.d12_matrix(k, q0, q1)
-        if transpose:
-            J = np.swapaxes(J, -1, -2)
-        return np.linalg.solve(J, rhs[..., None])[..., 0]
+        return super().solve_d12(k, q0, q1, rhs, transpose)
 
-    # -- explicit (separable, trapezoid) fast path --------------------------
+    # -- sums along a stored chain ------------------------------------------
+    def _chain(self) -> np.ndarray:
+        if self.mesh.nodes is None:
+            raise InputError("node data need a chain of steps (a StepMesh with nodes), not independent cells")
+        return self.mesh.nodes
+
+    def all_node_inputs(self) -> dict:
+        """Signals at every node, arrays ``(N+1, B or 1, m)`` (sampled once)."""
+        if self._node_x is None:
+            times = self._chain()
+            self._node_x = {k: s.sample(times) for k, s in self.system.signals.items()}
+        return self._node_x
+
+    def node_inputs(self, j: int):
+        """Signals at node ``j``."""
+        return {k: a[j] for k, a in self.all_node_inputs().items()}
+
+    def node_time(self, j: int) -> float:
+        return float(self._chain()[j])
+
+    def node_weight(self, j: int) -> float:
+        """Trapezoid weight ``(|τ_{j−1}| + |τ_j|)/2`` of node ``j``."""
+        a = np.abs(self.mesh.steps)
+        return 0.5 * ((a[j - 1] if j > 0 else 0.0) + (a[j] if j < self.N else 0.0))
+
+    def _inputs_on_steps(self, c: float, B: int):
+        """Signals at ``t_k + c τ_k`` for every step, broadcast and flattened to ``(N·B, m)``."""
+        key = (float(c), B)
+        if key not in self._stacked_x:
+            times = self.time(slice(None), c)
+            X = {k: s.sample(times) for k, s in self.system.signals.items()}
+            self._stacked_x[key] = _flat_inputs(X, slice(None), B)
+        return self._stacked_x[key]
+
+    def _scalar_time_terms(self) -> bool:
+        return any(term.explicit_time for term in self.system.terms)
+
+    def theta_gradient_sum(self, Q):
+        """``Σ_k Σ_batch ∂_θ L_d(q_k, q_{k+1})`` along a stored chain (the contrast).
+
+        Evaluated on all steps at once (the terms receive one time per step and
+        batch member), unless a term needs a scalar ``t`` (``explicit_time``)
+        or the steps are not uniform.
+        """
+        N = self.N
+        if self._scalar_time_terms() or not isinstance(self.h, float):
+            acc: dict = {}
+            for k in range(N):
+                _add(acc, self.theta_gradient(k, Q[k], Q[k + 1]))
+            return acc
+        h, tau = self.h, self.mesh.steps[:, None, None]
+        B, n = Q.shape[1], Q.shape[2]
+        terms = [t for t in self.system.terms if t.parameters]
+        acc = {}
+        if self.rule == TRAPEZOID:
+            # Lobatto nodes are grid nodes: position-only terms once per node
+            acc = trapezoid_node_sum([t for t in terms if not t.depends_on_velocity], self.theta, Q, h,
+                                     self.all_node_inputs(), self._chain())
+            terms = [t for t in terms if t.depends_on_velocity]
+        if not terms:
+            return acc
+        v = ((Q[1:] - Q[:-1]) / tau).reshape(N * B, n)
+        for c, w in zip(self._c, self._w):
+            q = ((1.0 - c) * Q[:-1] + c * Q[1:]).reshape(N * B, n)
+            x = self._inputs_on_steps(c, B)
+            t = np.repeat(self.time(slice(None), c), B)
+            for term in terms:
+                _add(acc, term.theta_gradient(q, v, self.theta, x, t), h * w)
+        return acc
+
+    def theta_vjp_sum(self, Q, Lam):
+        """``Σ_k Σ_batch ∂_θ (D₁L_d(q_k, q_{k+1})·λ_k + D₂L_d(q_k, q_{k+1})·λ_{k+1})`` along ``Q``.
+
+        The adjoint's parameter gradient (up to sign).  ``theta_vjp`` is linear
+        in its directions, so the quadrature weights ``|τ_k| w_i`` go into them
+        and every step is one batch member of a single call per quadrature node
+        (one time per member), unless a term needs a scalar ``t``.
+        """
+        N = self.N
+        if self._scalar_time_terms():
+            acc: dict = {}
+            for k in range(N):
+                _add(acc, self.theta_vjp(k, Q[k], Q[k + 1], Lam[k], Lam[k + 1]))
+            return acc
+        B, n = Q.shape[1], Q.shape[2]
+        tau = self.mesh.steps[:, None, None]
+        a = np.abs(tau)
+        v = ((Q[1:] - Q[:-1]) / tau).reshape(N * B, n)
+        b = (a * (Lam[1:] - Lam[:-1]) / tau)
+        acc = {}
+        for c, w in zip(self._c, self._w):
+            q = ((1.0 - c) * Q[:-1] + c * Q[1:]).reshape(N * B, n)
+            lam = (a * ((1.0 - c) * Lam[:-1] + c * Lam[1:])).reshape(N * B, n)
+            t = np.repeat(self.time(slice(None), c), B)
+            x = self._inputs_on_steps(c, B)
+            _add(acc, self.system.theta_vjp(q, v, self.theta, x, t, w * lam, w * b.reshape(N * B, n)))
+        return acc
+
+    # -- explicit (separable, trapezoid) Störmer–Verlet pieces ---------------
     def force(self, k: int, end: int, q):
-        """``∂_q L_β`` at grid node ``k + end`` (separable systems)."""
+        """``∂_q L_β`` at node ``k + end`` (separable systems)."""
         j = k + end
-        return position_force(self.system, q, self.theta, self.node_inputs(j), self.time(j), self.beta)
+        return position_force(self.system, q, self.theta, self.node_inputs(j), self.node_time(j), self.beta)
 
     def force_hessian_action(self, k: int, end: int, q, dq):
         j = k + end
-        return position_hessian_action(self.system, q, self.theta, self.node_inputs(j), self.time(j), dq,
+        return position_hessian_action(self.system, q, self.theta, self.node_inputs(j), self.node_time(j), dq,
                                        self.beta)
 
     def force_theta_jvp(self, k: int, end: int, q, dtheta):
         """``∂_θ(∂_q L) · δθ`` of the velocity-independent terms at node ``k + end``."""
         j = k + end
-        return position_theta_jvp(self.system, q, self.theta, self.node_inputs(j), self.time(j), dtheta)
+        return position_theta_jvp(self.system, q, self.theta, self.node_inputs(j), self.node_time(j), dtheta)
 
     def mass_apply(self, v):
         return self.system.kinetic.mass_apply(v, self.theta)
@@ -340,92 +568,9 @@ class DiscreteLagrangian:
     def mass_solve(self, p):
         return self.system.kinetic.mass_solve(p, self.theta)
 
-    def node_weight(self, j: int) -> float:
-        """Trapezoid weight of grid node ``j``."""
-        return 0.5 * self.h if j in (0, self.N) else self.h
 
-    def node_time(self, j: int) -> float:
-        return j * self.h
-
-
-class Mirrored:
-    """``L̃_d(a, b, j) = L_d(b, a, N − 1 − j)``: integrating it forward is
-    integrating ``L_d`` backward in time.
-
-    Trajectories of the mirror are read backwards (``q̃_j = q_{N−j}``) and
-    its momenta are the negated momenta of the original (``p̃_j = −p_{N−j}``).
-    """
-
-    def __init__(self, dl: DiscreteLagrangian):
-        if isinstance(dl, Mirrored):
-            raise InputError("cannot mirror a mirrored discrete Lagrangian")
-        self.base = dl
-        self.system, self.theta, self.grid = dl.system, dl.theta, dl.grid
-        self.beta, self.h, self.N, self.explicit = dl.beta, dl.h, dl.N, dl.explicit
-
-    def _k(self, j):
-        return self.N - 1 - j
-
-    def value(self, j, a, b):
-        return self.base.value(self._k(j), b, a)
-
-    def momenta(self, j, a, b):
-        d1, d2 = self.base.momenta(self._k(j), b, a)
-        return d2, d1
-
-    def hessian_action(self, j, a, b, da, db):
-        h1, h2 = self.base.hessian_action(self._k(j), b, a, db, da)
-        return h2, h1
-
-    def theta_gradient(self, j, a, b):
-        return self.base.theta_gradient(self._k(j), b, a)
-
-    def theta_gradient_sum(self, Q):
-        return self.base.theta_gradient_sum(Q[::-1])
-
-    def theta_vjp(self, j, a, b, a0, a1):
-        return self.base.theta_vjp(self._k(j), b, a, a1, a0)
-
-    def theta_vjp_sum(self, Q, Lam):
-        return self.base.theta_vjp_sum(Q[::-1], Lam[::-1])
-
-    def theta_jvp(self, j, a, b, dtheta):
-        j1, j2 = self.base.theta_jvp(self._k(j), b, a, dtheta)
-        return j2, j1
-
-    def solve_d12(self, j, a, b, rhs, transpose: bool = False):
-        # D̃₁₂(a, b) = ∂_a∂_b L_d(b, a) = (D₁₂L_d(b, a))ᵀ
-        return self.base.solve_d12(self._k(j), b, a, rhs, transpose=not transpose)
-
-    def d12_matrix(self, j, a, b):
-        return np.swapaxes(self.base.d12_matrix(self._k(j), b, a), -1, -2)
-
-    def force(self, j, end, q):
-        return self.base.force(self._k(j), 1 - end, q)
-
-    def force_hessian_action(self, j, end, q, dq):
-        return self.base.force_hessian_action(self._k(j), 1 - end, q, dq)
-
-    def force_theta_jvp(self, j, end, q, dtheta):
-        return self.base.force_theta_jvp(self._k(j), 1 - end, q, dtheta)
-
-    def node_inputs(self, j):
-        return self.base.node_inputs(self.N - j)
-
-    def all_node_inputs(self):
-        return {k: a[::-1] for k, a in self.base.all_node_inputs().items()}
-
-    def mass_apply(self, v):
-        return self.base.mass_apply(v)
-
-    def mass_solve(self, p):
-        return self.base.mass_solve(p)
-
-    def node_weight(self, j):
-        return self.base.node_weight(self.N - j)
-
-    def node_time(self, j):
-        return self.base.node_time(self.N - j)
-
-    def inputs(self, t):
-        return self.base.inputs(t)
+def Mirrored(dl: DiscreteLagrangian) -> DiscreteLagrangian:  # noqa: N802 (kept name: it was a class)
+    """``dl.mirrored()``: ``L̃_d(a, b, j) = L_d(b, a, N − 1 − j)``, whose forward integration is the
+    backward integration of ``L_d`` (trajectories read backwards, ``q̃_j = q_{N−j}``, momenta negated,
+    ``p̃_j = −p_{N−j}``)."""
+    return dl.mirrored()

@@ -130,7 +130,7 @@ def final_sensitivities(dl, Q, *, v0=None, chunk: int = 64):
     dpN = np.zeros_like(dqN)
     t0 = dl.node_time(0)
     x0 = dl.inputs(t0)
-    sign = 1.0 if t0 == 0.0 else -1.0
+    sign = dl.direction  # mirrored (negative steps): p̃ = −∂_v L
     for start, stop, dtheta in parameter_directions(shapes, chunk):
         K = stop - start
         dq0 = np.zeros((K,) + Q.shape[1:], dtype=Q.dtype)

@@ -61,53 +61,6 @@ __all__ = ["tangent_sweep", "shoot_cbvp", "jacobi_fields", "jacobi_determinants"
 # ``dtheta``); it is re-exported here because shooting is its other client.
 
 
-class _Segment:
-    """Steps ``k0 … k0+N−1`` of a discrete Lagrangian, re-indexed from 0.
-
-    It has every method the stepping and tangent engines call, with the step
-    index shifted, so a segment of a grid is integrated and linearised by the
-    unmodified engines (inputs are still read at the true times).
-    """
-
-    def __init__(self, dl: DiscreteLagrangian, k0: int, N: int):
-        self.base, self.k0, self.N = dl, int(k0), int(N)
-        self.system, self.theta, self.grid = dl.system, dl.theta, dl.grid
-        self.beta, self.h, self.explicit = dl.beta, dl.h, dl.explicit
-
-    def momenta(self, j, q0, q1):
-        return self.base.momenta(self.k0 + j, q0, q1)
-
-    def hessian_action(self, j, q0, q1, dq0, dq1):
-        return self.base.hessian_action(self.k0 + j, q0, q1, dq0, dq1)
-
-    def theta_jvp(self, j, q0, q1, dtheta):
-        return self.base.theta_jvp(self.k0 + j, q0, q1, dtheta)
-
-    def solve_d12(self, j, q0, q1, rhs, transpose: bool = False):
-        return self.base.solve_d12(self.k0 + j, q0, q1, rhs, transpose=transpose)
-
-    def d12_matrix(self, j, q0, q1):
-        return self.base.d12_matrix(self.k0 + j, q0, q1)
-
-    def force(self, j, end, q):
-        return self.base.force(self.k0 + j, end, q)
-
-    def force_hessian_action(self, j, end, q, dq):
-        return self.base.force_hessian_action(self.k0 + j, end, q, dq)
-
-    def mass_apply(self, v):
-        return self.base.mass_apply(v)
-
-    def mass_solve(self, p):
-        return self.base.mass_solve(p)
-
-    def node_time(self, j):
-        return self.base.node_time(self.k0 + j)
-
-    def inputs(self, t):
-        return self.base.inputs(t)
-
-
 def _as_state(value, name: str, n: int, batch: int | None) -> np.ndarray:
     arr = as_finite_array(value, name)
     if arr.ndim == 1 and arr.shape == (n,):
@@ -199,6 +152,11 @@ def conjugate_points(system: LagrangianSystem, params: Mapping[str, np.ndarray],
 
 class _Newton:
     r"""Damped Newton on a batch of independent square systems ``F_b(z_b) = 0``.
+
+    The outer Newton of shooting, deliberately separate from the per-step dense
+    Newton of :mod:`glep._newton`: its residual is the end of ``N`` rounded steps,
+    so it needs a line search and a *measured* noise floor (below), not a
+    residual tolerance.
 
     ``evaluate(z)`` returns ``(F, state)`` with ``F`` of shape ``(B, m)`` and
     raises :class:`SolverError` on overflow; ``jacobian(z, state)`` returns
@@ -351,6 +309,133 @@ def _cuts(N: int, segments: int) -> list[int]:
     return [int(round(s * N / segments)) for s in range(segments + 1)]
 
 
+class _Shooting:
+    r"""The shooting map on the segments ``[cuts_s, cuts_{s+1}]`` of a chain (one segment: single shooting).
+
+    Unknowns ``z = (p₀, (q, p) at each interior cut)``, ``n (2m − 1)`` per batch
+    member; residual: continuity of ``(q, p)`` at each cut, then ``q_N − q_T``.
+    Each segment is the discrete Lagrangian on its sub-range of steps
+    (:meth:`~glep.ivp.discrete.DiscreteLagrangian.segment`), integrated and
+    linearised by the unmodified engines.
+    """
+
+    def __init__(self, dl: DiscreteLagrangian, q0, qT, cuts: list[int], dtype):
+        self.segs = [dl.segment(a, b) for a, b in zip(cuts[:-1], cuts[1:])]
+        self.cuts, self.q0, self.qT, self.dtype = cuts, q0, qT, dtype
+        self.m, (self.B, self.n) = len(self.segs), q0.shape
+        self.size = self.n * (2 * self.m - 1)
+        self.label = "single shooting" if self.m == 1 else f"multiple shooting ({self.m} segments)"
+
+    def _offset(self, s: int) -> int:
+        """Column of the state ``(q, p)`` at interior cut ``s ≥ 1``."""
+        return self.n + 2 * self.n * (s - 1)
+
+    def pack(self, p0, Qg=None, Pg=None) -> np.ndarray:
+        """``z`` from ``p₀`` and (multiple shooting) guesses ``Qg, Pg`` of the whole trajectory."""
+        n, z = self.n, np.empty((self.B, self.size), self.dtype)
+        z[:, :n] = p0
+        for s in range(1, self.m):
+            off = self._offset(s)
+            z[:, off:off + n], z[:, off + n:off + 2 * n] = Qg[self.cuts[s]], Pg[self.cuts[s]]
+        return z
+
+    def starts(self, z) -> list[tuple[np.ndarray, np.ndarray]]:
+        n = self.n
+        return [(self.q0, z[:, :n])] + [(z[:, off:off + n], z[:, off + n:off + 2 * n])
+                                        for off in map(self._offset, range(1, self.m))]
+
+    def evaluate(self, z):
+        """``(F, runs)``: the residual ``(B, size)`` and each segment's ``(Q_s, P_s)``."""
+        n, F, runs, starts = self.n, np.empty((self.B, self.size), self.dtype), [], self.starts(z)
+        for s, ((qs, ps), seg) in enumerate(zip(starts, self.segs)):
+            Qs, Ps = integrate(seg, qs, ps)
+            if not np.all(np.isfinite(Qs)):
+                raise SolverError("non-finite trajectory", reason="overflow")
+            runs.append((Qs, Ps))
+            r0 = 2 * n * s
+            if s < self.m - 1:
+                F[:, r0:r0 + n], F[:, r0 + n:r0 + 2 * n] = Qs[-1] - starts[s + 1][0], Ps[-1] - starts[s + 1][1]
+            else:
+                F[:, r0:] = Qs[-1] - self.qT
+        return F, runs
+
+    def jacobian(self, z, runs) -> np.ndarray:
+        """``∂F/∂z`` per member ``(B, size, size)`` from discrete Jacobi fields along each segment."""
+        n, m = self.n, self.m
+        J = np.zeros((self.B, self.size, self.size), self.dtype)
+        E = _unit_tangents(n, self.B).astype(self.dtype)
+        Z = np.zeros_like(E)
+        for s, ((Qs, _), seg) in enumerate(zip(runs, self.segs)):
+            r0 = 2 * n * s
+            if s == 0:  # only p₀ is unknown (q₀ is given)
+                (dq, dp), c0, width = tangent_sweep(seg, Qs, Z, E), 0, n
+            else:
+                (dq, dp), c0, width = tangent_sweep(seg, Qs, np.concatenate([E, Z]), np.concatenate([Z, E])), \
+                    self._offset(s), 2 * n
+            J[:, r0:r0 + n, c0:c0 + width] = _to_matrix(dq)
+            if s < m - 1:
+                J[:, r0 + n:r0 + 2 * n, c0:c0 + width] = _to_matrix(dp)
+                c1 = self._offset(s + 1)
+                J[:, r0:r0 + 2 * n, c1:c1 + 2 * n] -= np.eye(2 * n)
+        return J
+
+    def join(self, runs) -> tuple[np.ndarray, np.ndarray]:
+        """The whole trajectory ``(Q, P)`` from the segments' runs."""
+        if self.m == 1:
+            return runs[0]
+        Q = np.empty((self.cuts[-1] + 1, self.B, self.n), self.dtype)
+        P = np.empty_like(Q)
+        for s, (Qs, Ps) in enumerate(runs):
+            Q[self.cuts[s]:self.cuts[s + 1] + 1], P[self.cuts[s]:self.cuts[s + 1] + 1] = Qs, Ps
+        return Q, P
+
+
+def _checked(system, grid, q0, qT, segments, tol):
+    """``(q₀, q_T, segments, tol)`` checked before any work."""
+    n = system.n
+    q0 = _as_state(q0, "q0", n, system.batch)
+    qT = _as_state(qT, "qT", n, q0.shape[0])
+    if isinstance(segments, bool) or int(segments) != segments or not 1 <= int(segments) <= grid.N:
+        raise InputError(f"segments must be an integer in [1, N={grid.N}], got {segments!r}")
+    tol = float(tol)
+    if not tol > 0:
+        raise InputError(f"tol must be > 0, got {tol!r}")
+    return q0, qT, int(segments), tol
+
+
+def _initial_momentum(system, theta, grid, q0, qT, guess, p0_guess, dtype) -> np.ndarray:
+    """``p₀`` from ``guess``, ``p0_guess``, or the momentum of the straight line ``q₀ → q_T``."""
+    B, n = q0.shape
+    if guess is not None:
+        if guess.q.shape != (grid.N + 1, B, n):
+            raise InputError(f"guess must have q of shape {(grid.N + 1, B, n)}, got {guess.q.shape}")
+        return np.array(guess.p[0], dtype=dtype)
+    if p0_guess is not None:
+        return _as_state(p0_guess, "p0_guess", n, B).astype(dtype)
+    return np.array(system.gradient(q0, (qT - q0) / grid.T, theta, system.inputs_at(0.0), 0.0)[1], dtype=dtype)
+
+
+def _cut_guess(dl, grid, q0, qT, p0, guess, p0_guess, dtype):
+    """Guesses ``(Q, P)`` of the whole trajectory for the cut states: ``guess``, else the run from
+    ``p0_guess`` (when given and finite), else the straight line with its momenta."""
+    if guess is not None:
+        return np.asarray(guess.q, dtype), np.asarray(guess.p, dtype)
+    if p0_guess is not None:
+        try:
+            Qg, Pg = integrate(dl, q0, p0)
+            if np.all(np.isfinite(Qg)) and np.all(np.isfinite(Pg)):
+                return Qg, Pg
+        except SolverError:
+            pass
+    system, theta = dl.system, dl.theta
+    vbar = (qT - q0) / grid.T
+    s_ = grid.times[:, None, None] / grid.T
+    Qg = (1.0 - s_) * q0 + s_ * qT
+    Pg = np.stack([system.gradient(Qg[k], vbar, theta, system.inputs_at(t), t)[1]
+                   for k, t in enumerate(grid.times)]).astype(dtype)
+    return Qg, Pg
+
+
 def shoot_cbvp(system: LagrangianSystem, params: Mapping[str, np.ndarray], grid: TimeGrid, q0, qT, *,
                integrator_rule: QuadratureRule = TRAPEZOID, p0_guess=None, guess: Trajectory | None = None,
                segments: int = 1, tol: float = 1e-12, beta: complex = 0.0, fast: bool = True,
@@ -416,130 +501,19 @@ def shoot_cbvp(system: LagrangianSystem, params: Mapping[str, np.ndarray], grid:
     """
     theta = system.check_params(params)
     check_signals(system, grid.T)
-    n = system.n
-    q0 = _as_state(q0, "q0", n, system.batch)
-    B = q0.shape[0]
-    qT = _as_state(qT, "qT", n, B)
-    if isinstance(segments, bool) or int(segments) != segments or not 1 <= int(segments) <= grid.N:
-        raise InputError(f"segments must be an integer in [1, N={grid.N}], got {segments!r}")
-    segments = int(segments)
-    tol = float(tol)
-    if not tol > 0:
-        raise InputError(f"tol must be > 0, got {tol!r}")
+    q0, qT, segments, tol = _checked(system, grid, q0, qT, segments, tol)
     dl = DiscreteLagrangian(system, theta, grid, integrator_rule, beta, fast=fast)
     dtype = np.result_type(q0, beta)
-
-    x0 = system.inputs_at(0.0)
-    vbar = (qT - q0) / grid.T
-    if guess is not None:
-        if guess.q.shape != (grid.N + 1, B, n):
-            raise InputError(f"guess must have q of shape {(grid.N + 1, B, n)}, got {guess.q.shape}")
-        p0 = np.array(guess.p[0], dtype=dtype)
-    elif p0_guess is not None:
-        p0 = _as_state(p0_guess, "p0_guess", n, B).astype(dtype)
-    else:
-        p0 = np.array(system.gradient(q0, vbar, theta, x0, 0.0)[1], dtype=dtype)
+    p0 = _initial_momentum(system, theta, grid, q0, qT, guess, p0_guess, dtype)
+    shooting = _Shooting(dl, q0, qT, _cuts(grid.N, segments), dtype)
+    z0 = shooting.pack(p0, *(_cut_guess(dl, grid, q0, qT, p0, guess, p0_guess, dtype) if segments > 1 else ()))
     scale = 1.0 + float(np.max(np.abs(q0))) + float(np.max(np.abs(qT)))
+    newton = _Newton(shooting.evaluate, shooting.jacobian, tol=tol, scale=scale, maxiter=maxiter,
+                     label=shooting.label)
+    _, runs = newton.solve(z0)
+    Q, P = shooting.join(runs)
     meta = {"method": "single shooting" if segments == 1 else "multiple shooting", "segments": segments,
-            "integrator": integrator_rule.name, "system": system.name}
-
-    if segments == 1:
-        label = "single shooting"
-
-        def evaluate(p):
-            Q, P = integrate(dl, q0, p)
-            if not np.all(np.isfinite(Q)):
-                raise SolverError("non-finite trajectory", reason="overflow")
-            return Q[-1] - qT, (Q, P)
-
-        def jacobian(p, state):
-            Q, _ = state
-            dqN, _ = tangent_sweep(dl, Q, np.zeros((n, B, n), dtype), _unit_tangents(n, B).astype(dtype))
-            return _to_matrix(dqN)
-
-        newton = _Newton(evaluate, jacobian, tol=tol, scale=scale, maxiter=maxiter, label=label)
-        _, (Q, P) = newton.solve(p0)
-    else:
-        cuts = _cuts(grid.N, segments)
-        segs = [_Segment(dl, cuts[s], cuts[s + 1] - cuts[s]) for s in range(segments)]
-        m = segments
-        size = n * (2 * m - 1)
-
-        # -- initial guess for the cut states ------------------------------------
-        if guess is not None:
-            Qg, Pg = np.asarray(guess.q, dtype), np.asarray(guess.p, dtype)
-        else:
-            Qg = Pg = None
-            if p0_guess is not None:
-                try:
-                    Qg, Pg = integrate(dl, q0, p0)
-                    if not (np.all(np.isfinite(Qg)) and np.all(np.isfinite(Pg))):
-                        Qg = Pg = None
-                except SolverError:
-                    Qg = Pg = None
-            if Qg is None:
-                s_ = grid.times[:, None, None] / grid.T
-                Qg = (1.0 - s_) * q0 + s_ * qT
-                Pg = np.stack([system.gradient(Qg[k], vbar, theta, system.inputs_at(t), t)[1]
-                               for k, t in enumerate(grid.times)]).astype(dtype)
-        z0 = np.empty((B, size), dtype)
-        z0[:, :n] = p0
-        for s in range(1, m):
-            off = n + 2 * n * (s - 1)
-            z0[:, off:off + n] = Qg[cuts[s]]
-            z0[:, off + n:off + 2 * n] = Pg[cuts[s]]
-
-        def starts(z):
-            out = [(q0, z[:, :n])]
-            for s in range(1, m):
-                off = n + 2 * n * (s - 1)
-                out.append((z[:, off:off + n], z[:, off + n:off + 2 * n]))
-            return out
-
-        def evaluate(z):
-            F = np.empty((B, size), dtype)
-            runs = []
-            for s, ((qs, ps), seg) in enumerate(zip(starts(z), segs)):
-                Qs, Ps = integrate(seg, qs, ps)
-                if not np.all(np.isfinite(Qs)):
-                    raise SolverError("non-finite trajectory", reason="overflow")
-                runs.append((Qs, Ps))
-                if s < m - 1:
-                    qn, pn = starts(z)[s + 1]
-                    F[:, 2 * n * s:2 * n * s + n] = Qs[-1] - qn
-                    F[:, 2 * n * s + n:2 * n * (s + 1)] = Ps[-1] - pn
-                else:
-                    F[:, 2 * n * s:] = Qs[-1] - qT
-            return F, runs
-
-        def jacobian(z, runs):
-            J = np.zeros((B, size, size), dtype)
-            E = _unit_tangents(n, B).astype(dtype)
-            Z = np.zeros_like(E)
-            for s, ((Qs, _), seg) in enumerate(zip(runs, segs)):
-                r0 = 2 * n * s
-                rows = n if s == m - 1 else 2 * n
-                if s == 0:
-                    dq, dp = tangent_sweep(seg, Qs, Z, E)
-                    c0, width = 0, n
-                else:
-                    dq, dp = tangent_sweep(seg, Qs, np.concatenate([E, Z]), np.concatenate([Z, E]))
-                    c0, width = n + 2 * n * (s - 1), 2 * n
-                J[:, r0:r0 + n, c0:c0 + width] = _to_matrix(dq)
-                if rows == 2 * n:
-                    J[:, r0 + n:r0 + 2 * n, c0:c0 + width] = _to_matrix(dp)
-                    c1 = n + 2 * n * s
-                    J[:, r0:r0 + 2 * n, c1:c1 + 2 * n] -= np.eye(2 * n)
-            return J
-
-        newton = _Newton(evaluate, jacobian, tol=tol, scale=scale, maxiter=maxiter,
-                         label=f"multiple shooting ({m} segments)")
-        _, runs = newton.solve(z0)
-        Q = np.empty((grid.N + 1, B, n), dtype)
-        P = np.empty_like(Q)
-        for s, (Qs, Ps) in enumerate(runs):
-            Q[cuts[s]:cuts[s + 1] + 1] = Qs
-            P[cuts[s]:cuts[s + 1] + 1] = Ps
-    meta.update(iterations=len(newton.history) - 1, residual_history=list(newton.history),
-                converged=newton.reason, residual_floor=newton.floor)
+            "integrator": integrator_rule.name, "system": system.name,
+            "iterations": len(newton.history) - 1, "residual_history": list(newton.history),
+            "converged": newton.reason, "residual_floor": newton.floor}
     return Trajectory(grid.times, Q, P, beta, "CBVP", dict(theta), meta)

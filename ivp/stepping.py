@@ -3,14 +3,15 @@ r"""Time stepping of a discrete Lagrangian in position–momentum form.
 Given ``(q_k, p_k)`` a step solves ``p_k = −D₁L_d(q_k, q_{k+1})`` for
 ``q_{k+1}`` and sets ``p_{k+1} = D₂L_d(q_k, q_{k+1})``.  For a separable system
 with the trapezoid rule this is Störmer–Verlet and is explicit (one force
-evaluation per step); otherwise ``q_{k+1}`` comes from Newton's method with the
-exact Jacobian ``D₁₂L_d``.
+evaluation per step); otherwise ``q_{k+1}`` comes from the small dense Newton
+(:func:`glep._newton.dense_newton`) with the exact Jacobian ``D₁₂L_d``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from glep._newton import dense_newton, residual_test
 from glep.errors import SolverError
 
 
@@ -24,37 +25,17 @@ def explicit_step(dl, k, q0, p0, F0):
     return q1, p1, F1
 
 
-def _converged(r, d1, p0, rtol: float) -> bool:
-    """Residual test; complex-step nudging carries an O(β) imaginary part that a
-    tolerance on the whole residual cannot resolve, so both parts are tested."""
-    if not np.iscomplexobj(r):
-        return float(np.max(np.abs(r))) <= rtol * (1.0 + float(np.max(np.abs(p0))))
-    re_ok = float(np.max(np.abs(r.real))) <= rtol * (1.0 + float(np.max(np.abs(np.real(p0)))))
-    im_scale = float(np.max(np.abs(d1.imag))) + float(np.max(np.abs(np.imag(p0))))
-    return re_ok and float(np.max(np.abs(r.imag))) <= rtol * im_scale
-
-
 def implicit_step(dl, k, q0, p0, guess, *, rtol: float = 1e-13, maxiter: int = 40):
-    """Solve ``D₁L_d(q₀, q₁) + p₀ = 0`` by Newton's method; returns ``(q₁, p₁)``."""
-    q1 = guess.copy()
-    history = []
-    for _ in range(maxiter):
-        d1, _ = dl.momenta(k, q0, q1)
-        r = d1 + p0
-        norm = float(np.max(np.abs(r)))
-        history.append(norm)
-        if not np.isfinite(norm):
-            break
-        if _converged(r, d1, p0, rtol):
-            _, p1 = dl.momenta(k, q0, q1)
-            return q1, p1
-        dq = dl.solve_d12(k, q0, q1, r)
-        q1 = q1 - dq
-        if float(np.max(np.abs(dq))) <= 1e-15 * (1.0 + float(np.max(np.abs(q1)))):
-            d1, p1 = dl.momenta(k, q0, q1)
-            history.append(float(np.max(np.abs(d1 + p0))))
-            return q1, p1
-    raise SolverError(f"implicit variational step {k} did not converge", reason="Newton", history=history)
+    """Solve ``D₁L_d(q₀, q₁) + p₀ = 0`` for ``q₁`` by the dense Newton of :mod:`glep._newton`
+    (Jacobian ``D₁₂L_d``); returns ``(q₁, p₁)`` with ``p₁ = D₂L_d(q₀, q₁)``."""
+    def residual(q1):
+        d1 = dl.momenta(k, q0, q1)[0]
+        return d1 + p0, d1
+
+    q1 = dense_newton(residual, lambda q1, r: dl.solve_d12(k, q0, q1, r), guess,
+                      converged=residual_test(rtol, p0), maxiter=maxiter,
+                      label=f"implicit variational step {k}")
+    return q1, dl.momenta(k, q0, q1)[1]
 
 
 def integrate(dl, q0, p0, *, store: bool | str = True, callback=None):
