@@ -10,7 +10,10 @@ position over a step of *signed* duration ``τ_k`` starting at ``t_k`` define
 ``C_h = Σ_k w_k c(q_k, t_k)`` whatever the rule).  The two-point Lobatto rule
 (``TRAPEZOID``) gives Störmer–Verlet for a separable ``L = ½vᵀMv − V``; the
 one-point Gauss rule (``MIDPOINT``) is the implicit midpoint variational
-integrator for a general ``L``; ``GAUSS2`` is of order 4.
+integrator for a general ``L``; ``GAUSS2`` (two Gauss points) integrates the
+Lagrangian of the linear interpolant more accurately but stays of order 2: the
+linear interpolation of the position caps the order (a Galerkin integrator of
+higher order needs a higher-degree interpolant, as the ``bvp`` backend's P_r).
 
 The discrete Euler–Lagrange equations are ``D₂L_d(q_{k−1}, q_k) +
 D₁L_d(q_k, q_{k+1}) = 0`` and the discrete momenta ``p_k = −D₁L_d(q_k,
