@@ -16,7 +16,7 @@ the GLEP contrast estimator; :mod:`glep.bvp.continuation` follows branches and
 locates folds.
 """
 
-import glep  # noqa: F401  isort: skip  (configures PETSc before dolfinx loads)
+import dolfinx_solver  # noqa: F401  isort: skip  (configures PETSc before dolfinx/petsc4py load)
 
 from glep.bvp.adjoint import FEAdjointResult, adjoint_gradient, discrete_loss
 from glep.bvp.api import (

@@ -51,6 +51,7 @@ class ResultsWriteError(GlepError, OSError):
 
 def versions() -> dict[str, str]:
     """Versions of the libraries a result depends on."""
+    import dolfinx_solver  # noqa: F401  isort: skip  (configures PETSc before dolfinx/petsc4py load)
     import dolfinx
     import scipy
     from petsc4py import PETSc

@@ -1,10 +1,27 @@
-# ruff: noqa: E402  (dolfinx_solver and glep.memory must run before the other imports)
-"""glep: gradient estimators for physical learning systems.
+# ruff: noqa: E402  (glep.memory must run before the other imports)
+r"""glep: gradient estimators for physical learning systems.
 
 Generalized Lagrangian Equilibrium Propagation (GLEP) on trajectories defined
-by boundary conditions, Hamiltonian Echo Learning (RHEL, HEB), exact discrete
-adjoints as ground truth, a time-stepping backend (:mod:`glep.ivp`) and a
-finite-element backend on time meshes (:mod:`glep.bvp`).
+by boundary conditions, Recurrent Hamiltonian Echo Learning (RHEL), exact
+discrete adjoints as ground truth, a time-stepping backend (:mod:`glep.ivp`)
+and a finite-element backend on time meshes (:mod:`glep.bvp`).
+
+Every estimator approximates ``dC_h/dθ``, the gradient of the discrete loss
+``C_h(θ) = Σ_k w_k c(q_k, t_k)`` of the trajectory fixed by a boundary condition,
+from trajectories of the nudged Lagrangian ``L_β = L + βc``::
+
+    import glep
+    problem = glep.Problem.from_model(glep.models.coupled_oscillators(n=4), steps=400)
+    g = glep.echo(problem, glep.Centred(beta=1e-4))
+    print(glep.agreement(g.theta, glep.adjoint(problem).theta))
+
+The public names are listed in ``__all__``.  Systems, terms, boundary
+conditions and errors are imported with the package (NumPy only); estimators,
+integrators, :class:`UFLTerm` and the finite-element solvers are imported on
+first use (PEP 562), so ``import glep`` loads neither UFL, PETSc nor DOLFINx.
+Whenever they are loaded, :mod:`dolfinx_solver` configures PETSc first
+(:mod:`glep.bvp`, :mod:`glep.meshes` and :mod:`glep.ufl_term` import it before
+anything else).
 """
 
 # Large NumPy temporaries reuse freed heap memory instead of page-faulting afresh (glep.memory).
@@ -12,8 +29,8 @@ from glep import memory as _memory  # isort: skip
 
 _memory.apply_default()
 
-# dolfinx-solver-real must configure PETSc before dolfinx or petsc4py load.
-import dolfinx_solver  # noqa: F401, E402  isort: skip
+import importlib as _importlib
+from typing import Any as _Any
 
 from glep.boundary import CBVP, CFVP, CIVP, PFVP, DirichletNatural, Periodic, Robin
 from glep.costs import TerminalCost, TrackingCost
@@ -41,15 +58,84 @@ from glep.signals import Signal
 from glep.system import LagrangianSystem
 from glep.terms import FixedPotentialTerm, KineticTerm, PotentialTerm, Term
 from glep.trajectory import Trajectory
-from glep.ufl_term import UFLTerm
 
 __version__ = "0.1.0"
 
+#: Public name -> (module, attribute) for everything imported on first use.  This is the one place
+#: where a public name is bound to its implementation: moving or wrapping one is a one-line change.
+_LAZY: dict[str, tuple[str, str]] = {
+    # systems defined by a UFL expression (loads UFL and, when evaluated, DOLFINx)
+    "UFLTerm": ("glep.ufl_term", "UFLTerm"),
+    # the learning problem and its estimators
+    "Problem": ("glep.estimators.problem", "Problem"),
+    "GradientEstimate": ("glep.estimators.result", "GradientEstimate"),
+    "echo": ("glep.estimators.contrast", "echo"),
+    "pfvp": ("glep.estimators.contrast", "pfvp"),
+    "civp": ("glep.estimators.contrast", "civp_contrast"),
+    "rhel": ("glep.estimators.rhel", "rhel"),
+    "cbvp": ("glep.estimators.cbvp", "cbvp"),
+    "adjoint": ("glep.estimators.ground_truth", "adjoint"),
+    "finite_differences": ("glep.estimators.ground_truth", "finite_differences"),
+    "taylor_test": ("glep.estimators.ground_truth", "taylor_test"),
+    "compare": ("glep.estimators.compare", "compare_estimators"),
+    "Report": ("glep.estimators.compare", "Report"),
+    "format_table": ("glep.estimators.compare", "format_table"),
+    "agreement": ("glep.estimators.metrics", "compare"),
+    # nudging schemes (finite differences in β)
+    "Nudge": ("glep.estimators.nudging", "Nudge"),
+    "Centred": ("glep.estimators.nudging", "Centred"),
+    "OneSided": ("glep.estimators.nudging", "OneSided"),
+    "ComplexStep": ("glep.estimators.nudging", "ComplexStep"),
+    # time stepping
+    "integrate": ("glep.ivp.stepping", "integrate"),
+    "shoot": ("glep.ivp.shooting", "shoot_cbvp"),
+    # finite-element whole-trajectory solves (load dolfinx and PETSc)
+    "solve_bvp": ("glep.bvp", "solve_bvp"),
+    "find_solutions": ("glep.bvp", "find_solutions"),
+    "BVPSolution": ("glep.bvp", "BVPSolution"),
+    # trajectory files
+    "save_trajectory": ("glep.io", "save_trajectory"),
+    "load_trajectory": ("glep.io", "load_trajectory"),
+}
+
+#: Subpackages and modules reachable as attributes (``glep.models``, ``glep.bvp``...), imported on first use.
+_SUBMODULES = frozenset({
+    "models", "ivp", "bvp", "estimators", "meshes", "io", "ufl_term", "parallel", "config", "cli",
+})
+
 __all__ = [
-    "CBVP", "CFVP", "CIVP", "PFVP", "DirichletNatural", "Periodic", "Robin",
-    "TerminalCost", "TrackingCost",
-    "GlepError", "InputError", "NotReversibleError", "SaddleError", "SingularHessianError", "SolverError",
-    "TimeGrid", "Gyroscopic", "DiagonalMass",
+    # problems, estimators, nudging, comparison
+    "Problem", "GradientEstimate", "echo", "pfvp", "civp", "rhel", "cbvp", "adjoint",
+    "finite_differences", "taylor_test", "compare", "Report", "format_table", "agreement",
+    "Nudge", "Centred", "OneSided", "ComplexStep",
+    # solvers
+    "integrate", "shoot", "solve_bvp", "find_solutions", "BVPSolution",
+    # systems and terms
+    "LagrangianSystem", "Term", "KineticTerm", "PotentialTerm", "FixedPotentialTerm", "UFLTerm",
+    "DiagonalMass", "Gyroscopic",
     "Harmonic", "InputDrive", "LogCoshLayer", "Pendulum", "QuadraticForm", "Quartic", "SpringCoupling",
-    "Signal", "LagrangianSystem", "FixedPotentialTerm", "KineticTerm", "PotentialTerm", "Term", "Trajectory", "UFLTerm",
+    "Signal", "TerminalCost", "TrackingCost", "models",
+    # boundary conditions, grids, trajectories
+    "CBVP", "CFVP", "CIVP", "PFVP", "DirichletNatural", "Periodic", "Robin",
+    "TimeGrid", "Trajectory", "save_trajectory", "load_trajectory",
+    # errors
+    "GlepError", "InputError", "NotReversibleError", "SaddleError", "SingularHessianError", "SolverError",
 ]
+
+
+def __getattr__(name: str) -> _Any:
+    """Import a public name (or a submodule) on first access (PEP 562) and cache it in the module."""
+    if name in _LAZY:
+        module, attribute = _LAZY[name]
+        value = getattr(_importlib.import_module(module), attribute)
+    elif name in _SUBMODULES:
+        value = _importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """The module's names, the lazily imported ones included."""
+    return sorted(set(globals()) | set(_LAZY) | _SUBMODULES)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import ufl
 
 from glep.errors import InputError
 from glep.terms import Term
@@ -55,4 +54,6 @@ class Gyroscopic(Term):
         return None, None
 
     def ufl_lagrangian(self, q, v, theta, x, t):
+        import ufl  # on first use: `import glep` does not load UFL
+
         return self.gamma * ufl.dot(v, ufl.as_matrix(self.G.tolist()) * q)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import ufl
 
 from glep.errors import InputError
 from glep.terms import KineticTerm
@@ -67,5 +66,7 @@ class DiagonalMass(KineticTerm):
         return dm[:, None, :] * v[None]
 
     def ufl_lagrangian(self, q, v, theta, x, t):
+        import ufl  # on first use: `import glep` does not load UFL
+
         m = theta[self.name] if self.name else ufl.as_vector(self._fixed.tolist())
         return 0.5 * ufl.dot(m, ufl.elem_mult(v, v))

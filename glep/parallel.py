@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+# dolfinx-solver-real loads mpi4py.MPI first and configures PETSc (the CLI's computations may load it).
+import dolfinx_solver  # noqa: F401  isort: skip
 from mpi4py import MPI
 
 from glep.errors import GlepError, InputError

@@ -9,12 +9,16 @@ single symbolic definition.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import scipy.sparse as sp
-import ufl
 
 from glep.errors import InputError
 from glep.terms import FixedPotentialTerm, PotentialTerm, batch_sum
+
+if TYPE_CHECKING:  # UFL and scipy.sparse are imported on first use: `import glep` stays light
+    import scipy.sparse as sp
+    import ufl
 
 
 def _apply_rows(S: sp.csr_array, D: np.ndarray, X: np.ndarray) -> np.ndarray:
@@ -35,6 +39,8 @@ def _apply_rows(S: sp.csr_array, D: np.ndarray, X: np.ndarray) -> np.ndarray:
 
 
 def _uvec(values) -> ufl.core.expr.Expr:
+    import ufl
+
     return ufl.as_vector(np.asarray(values, dtype=float).tolist())
 
 
@@ -71,6 +77,8 @@ class Harmonic(PotentialTerm):
         return dtheta[self.name][:, None, :] * q[None]
 
     def ufl_potential(self, q, theta, x, t):
+        import ufl  # on first use: `import glep` does not load UFL
+
         return 0.5 * ufl.dot(theta[self.name], ufl.elem_mult(q, q))
 
 
@@ -89,6 +97,8 @@ class SpringCoupling(PotentialTerm):
         D[np.arange(len(edges)), edges[:, 0]] = 1.0
         D[np.arange(len(edges)), edges[:, 1]] = -1.0
         self.D = D
+        import scipy.sparse as sp  # on first use: `import glep` does not load scipy
+
         self._D = sp.csr_array(D)        # edge differences  d = D q
         self._Dt = sp.csr_array(D.T)     # their adjoint     Dᵀ (J d)
 
@@ -201,6 +211,8 @@ class QuadraticForm(PotentialTerm):
         return q @ dS  # (K, B, n)
 
     def ufl_potential(self, q, theta, x, t):
+        import ufl  # on first use: `import glep` does not load UFL
+
         return 0.5 * ufl.dot(q, theta[self.name] * q)
 
 
@@ -244,6 +256,8 @@ class InputDrive(PotentialTerm):
         return -np.einsum("knm,bm->kbn", dtheta[self.name], u)
 
     def ufl_potential(self, q, theta, x, t):
+        import ufl  # on first use: `import glep` does not load UFL
+
         return -ufl.dot(q, theta[self.name] * x[self.input])
 
 
@@ -309,6 +323,8 @@ class LogCoshLayer(PotentialTerm):
         return out + (s2[None] * dz) @ W
 
     def ufl_potential(self, q, theta, x, t):
+        import ufl  # on first use: `import glep` does not load UFL
+
         z = theta[self.weight] * q + theta[self.bias]
         return sum(ufl.ln(ufl.cosh(z[j])) for j in range(self.h))
 
@@ -346,6 +362,8 @@ class Pendulum(PotentialTerm):
         return dtheta[self.name][:, None, :] * np.sin(q)[None]
 
     def ufl_potential(self, q, theta, x, t):
+        import ufl  # on first use: `import glep` does not load UFL
+
         w = theta[self.name]
         return sum(w[i] * (1.0 - ufl.cos(q[i])) for i in range(self.n))
 

@@ -58,6 +58,9 @@ supported for them.
 
 from __future__ import annotations
 
+# dolfinx-solver-real must configure PETSc before dolfinx or petsc4py load (kernels are built on first use).
+import dolfinx_solver  # noqa: F401  isort: skip
+
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence

@@ -8,7 +8,7 @@ over MPI ranks; adaptation (:func:`refine_time_mesh`,
 Euler–Lagrange residual estimate :func:`el_residual_indicator`.
 """
 
-import glep  # noqa: F401  isort: skip  (configures PETSc before dolfinx loads)
+import dolfinx_solver  # noqa: F401  isort: skip  (configures PETSc before dolfinx/petsc4py load)
 
 from glep.meshes.adapt import (
     coarsen_time_mesh,

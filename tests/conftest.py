@@ -1,1 +1,3 @@
-import glep  # noqa: F401  (configures PETSc before dolfinx is imported anywhere)
+import dolfinx_solver  # noqa: F401  isort: skip  (configures PETSc before dolfinx is imported anywhere)
+
+import glep  # noqa: F401

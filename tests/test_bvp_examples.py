@@ -1,4 +1,5 @@
-"""The bvp examples run (and their internal assertions hold)."""
+"""The finite-element examples (``examples/bvp_*.py``) run, once each (and their internal assertions hold);
+tests/test_examples.py runs the others."""
 
 import runpy
 from pathlib import Path

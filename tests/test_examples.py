@@ -1,14 +1,25 @@
-"""Every example in examples/ runs as part of the test suite."""
+"""Every example in examples/ runs once in the test suite: the time-stepping ones here, the
+finite-element ones (``bvp_*.py``) in tests/test_bvp_examples.py."""
 
 import runpy
 from pathlib import Path
 
 import pytest
 
-EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.py"))
+FOLDER = Path(__file__).parent.parent / "examples"
+ALL = sorted(FOLDER.glob("*.py"))
+BVP = sorted(FOLDER.glob("bvp_*.py"))  # run by tests/test_bvp_examples.py
+EXAMPLES = [p for p in ALL if p not in BVP]
+
+
+def test_each_example_is_run_by_exactly_one_test_file():
+    assert EXAMPLES and BVP
+    assert sorted(EXAMPLES + BVP) == ALL
+    assert not set(EXAMPLES) & set(BVP)
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
-def test_example_runs(path, monkeypatch, tmp_path):
+def test_example_runs(path, monkeypatch, tmp_path, capsys):
     monkeypatch.chdir(tmp_path)
     runpy.run_path(str(path), run_name="__main__")
+    assert capsys.readouterr().out.strip()
