@@ -4,11 +4,12 @@ Every estimator is a function (``pfvp(problem, nudge)``) and a strategy
 object (``PFVP()(problem, nudge)``, :mod:`glep.estimators.base`) declaring
 its loss, exactness, cost and ground truth; :func:`compare_estimators` runs
 a list of them.  Names of estimators and nudges exist only in
-:mod:`glep.estimators.registry` (for the command line and TOML files).
+:mod:`glep.estimators.registry` (for the command line and TOML files).  The CBVP function is
+``glep.estimators.cbvp.cbvp`` (not re-exported here, where ``cbvp`` is its module).
 """
 
 from glep.estimators.base import AbstractEstimator, AbstractTruth, FunctionEstimator
-from glep.estimators.cbvp import CBVP, FEAdjoint, cbvp, cbvp_gradient, cbvp_truth, fe_adjoint_gradient
+from glep.estimators.cbvp import CBVP, FEAdjoint, cbvp_gradient, cbvp_truth, fe_adjoint_gradient
 from glep.estimators.compare import Report, compare_estimators, format_table
 from glep.estimators.contrast import (
     PFVP,
@@ -33,7 +34,7 @@ __all__ = [
     "CIVPContrast", "PFVP", "Echo", "RHEL", "CBVP", "DiscreteAdjoint", "FEAdjoint",
     "ESTIMATORS", "NUDGES", "nudge_from_name", "Report", "compare_estimators", "format_table",
     "civp_contrast", "contrast_integrand", "echo", "pfvp", "retrace_error", "rhel",
-    "cbvp", "cbvp_truth", "cbvp_gradient", "fe_adjoint_gradient",
+    "cbvp_truth", "cbvp_gradient", "fe_adjoint_gradient",
     "adjoint", "finite_differences", "taylor_test", "compare", "cosine", "fit_slope",
     "Centred", "ComplexStep", "Nudge", "OneSided", "Problem", "GradientEstimate",
 ]

@@ -78,7 +78,7 @@ class AbstractEstimator(ABC):
 
         Default: the free trajectory plus one nudged pass per β of the nudge.
         """
-        return 1.0 + len(nudge.betas)
+        return 1 + len(nudge.betas)
 
     def accepts(self, nudge: Nudge) -> bool:
         """Whether this estimator can use ``nudge`` (every scheme by default)."""

@@ -249,7 +249,7 @@ class CIVPContrast(AbstractEstimator):
         return self.residual
 
     def passes(self, problem: Problem, nudge: Nudge) -> float:
-        return 1.0 + len(nudge.betas) + (problem.parameter_count if self.residual else 0)
+        return 1 + len(nudge.betas) + (problem.parameter_count if self.residual else 0)
 
     def estimate(self, problem: Problem, nudge: Nudge, progress=None) -> GradientEstimate:
         return civp_contrast(problem, nudge, residual=self.residual)
