@@ -234,8 +234,9 @@ def compare_estimators(problem: Problem, *, estimators: Sequence[str | AbstractE
                 truths[est.truth] = est.truth(problem, progress=tell)
             row_truth = truths[est.truth]
             errors, point_failures = _sweep(est, problem, row_truth, betas, nudges, say, tell)
-            # timed on its own, with nothing cached from the sweep above
+            # timed on its own, with nothing cached from the truth and the sweep above (but the free trajectory)
             problem.free.__dict__.pop("_sensitivities", None)
+            problem.cache.clear()
             ref = _finite(est(problem, nudge_from_name(report_nudge, report_beta), progress=tell))
         except FAILURES as exc:
             rows.append(_failed_row(est, exc, errors, point_failures))
