@@ -34,7 +34,7 @@ from glep.bvp.continuation import functional_continuation, locate_fold, natural_
 from glep.bvp.deflation import deflated_newton, deflation_search, perturbed_starts
 from glep.bvp.fe import FEAction, interpolate_signal, quadrature_metadata
 from glep.bvp.galerkin import GalerkinAction
-from glep.bvp.nudged import beta_tangent, contrast_values, nudged_problem
+from glep.bvp.nudged import beta_tangent, contrast_values, nudged_problem, residual_free
 from glep.bvp.problem import ReducedProblem
 from glep.bvp.solvers import (
     HessianReport,
@@ -54,6 +54,6 @@ __all__ = [
     "newton", "residual_descent", "gradient_flow", "deflated_newton", "deflation_search", "perturbed_starts",
     "morse_index", "hessian_report", "HessianReport", "inertia",
     "adjoint_gradient", "discrete_loss", "FEAdjointResult",
-    "contrast_values", "beta_tangent", "nudged_problem",
+    "contrast_values", "beta_tangent", "nudged_problem", "residual_free",
     "natural_continuation", "functional_continuation", "locate_fold",
 ]

@@ -19,15 +19,15 @@ from __future__ import annotations
 import numpy as np
 from petsc4py import PETSc
 
+from glep.boundary import BoundaryCondition
 from glep.bvp.api import BVPSolution, solve_problem
 from glep.bvp.problem import ReducedProblem
 from glep.bvp.solvers import collective, configure_lu
 from glep.errors import InputError, SolverError
 
 
-def residual_free(problem: ReducedProblem) -> None:
-    """Raise :class:`InputError` unless the problem's boundary condition leaves no GLEP boundary residual."""
-    bc = problem.bc
+def residual_free(bc: BoundaryCondition) -> None:
+    """Raise :class:`InputError` unless ``bc`` leaves no GLEP boundary residual (``bc.residual == "none"``)."""
     if bc.residual != "none":
         raise InputError(f"the FE contrast estimator needs a residual-free boundary condition (CBVP, Periodic, "
                          f"DirichletNatural, Robin), got {type(bc).__name__} (boundary residual {bc.residual!r})")
@@ -111,7 +111,7 @@ def contrast_values(problem: ReducedProblem, sol0: BVPSolution, betas, **solver_
     from the tangent prediction ``r0 + β ∂r/∂β``; ``problem`` is left at its
     free solution.  Returns ``{β: {parameter: I(β)}}``.
     """
-    residual_free(problem)
+    residual_free(problem.bc)
     if problem.disc.beta != 0.0:
         raise InputError(f"contrast_values needs the free problem (β = 0), got one at β = {problem.disc.beta:g}")
     tangent = beta_tangent(problem, sol0.r)

@@ -118,12 +118,18 @@ def _as_nudge(beta: Nudge | float, scheme: str | None) -> Nudge:
     return nudge_from_name("centred" if scheme is None else scheme, float(np.real(check_beta(beta))))
 
 
+def _real(nudge: Nudge) -> Nudge:
+    """``nudge`` if the FE backend can use it (a real β: one-sided or centred); else :class:`InputError`."""
+    if not isinstance(nudge, (Centred, OneSided)):
+        raise InputError(f"the finite-element backend nudges with real β only; {nudge.label} is not supported")
+    return nudge
+
+
 def contrast_gradient(free: FreeFE, nudge: Nudge, **solver_kw) -> dict[str, np.ndarray]:
     r"""``d/dβ|₀ I(β)`` by the nudge's rule from nudged solves of the free problem ``free`` (real β only)."""
     from glep.bvp import contrast_values
 
-    if not isinstance(nudge, (Centred, OneSided)):
-        raise InputError(f"the finite-element backend nudges with real β only; {nudge.label} is not supported")
+    _real(nudge)
     I0 = free.problem.disc.theta_gradient() if nudge.needs_free else None
     values = contrast_values(free.problem, free.solution, nudge.betas, **solver_kw)
     return nudge.combine(values, I0)
@@ -158,7 +164,10 @@ def cbvp_gradient(system: LagrangianSystem, params: Mapping[str, np.ndarray], me
     dict
         Parameter name -> gradient array (same shapes as ``params``).
     """
-    nudge = _as_nudge(beta, scheme)
+    from glep.bvp import residual_free
+
+    residual_free(bc)  # before any work
+    nudge = _real(_as_nudge(beta, scheme))
     free = solve_free(system, params, mesh, bc, degree=degree, quadrature=quadrature, assembler=assembler,
                       guess=guess, **solver_kw)
     return contrast_gradient(free, nudge, **solver_kw)
@@ -243,8 +252,7 @@ class CBVP(_FEOptions, AbstractEstimator):
         return isinstance(nudge, (Centred, OneSided))
 
     def estimate(self, problem: Problem, nudge: Nudge, progress: Progress = None) -> GradientEstimate:
-        if not self.accepts(nudge):
-            raise InputError(f"the finite-element backend nudges with real β only; {nudge.label} is not supported")
+        _real(nudge)
         what = nudge.label
         free = self.free_cbvp(problem, progress, what)
         t0 = time.perf_counter()

@@ -10,6 +10,7 @@ biased CIVP contrast says it is not exact and is off by the omitted R(T).
 import numpy as np
 import pytest
 
+from glep import CBVP as CBVPCondition
 from glep.errors import InputError
 from glep.estimators import (
     CBVP,
@@ -96,6 +97,17 @@ def test_cbvp_truth_and_estimate_share_one_free_solve():
     assert FEAdjoint()(pr).theta.keys() == truth.theta.keys()
     with pytest.raises(InputError, match="real β only"):
         CBVP()(pr, ComplexStep(1e-8))
+
+
+def test_fe_contrast_refuses_a_boundary_residual_before_solving():
+    from glep import CIVP
+    from glep.estimators.cbvp import cbvp_gradient
+
+    m = coupled_oscillators(3, T=1.0)
+    with pytest.raises(InputError, match="needs a residual-free boundary condition .* got CIVP"):
+        cbvp_gradient(m.system, m.params, (1.0, 20), CIVP(np.zeros(3), v0=np.zeros(3)), 1e-4)
+    with pytest.raises(InputError, match="nudge must be one of 'one-sided', 'centred', 'complex', got 'sideways'"):
+        cbvp_gradient(m.system, m.params, (1.0, 20), CBVPCondition(np.zeros(3), np.ones(3)), 1e-4, scheme="sideways")
 
 
 def test_compare_takes_objects_and_registry_names():
