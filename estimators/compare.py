@@ -3,8 +3,8 @@ r"""Comparison reports: every estimator against the discrete adjoint, across β.
 For each estimator (an :class:`~glep.estimators.base.AbstractEstimator`, or
 its name in :data:`~glep.estimators.registry.ESTIMATORS`) and each nudging
 scheme the relative error to the estimator's ground truth (the discrete
-adjoint of the loss it differentiates) is measured over a range of β; the bias slope is fitted on the
-log–log curve above the round-off floor.  The table reports the metrics at a
+adjoint of the loss it differentiates) is measured over a range of β; the
+bias slope is fitted on the log–log curve above the round-off floor.  The table reports the metrics at a
 reference β (centred, 1e-4 by default), the fitted slopes, the cost in
 forward passes and the wall time.
 
@@ -32,7 +32,6 @@ from glep.estimators.result import GradientEstimate
 
 #: the table label of each registered estimator (the name its GradientEstimate carries)
 LABELS = {name: est.label for name, est in ESTIMATORS.items()}
-
 
 #: what counts as an estimator failing (a FAILED row) rather than a bug of glep (a traceback): glep's own
 #: errors, floating-point and linear-algebra failures, and PETSc errors (``petsc4py.PETSc.Error`` is a
