@@ -11,8 +11,9 @@ trust-region residual descent, action-gradient flow (TS pseudo-transient) or
 deflation (:func:`find_solutions` enumerates solutions from one guess);
 :func:`morse_index` counts negative Hessian eigenvalues and
 :func:`hessian_report` says how far the Hessian is from singular;
-:func:`adjoint_gradient` is the discrete adjoint and :func:`cbvp_gradient`
-the GLEP contrast estimator; :mod:`glep.bvp.continuation` follows branches and
+:func:`adjoint_gradient` is the discrete adjoint and :func:`contrast_values`
+gives ``∫∂_θL`` along nudged solutions (the GLEP estimators built on them are in
+:mod:`glep.estimators.cbvp`); :mod:`glep.bvp.continuation` follows branches and
 locates folds.
 """
 
@@ -31,9 +32,9 @@ from glep.bvp.api import (
 )
 from glep.bvp.continuation import functional_continuation, locate_fold, natural_continuation
 from glep.bvp.deflation import deflated_newton, deflation_search, perturbed_starts
-from glep.bvp.estimator import beta_tangent, cbvp_gradient, contrast_values, fe_adjoint_gradient
 from glep.bvp.fe import FEAction, interpolate_signal, quadrature_metadata
 from glep.bvp.galerkin import GalerkinAction
+from glep.bvp.nudged import beta_tangent, contrast_values, nudged_problem, residual_free
 from glep.bvp.problem import ReducedProblem
 from glep.bvp.solvers import (
     HessianReport,
@@ -53,6 +54,6 @@ __all__ = [
     "newton", "residual_descent", "gradient_flow", "deflated_newton", "deflation_search", "perturbed_starts",
     "morse_index", "hessian_report", "HessianReport", "inertia",
     "adjoint_gradient", "discrete_loss", "FEAdjointResult",
-    "cbvp_gradient", "fe_adjoint_gradient", "contrast_values", "beta_tangent",
+    "contrast_values", "beta_tangent", "nudged_problem", "residual_free",
     "natural_continuation", "functional_continuation", "locate_fold",
 ]

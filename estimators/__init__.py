@@ -1,17 +1,40 @@
-"""Gradient estimators (GLEP variants, echo, RHEL), ground truths, metrics and reports."""
+"""Gradient estimators (GLEP variants, echo, RHEL, CBVP), ground truths, metrics and reports.
 
-from glep.estimators.compare import ESTIMATORS, Report, compare_estimators, format_table
-from glep.estimators.contrast import civp_contrast, contrast_integrand, echo, pfvp, retrace_error
-from glep.estimators.ground_truth import adjoint, finite_differences, taylor_test
+Every estimator is a function (``pfvp(problem, nudge)``) and a strategy
+object (``PFVP()(problem, nudge)``, :mod:`glep.estimators.base`) declaring
+its loss, exactness, cost and ground truth; :func:`compare_estimators` runs
+a list of them.  Names of estimators and nudges exist only in
+:mod:`glep.estimators.registry` (for the command line and TOML files).  The CBVP function is
+``glep.estimators.cbvp.cbvp`` (not re-exported here, where ``cbvp`` is its module).
+"""
+
+from glep.estimators.base import AbstractEstimator, AbstractTruth, FunctionEstimator
+from glep.estimators.cbvp import CBVP, FEAdjoint, cbvp_gradient, cbvp_truth, fe_adjoint_gradient
+from glep.estimators.compare import Report, compare_estimators, format_table
+from glep.estimators.contrast import (
+    PFVP,
+    CIVPContrast,
+    Echo,
+    civp_contrast,
+    contrast_integrand,
+    echo,
+    pfvp,
+    retrace_error,
+)
+from glep.estimators.ground_truth import DiscreteAdjoint, adjoint, finite_differences, taylor_test
 from glep.estimators.metrics import compare, cosine, fit_slope
-from glep.estimators.nudging import Centred, ComplexStep, Nudge, OneSided, nudge_from_name
+from glep.estimators.nudging import Centred, ComplexStep, Nudge, OneSided
 from glep.estimators.problem import Problem
+from glep.estimators.registry import ESTIMATORS, NUDGES, nudge_from_name
 from glep.estimators.result import GradientEstimate
-from glep.estimators.rhel import rhel
+from glep.estimators.rhel import RHEL, rhel
 
 __all__ = [
-    "ESTIMATORS", "Report", "compare_estimators", "format_table",
-    "civp_contrast", "contrast_integrand", "echo", "pfvp", "retrace_error",
+    "AbstractEstimator", "AbstractTruth", "FunctionEstimator",
+    "CIVPContrast", "PFVP", "Echo", "RHEL", "CBVP", "DiscreteAdjoint", "FEAdjoint",
+    "ESTIMATORS", "NUDGES", "nudge_from_name", "Report", "compare_estimators", "format_table",
+    "civp_contrast", "contrast_integrand", "echo", "pfvp", "retrace_error", "rhel",
+    "cbvp_truth", "cbvp_gradient", "fe_adjoint_gradient",
     "adjoint", "finite_differences", "taylor_test", "compare", "cosine", "fit_slope",
-    "Centred", "ComplexStep", "Nudge", "OneSided", "nudge_from_name", "Problem", "GradientEstimate", "rhel",
+    "Centred", "ComplexStep", "Nudge", "OneSided", "Problem", "GradientEstimate",
 ]

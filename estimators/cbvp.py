@@ -1,38 +1,57 @@
-r"""The CBVP row of a comparison: a different boundary condition, a different loss.
+r"""GLEP on the finite-element backend: the CBVP estimator and its ground truth.
 
 A CBVP pins both ends of the trajectory: here ``q(0)`` of the free CIVP and
 ``q(T)`` of its free final state, so that at β = 0 the CBVP solution *is* the
 free trajectory (found by Newton from it).  Its loss ``C_h`` has the same
-value, but a different gradient: ``q(T)`` is held fixed when θ changes.  The
-estimator is the residual-free GLEP contrast on nudged whole-trajectory solves
-of the finite-element backend; its ground truth is the discrete adjoint of the
-same finite-element system.
+value, but a different gradient: ``q(T)`` is held fixed when θ changes.
+
+For any residual-free boundary condition (``BoundaryCondition.residual ==
+"none"``) the GLEP identity has no boundary term,
+
+    dC_h/dθ = d/dβ|₀ I(β),     I(β) = ∫₀ᵀ ∂_θ L(s^β, ṡ^β, θ, t) dt,
+
+with ``s^β`` the nudged whole-trajectory solution; with the action's own
+quadrature it holds exactly for the discrete loss ``C_h``, so the contrast
+converges to the FE discrete adjoint with bias ``O(β)`` (one-sided) or
+``O(β²)`` (centred).  The backend (:mod:`glep.bvp.nudged`) gives ``I(β)``;
+this module combines it with a :class:`~glep.estimators.nudging.Nudge`.
+
+The free FE problem is solved once per :class:`~glep.estimators.problem.Problem`
+and discretisation (kept in ``problem.cache``) and shared by the estimate
+(:class:`CBVP`) and its truth (:class:`FEAdjoint`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
-from glep.boundary import CBVP
-from glep.errors import InputError
-from glep.estimators.nudging import Centred, Nudge, OneSided
+from glep.boundary import CBVP as CBVPCondition
+from glep.boundary import BoundaryCondition
+from glep.errors import GlepError, InputError
+from glep.estimators.base import AbstractEstimator, AbstractTruth, Progress
+from glep.estimators.nudging import Centred, Nudge, OneSided, nudge_from_name
 from glep.estimators.problem import Problem
 from glep.estimators.result import GradientEstimate
+from glep.system import LagrangianSystem
+from glep.validation import check_beta
 
 LOSS = "C_h of the CBVP trajectory (q(0), q(T) pinned; FE P1 + Gauss–Lobatto)"
 
 
 def _setup(problem: Problem):
+    """``(boundary condition, mesh, guess)`` of the CBVP through the free trajectory's ends."""
     if problem.final_value:
         raise InputError("the CBVP row pins the ends of a free CIVP trajectory; this problem is a CFVP")
     free = problem.free
     if free.Q.shape[1] != 1:
         raise InputError("the finite-element backend solves one trajectory at a time: CBVP needs an "
                          f"unbatched problem (batch {free.Q.shape[1]})")
-    bc = CBVP(free.q0[0], free.Q[-1][0])
+    bc = CBVPCondition(free.q0[0], free.Q[-1][0])
     mesh = (problem.grid.T, problem.grid.N)
     return bc, mesh, free.Q[:, 0, :]
 
@@ -62,54 +81,198 @@ class NewtonProgress:
                           f"({now - self.start:.0f} s)")
 
 
-def _monitor(progress: Callable[[str], None] | None, what: str) -> dict:
+def _monitor(progress: Progress, what: str) -> dict:
     """``solver_kw`` carrying a :class:`NewtonProgress` monitor (empty without ``progress``)."""
     return {} if progress is None else {"monitor": NewtonProgress(progress, what)}
 
 
-def cbvp_truth(problem: Problem, progress: Callable[[str], None] | None = None) -> GradientEstimate:
-    """Discrete adjoint of the FE CBVP system (the CBVP row's ground truth).
+# -- the free FE problem, solved once ----------------------------------------------------------
+@dataclass
+class FreeFE:
+    """A solved free (β = 0) FE boundary-value problem: the ``ReducedProblem``, its solution, the solve time."""
 
-    ``progress`` (a callable taking a message) receives the Newton progress of
-    long solves (see :class:`NewtonProgress`).  A Morse index that cannot be
-    determined (singular action Hessian) is stated in the notes; it does not
-    fail the row, whose gradient does not depend on it.
-    """
-    from glep.bvp import fe_adjoint_gradient, solve_bvp
-    from glep.errors import GlepError
+    problem: object
+    solution: object
+    wall_time: float
 
-    bc, mesh, guess = _setup(problem)
+
+def solve_free(system: LagrangianSystem, params: Mapping[str, np.ndarray], mesh, bc: BoundaryCondition, *,
+               degree: int = 1, quadrature: str = "gll", assembler: str = "fe", guess=None, **solver_kw) -> FreeFE:
+    """Solve ``δA_0 = 0`` under ``bc`` on the FE mesh (``mesh``: a dolfinx interval mesh or ``(T, N)``)."""
+    from glep.bvp import ReducedProblem, make_discretisation, solve_problem
+
     t0 = time.perf_counter()
-    grad, loss = fe_adjoint_gradient(problem.system, problem.params, mesh, bc, guess=guess,
-                                     **_monitor(progress, "FE adjoint"))
-    wall = time.perf_counter() - t0
-    try:
-        morse = solve_bvp(problem.system, problem.params, mesh, bc, guess=guess, morse=True,
-                          **_monitor(progress, "Morse index")).morse_index
-        index = f"Morse index {morse}"
-    except GlepError as exc:
-        index = "Morse index undetermined (" + " ".join(str(exc).split())[:80] + ")"
-    return GradientEstimate("CBVP adjoint", grad, passes=2.0, wall_time=wall, loss=LOSS,
-                            notes=[f"ground truth: FE discrete adjoint; C_h = {loss:.6g}; {index}"])
+    disc = make_discretisation(system, params, mesh, assembler=assembler, degree=degree, quadrature=quadrature)
+    problem = ReducedProblem(disc, bc)
+    sol0 = solve_problem(problem, guess, **solver_kw)
+    return FreeFE(problem, sol0, time.perf_counter() - t0)
 
 
-def cbvp(problem: Problem, nudge: Nudge | None = None,
-         progress: Callable[[str], None] | None = None) -> GradientEstimate:
-    """GLEP contrast on the CBVP: nudged whole-trajectory Newton solves (no residual).
+def _as_nudge(beta: Nudge | float, scheme: str | None) -> Nudge:
+    """A :class:`Nudge` as given, or the one named ``scheme`` (default centred) at ``beta``."""
+    if isinstance(beta, Nudge):
+        if scheme is not None:
+            raise InputError(f"give the nudge either as a Nudge or by scheme, not both (got {beta.label} "
+                             f"and scheme={scheme!r})")
+        return beta
+    return nudge_from_name("centred" if scheme is None else scheme, float(np.real(check_beta(beta))))
 
-    ``progress`` receives the Newton progress of long solves (see :class:`NewtonProgress`).
-    """
-    from glep.bvp import cbvp_gradient
 
-    nudge = nudge or Centred(1e-4)
+def _real(nudge: Nudge) -> Nudge:
+    """``nudge`` if the FE backend can use it (a real β: one-sided or centred); else :class:`InputError`."""
     if not isinstance(nudge, (Centred, OneSided)):
         raise InputError(f"the finite-element backend nudges with real β only; {nudge.label} is not supported")
-    bc, mesh, guess = _setup(problem)
-    scheme = "centred" if isinstance(nudge, Centred) else "one-sided"
-    t0 = time.perf_counter()
-    grad = cbvp_gradient(problem.system, problem.params, mesh, bc, nudge.beta, scheme=scheme, guess=guess,
-                         **_monitor(progress, f"{scheme} β = {nudge.beta:g}"))
-    grad = {k: np.asarray(grad.get(k, np.zeros(s)), dtype=float) for k, s in problem.system.parameters.items()}
-    return GradientEstimate("CBVP", grad, passes=1 + len(nudge.betas), wall_time=time.perf_counter() - t0,
-                            nudge=nudge.label, beta=nudge.beta, loss=LOSS,
-                            notes=["exact (residual-free): FE whole-trajectory solves, passes = Newton solves"])
+    return nudge
+
+
+def contrast_gradient(free: FreeFE, nudge: Nudge, **solver_kw) -> dict[str, np.ndarray]:
+    r"""``d/dβ|₀ I(β)`` by the nudge's rule from nudged solves of the free problem ``free`` (real β only)."""
+    from glep.bvp import contrast_values
+
+    _real(nudge)
+    I0 = free.problem.disc.theta_gradient() if nudge.needs_free else None
+    values = contrast_values(free.problem, free.solution, nudge.betas, **solver_kw)
+    return nudge.combine(values, I0)
+
+
+def cbvp_gradient(system: LagrangianSystem, params: Mapping[str, np.ndarray], mesh, bc: BoundaryCondition,
+                  beta: Nudge | float = 1e-4, *, scheme: str | None = None, degree: int = 1,
+                  quadrature: str = "gll", assembler: str = "fe", guess=None, **solver_kw) -> dict[str, np.ndarray]:
+    r"""GLEP contrast estimate of ``dC_h/dθ`` from nudged whole-trajectory solves.
+
+    Arguments
+    ---------
+    system, params:
+        The system (with its cost) and the parameter point.
+    mesh:
+        A dolfinx interval mesh or ``(T, N)``.
+    bc:
+        A residual-free boundary condition (usually :class:`glep.CBVP`).
+    beta:
+        A :class:`~glep.estimators.nudging.Centred` (``(I(β) − I(−β))/2β``,
+        bias ``O(β²)``) or :class:`~glep.estimators.nudging.OneSided`
+        (``(I(β) − I(0))/β``, bias ``O(β)``) nudge, or the nudging strength
+        ``β`` of the nudge named ``scheme``.
+    scheme:
+        With a number ``beta``: a name of :data:`~glep.estimators.nudging.NUDGES`
+        (``"centred"`` by default, or ``"one-sided"``).
+    degree, quadrature, assembler, guess, solver_kw:
+        The discretisation, the free solve's initial guess and the Newton options.
+
+    Returns
+    -------
+    dict
+        Parameter name -> gradient array (same shapes as ``params``).
+    """
+    from glep.bvp import residual_free
+
+    residual_free(bc)  # before any work
+    nudge = _real(_as_nudge(beta, scheme))
+    free = solve_free(system, params, mesh, bc, degree=degree, quadrature=quadrature, assembler=assembler,
+                      guess=guess, **solver_kw)
+    return contrast_gradient(free, nudge, **solver_kw)
+
+
+def fe_adjoint_gradient(system: LagrangianSystem, params: Mapping[str, np.ndarray], mesh, bc: BoundaryCondition,
+                        *, degree: int = 1, quadrature: str = "gll", assembler: str = "fe", guess=None,
+                        **solver_kw) -> tuple[dict[str, np.ndarray], float]:
+    """Ground truth: ``(dC_h/dθ, C_h)`` from the discrete adjoint of the same FE system."""
+    from glep.bvp import adjoint_gradient
+
+    res = adjoint_gradient(solve_free(system, params, mesh, bc, degree=degree, quadrature=quadrature,
+                                      assembler=assembler, guess=guess, **solver_kw).problem)
+    return res.theta, res.loss
+
+
+# -- strategy objects -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _FEOptions:
+    """The discretisation of the CBVP: assembler, element degree and quadrature."""
+
+    assembler: str = "fe"
+    degree: int = 1
+    quadrature: str = "gll"
+
+    def free_cbvp(self, problem: Problem, progress: Progress, what: str) -> FreeFE:
+        """The free FE CBVP of ``problem``: solved on first use, then taken from ``problem.cache``."""
+        bc, mesh, guess = _setup(problem)
+        key = ("free FE CBVP", self.assembler, self.degree, self.quadrature)
+        if key not in problem.cache:
+            problem.cache[key] = solve_free(problem.system, problem.params, mesh, bc, degree=self.degree,
+                                            quadrature=self.quadrature, assembler=self.assembler, guess=guess,
+                                            **_monitor(progress, what))
+        return problem.cache[key]
+
+
+@dataclass(frozen=True)
+class FEAdjoint(_FEOptions, AbstractTruth):
+    """Discrete adjoint of the FE CBVP system (the CBVP row's ground truth).
+
+    A Morse index that cannot be determined (singular action Hessian) is
+    stated in the notes; it does not fail the truth, whose gradient does not
+    depend on it.  ``wall_time`` includes the free solve.
+    """
+
+    name: ClassVar[str] = "FE discrete adjoint"
+    loss: ClassVar[str] = LOSS
+
+    def __call__(self, problem: Problem, progress: Progress = None) -> GradientEstimate:
+        from glep.bvp import adjoint_gradient, hessian_report
+
+        free = self.free_cbvp(problem, progress, "FE adjoint")
+        t0 = time.perf_counter()
+        res = adjoint_gradient(free.problem)
+        wall = free.wall_time + time.perf_counter() - t0
+        try:
+            index = f"Morse index {hessian_report(free.problem, free.solution.r).index}"
+        except GlepError as exc:
+            index = "Morse index undetermined (" + " ".join(str(exc).split())[:80] + ")"
+        return GradientEstimate("CBVP adjoint", res.theta, passes=2.0, wall_time=wall, loss=LOSS,
+                                notes=[f"ground truth: FE discrete adjoint; C_h = {res.loss:.6g}; {index}"])
+
+
+@dataclass(frozen=True)
+class CBVP(_FEOptions, AbstractEstimator):
+    """GLEP contrast on the CBVP through the free trajectory's ends: nudged whole-trajectory Newton solves.
+
+    Exact (residual-free) for its own loss, the CBVP ``C_h``; real β only.
+    Passes count Newton solves (the free one included); ``wall_time``
+    includes the free solve, shared with :class:`FEAdjoint`.
+    """
+
+    name: ClassVar[str] = "cbvp"
+    label: ClassVar[str] = "CBVP"
+    loss: ClassVar[str] = LOSS
+
+    @property
+    def truth(self) -> FEAdjoint:
+        return FEAdjoint(self.assembler, self.degree, self.quadrature)
+
+    def accepts(self, nudge: Nudge) -> bool:
+        return isinstance(nudge, (Centred, OneSided))
+
+    def estimate(self, problem: Problem, nudge: Nudge, progress: Progress = None) -> GradientEstimate:
+        _real(nudge)
+        what = nudge.label
+        free = self.free_cbvp(problem, progress, what)
+        t0 = time.perf_counter()
+        grad = contrast_gradient(free, nudge, **_monitor(progress, what))
+        grad = {k: np.asarray(grad.get(k, np.zeros(s)), dtype=float) for k, s in problem.system.parameters.items()}
+        return GradientEstimate("CBVP", grad, passes=self.passes(problem, nudge),
+                                wall_time=free.wall_time + time.perf_counter() - t0,
+                                nudge=nudge.label, beta=nudge.beta, loss=LOSS,
+                                notes=["exact (residual-free): FE whole-trajectory solves, passes = Newton solves"])
+
+
+def cbvp_truth(problem: Problem, progress: Progress = None) -> GradientEstimate:
+    """:class:`FEAdjoint` with the default discretisation (``progress`` receives Newton progress)."""
+    return FEAdjoint()(problem, progress)
+
+
+def cbvp(problem: Problem, nudge: Nudge | None = None, progress: Progress = None) -> GradientEstimate:
+    """:class:`CBVP` with the default discretisation (default nudge ``Centred(1e-4)``)."""
+    return CBVP()(problem, nudge, progress)
+
+
+__all__ = ["CBVP", "FEAdjoint", "FreeFE", "NewtonProgress", "cbvp", "cbvp_truth", "cbvp_gradient",
+           "contrast_gradient", "fe_adjoint_gradient", "solve_free"]

@@ -1,8 +1,10 @@
 r"""Comparison reports: every estimator against the discrete adjoint, across β.
 
-For each estimator and each nudging scheme the relative error to the discrete
-adjoint is measured over a range of β; the bias slope is fitted on the
-log–log curve above the round-off floor.  The table reports the metrics at a
+For each estimator (an :class:`~glep.estimators.base.AbstractEstimator`, or
+its name in :data:`~glep.estimators.registry.ESTIMATORS`) and each nudging
+scheme the relative error to the estimator's ground truth (the discrete
+adjoint of the loss it differentiates) is measured over a range of β; the
+bias slope is fitted on the log–log curve above the round-off floor.  The table reports the metrics at a
 reference β (centred, 1e-4 by default), the fitted slopes, the cost in
 forward passes and the wall time.
 
@@ -15,54 +17,21 @@ its row; :func:`failure_summary` states the failures in one line.
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from glep.errors import GlepError, InputError, SolverError
-from glep.estimators.contrast import civp_contrast, echo, pfvp
-from glep.estimators.ground_truth import adjoint
+from glep.estimators.base import AbstractEstimator, FunctionEstimator
+from glep.estimators.ground_truth import DiscreteAdjoint
 from glep.estimators.metrics import compare, fit_slope
-from glep.estimators.nudging import nudge_from_name
 from glep.estimators.problem import Problem
+from glep.estimators.registry import ESTIMATORS, nudge_from_name
 from glep.estimators.result import GradientEstimate
-from glep.estimators.rhel import rhel
 
-
-def _echo_measured(problem, nudge, progress=None):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return echo(problem, nudge, allow_irreversible=True)
-
-
-def _cbvp(problem, nudge, progress=None):
-    from glep.estimators.cbvp import cbvp
-
-    return cbvp(problem, nudge, progress=progress)
-
-
-def _cbvp_truth(problem, progress=None):
-    from glep.estimators.cbvp import cbvp_truth
-
-    return cbvp_truth(problem, progress=progress)
-
-
-#: name -> (function(problem, nudge, progress=None) -> GradientEstimate, is exact, its ground truth
-#: function(problem, progress=None) or None for the discrete adjoint of the free CIVP)
-ESTIMATORS: dict[str, tuple[Callable, bool, Callable | None]] = {
-    "civp-contrast": (lambda pr, nu, progress=None: civp_contrast(pr, nu), False, None),
-    "civp-residual": (lambda pr, nu, progress=None: civp_contrast(pr, nu, residual=True), True, None),
-    "pfvp": (lambda pr, nu, progress=None: pfvp(pr, nu), True, None),
-    "echo": (_echo_measured, True, None),
-    "rhel": (lambda pr, nu, progress=None: rhel(pr, nu), True, None),
-    "cbvp": (_cbvp, True, _cbvp_truth),
-}
-
-#: the table label of each estimator (the name its GradientEstimate carries)
-LABELS = {"civp-contrast": "CIVP contrast", "civp-residual": "CIVP + residual", "pfvp": "PFVP", "echo": "echo",
-          "rhel": "RHEL", "cbvp": "CBVP"}
+#: the table label of each registered estimator (the name its GradientEstimate carries)
+LABELS = {name: est.label for name, est in ESTIMATORS.items()}
 
 #: what counts as an estimator failing (a FAILED row) rather than a bug of glep (a traceback): glep's own
 #: errors, floating-point and linear-algebra failures, and PETSc errors (``petsc4py.PETSc.Error`` is a
@@ -136,20 +105,40 @@ def failure_summary(report: Report) -> str | None:
     return f"{len(bad)} of {len(report.rows)} estimator{'s' if len(report.rows) != 1 else ''} failed: {what}"
 
 
-def _names(value, what: str) -> list[str]:
+def _names(value, what: str) -> list:
     if isinstance(value, str) or not isinstance(value, Sequence):
         raise InputError(f"{what} must be a list of names, got {value!r}")
     if not value:
         raise InputError(f"{what} must not be empty")
-    return list(dict.fromkeys(value))
+    return [v for i, v in enumerate(value) if v not in value[:i]]
+
+
+def _registered(name: str) -> AbstractEstimator:
+    """The estimator registered as ``name`` (an entry ``(function, exact, truth_function)`` is wrapped)."""
+    entry = ESTIMATORS[name]
+    return entry if isinstance(entry, AbstractEstimator) else FunctionEstimator(name, *entry)
+
+
+def _estimators(value) -> list[AbstractEstimator]:
+    """Estimator objects from a list of objects and registry names (repeated names dropped)."""
+    items = _names(value, "estimators")
+    odd = [e for e in items if not isinstance(e, str | AbstractEstimator)]
+    if odd:
+        raise InputError(f"estimators: {odd!r} are neither estimator names nor estimator objects "
+                         "(glep.estimators.base.AbstractEstimator)")
+    unknown = [e for e in items if isinstance(e, str) and e not in ESTIMATORS]
+    if unknown:
+        raise InputError(f"estimators: unknown {unknown}; choose from {sorted(ESTIMATORS)}")
+    out: dict[str, AbstractEstimator] = {}
+    for e in items:
+        est = _registered(e) if isinstance(e, str) else e
+        out.setdefault(est.name, est)
+    return list(out.values())
 
 
 def _check_inputs(estimators, betas, nudges, report_nudge, report_beta) -> tuple[list, np.ndarray, list]:
     """Every argument of :func:`compare_estimators` checked before any work starts."""
-    estimators = _names(estimators, "estimators")
-    unknown = [e for e in estimators if e not in ESTIMATORS]
-    if unknown:
-        raise InputError(f"estimators: unknown {unknown}; choose from {sorted(ESTIMATORS)}")
+    estimators = _estimators(estimators)
     nudges = _names(nudges, "nudges")
     for n in [*nudges, report_nudge]:
         nudge_from_name(n, 1.0)  # raises InputError naming the valid choices
@@ -172,41 +161,50 @@ def _finite(est: GradientEstimate) -> GradientEstimate:
     return est
 
 
-def _sweep(name, fn, problem, row_truth, betas, nudges, say, progress) -> tuple[dict, list]:
-    """Relative errors over β for every nudge; failed points are NaN and listed."""
+def _sweep(est: AbstractEstimator, problem, row_truth, betas, nudges, say, progress) -> tuple[dict, list]:
+    """Relative errors over β for every nudge the estimator accepts; failed points are NaN and listed."""
+    name = est.name
     errors: dict[str, list[float]] = {}
     point_failures = []
     for nudge_name in nudges:
-        if name == "cbvp" and nudge_name == "complex":
-            continue  # the FE backend nudges with real β only
+        if not est.accepts(nudge_from_name(nudge_name, 1.0)):
+            continue  # e.g. the FE backend nudges with real β only
         errs = []
         for b in betas:
             try:
-                est = _finite(fn(problem, nudge_from_name(nudge_name, b), progress=progress))
+                got = _finite(est(problem, nudge_from_name(nudge_name, b), progress=progress))
             except FAILURES as exc:  # e.g. a large nudge can leave the basin of the solution
                 reason = short_reason(exc)
                 say(f"{name}: {nudge_name} β = {b:g} failed ({reason})")
                 point_failures.append({"nudge": nudge_name, "beta": float(b), "reason": reason})
                 errs.append(float("nan"))
                 continue
-            errs.append(compare(est.theta, row_truth.theta)["relative_error"])
+            errs.append(compare(got.theta, row_truth.theta)["relative_error"])
         errors[nudge_name] = errs
     return errors, point_failures
 
 
-def _failed_row(name: str, exact: bool, exc: BaseException, errors: dict, point_failures: list) -> Row:
+def _failed_row(est: AbstractEstimator, exc: BaseException, errors: dict, point_failures: list) -> Row:
     nan = float("nan")
     metrics = {"cosine": nan, "norm_ratio": nan, "relative_error": nan, "sign_agreement": nan,
                "cosine_per_group": {}}
-    return Row(name, LABELS.get(name, name), exact, metrics, {}, errors, nan, nan, "", [], status="failed",
+    label = LABELS.get(est.name, est.label) if isinstance(est, FunctionEstimator) else est.label
+    return Row(est.name, label, est.exact, metrics, {}, errors, nan, nan, "", [], status="failed",
                reason=short_reason(exc), detail=f"{type(exc).__name__}: {exc}", point_failures=point_failures)
 
 
-def compare_estimators(problem: Problem, *, estimators: Sequence[str] = tuple(ESTIMATORS),
+def compare_estimators(problem: Problem, *, estimators: Sequence[str | AbstractEstimator] = tuple(ESTIMATORS),
                        betas: Sequence[float] = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5),
                        nudges: Sequence[str] = ("one-sided", "centred"), report_nudge: str = "centred",
                        report_beta: float = 1e-4, progress: Callable[[str], None] | None = None) -> Report:
-    """Run every estimator for every nudge and β; compare with the discrete adjoint.
+    """Run every estimator for every nudge and β; compare each with its ground truth.
+
+    ``estimators`` lists estimator objects and/or names registered in
+    :data:`~glep.estimators.registry.ESTIMATORS`; ``nudges`` and
+    ``report_nudge`` name nudging schemes (:data:`~glep.estimators.registry.NUDGES`).
+    The report's truth is the discrete adjoint of the free trajectory; an
+    estimator of another loss (e.g. :class:`~glep.estimators.cbvp.CBVP`) is
+    compared with its own truth, named in its row's notes.
 
     An estimator that fails (a solver that does not converge, a non-finite
     gradient, an estimator that does not apply to this problem) stays in the
@@ -221,28 +219,33 @@ def compare_estimators(problem: Problem, *, estimators: Sequence[str] = tuple(ES
     problem.free  # noqa: B018  (the free trajectory, timed)
     forward_time = time.perf_counter() - t0
     say(f"free trajectory: loss C_h = {problem.free.loss:.6g} ({forward_time:.3f} s)")
-    truth = adjoint(problem)
+    shared = DiscreteAdjoint()
+    truth = shared(problem)
     say(f"discrete adjoint ({truth.wall_time:.3f} s)")
+    truths = {shared: truth}
     rows, estimates = [], {}
-    for name in estimators:
-        fn, exact, truth_fn = ESTIMATORS[name]
+    for est in estimators:
+        name = est.name
         tell = (lambda msg, name=name: say(f"{name}: {msg}")) if progress else None
         errors, point_failures = {}, []
         try:
-            row_truth = truth if truth_fn is None else truth_fn(problem, progress=tell)
-            errors, point_failures = _sweep(name, fn, problem, row_truth, betas, nudges, say, tell)
-            # timed on its own, with nothing cached from the sweep above
+            if est.truth not in truths:
+                truths[est.truth] = est.truth(problem, progress=tell)
+            row_truth = truths[est.truth]
+            errors, point_failures = _sweep(est, problem, row_truth, betas, nudges, say, tell)
+            # timed on its own, with nothing cached from the truth and the sweep above (but the free trajectory)
             problem.free.__dict__.pop("_sensitivities", None)
-            ref = _finite(fn(problem, nudge_from_name(report_nudge, report_beta), progress=tell))
+            problem.cache.clear()
+            ref = _finite(est(problem, nudge_from_name(report_nudge, report_beta), progress=tell))
         except FAILURES as exc:
-            rows.append(_failed_row(name, exact, exc, errors, point_failures))
+            rows.append(_failed_row(est, exc, errors, point_failures))
             say(f"{name}: FAILED ({rows[-1].reason})")
             continue
         slopes = {k: fit_slope(betas, v) for k, v in errors.items()}
         metrics = compare(ref.theta, row_truth.theta)
         biased = any(n.startswith("biased") for n in ref.notes)
-        notes = list(ref.notes) + ([] if truth_fn is None else list(row_truth.notes))
-        rows.append(Row(name, ref.name, exact and not biased, metrics, slopes, errors, ref.passes,
+        notes = list(ref.notes) + ([] if est.truth == shared else list(row_truth.notes))
+        rows.append(Row(name, ref.name, est.exact and not biased, metrics, slopes, errors, ref.passes,
                         ref.wall_time, ref.loss, notes, point_failures=point_failures))
         estimates[name] = ref
         say(f"{ref.name}: relative error {metrics['relative_error']:.2e} ({ref.wall_time:.3f} s)")

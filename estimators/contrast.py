@@ -7,17 +7,22 @@ trajectory, through the discrete identity
     R = (d_β π)ᵀ ∂_θ q − (d_θ π)ᵀ ∂_β q,
 
 which holds exactly for variational integrators; only the boundary residual
-changes with the boundary condition of the nudged trajectories.
+changes with the boundary condition of the nudged trajectories.  Each
+estimator is a function and a strategy object (:class:`CIVPContrast`,
+:class:`PFVP`, :class:`Echo`; see :mod:`glep.estimators.base`).
 """
 
 from __future__ import annotations
 
 import time
 import warnings
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
 from glep.errors import NotReversibleError
+from glep.estimators.base import AbstractEstimator
 from glep.estimators.nudging import Centred, Nudge
 from glep.estimators.problem import Problem
 from glep.estimators.result import GradientEstimate
@@ -215,3 +220,68 @@ def echo(problem: Problem, nudge: Nudge | None = None, *, allow_irreversible: bo
         notes = [f"biased: system not reversible (defect {defect:.2e}, retrace error {err:.2e})"]
     derivs = _final_value_family(problem, nudge, echo=True)
     return _pfvp_assemble(problem, "echo", nudge, derivs, t0, notes)
+
+
+# -- strategy objects -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CIVPContrast(AbstractEstimator):
+    r"""Nudged CIVP (or, for a CFVP problem, CFVP) trajectories: :func:`civp_contrast` as an object.
+
+    ``residual=False``: the contrast ``d/dβ I`` alone, biased (it omits the
+    boundary residual ``R(T)``).  ``residual=True``: with ``R(T)`` from forward
+    tangent sensitivities, exact, at a cost growing with the number of
+    parameters ``P`` (``1 + #β + P`` passes).
+    """
+
+    residual: bool = False
+    loss: ClassVar[str] = "C_h of the free CIVP (or CFVP) trajectory"
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return "civp-residual" if self.residual else "civp-contrast"
+
+    @property
+    def label(self) -> str:  # type: ignore[override]
+        return "CIVP + residual" if self.residual else "CIVP contrast"
+
+    @property
+    def exact(self) -> bool:  # type: ignore[override]
+        return self.residual
+
+    def passes(self, problem: Problem, nudge: Nudge) -> float:
+        return 1 + len(nudge.betas) + (problem.parameter_count if self.residual else 0)
+
+    def estimate(self, problem: Problem, nudge: Nudge, progress=None) -> GradientEstimate:
+        return civp_contrast(problem, nudge, residual=self.residual)
+
+
+@dataclass(frozen=True)
+class PFVP(AbstractEstimator):
+    """Backward integration from the free final state: :func:`pfvp` as an object (exact, any system)."""
+
+    name: ClassVar[str] = "pfvp"
+    label: ClassVar[str] = "PFVP"
+
+    def estimate(self, problem: Problem, nudge: Nudge, progress=None) -> GradientEstimate:
+        return pfvp(problem, nudge)
+
+
+@dataclass(frozen=True)
+class Echo(AbstractEstimator):
+    """The Hamiltonian echo: :func:`echo` as an object (exact for time-reversible systems).
+
+    ``allow_irreversible``: on a non-reversible system return the (biased)
+    estimate with the measured retrace error in its notes instead of raising
+    :class:`glep.NotReversibleError`; ``warn``: then also warn.
+    """
+
+    allow_irreversible: bool = False
+    warn: bool = True
+    name: ClassVar[str] = "echo"
+    label: ClassVar[str] = "echo"
+
+    def estimate(self, problem: Problem, nudge: Nudge, progress=None) -> GradientEstimate:
+        with warnings.catch_warnings():
+            if not self.warn:
+                warnings.simplefilter("ignore")
+            return echo(problem, nudge, allow_irreversible=self.allow_irreversible)

@@ -3,9 +3,12 @@ r"""Ground truths: the discrete adjoint, finite differences and the Taylor test.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
+from glep.estimators.base import AbstractTruth
 from glep.estimators.problem import Problem
 from glep.estimators.result import GradientEstimate
 from glep.ivp.adjoint import adjoint_gradient
@@ -23,6 +26,17 @@ def adjoint(problem: Problem) -> GradientEstimate:
                                 notes=["ground truth: discrete adjoint (backward integration)"])
     return GradientEstimate("adjoint", res.theta, q0=res.q0, p0=res.p0, passes=2.0,
                             wall_time=time.perf_counter() - t0, notes=["ground truth: discrete adjoint"])
+
+
+@dataclass(frozen=True)
+class DiscreteAdjoint(AbstractTruth):
+    """The discrete adjoint of the free trajectory's integrator: :func:`adjoint` as an object."""
+
+    name: ClassVar[str] = "discrete adjoint"
+    loss: ClassVar[str] = "C_h of the free CIVP (or CFVP) trajectory"
+
+    def __call__(self, problem: Problem, progress=None) -> GradientEstimate:
+        return adjoint(problem)
 
 
 def loss_at(problem: Problem, flat_theta: np.ndarray) -> float:

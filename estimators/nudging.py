@@ -9,7 +9,10 @@ scheme          formula                                bias         passes
 =============== ====================================== ============ ==========
 
 The complex step needs the dynamics to be holomorphic in β (all built-in
-terms are); it has no subtractive cancellation, so β can be tiny.
+terms are); it has no subtractive cancellation, so β can be tiny.  Inside the
+library a nudge is always one of these objects; names (``"centred"``...)
+exist only at the command-line/configuration boundary
+(:data:`glep.estimators.registry.NUDGES`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from glep.errors import InputError
 from glep.validation import check_beta
 
 
@@ -109,13 +113,17 @@ class ComplexStep(Nudge):
         return tree_map(lambda f: np.imag(f) / b, values[1j * b])
 
 
-def nudge_from_name(name: str, beta: float) -> Nudge:
-    """``"one-sided"``, ``"centred"`` (or ``"centered"``) or ``"complex"``."""
-    key = name.lower().replace("_", "-")
-    table = {"one-sided": OneSided, "onesided": OneSided, "centred": Centred, "centered": Centred,
-             "complex": ComplexStep, "complex-step": ComplexStep}
-    if key not in table:
-        from glep.errors import InputError
+#: nudging scheme name -> factory ``β -> Nudge`` (the names the command line and TOML files accept)
+NUDGES: dict[str, Callable[[float], Nudge]] = {"one-sided": OneSided, "centred": Centred, "complex": ComplexStep}
 
-        raise InputError(f"nudge must be one of 'one-sided', 'centred', 'complex', got {name!r}")
-    return table[key](beta)
+#: other spellings accepted by :func:`nudge_from_name`
+_NUDGE_ALIASES = {"onesided": "one-sided", "centered": "centred", "complex-step": "complex"}
+
+
+def nudge_from_name(name: str, beta: float) -> Nudge:
+    """The nudge named ``name`` (``"one-sided"``, ``"centred"`` (or ``"centered"``), ``"complex"``) at ``β``."""
+    key = name.lower().replace("_", "-") if isinstance(name, str) else None
+    key = _NUDGE_ALIASES.get(key, key)
+    if key not in NUDGES:
+        raise InputError(f"nudge must be one of {', '.join(repr(n) for n in NUDGES)}, got {name!r}")
+    return NUDGES[key](beta)

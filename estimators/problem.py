@@ -53,6 +53,13 @@ class Problem:
     integrator:
         An :class:`~glep.ivp.integrators.Integrator` or its name; default
         Störmer–Verlet for separable systems, implicit midpoint otherwise.
+
+    Attributes
+    ----------
+    cache:
+        Results shared by estimators and truths of this problem (e.g. the
+        solved free FE CBVP of :mod:`glep.estimators.cbvp`), keyed by what
+        computed them; a problem's parameters are fixed, so entries never go stale.
     """
 
     system: LagrangianSystem
@@ -61,6 +68,7 @@ class Problem:
     grid: TimeGrid
     integrator: Integrator | str | None = None
     meta: dict = field(default_factory=dict)
+    cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if not isinstance(self.system, LagrangianSystem):

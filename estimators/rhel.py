@@ -14,10 +14,13 @@ chain rule adds ``(∂_θ p(0))ᵀ dC/dp(0)``: the PFVP ``t = 0`` term.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
 from glep.errors import InputError, NotReversibleError
+from glep.estimators.base import AbstractEstimator
 from glep.estimators.contrast import _complete
 from glep.estimators.nudging import Centred, Nudge
 from glep.estimators.problem import Problem
@@ -67,3 +70,14 @@ def rhel(problem: Problem, nudge: Nudge | None = None, *, tol: float = 1e-12) ->
     return GradientEstimate("RHEL", _complete(problem, grad), q0=dq0, p0=dp0, passes=1 + len(nudge.betas),
                             wall_time=time.perf_counter() - t0, nudge=nudge.label, beta=nudge.beta,
                             notes=["exact: Hamiltonian leapfrog echo, 3 passes"])
+
+
+@dataclass(frozen=True)
+class RHEL(AbstractEstimator):
+    """RHEL (leapfrog echo of the Hamiltonian): :func:`rhel` as an object (exact, reversible separable systems)."""
+
+    name: ClassVar[str] = "rhel"
+    label: ClassVar[str] = "RHEL"
+
+    def estimate(self, problem: Problem, nudge: Nudge, progress=None) -> GradientEstimate:
+        return rhel(problem, nudge)

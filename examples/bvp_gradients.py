@@ -20,7 +20,8 @@ import glep  # noqa: F401  isort: skip  (configures PETSc first)
 import numpy as np
 
 from glep import CBVP, PFVP
-from glep.bvp import cbvp_gradient, fe_adjoint_gradient, solve_bvp
+from glep.bvp import solve_bvp
+from glep.estimators.cbvp import cbvp_gradient, fe_adjoint_gradient
 from glep.grid import TimeGrid
 from glep.ivp.discrete import TRAPEZOID, DiscreteLagrangian, Mirrored
 from glep.ivp.stepping import integrate

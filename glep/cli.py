@@ -57,8 +57,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    from glep.config import DEFAULTS, NUDGES
-    from glep.estimators.compare import ESTIMATORS
+    from glep.config import DEFAULTS
+    from glep.estimators.registry import ESTIMATORS, NUDGES
     from glep.ivp.integrators import INTEGRATORS
     from glep.models import FAMILIES
 

@@ -11,7 +11,8 @@ Rules: ``n`` an integer >= 2 (every family couples two or more); ``steps`` an
 integer >= 1; ``T`` finite > 0 or absent; ``batch`` an integer >= 1 or absent;
 ``gamma`` finite; ``betas`` a non-empty list of finite numbers > 0;
 ``report_beta`` finite > 0; ``system``, ``integrator``, ``nudges`` and
-``estimators`` among their known names (listed in the message); ``seed`` an
+``estimators`` among their known names (listed in the message; nudges and
+estimators are those of the one registry, :mod:`glep.estimators.registry`); ``seed`` an
 integer >= 0; a string where a list is expected is an error (no splitting into
 letters); unknown keys are named.
 """
@@ -28,12 +29,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from glep.errors import InputError
-from glep.estimators.compare import ESTIMATORS
+from glep.estimators.registry import ESTIMATORS, NUDGES
 from glep.ivp.integrators import INTEGRATORS
 from glep.models import FAMILIES
-
-#: nudging schemes the comparison accepts (see :func:`glep.estimators.nudging.nudge_from_name`)
-NUDGES = ("one-sided", "centred", "complex")
 
 
 def _no_bool(value: Any) -> Any:
@@ -63,7 +61,7 @@ Finite = Annotated[float, Field(allow_inf_nan=False), *_Num]
 Seed = Annotated[int, Field(ge=0), *_Num]
 System = Literal[tuple(sorted(FAMILIES))]
 Integrator = Literal[tuple(sorted(INTEGRATORS))]
-Nudge = Literal[NUDGES]
+Nudge = Literal[tuple(NUDGES)]
 Estimator = Literal[tuple(ESTIMATORS)]
 
 
@@ -86,7 +84,7 @@ class CompareConfig(BaseModel):
     betas: Annotated[list[Positive], Field(min_length=1), BeforeValidator(_no_string_list)] = \
         [1e-1, 1e-2, 1e-3, 1e-4, 1e-5]
     nudges: _names(Nudge) = ["one-sided", "centred"]
-    estimators: _names(Estimator) = ["civp-contrast", "civp-residual", "pfvp", "echo", "rhel", "cbvp"]
+    estimators: _names(Estimator) = list(ESTIMATORS)
     report_beta: Positive = 1e-4
     output: Annotated[str, Field(min_length=1)] = "glep-output"
     seed: Seed = 0

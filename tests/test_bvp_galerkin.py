@@ -17,7 +17,8 @@ from petsc4py import PETSc
 
 import glep
 from glep import CBVP, CIVP, Periodic, Robin
-from glep.bvp import GalerkinAction, cbvp_gradient, fe_adjoint_gradient, make_discretisation, solve_bvp
+from glep.bvp import GalerkinAction, make_discretisation, solve_bvp
+from glep.estimators.cbvp import cbvp_gradient, fe_adjoint_gradient
 from glep.meshes import graded_time_mesh
 from glep.models import coupled_oscillators
 

@@ -9,12 +9,11 @@ from glep import CBVP, CIVP, DirichletNatural, Periodic
 from glep.bvp import (
     ReducedProblem,
     adjoint_gradient,
-    cbvp_gradient,
     contrast_values,
-    fe_adjoint_gradient,
     make_discretisation,
     solve_problem,
 )
+from glep.estimators.cbvp import cbvp_gradient, fe_adjoint_gradient
 from glep.models import coupled_oscillators
 
 T, N = 2.0, 40

@@ -12,7 +12,8 @@ import pytest
 from mpi4py import MPI
 
 from glep import CBVP, Periodic, Robin
-from glep.bvp import GalerkinAction, cbvp_gradient, fe_adjoint_gradient, make_discretisation, solve_bvp
+from glep.bvp import GalerkinAction, make_discretisation, solve_bvp
+from glep.estimators.cbvp import cbvp_gradient, fe_adjoint_gradient
 from glep.meshes import uniform_time_mesh
 from glep.models import coupled_oscillators
 

@@ -1,0 +1,27 @@
+"""Names of nudges and estimators: the one place where strings become objects.
+
+The command line and the configuration file (:mod:`glep.config`,
+:mod:`glep.cli`) name nudging schemes and estimators; inside the library
+only the objects exist.  :data:`NUDGES` (defined with the nudges in :mod:`glep.estimators.nudging`)
+maps a name to the :class:`~glep.estimators.nudging.Nudge` class (a factory
+``β -> Nudge``),
+:data:`ESTIMATORS` a name to an estimator object
+(:class:`~glep.estimators.base.AbstractEstimator`).
+"""
+
+from __future__ import annotations
+
+from glep.estimators.base import AbstractEstimator
+from glep.estimators.cbvp import CBVP
+from glep.estimators.contrast import PFVP, CIVPContrast, Echo
+from glep.estimators.nudging import NUDGES, nudge_from_name
+from glep.estimators.rhel import RHEL
+
+#: estimator name -> estimator object (the rows of ``glep compare``, in this order).  The echo of a
+#: comparison measures the bias of a non-reversible system instead of refusing it, without a warning.
+ESTIMATORS: dict[str, AbstractEstimator] = {est.name: est for est in (
+    CIVPContrast(), CIVPContrast(residual=True), PFVP(), Echo(allow_irreversible=True, warn=False), RHEL(), CBVP(),
+)}
+
+
+__all__ = ["ESTIMATORS", "NUDGES", "nudge_from_name"]
