@@ -1,7 +1,7 @@
 """Gradient estimators (GLEP variants, echo, RHEL, CBVP), ground truths, metrics and reports.
 
 Every estimator is a function (``pfvp(problem, nudge)``) and a strategy
-object (``PFVP()(problem, nudge)``, :mod:`glep.estimators.base`) declaring
+object (``PFVPContrast()(problem, nudge)``, :mod:`glep.estimators.base`) declaring
 its loss, exactness, cost and ground truth; :func:`compare_estimators` runs
 a list of them.  Names of estimators and nudges exist only in
 :mod:`glep.estimators.registry` (for the command line and TOML files).  The CBVP function is
@@ -9,12 +9,12 @@ a list of them.  Names of estimators and nudges exist only in
 """
 
 from glep.estimators.base import AbstractEstimator, AbstractTruth, FunctionEstimator
-from glep.estimators.cbvp import CBVP, FEAdjoint, cbvp_gradient, cbvp_truth, fe_adjoint_gradient
+from glep.estimators.cbvp import CBVPContrast, FEAdjoint, cbvp_gradient, cbvp_truth, fe_adjoint_gradient
 from glep.estimators.compare import Report, compare_estimators, format_table
 from glep.estimators.contrast import (
-    PFVP,
     CIVPContrast,
     Echo,
+    PFVPContrast,
     civp_contrast,
     contrast_integrand,
     echo,
@@ -31,7 +31,7 @@ from glep.estimators.rhel import RHEL, rhel
 
 __all__ = [
     "AbstractEstimator", "AbstractTruth", "FunctionEstimator",
-    "CIVPContrast", "PFVP", "Echo", "RHEL", "CBVP", "DiscreteAdjoint", "FEAdjoint",
+    "CIVPContrast", "PFVPContrast", "Echo", "RHEL", "CBVPContrast", "DiscreteAdjoint", "FEAdjoint",
     "ESTIMATORS", "NUDGES", "nudge_from_name", "Report", "compare_estimators", "format_table",
     "civp_contrast", "contrast_integrand", "echo", "pfvp", "retrace_error", "rhel",
     "cbvp_truth", "cbvp_gradient", "fe_adjoint_gradient",

@@ -232,7 +232,7 @@ class FEAdjoint(_FEOptions, AbstractTruth):
 
 
 @dataclass(frozen=True)
-class CBVP(_FEOptions, AbstractEstimator):
+class CBVPContrast(_FEOptions, AbstractEstimator):
     """GLEP contrast on the CBVP through the free trajectory's ends: nudged whole-trajectory Newton solves.
 
     Exact (residual-free) for its own loss, the CBVP ``C_h``; real β only.
@@ -271,8 +271,8 @@ def cbvp_truth(problem: Problem, progress: Progress = None) -> GradientEstimate:
 
 def cbvp(problem: Problem, nudge: Nudge | None = None, progress: Progress = None) -> GradientEstimate:
     """:class:`CBVP` with the default discretisation (default nudge ``Centred(1e-4)``)."""
-    return CBVP()(problem, nudge, progress)
+    return CBVPContrast()(problem, nudge, progress)
 
 
-__all__ = ["CBVP", "FEAdjoint", "FreeFE", "NewtonProgress", "cbvp", "cbvp_truth", "cbvp_gradient",
+__all__ = ["CBVPContrast", "FEAdjoint", "FreeFE", "NewtonProgress", "cbvp", "cbvp_truth", "cbvp_gradient",
            "contrast_gradient", "fe_adjoint_gradient", "solve_free"]

@@ -256,7 +256,7 @@ class CIVPContrast(AbstractEstimator):
 
 
 @dataclass(frozen=True)
-class PFVP(AbstractEstimator):
+class PFVPContrast(AbstractEstimator):
     """Backward integration from the free final state: :func:`pfvp` as an object (exact, any system)."""
 
     name: ClassVar[str] = "pfvp"

@@ -12,15 +12,16 @@ maps a name to the :class:`~glep.estimators.nudging.Nudge` class (a factory
 from __future__ import annotations
 
 from glep.estimators.base import AbstractEstimator
-from glep.estimators.cbvp import CBVP
-from glep.estimators.contrast import PFVP, CIVPContrast, Echo
+from glep.estimators.cbvp import CBVPContrast
+from glep.estimators.contrast import CIVPContrast, Echo, PFVPContrast
 from glep.estimators.nudging import NUDGES, nudge_from_name
 from glep.estimators.rhel import RHEL
 
 #: estimator name -> estimator object (the rows of ``glep compare``, in this order).  The echo of a
 #: comparison measures the bias of a non-reversible system instead of refusing it, without a warning.
 ESTIMATORS: dict[str, AbstractEstimator] = {est.name: est for est in (
-    CIVPContrast(), CIVPContrast(residual=True), PFVP(), Echo(allow_irreversible=True, warn=False), RHEL(), CBVP(),
+    CIVPContrast(), CIVPContrast(residual=True), PFVPContrast(), Echo(allow_irreversible=True, warn=False), RHEL(),
+    CBVPContrast(),
 )}
 
 

@@ -75,6 +75,15 @@ _LAZY: dict[str, tuple[str, str]] = {
     "rhel": ("glep.estimators.rhel", "rhel"),
     "cbvp": ("glep.estimators.cbvp", "cbvp"),
     "adjoint": ("glep.estimators.ground_truth", "adjoint"),
+    # the same estimators and truths as strategy objects (they declare loss, exactness, cost, truth)
+    "AbstractEstimator": ("glep.estimators.base", "AbstractEstimator"),
+    "CIVPContrast": ("glep.estimators.contrast", "CIVPContrast"),
+    "PFVPContrast": ("glep.estimators.contrast", "PFVPContrast"),
+    "Echo": ("glep.estimators.contrast", "Echo"),
+    "RHEL": ("glep.estimators.rhel", "RHEL"),
+    "CBVPContrast": ("glep.estimators.cbvp", "CBVPContrast"),
+    "DiscreteAdjoint": ("glep.estimators.ground_truth", "DiscreteAdjoint"),
+    "FEAdjoint": ("glep.estimators.cbvp", "FEAdjoint"),
     "finite_differences": ("glep.estimators.ground_truth", "finite_differences"),
     "taylor_test": ("glep.estimators.ground_truth", "taylor_test"),
     "compare": ("glep.estimators.compare", "compare_estimators"),
@@ -106,6 +115,7 @@ _SUBMODULES = frozenset({
 __all__ = [
     # problems, estimators, nudging, comparison
     "Problem", "GradientEstimate", "echo", "pfvp", "civp", "rhel", "cbvp", "adjoint",
+    "AbstractEstimator", "CIVPContrast", "PFVPContrast", "Echo", "RHEL", "CBVPContrast", "DiscreteAdjoint", "FEAdjoint",
     "finite_differences", "taylor_test", "compare", "Report", "format_table", "agreement",
     "Nudge", "Centred", "OneSided", "ComplexStep",
     # solvers

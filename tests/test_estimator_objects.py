@@ -10,14 +10,13 @@ biased CIVP contrast says it is not exact and is off by the omitted R(T).
 import numpy as np
 import pytest
 
-from glep import CBVP as CBVPCondition
+from glep import CBVP
 from glep.errors import InputError
 from glep.estimators import (
-    CBVP,
     ESTIMATORS,
-    PFVP,
     RHEL,
     AbstractEstimator,
+    CBVPContrast,
     Centred,
     CIVPContrast,
     ComplexStep,
@@ -25,6 +24,7 @@ from glep.estimators import (
     Echo,
     FEAdjoint,
     OneSided,
+    PFVPContrast,
     Problem,
     compare,
     compare_estimators,
@@ -32,7 +32,7 @@ from glep.estimators import (
 from glep.estimators.metrics import fit_slope
 from glep.models import coupled_oscillators, pendulum_chain
 
-EXACT = [CIVPContrast(residual=True), PFVP(), Echo(), RHEL(), CBVP()]
+EXACT = [CIVPContrast(residual=True), PFVPContrast(), Echo(), RHEL(), CBVPContrast()]
 #: nudging strengths of the slope fits: large enough for the bias to dominate round-off and the Newton
 #: tolerance of the CBVP solves, small enough for the leading term of the bias to dominate
 BETAS = 2e-2 * 0.5 ** np.arange(4)
@@ -91,12 +91,12 @@ def test_cbvp_truth_and_estimate_share_one_free_solve():
     truth = FEAdjoint()(pr)
     free = dict(pr.cache)
     assert len(free) == 1
-    CBVP()(pr, Centred(1e-3))
-    CBVP()(pr, OneSided(1e-3))
+    CBVPContrast()(pr, Centred(1e-3))
+    CBVPContrast()(pr, OneSided(1e-3))
     assert pr.cache == free and all(pr.cache[k] is free[k] for k in free)
     assert FEAdjoint()(pr).theta.keys() == truth.theta.keys()
     with pytest.raises(InputError, match="real β only"):
-        CBVP()(pr, ComplexStep(1e-8))
+        CBVPContrast()(pr, ComplexStep(1e-8))
 
 
 def test_fe_contrast_refuses_a_boundary_residual_before_solving():
@@ -107,16 +107,16 @@ def test_fe_contrast_refuses_a_boundary_residual_before_solving():
     with pytest.raises(InputError, match="needs a residual-free boundary condition .* got CIVP"):
         cbvp_gradient(m.system, m.params, (1.0, 20), CIVP(np.zeros(3), v0=np.zeros(3)), 1e-4)
     with pytest.raises(InputError, match="nudge must be one of 'one-sided', 'centred', 'complex', got 'sideways'"):
-        cbvp_gradient(m.system, m.params, (1.0, 20), CBVPCondition(np.zeros(3), np.ones(3)), 1e-4, scheme="sideways")
+        cbvp_gradient(m.system, m.params, (1.0, 20), CBVP(np.zeros(3), np.ones(3)), 1e-4, scheme="sideways")
 
 
 def test_compare_takes_objects_and_registry_names():
     pr = Problem.from_model(coupled_oscillators(3, T=1.0), steps=50)
-    rep = compare_estimators(pr, estimators=[PFVP(), "echo", CIVPContrast()], betas=[1e-2, 1e-3])
+    rep = compare_estimators(pr, estimators=[PFVPContrast(), "echo", CIVPContrast()], betas=[1e-2, 1e-3])
     assert [r.name for r in rep.rows] == ["pfvp", "echo", "civp-contrast"]
     assert [r.exact for r in rep.rows] == [True, True, False]
     assert {name: type(e) for name, e in ESTIMATORS.items()} == {
-        "civp-contrast": CIVPContrast, "civp-residual": CIVPContrast, "pfvp": PFVP, "echo": Echo, "rhel": RHEL,
-        "cbvp": CBVP}
+        "civp-contrast": CIVPContrast, "civp-residual": CIVPContrast, "pfvp": PFVPContrast, "echo": Echo, "rhel": RHEL,
+        "cbvp": CBVPContrast}
     with pytest.raises(InputError, match="neither estimator names nor estimator objects"):
-        compare_estimators(pr, estimators=[PFVP(), 3])
+        compare_estimators(pr, estimators=[PFVPContrast(), 3])
