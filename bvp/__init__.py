@@ -29,20 +29,27 @@ from glep.bvp.api import (
     solve_bvp,
     solve_problem,
 )
-from glep.bvp.continuation import functional_continuation, locate_fold, natural_continuation
+from glep.bvp.continuation import Continuation, functional_continuation, locate_fold, natural_continuation
 from glep.bvp.deflation import deflated_newton, deflation_search, perturbed_starts
 from glep.bvp.estimator import beta_tangent, cbvp_gradient, contrast_values, fe_adjoint_gradient
 from glep.bvp.fe import FEAction, interpolate_signal, quadrature_metadata
 from glep.bvp.galerkin import GalerkinAction
 from glep.bvp.problem import ReducedProblem
 from glep.bvp.solvers import (
+    Deflation,
+    GradientFlow,
     HessianReport,
+    Newton,
+    ResidualDescent,
+    TrustRegion,
     gradient_flow,
     hessian_report,
     inertia,
     morse_index,
     newton,
     residual_descent,
+    set_default_petsc_options,
+    use_command_line_options,
 )
 from glep.bvp.vectorised import VectorisedAction
 
@@ -55,4 +62,6 @@ __all__ = [
     "adjoint_gradient", "discrete_loss", "FEAdjointResult",
     "cbvp_gradient", "fe_adjoint_gradient", "contrast_values", "beta_tangent",
     "natural_continuation", "functional_continuation", "locate_fold",
+    "Newton", "TrustRegion", "ResidualDescent", "GradientFlow", "Deflation", "Continuation",
+    "set_default_petsc_options", "use_command_line_options",
 ]

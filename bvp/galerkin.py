@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from functools import partial
 
 import basix
 import dolfinx
@@ -45,8 +46,8 @@ from petsc4py import PETSc
 
 from glep.bvp._assembly import NumpyAssembler, column_coloring, end_block_coo, end_block_indices
 from glep.bvp.fe import _signal_values, quadrature_metadata
-from glep.bvp.solvers import collective
 from glep.errors import InputError
+from glep.parallel import agree
 from glep.system import (
     LagrangianSystem,
     position_force,
@@ -164,7 +165,8 @@ class GalerkinAction(NumpyAssembler):
         """Signals at the quadrature points, linear between the vertices (the FE path's P1 interpolation)."""
         out = {}
         for name, sig in self.system.signals.items():
-            ends = collective(self.comm, _signal_values, sig, np.concatenate([self.t0, self.t0 + self.h]))
+            ends = agree(partial(_signal_values, sig, np.concatenate([self.t0, self.t0 + self.h])), self.comm,
+                         "evaluating the signals")
             x0, x1 = ends[: self.nc], ends[self.nc:]
             xq = (1.0 - self.xi)[None, :, None] * x0[:, None, :] + self.xi[None, :, None] * x1[:, None, :]
             out[name] = xq.reshape(self.nc * self.nq, -1)
@@ -196,7 +198,7 @@ class GalerkinAction(NumpyAssembler):
             L = self.system.lagrangian(Q, Vv, self.theta, self._xq, self.tq, self._beta)
             return float(np.sum(self._weights() * L))
 
-        return self.comm.allreduce(collective(self.comm, local))
+        return self.comm.allreduce(agree(local, self.comm, "evaluating the action"))
 
     def cost(self) -> float:
         cost = self.system.cost
@@ -207,7 +209,7 @@ class GalerkinAction(NumpyAssembler):
             Q, _ = self._states()
             return float(np.sum(self._weights() * cost.cost(Q, self._xq, self.tq)))
 
-        return self.comm.allreduce(collective(self.comm, local))
+        return self.comm.allreduce(agree(local, self.comm, "evaluating the action"))
 
     # -- vectors ---------------------------------------------------------------------------
     def residual(self, b: PETSc.Vec) -> None:
@@ -295,7 +297,7 @@ class GalerkinAction(NumpyAssembler):
     def _coo_indices(self, row_map=None, col_map=None):
         """COO rows/cols of the element blocks (entry pattern of ``M`` and ``∂_q f``) and of full end blocks."""
         if self._pattern is None:
-            self._pattern = collective(self.comm, self._hessian_pattern)
+            self._pattern = agree(self._hessian_pattern, self.comm, "probing the sparsity pattern")
         n, nl = self.n, self.degree + 1
         if row_map is None:
             imap = self.V.dofmap.index_map
@@ -333,7 +335,7 @@ class GalerkinAction(NumpyAssembler):
 
     def jacobian(self, A: PETSc.Mat) -> None:
         t0 = time.perf_counter()
-        collective(self.comm, self._values)
+        agree(self._values, self.comm, "assembling")
         A.setValuesCOO(self._flat, addv=PETSc.InsertMode.INSERT_VALUES)
         A.assemble()
         self.timings["jacobian"] += time.perf_counter() - t0

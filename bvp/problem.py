@@ -40,6 +40,7 @@ the Morse index.  A terminal cost adds ``β c_T(q(T))`` to the action.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,6 +50,8 @@ from petsc4py import PETSc
 from glep.boundary import CBVP, CFVP, CIVP, PFVP, BoundaryCondition, DirichletNatural, Periodic, Robin
 from glep.errors import InputError
 from glep.validation import as_finite_array
+
+_PROBLEM_IDS = itertools.count()  # the same sequence on every rank: problems are built collectively
 
 
 @dataclass
@@ -199,6 +202,8 @@ class ReducedProblem:
         #: keep the Newton Jacobian and its factorisation between solves (see :meth:`release_solver`)
         self.reuse_factorization = True
         self._newton_cache = None
+        #: PETSc options prefix of this problem's solvers (options given to a solve are set under it)
+        self.options_prefix = f"glep_{next(_PROBLEM_IDS)}_"
 
     def release_solver(self) -> None:
         """Free the Jacobian and factorisation kept from the last Newton solve."""

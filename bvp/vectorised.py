@@ -36,10 +36,10 @@ from petsc4py import PETSc
 
 from glep.bvp._assembly import NumpyAssembler, column_coloring, end_block_coo, end_block_indices
 from glep.bvp.fe import _signal_values
-from glep.bvp.solvers import collective
 from glep.errors import InputError
 from glep.grid import TimeGrid
 from glep.ivp.discrete import TRAPEZOID, DiscreteLagrangian
+from glep.parallel import agree
 from glep.system import LagrangianSystem, position_force, position_hessian_action, position_hessian_entries
 
 
@@ -183,7 +183,7 @@ class VectorisedAction(NumpyAssembler):
         self._inv_h = None
         self.chunk = chunk or (200_000 if system.is_separable else max(1, int(4e6 // max(n * n, 1))))
         self.timings = {"setup": 0.0, "compile": 0.0, "residual": 0.0, "jacobian": 0.0}
-        self._mask = collective(self.comm, self._structure_local)
+        self._mask = agree(self._structure_local, self.comm, "probing the sparsity pattern")
         self._mask = self._reduce_mask(self._mask)
         self._colors = column_coloring(self._mask[0] | self._mask[3]) if system.is_separable else None
         # node form of the block-tridiagonal matrix (one diagonal block per node) for a separable
@@ -479,7 +479,7 @@ class VectorisedAction(NumpyAssembler):
             q0, q1 = self._states()
             return float(np.sum(self.dl.value(self.dl.cells(), q0, q1))) if len(self.a) else 0.0
 
-        return self.comm.allreduce(collective(self.comm, local))
+        return self.comm.allreduce(agree(local, self.comm, "evaluating the action"))
 
     def residual(self, b: PETSc.Vec) -> None:
         t0 = time.perf_counter()
@@ -515,7 +515,7 @@ class VectorisedAction(NumpyAssembler):
             x0, x1 = self.dl.inputs(self.dl.time(k)), self.dl.inputs(self.dl.time(k + 1))
             return float(np.sum(0.5 * self.dl.h1 * (cost.cost(q0, x0, None) + cost.cost(q1, x1, None))))
 
-        return self.comm.allreduce(collective(self.comm, local))
+        return self.comm.allreduce(agree(local, self.comm, "evaluating the action"))
 
     def cost_gradient(self, b: PETSc.Vec) -> None:
         cost = self.system.cost

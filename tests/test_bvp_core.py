@@ -212,21 +212,6 @@ def test_bad_input():
         glep.bvp.morse_index(pb)
 
 
-def test_command_line_options_reach_the_glep_prefix():
-    from glep.bvp.solvers import insert_command_line_options
-
-    db = PETSc.Options()
-    added = insert_command_line_options(["-v", "-glep_testopt_a", "-3", "-glep_testopt_flag", "-glep_testopt_b", "x"])
-    try:
-        assert added == ["glep_testopt_a", "glep_testopt_flag", "glep_testopt_b"]
-        assert db.getString("glep_testopt_a") == "-3"
-        assert db.getString("glep_testopt_b") == "x"
-        assert db.hasName("glep_testopt_flag")
-    finally:
-        for name in added:
-            db.delValue(name)
-
-
 def test_forms_are_compiled_once_per_system_and_discretisation(model):
     """A second assembler of the same system, degree and quadrature (any mesh) reuses the compiled forms."""
     m, *_ = model
