@@ -180,7 +180,7 @@ def test_p2_gauss_is_a_higher_order_galerkin_integrator(model):
 
 
 def test_solver_errors_carry_reason_and_history():
-    from glep.bvp.reference import bratu_system
+    from glep.reference import bratu_system
 
     sys_, par = bratu_system(5.0)  # beyond the fold: no solution
     with pytest.raises(glep.SolverError) as info:
@@ -197,7 +197,7 @@ def test_solver_errors_carry_reason_and_history():
 
 
 def test_bad_input():
-    from glep.bvp.reference import bratu_system
+    from glep.reference import bratu_system
 
     sys_, par = bratu_system(1.0)
     with pytest.raises(glep.InputError):
