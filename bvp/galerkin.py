@@ -44,7 +44,17 @@ from dolfinx import fem
 from mpi4py import MPI
 from petsc4py import PETSc
 
-from glep.bvp._assembly import NumpyAssembler, column_coloring, end_block_coo, end_block_indices
+from glep.bvp._assembly import (
+    EntryMaps,
+    NumpyAssembler,
+    colour_directions,
+    coloured_entries,
+    column_coloring,
+    end_block_coo,
+    end_block_indices,
+    probe_generator,
+    union_pattern,
+)
 from glep.bvp.fe import _signal_values, quadrature_metadata
 from glep.errors import InputError
 from glep.parallel import agree
@@ -146,6 +156,7 @@ class GalerkinAction(NumpyAssembler):
         self._coo_size = None
         self._flat = None
         self._colors = None
+        self._entries = EntryMaps()
         self.timings = {"setup": 0.0, "compile": 0.0, "residual": 0.0, "jacobian": 0.0}
         self._end_blocks = end_block_indices(self.comm, tc)
         self.timings["setup"] = time.perf_counter() - t_start
@@ -241,7 +252,7 @@ class GalerkinAction(NumpyAssembler):
         """Structural non-zeros of ``M`` and ``∂_q f`` (cost included, so that β may change), global."""
         n = self.n
         mask = self._mass() != 0
-        rng = np.random.default_rng(1234)
+        rng = probe_generator()
         q = rng.standard_normal((2, n))
         x = {k: np.repeat(v[:1], 2, axis=0) for k, v in self._xq.items()} if self.nc else {
             k: np.zeros((2, s.dim)) for k, s in self.system.signals.items()}
@@ -255,44 +266,25 @@ class GalerkinAction(NumpyAssembler):
             for _ in range(2):
                 H = position_hessian_action(self.system, rng.standard_normal((2, n)), self.theta, x, t, eye, 1.0)
                 mask |= np.any(np.moveaxis(H, 0, -1) != 0, axis=0)
-        mask8 = mask.astype(np.uint8)
-        self.comm.Allreduce(MPI.IN_PLACE, mask8, op=MPI.MAX)
-        return np.nonzero(mask8.astype(bool))
+        return np.nonzero(union_pattern(self.comm, mask))
 
     def _point_hessian(self, Q: np.ndarray) -> np.ndarray:
         """``∂_q f`` at every quadrature point on the pattern, ``(cells · points, nnz)``."""
         I, J = self._pattern
-        n, nnz = self.n, len(I)
+        n = self.n
         entries = position_hessian_entries(self.system, Q, self.theta, self._xq, self.tq, self._beta)
         if entries is not None:
-            where = np.full(n * n, -1, dtype=np.int64)
-            where[I * n + J] = np.arange(nnz)
-            H = np.zeros((Q.shape[0], nnz))
-            for r_, c_, v in zip(*entries):
-                tgt = where[np.asarray(r_) * n + np.asarray(c_)]
-                if np.any(tgt < 0):
-                    raise InputError("a Hessian entry lies outside the structural pattern found at set-up")
-                v = np.asarray(v, dtype=float)
-                if v.ndim == 1:
-                    const = np.zeros(nnz)
-                    np.add.at(const, tgt, v)
-                    H += const
-                elif len(np.unique(tgt)) == len(tgt):
-                    H[:, tgt] += v
-                else:
-                    H += np.asarray(sp.csr_array((np.ones(len(tgt)), (tgt, np.arange(len(tgt)))),
-                                                 shape=(nnz, len(tgt))) @ v.T).T
-            return H
+            H = self._entries.hessian(entries, (I, J), n, np.ones(Q.shape[0]))
+            if H is None:
+                raise InputError("a Hessian entry lies outside the structural pattern found at set-up")
+            return H.T
         if self._colors is None:
             mask = np.zeros((n, n), dtype=bool)
             mask[I, J] = True
             self._colors = column_coloring(mask)
-        colors = self._colors
-        C = int(colors.max()) + 1
-        dirs = np.zeros((C, Q.shape[0], n))
-        dirs[colors, :, np.arange(n)] = 1.0
+        dirs = colour_directions(self._colors, Q.shape[0], n)
         Hc = position_hessian_action(self.system, Q, self.theta, self._xq, self.tq, dirs, self._beta)
-        return Hc[colors[J], :, I].T
+        return coloured_entries(Hc, self._colors, (I, J)).T
 
     def _coo_indices(self, row_map=None, col_map=None):
         """COO rows/cols of the element blocks (entry pattern of ``M`` and ``∂_q f``) and of full end blocks."""
