@@ -148,10 +148,7 @@ def deflated_newton(problem, r0: PETSc.Vec, known: list[PETSc.Vec] | DeflationOp
     t0 = time.perf_counter()
 
     def residual(x, out) -> float:
-        with guard.capture(out):
-            problem.residual(x, out)
-        guard.check()
-        return out.norm()
+        return guard.residual_norm(problem, x, out)
 
     history: list[float] = []
     try:

@@ -88,6 +88,13 @@ class _Guard:
             if poison is not None:
                 poison.set(np.nan)
 
+    def residual_norm(self, problem, x: PETSc.Vec, out: PETSc.Vec) -> float:
+        """``‖F_r(x)‖`` (``F_r`` written into ``out``), an error on any rank raised on every rank."""
+        with self.capture(out):
+            problem.residual(x, out)
+        self.check()
+        return out.norm()
+
     def check(self):
         """Raise on every rank if any rank recorded an error."""
         msgs = self.comm.allgather(None if self.error is None else f"{type(self.error).__name__}: {self.error}")
@@ -748,10 +755,7 @@ def residual_descent(problem, r0: PETSc.Vec, *, mu: float = 1.0, rtol: float = 1
     owned: list = [F, g, d, trial, Ft, ksp]
 
     def res(x, out):
-        with guard.capture(out):
-            problem.residual(x, out)
-        guard.check()
-        return out.norm()
+        return guard.residual_norm(problem, x, out)
 
     try:
         f = res(r0, F)
