@@ -172,11 +172,13 @@ def end_block_coo(ends: np.ndarray, n: int, row_map: np.ndarray, col_map: np.nda
 
 
 class NumpyAssembler:
-    """Vector I/O and the gradient-flow metric of an assembler that owns ``V`` and the trajectory ``u``."""
+    """Vector I/O and the gradient-flow metric of an assembler that owns ``V`` and the trajectory ``u``.
+
+    :class:`~glep.bvp.problem.ReducedProblem` assembles ``J_r = Qᵀ A P`` of such an assembler directly
+    (no PtAP), through :meth:`create_jacobian`'s maps.
+    """
 
     kind = "vectorised"
-    #: :class:`~glep.bvp.problem.ReducedProblem` may assemble ``J_r = Qᵀ A P`` directly (no PtAP).
-    supports_reduced = True
     V: fem.FunctionSpace
 
     def create_jacobian(self, row_map: np.ndarray | None = None, col_map: np.ndarray | None = None,

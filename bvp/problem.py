@@ -48,6 +48,7 @@ from mpi4py import MPI
 from petsc4py import PETSc
 
 from glep.boundary import CBVP, CFVP, CIVP, PFVP, BoundaryCondition, DirichletNatural, Periodic, Robin
+from glep.bvp._assembly import NumpyAssembler
 from glep.errors import InputError
 from glep.validation import as_finite_array
 
@@ -186,7 +187,7 @@ class ReducedProblem:
         else:
             self.Q, _, _ = self._restriction({k: None for k in self.spec.test_fixed}, self.spec.periodic, nr_loc)
             test_idx = self._last_ridx
-        self.direct = bool(getattr(disc, "supports_reduced", False))
+        self.direct = isinstance(disc, NumpyAssembler)  # assembles J_r = Qᵀ A P directly (no PtAP)
         if self.direct:
             self.trial_map, self.test_map = self._ghosted(trial_idx), self._ghosted(test_idx)
         self.nr_loc = nr_loc

@@ -492,7 +492,7 @@ def default_singular_tol(problem, v: PETSc.Vec, J: PETSc.Mat, M: PETSc.Mat, lam_
     from math import factorial
 
     disc = problem.disc
-    p = int(getattr(disc, "degree", 1))
+    p = int(disc.degree)
     h = _cell_size(disc.mesh)
     H1 = disc.metric("H1")
     K = H1.ptap(problem.P)

@@ -34,10 +34,6 @@ def _apply_rows(S: sp.csr_array, D: np.ndarray, X: np.ndarray) -> np.ndarray:
     return np.asarray((S @ X2.T).T).reshape(*lead, S.shape[0])
 
 
-def _uvec(values) -> ufl.core.expr.Expr:
-    return ufl.as_vector(np.asarray(values, dtype=float).tolist())
-
-
 class Harmonic(PotentialTerm):
     r"""On-site springs ``V = ½ Σ_i k_i q_i²`` with trainable stiffnesses ``k``."""
 
@@ -351,4 +347,4 @@ class Pendulum(PotentialTerm):
 
 
 __all__ = ["Harmonic", "SpringCoupling", "Quartic", "QuadraticForm", "InputDrive",
-           "LogCoshLayer", "Pendulum", "_uvec"]
+           "LogCoshLayer", "Pendulum"]
