@@ -12,7 +12,7 @@ from petsc4py import PETSc
 
 import glep
 from glep import CBVP
-from glep.bvp import make_discretisation, solve_bvp, solve_problem
+from glep.bvp import Continuation, make_discretisation, natural_continuation, solve_bvp, solve_problem
 from glep.bvp.problem import ReducedProblem
 from glep.bvp.solvers import (
     Deflation,
@@ -26,6 +26,7 @@ from glep.bvp.solvers import (
     use_command_line_options,
 )
 from glep.models import coupled_oscillators
+from glep.reference import bratu_exact, bratu_system
 
 MESH = (1.0, 16)
 
@@ -112,3 +113,23 @@ def test_bad_solver_arguments_are_input_errors(oscillators):
         GradientFlow(metric="H2")
     with pytest.raises(glep.InputError, match=r"unknown deflation option\(s\) \['linesearch'\]"):
         Deflation(search={"linesearch": "bt"})
+
+
+def test_gradient_flow_deflation_and_continuation_objects():
+    """The Bratu branches (λ = 2) by the object spelling: the flow finds the minimum, deflation the saddle,
+    continuation the lower branch, each as the keyword spelling does."""
+    sys_, par = bratu_system(2.0)
+    zero = CBVP([0.0], [0.0])
+    h2 = (1.0 / 32) ** 2
+    low = solve_bvp(sys_, par, (1.0, 32), zero, solver=GradientFlow(metric="L2"))
+    assert low.morse_index == 0 and low.p0[0] == pytest.approx(bratu_exact(2.0, "lower")[1], rel=h2)
+    up = solve_bvp(sys_, par, (1.0, 32), zero, solver=Deflation(known=(low,)), morse=True)
+    assert up.morse_index == 1 and up.p0[0] == pytest.approx(bratu_exact(2.0, "upper")[1], rel=2 * h2)
+    problem = ReducedProblem(make_discretisation(sys_, par, (1.0, 32)), zero)
+    branch = Continuation("lam", (1.0, 2.0, 3.0), solver=Newton(rtol=1e-11)).run(problem)
+    keyword = natural_continuation(ReducedProblem(make_discretisation(sys_, par, (1.0, 32)), zero), "lam",
+                                   (1.0, 2.0, 3.0), rtol=1e-11)
+    assert [s.params_value for s in branch] == [1.0, 2.0, 3.0]
+    assert [s.p0[0] for s in branch] == pytest.approx([s.p0[0] for s in keyword], rel=1e-12)  # same path
+    # two converged solves of one discrete problem (residuals ≤ 10⁻¹⁰ relative, well-conditioned minimum)
+    assert branch[1].p0[0] == pytest.approx(low.p0[0], rel=1e-8)
