@@ -163,15 +163,17 @@ def solve_options(options: Mapping[str, object] | None) -> dict[str, str | None]
 
 
 @contextlib.contextmanager
-def petsc_options(prefix: str, options: Mapping[str, object] | None):
-    """Insert ``solve_options(options)`` under ``prefix`` in the PETSc options database for a block.
+def petsc_options(prefix: str, options: Mapping[str, object] | None, *, defaults: bool = True):
+    """Insert ``options`` under ``prefix`` in the PETSc options database for a block.
 
-    Options already in the database under that name are left alone; every option inserted is removed
-    on leaving the block, so nothing leaks into another problem's solves.
+    With ``defaults`` the process defaults (:func:`set_default_petsc_options`) come first and
+    ``options`` override them (:func:`solve_options`).  Options already in the database under that name
+    are left alone; every option inserted is removed on leaving the block, so nothing leaks into another
+    problem's solves.
     """
     db = PETSc.Options()
     added = []
-    for key, val in solve_options(options).items():
+    for key, val in (solve_options(options) if defaults else _normalise_options(options)).items():
         full = prefix + key
         if not db.hasName(full):
             db.setValue(full, "" if val is None else val)
@@ -720,7 +722,10 @@ def _run_flow(problem, r0, metric, dt, max_steps, rtol, atol, options, history, 
 
     ts.setPostStep(post)
     failure = None
-    with petsc_options(problem.options_prefix + "flow_", options):
+    # the defaults under the problem's prefix (``-glep_flow_ts_monitor`` reaches ``glep_<id>_flow_ts_monitor``),
+    # this solve's options under the TS's own prefix
+    with petsc_options(problem.options_prefix, None), \
+            petsc_options(problem.options_prefix + "flow_", options, defaults=False):
         ts.setFromOptions()
         try:
             ts.solve(r0)

@@ -133,3 +133,19 @@ def test_gradient_flow_deflation_and_continuation_objects():
     assert [s.p0[0] for s in branch] == pytest.approx([s.p0[0] for s in keyword], rel=1e-12)  # same path
     # two converged solves of one discrete problem (residuals ≤ 10⁻¹⁰ relative, well-conditioned minimum)
     assert branch[1].p0[0] == pytest.approx(low.p0[0], rel=1e-8)
+
+
+@pytest.mark.parametrize("spelling", ["solve", "default"])
+def test_gradient_flow_options_reach_its_ts(oscillators, spelling):
+    """``GradientFlow(options=...)`` sets the TS's options; a default ``flow_…`` (``-glep_flow_ts_type`` on the
+    command line) reaches the same TS.  An unknown TS type proves that the option was read."""
+    system, params, bc = oscillators
+    problem = ReducedProblem(make_discretisation(system, params, MESH), bc)
+    flow = GradientFlow(options={"ts_type": "no_such_type"}) if spelling == "solve" else GradientFlow()
+    previous = set_default_petsc_options({"flow_ts_type": "no_such_type"} if spelling == "default" else None)
+    try:
+        with pytest.raises(PETSc.Error, match="error code 86"):
+            solve_problem(problem, solver=flow)
+    finally:
+        set_default_petsc_options(previous)
+    assert not [k for k in PETSc.Options().getAll() if k.startswith(problem.options_prefix)]
