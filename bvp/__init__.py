@@ -13,7 +13,10 @@ deflation (:func:`find_solutions` enumerates solutions from one guess);
 :func:`hessian_report` says how far the Hessian is from singular;
 :func:`adjoint_gradient` is the discrete adjoint and :func:`cbvp_gradient`
 the GLEP contrast estimator; :mod:`glep.bvp.continuation` follows branches and
-locates folds.
+locates folds.  Solvers are objects (``solve_bvp(..., solver=Newton(rtol=1e-12,
+options={"snes_monitor": None}))``, :mod:`glep.bvp.solvers`); PETSc options are given per solve and set
+under the problem's own prefix; a script that wants ``-glep_*`` options from its command line calls
+:func:`use_command_line_options`.
 """
 
 import glep  # noqa: F401  isort: skip  (configures PETSc before dolfinx loads)
