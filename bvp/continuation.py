@@ -80,7 +80,7 @@ class Continuation:
         return natural_continuation(problem, self.name, self.values, guess, solver=self.solver)
 
 
-@dataclass
+@dataclass(frozen=True)
 class BranchPoint:
     """A point ``(a, λ)`` of a branch with its reduced state ``r``."""
 
