@@ -807,22 +807,33 @@ def residual_descent(problem, r0: PETSc.Vec, *, mu: float = 1.0, rtol: float = 1
 
 # -- solvers as objects -----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Newton:
-    r"""Newton's method on ``F_r(r) = 0`` (PETSc SNES ``newtonls``), globalised by a line search on ``‖F_r‖²``.
-
-    Attributes: ``rtol``, ``atol``, ``stol``, ``max_it`` (SNES tolerances), ``linesearch`` (``"bt"``
-    backtracking or ``"basic"`` full steps), ``options`` (PETSc options for the solve, without prefix),
-    ``lu_solver`` (``"mumps"`` by default), ``monitor`` (a SNES monitor).  See :func:`newton`.
-    """
+class _SNESNewton:
+    """The settings shared by the SNES Newton methods (see :func:`newton`)."""
 
     rtol: float = 1e-10
     atol: float = 1e-12
     stol: float = 1e-13
     max_it: int = 50
-    linesearch: str = "bt"
     options: Mapping | None = None
     lu_solver: str | None = None
     monitor: Callable | None = None
+
+    def _run(self, problem, r0: PETSc.Vec, method: str, linesearch: str = "bt") -> NewtonResult:
+        return newton(problem, r0, method=method, linesearch=linesearch, rtol=self.rtol, atol=self.atol,
+                      stol=self.stol, max_it=self.max_it, options=self.options, lu_solver=self.lu_solver,
+                      monitor=self.monitor)
+
+
+@dataclass(frozen=True)
+class Newton(_SNESNewton):
+    r"""Newton's method on ``F_r(r) = 0`` (PETSc SNES ``newtonls``), globalised by a line search on ``‖F_r‖²``.
+
+    Attributes: ``rtol``, ``atol``, ``stol``, ``max_it`` (SNES tolerances), ``options`` (PETSc options for
+    the solve, without prefix), ``lu_solver`` (``"mumps"`` by default), ``monitor`` (a SNES monitor),
+    ``linesearch`` (``"bt"`` backtracking or ``"basic"`` full steps).  See :func:`newton`.
+    """
+
+    linesearch: str = "bt"
 
     def __post_init__(self):
         if self.linesearch not in ("bt", "basic"):
@@ -830,28 +841,17 @@ class Newton:
 
     def solve(self, problem, r0: PETSc.Vec) -> NewtonResult:
         """Solve from ``r0`` (overwritten with the solution)."""
-        return newton(problem, r0, method="newton", linesearch=self.linesearch, rtol=self.rtol, atol=self.atol,
-                      stol=self.stol, max_it=self.max_it, options=self.options, lu_solver=self.lu_solver,
-                      monitor=self.monitor)
+        return self._run(problem, r0, "newton", self.linesearch)
 
 
 @dataclass(frozen=True)
-class TrustRegion:
+class TrustRegion(_SNESNewton):
     r"""Newton's method with a trust region (SNES ``newtontr``: dogleg between the Newton step and steepest
     descent of ``½‖F_r‖²``).  Attributes as for :class:`Newton` (no line search)."""
 
-    rtol: float = 1e-10
-    atol: float = 1e-12
-    stol: float = 1e-13
-    max_it: int = 50
-    options: Mapping | None = None
-    lu_solver: str | None = None
-    monitor: Callable | None = None
-
     def solve(self, problem, r0: PETSc.Vec) -> NewtonResult:
         """Solve from ``r0`` (overwritten with the solution)."""
-        return newton(problem, r0, method="trust-region", rtol=self.rtol, atol=self.atol, stol=self.stol,
-                      max_it=self.max_it, options=self.options, lu_solver=self.lu_solver, monitor=self.monitor)
+        return self._run(problem, r0, "trust-region")
 
 
 @dataclass(frozen=True)
