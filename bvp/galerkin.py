@@ -44,17 +44,7 @@ from dolfinx import fem
 from mpi4py import MPI
 from petsc4py import PETSc
 
-from glep.bvp._assembly import (
-    EntryMaps,
-    NumpyAssembler,
-    colour_directions,
-    coloured_entries,
-    column_coloring,
-    end_block_coo,
-    end_block_indices,
-    probe_generator,
-    union_pattern,
-)
+from glep.bvp import _assembly as asm
 from glep.bvp.fe import _signal_values, quadrature_metadata
 from glep.errors import InputError
 from glep.parallel import agree
@@ -86,7 +76,7 @@ def lagrange_basis(nodes: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, n
     return P @ C, dP @ C
 
 
-class GalerkinAction(NumpyAssembler):
+class GalerkinAction(asm.NumpyAssembler):
     r"""Assembler with the interface of :class:`~glep.bvp.fe.FEAction`, vectorised over elements.
 
     Parameters
@@ -156,9 +146,9 @@ class GalerkinAction(NumpyAssembler):
         self._coo_size = None
         self._flat = None
         self._colors = None
-        self._entries = EntryMaps()
+        self._entries = asm.EntryMaps()
         self.timings = {"setup": 0.0, "compile": 0.0, "residual": 0.0, "jacobian": 0.0}
-        self._end_blocks = end_block_indices(self.comm, tc)
+        self._end_blocks = asm.end_block_indices(self.comm, tc)
         self.timings["setup"] = time.perf_counter() - t_start
 
     # -- state ----------------------------------------------------------------------
@@ -252,7 +242,7 @@ class GalerkinAction(NumpyAssembler):
         """Structural non-zeros of ``M`` and ``∂_q f`` (cost included, so that β may change), global."""
         n = self.n
         mask = self._mass() != 0
-        rng = probe_generator()
+        rng = asm.probe_generator()
         q = rng.standard_normal((2, n))
         x = {k: np.repeat(v[:1], 2, axis=0) for k, v in self._xq.items()} if self.nc else {
             k: np.zeros((2, s.dim)) for k, s in self.system.signals.items()}
@@ -266,7 +256,7 @@ class GalerkinAction(NumpyAssembler):
             for _ in range(2):
                 H = position_hessian_action(self.system, rng.standard_normal((2, n)), self.theta, x, t, eye, 1.0)
                 mask |= np.any(np.moveaxis(H, 0, -1) != 0, axis=0)
-        return np.nonzero(union_pattern(self.comm, mask))
+        return np.nonzero(asm.union_pattern(self.comm, mask))
 
     def _point_hessian(self, Q: np.ndarray) -> np.ndarray:
         """``∂_q f`` at every quadrature point on the pattern, ``(cells · points, nnz)``."""
@@ -281,10 +271,10 @@ class GalerkinAction(NumpyAssembler):
         if self._colors is None:
             mask = np.zeros((n, n), dtype=bool)
             mask[I, J] = True
-            self._colors = column_coloring(mask)
-        dirs = colour_directions(self._colors, Q.shape[0], n)
+            self._colors = asm.column_coloring(mask)
+        dirs = asm.colour_directions(self._colors, Q.shape[0], n)
         Hc = position_hessian_action(self.system, Q, self.theta, self._xq, self.tq, dirs, self._beta)
-        return coloured_entries(Hc, self._colors, (I, J)).T
+        return asm.coloured_entries(Hc, self._colors, (I, J)).T
 
     def _coo_indices(self, row_map=None, col_map=None):
         """COO rows/cols of the element blocks (entry pattern of ``M`` and ``∂_q f``) and of full end blocks."""
@@ -302,7 +292,7 @@ class GalerkinAction(NumpyAssembler):
         rows = row_map[(ca[..., None] * n + I).ravel()]
         cols = col_map[(cb[..., None] * n + J).ravel()]
         # full n × n blocks at the two ends: room for boundary point terms (Robin, terminal cost)
-        rows_e, cols_e = end_block_coo(self._end_blocks, n, row_map, col_map)
+        rows_e, cols_e = asm.end_block_coo(self._end_blocks, n, row_map, col_map)
         self._coo_size = rows.size
         self._flat = np.zeros(rows.size + rows_e.size)
         return (np.concatenate([rows, rows_e]).astype(PETSc.IntType),
