@@ -37,8 +37,8 @@ from scipy.integrate import solve_bvp as scipy_solve_bvp
 
 from glep import CBVP, DiagonalMass, Harmonic, LagrangianSystem, Quartic, SpringCoupling
 from glep.bvp import ReducedProblem, make_discretisation, newton, set_guess, solve_bvp
-from glep.bvp.reference import bratu_exact, bratu_system, troesch_system
 from glep.meshes import graded_time_mesh, uniform_time_mesh
+from glep.reference import bratu_exact, bratu_system, troesch_system
 
 COMM = MPI.COMM_WORLD
 

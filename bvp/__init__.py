@@ -14,7 +14,10 @@ deflation (:func:`find_solutions` enumerates solutions from one guess);
 :func:`adjoint_gradient` is the discrete adjoint and :func:`contrast_values`
 gives ``∫∂_θL`` along nudged solutions (the GLEP estimators built on them are in
 :mod:`glep.estimators.cbvp`); :mod:`glep.bvp.continuation` follows branches and
-locates folds.
+locates folds.  Solvers are objects (``solve_bvp(..., solver=Newton(rtol=1e-12,
+options={"snes_monitor": None}))``, :mod:`glep.bvp.solvers`); PETSc options are given per solve and set
+under the problem's own prefix; a script that wants ``-glep_*`` options from its command line calls
+:func:`use_command_line_options`.
 """
 
 import dolfinx_solver  # noqa: F401  isort: skip  (configures PETSc before dolfinx/petsc4py load)
@@ -30,20 +33,27 @@ from glep.bvp.api import (
     solve_bvp,
     solve_problem,
 )
-from glep.bvp.continuation import functional_continuation, locate_fold, natural_continuation
+from glep.bvp.continuation import Continuation, functional_continuation, locate_fold, natural_continuation
 from glep.bvp.deflation import deflated_newton, deflation_search, perturbed_starts
 from glep.bvp.fe import FEAction, interpolate_signal, quadrature_metadata
 from glep.bvp.galerkin import GalerkinAction
 from glep.bvp.nudged import beta_tangent, contrast_values, nudged_problem, residual_free
 from glep.bvp.problem import ReducedProblem
 from glep.bvp.solvers import (
+    Deflation,
+    GradientFlow,
     HessianReport,
+    Newton,
+    ResidualDescent,
+    TrustRegion,
     gradient_flow,
     hessian_report,
     inertia,
     morse_index,
     newton,
     residual_descent,
+    set_default_petsc_options,
+    use_command_line_options,
 )
 from glep.bvp.vectorised import VectorisedAction
 
@@ -56,4 +66,6 @@ __all__ = [
     "adjoint_gradient", "discrete_loss", "FEAdjointResult",
     "contrast_values", "beta_tangent", "nudged_problem", "residual_free",
     "natural_continuation", "functional_continuation", "locate_fold",
+    "Newton", "TrustRegion", "ResidualDescent", "GradientFlow", "Deflation", "Continuation",
+    "set_default_petsc_options", "use_command_line_options",
 ]

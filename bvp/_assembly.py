@@ -1,9 +1,25 @@
-"""Pieces shared by the NumPy assemblers (:mod:`glep.bvp.vectorised`, :mod:`glep.bvp.galerkin`)."""
+r"""The assembly toolkit shared by the NumPy assemblers (:mod:`glep.bvp.vectorised`, :mod:`glep.bvp.galerkin`).
+
+Both assemble ``∂²A/∂q²`` of a P1 (or P_p) trajectory from point Hessians ``∂²_qL(q_g)`` placed on a
+fixed structural pattern ``(I, J)`` of an ``n × n`` block:
+
+* the pattern is *probed* once (:func:`probe_generator`: random states from a fixed seed, so that
+  every rank and every run probes the same points) and made the same on every rank
+  (:func:`union_pattern`, the union over ranks);
+* the point Hessians on the pattern come either from the terms' sparse entries
+  (:class:`EntryMaps`: entry ``(r, c)`` of a term goes to pattern position ``p`` with
+  ``(I_p, J_p) = (r, c)``; repeated positions are summed) or from coloured Hessian actions
+  (:func:`column_coloring`, :func:`colour_directions`, :func:`coloured_entries`: columns sharing no
+  row are probed together, ``H e_C = Σ_{j∈C} H e_j``);
+* the two end blocks are reserved dense (:func:`end_block_indices`, :func:`end_block_coo`) for the
+  boundary point terms.
+"""
 
 from __future__ import annotations
 
 import dolfinx.fem.petsc as fpetsc
 import numpy as np
+import scipy.sparse as sp
 import ufl
 from dolfinx import fem
 from mpi4py import MPI
@@ -29,6 +45,102 @@ def column_coloring(mask: np.ndarray) -> np.ndarray:
             c += 1
         colors[j] = c
     return colors
+
+
+PROBE_SEED = 1234
+
+
+def probe_generator() -> np.random.Generator:
+    """The random generator of every structural probe: a fixed seed, the same states on every rank and run."""
+    return np.random.default_rng(PROBE_SEED)
+
+
+def union_pattern(comm: MPI.Comm, mask: np.ndarray) -> np.ndarray:
+    """The union over the ranks of ``comm`` of a boolean pattern (collective): every rank assembles the
+    same structure, whatever entries its own probe found."""
+    mask8 = np.ascontiguousarray(mask, dtype=np.uint8)
+    comm.Allreduce(MPI.IN_PLACE, mask8, op=MPI.MAX)
+    return mask8.astype(bool)
+
+
+def colour_directions(colors: np.ndarray, points: int, n: int) -> np.ndarray:
+    r"""Directions ``e_C = Σ_{j: colour(j) = C} e_j`` for every colour ``C`` at every point, ``(C, points, n)``."""
+    dirs = np.zeros((int(colors.max()) + 1, points, n))
+    dirs[colors, :, np.arange(n)] = 1.0
+    return dirs
+
+
+def coloured_entries(Hc: np.ndarray, colors: np.ndarray, pattern: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    r"""Pattern entries ``H_IJ = (H e_{colour(J)})_I`` from the coloured actions ``Hc`` ``(C, points, n)``,
+    shape ``(nnz, points)``."""
+    I, J = pattern
+    return Hc[colors[J], :, I]
+
+
+class EntryMaps:
+    r"""Maps of the terms' sparse Hessian entries onto a pattern, cached for the last entry structure.
+
+    A term whose entries hit distinct pattern positions gets an index array (``H[idx] += values``), one
+    with repeated positions (a spring adds ``J`` to ``(i, i)`` twice) a sparse summation matrix.
+    """
+
+    def __init__(self):
+        self._key = None
+        self._maps = None
+
+    def maps(self, rows, cols, pattern: tuple[np.ndarray, np.ndarray], n: int) -> list | None:
+        """One map per term, or ``None`` if an entry lies outside ``pattern``."""
+        key = (tuple((np.asarray(r).tobytes(), np.asarray(c).tobytes()) for r, c in zip(rows, cols)),
+               pattern[0].tobytes(), pattern[1].tobytes())
+        if key != self._key:
+            self._key, self._maps = key, _entry_maps(rows, cols, pattern, n)
+        return self._maps
+
+    def hessian(self, entries, pattern: tuple[np.ndarray, np.ndarray], n: int, w: np.ndarray,
+                out: np.ndarray | None = None) -> np.ndarray | None:
+        r"""``w_g ∂²_qL(q_g)`` on the pattern, shape ``(nnz, points)`` (written into ``out`` if given), from
+        ``entries = (rows, cols, values)`` (values ``(nnz_term,)`` constant or ``(points, nnz_term)``);
+        ``None`` if an entry lies outside the pattern."""
+        rows, cols, vals = entries
+        maps = self.maps(rows, cols, pattern, n)
+        if maps is None:
+            return None
+        const = np.zeros(len(pattern[0]))
+        varying = []
+        for m, v in zip(maps, vals):
+            v = np.asarray(v, dtype=float)
+            if v.ndim == 1:
+                if isinstance(m, np.ndarray):
+                    np.add.at(const, m, v)
+                else:
+                    const += m @ v
+            else:
+                varying.append((m, v))
+        H = np.multiply(const[:, None], w[None, :], out=out)
+        for m, v in varying:
+            wv = v.T * w  # (nnz_term, points)
+            if isinstance(m, np.ndarray):
+                for row, vals_ in zip(m, wv):  # distinct pattern rows: contiguous in-place adds
+                    H[row] += vals_
+            else:
+                H += m @ wv
+        return H
+
+
+def _entry_maps(rows, cols, pattern: tuple[np.ndarray, np.ndarray], n: int) -> list | None:
+    I, J = pattern
+    where = np.full(n * n, -1, dtype=np.int64)
+    where[I * n + J] = np.arange(len(I))
+    maps = []
+    for r, c in zip(rows, cols):
+        tgt = where[np.asarray(r) * n + np.asarray(c)]
+        if np.any(tgt < 0):
+            return None
+        if len(np.unique(tgt)) == len(tgt):
+            maps.append(tgt)
+        else:
+            maps.append(sp.csr_array((np.ones(len(tgt)), (tgt, np.arange(len(tgt)))), shape=(len(I), len(tgt))))
+    return maps
 
 
 def end_block_indices(comm: MPI.Comm, tc: np.ndarray) -> np.ndarray:
@@ -60,11 +172,13 @@ def end_block_coo(ends: np.ndarray, n: int, row_map: np.ndarray, col_map: np.nda
 
 
 class NumpyAssembler:
-    """Vector I/O and the gradient-flow metric of an assembler that owns ``V`` and the trajectory ``u``."""
+    """Vector I/O and the gradient-flow metric of an assembler that owns ``V`` and the trajectory ``u``.
+
+    :class:`~glep.bvp.problem.ReducedProblem` assembles ``J_r = Qᵀ A P`` of such an assembler directly
+    (no PtAP), through :meth:`create_jacobian`'s maps.
+    """
 
     kind = "vectorised"
-    #: :class:`~glep.bvp.problem.ReducedProblem` may assemble ``J_r = Qᵀ A P`` directly (no PtAP).
-    supports_reduced = True
     V: fem.FunctionSpace
 
     def create_jacobian(self, row_map: np.ndarray | None = None, col_map: np.ndarray | None = None,

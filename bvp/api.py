@@ -21,13 +21,24 @@ from glep.boundary import CFVP, PFVP, BoundaryCondition
 from glep.bvp import _mesh
 from glep.bvp.fe import FEAction
 from glep.bvp.problem import ReducedProblem
-from glep.bvp.solvers import HessianReport, collective, gradient_flow, hessian_report, newton, residual_descent
+from glep.bvp.solvers import (
+    DEFLATION_SEARCH_OPTIONS,
+    Deflation,
+    HessianReport,
+    Newton,
+    Solver,
+    TrustRegion,
+    hessian_report,
+    newton,
+    solver_from_keywords,
+)
 from glep.errors import InputError, SingularHessianError, SolverError
+from glep.parallel import agree
 from glep.signals import check_signals
 from glep.system import LagrangianSystem
 
 
-@dataclass
+@dataclass(frozen=True)
 class BVPSolution:
     """A whole-trajectory solution.
 
@@ -59,6 +70,10 @@ class BVPSolution:
         magnitude) of ``J_r v = λ M v`` (``M`` the ``L²`` Gram matrix, so
         ``λ_min`` approximates the Jacobi operator's eigenvalue),
         ``|λ_min|/|λ_max|`` and the tolerance ``|λ_min|`` exceeded.
+    params_value:
+        The continuation parameter's value (:func:`glep.bvp.natural_continuation`), else ``None``.
+
+    Every field is set when the solution is made (it is frozen).
     """
 
     times: np.ndarray
@@ -78,6 +93,7 @@ class BVPSolution:
     hessian_max_eigenvalue: float | None = None
     hessian_eigenvalue_ratio: float | None = None
     hessian_tolerance: float | None = None
+    params_value: float | None = None
 
     @property
     def function(self) -> dolfinx.fem.Function:
@@ -146,7 +162,7 @@ def set_guess(problem: ReducedProblem, guess) -> PETSc.Vec:
                 pass
             return np.stack([np.asarray(fn(float(ti)), dtype=float).reshape(n) for ti in X[0]], axis=1)
 
-        collective(problem.comm, u.interpolate, interp)
+        agree(lambda: u.interpolate(interp), problem.comm, "interpolating the guess")
     else:
         arr = np.asarray(guess, dtype=float)
         ts, _ = gather_nodal(disc)
@@ -195,55 +211,60 @@ def _solution(problem: ReducedProblem, res, beta: float, report: HessianReport |
     problem.lift(res.r)
     ts, qs = gather_nodal(problem.disc)
     mom = problem.momenta()
-    index = report.index if isinstance(report, HessianReport) else report
-    sol = BVPSolution(ts, qs, mom["0"], mom["T"], problem.action(), beta, index, res.iterations,
-                      res.history, res.reason, res.wall_time, problem, res.r)
-    if isinstance(report, HessianReport):
-        sol.hessian_min_eigenvalue = report.min_eigenvalue
-        sol.hessian_max_eigenvalue = report.max_eigenvalue
-        sol.hessian_eigenvalue_ratio = report.ratio
-        sol.hessian_tolerance = report.tolerance
-    return sol
+    hr = report if isinstance(report, HessianReport) else None
+    index = hr.index if hr is not None else report
+    return BVPSolution(ts, qs, mom["0"], mom["T"], problem.action(), beta, index, res.iterations,
+                       res.history, res.reason, res.wall_time, problem, res.r,
+                       hessian_min_eigenvalue=None if hr is None else hr.min_eigenvalue,
+                       hessian_max_eigenvalue=None if hr is None else hr.max_eigenvalue,
+                       hessian_eigenvalue_ratio=None if hr is None else hr.ratio,
+                       hessian_tolerance=None if hr is None else hr.tolerance)
 
 
-def solve_problem(problem: ReducedProblem, guess=None, *, method: str = "newton", morse: bool = False,
-                  known: list | None = None, metric: str = "H1", singular_tol: float | None = None,
-                  **kw) -> BVPSolution:
+def solve_problem(problem: ReducedProblem, guess=None, *, solver: Solver | None = None, method: str = "newton",
+                  morse: bool = False, known: list | None = None, metric: str = "H1",
+                  singular_tol: float | None = None, **kw) -> BVPSolution:
     """Solve an already built :class:`~glep.bvp.problem.ReducedProblem` (see :func:`solve_bvp`)."""
-    methods = ("newton", "residual-descent", "trust-region", "gradient-flow", "deflation")
-    if method not in methods:
-        raise InputError(f"method must be one of {', '.join(repr(m) for m in methods)}, got {method!r}")
-    if method == "deflation":
-        sols = find_problem_solutions(problem, guess, known=known or [], max_solutions=1, morse=morse,
-                                      singular_tol=singular_tol, **kw)
-        if not sols:
-            rep = sols.search
-            raise SolverError(f"deflation found no solution besides the {len(known or [])} known ones "
-                              f"({problem.spec.label}; {rep.attempts} deflated Newton runs from "
-                              f"{rep.starts} starts failed or returned a known solution: {rep.failures})",
-                              reason="no new solution")
-        return sols[0]
+    if solver is None:
+        solver = solver_from_keywords(method, known=known, metric=metric, **kw)
+    elif kw or method != "newton" or known is not None:
+        raise InputError("pass either solver=<a solver object> or the keywords method=, rtol=, ... (not both); "
+                         f"got solver={solver!r} with {sorted(kw) + (['method'] if method != 'newton' else [])}")
+    if not isinstance(solver, Solver):
+        raise InputError(f"solver must be Newton, TrustRegion, ResidualDescent, GradientFlow or Deflation, "
+                         f"got {solver!r}")
+    if isinstance(solver, Deflation):
+        return _first_new_solution(problem, guess, solver, morse, singular_tol)
     r0 = set_guess(problem, guess)
-    if method in ("newton", "trust-region"):
-        res = newton(problem, r0, method=method, **kw)
-    elif method == "residual-descent":
-        res = residual_descent(problem, r0, **kw)
-    else:
-        res = gradient_flow(problem, r0, metric=metric, **kw)
-    report = getattr(res, "hessian_report", None)  # the gradient flow checks the end point's inertia itself
+    res = solver.solve(problem, r0)
+    report = res.hessian_report  # the gradient flow checks the end point's inertia itself
     if morse and (report is None or singular_tol is not None):
         report = hessian_report(problem, res.r, singular_tol=singular_tol)
     return _solution(problem, res, problem.disc.beta, report)
 
 
-_SEARCH_KW = {"power", "shift", "max_it", "distinct_tol", "rtol", "atol", "min_step", "polish"}
+def _first_new_solution(problem: ReducedProblem, guess, solver: Deflation, morse: bool,
+                        singular_tol: float | None) -> BVPSolution:
+    sols = find_problem_solutions(problem, guess, known=list(solver.known), max_solutions=1, morse=morse,
+                                  singular_tol=singular_tol, modes=solver.modes, amplitudes=solver.amplitudes,
+                                  shooting_momenta=solver.shooting_momenta, max_attempts=solver.max_attempts,
+                                  max_newton_iterations=solver.max_newton_iterations, **solver.search)
+    if not sols:
+        rep = sols.search
+        raise SolverError(f"deflation found no solution besides the {len(solver.known)} known ones "
+                          f"({problem.spec.label}; {rep.attempts} deflated Newton runs from "
+                          f"{rep.starts} starts failed or returned a known solution: {rep.failures})",
+                          reason="no new solution")
+    return sols[0]
 
 
 class FoundSolutions(list):
     """A list of :class:`BVPSolution` with ``search``: the :class:`glep.bvp.deflation.SearchReport`
     (attempts, Newton iterations, failure reasons, and which rule stopped the search)."""
 
-    search = None
+    def __init__(self, solutions, search):
+        super().__init__(solutions)
+        self.search = search
 
 
 def find_problem_solutions(problem: ReducedProblem, guess=None, *, known: list | None = None,
@@ -255,9 +276,9 @@ def find_problem_solutions(problem: ReducedProblem, guess=None, *, known: list |
     r"""All solutions that deflation reaches from ``guess`` (see :func:`find_solutions`)."""
     from glep.bvp.deflation import deflation_search, perturbed_starts, shooting_starts
 
-    unknown = set(search_kw) - _SEARCH_KW
+    unknown = set(search_kw) - DEFLATION_SEARCH_OPTIONS
     if unknown:
-        raise InputError(f"unknown deflation option(s) {sorted(unknown)}; valid: {sorted(_SEARCH_KW)}")
+        raise InputError(f"unknown deflation option(s) {sorted(unknown)}; valid: {sorted(DEFLATION_SEARCH_OPTIONS)}")
     if on_singular not in ("raise", "none"):
         raise InputError(f"on_singular must be 'raise' or 'none', got {on_singular!r}")
     if morse and not problem.spec.symmetric:
@@ -281,8 +302,7 @@ def find_problem_solutions(problem: ReducedProblem, guess=None, *, known: list |
     finally:
         for v in starts + known_vecs:
             v.destroy()
-    sols = FoundSolutions()
-    sols.search = report
+    sols = []
     for r, res in report.solutions:
         hr = None
         if morse:
@@ -292,8 +312,7 @@ def find_problem_solutions(problem: ReducedProblem, guess=None, *, known: list |
                 if on_singular == "raise":
                     raise
         sols.append(_solution(problem, res, problem.disc.beta, hr))
-    sols[:] = sort_solutions(sols)
-    return sols
+    return FoundSolutions(sort_solutions(sols), report)
 
 
 def _as_known(problem: ReducedProblem, k) -> PETSc.Vec:
@@ -391,7 +410,7 @@ def solve_bvp(system: LagrangianSystem, params: Mapping[str, np.ndarray], mesh, 
               beta: float = 0.0, guess=None, method: str = "newton", degree: int = 1, quadrature: str = "gll",
               quadrature_degree: int | None = None, assembler: str = "fe", morse: bool = False,
               known: list | None = None, singular_tol: float | None = None, comm: MPI.Comm | None = None,
-              **solver_kw) -> BVPSolution:
+              solver: Solver | None = None, **solver_kw) -> BVPSolution:
     r"""Solve a Lagrangian boundary-value problem on a finite-element time mesh.
 
     Parameters
@@ -424,21 +443,30 @@ def solve_bvp(system: LagrangianSystem, params: Mapping[str, np.ndarray], mesh, 
         :class:`glep.SingularHessianError` when ``|λ_min| ≤ singular_tol``
         (default from the discretisation error, see
         :func:`glep.bvp.solvers.hessian_report`).
-    solver_kw:
-        Passed to the solver (``rtol``, ``atol``, ``max_it``, ``linesearch``,
-        ``options`` for the ``glep_`` PETSc prefix...).
+    solver:
+        A solver object: :class:`~glep.bvp.solvers.Newton` (default), ``TrustRegion``, ``ResidualDescent``,
+        ``GradientFlow`` or ``Deflation`` (:mod:`glep.bvp.solvers`), e.g.
+        ``solver=Newton(rtol=1e-12, options={"snes_monitor": None})``.
+    method, known, solver_kw:
+        The keyword spelling of ``solver`` (``method="newton"``, ``rtol=``, ``atol=``, ``max_it=``,
+        ``linesearch=``, ``options=`` PETSc options for this solve...), mapped by
+        :func:`glep.bvp.solvers.solver_from_keywords`; not together with ``solver``.
+        For a PFVP the free stage is solved by ``solver`` if it is a Newton method, else by ``Newton()``.
     """
+    if solver is None:
+        solver = solver_from_keywords(method, known=known, **solver_kw)
+    elif solver_kw or method != "newton" or known is not None:
+        raise InputError("pass either solver=<a solver object> or the keywords method=, rtol=, ... (not both)")
     disc = make_discretisation(system, params, mesh, assembler=assembler, degree=degree, quadrature=quadrature,
                                quadrature_degree=quadrature_degree, beta=0.0, comm=comm)
     if isinstance(bc, PFVP):
         free = ReducedProblem(disc, bc.free)
-        fsol = solve_problem(free, guess, **solver_kw)
+        fsol = solve_problem(free, guess, solver=solver if isinstance(solver, (Newton, TrustRegion)) else Newton())
         bc = CFVP(fsol.q[-1], pT=fsol.pT)
         guess = fsol if guess is None else guess
     disc.set_beta(beta)
     problem = ReducedProblem(disc, bc)
-    return solve_problem(problem, guess, method=method, morse=morse, known=known, singular_tol=singular_tol,
-                         **solver_kw)
+    return solve_problem(problem, guess, solver=solver, morse=morse, singular_tol=singular_tol)
 
 
 __all__ = ["BVPSolution", "solve_bvp", "solve_problem", "find_solutions", "find_problem_solutions",

@@ -23,7 +23,7 @@ r"""Continuation in a scalar parameter and location of folds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from petsc4py import PETSc
@@ -31,7 +31,7 @@ from scipy.optimize import minimize_scalar
 
 from glep.bvp.api import BVPSolution, solve_problem
 from glep.bvp.problem import ReducedProblem
-from glep.bvp.solvers import configure_lu
+from glep.bvp.solvers import Newton, Solver, configure_lu
 from glep.errors import InputError, SolverError
 
 
@@ -59,12 +59,28 @@ def natural_continuation(problem: ReducedProblem, name: str, values, guess=None,
         else:
             start = None
         sol = solve_problem(problem, guess if start is None else start, **solver_kw)
-        sol.params_value = float(lam)
-        sols.append(sol)
+        sols.append(replace(sol, params_value=float(lam)))
     return sols
 
 
-@dataclass
+@dataclass(frozen=True)
+class Continuation:
+    r"""Natural continuation in the scalar parameter ``name`` over ``values`` (:func:`natural_continuation`).
+
+    Each solve (by ``solver``, default :class:`~glep.bvp.solvers.Newton`) starts from the secant
+    extrapolation of the two previous solutions; it stops with :class:`glep.SolverError` at a fold.
+    """
+
+    name: str
+    values: tuple
+    solver: Solver = field(default_factory=Newton)
+
+    def run(self, problem: ReducedProblem, guess=None) -> list[BVPSolution]:
+        """The solutions at ``values`` (each with ``params_value`` set)."""
+        return natural_continuation(problem, self.name, self.values, guess, solver=self.solver)
+
+
+@dataclass(frozen=True)
 class BranchPoint:
     """A point ``(a, λ)`` of a branch with its reduced state ``r``."""
 
@@ -178,5 +194,5 @@ def locate_fold(problem: ReducedProblem, name: str, *, t_star: float, start: BVP
 
 _MINLOC = __import__("mpi4py").MPI.MINLOC
 
-__all__ = ["natural_continuation", "functional_continuation", "locate_fold", "FunctionalContinuation",
+__all__ = ["Continuation", "natural_continuation", "functional_continuation", "locate_fold", "FunctionalContinuation",
            "BranchPoint"]

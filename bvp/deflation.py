@@ -31,12 +31,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 from petsc4py import PETSc
 
-from glep.bvp.solvers import NewtonResult, _Guard, collective, configure_lu, newton
+from glep.bvp.solvers import NewtonResult, _Guard, configure_lu, newton
 from glep.errors import InputError, SolverError
+from glep.parallel import agree
 
 
 class DeflationOperator:
@@ -146,10 +148,7 @@ def deflated_newton(problem, r0: PETSc.Vec, known: list[PETSc.Vec] | DeflationOp
     t0 = time.perf_counter()
 
     def residual(x, out) -> float:
-        with guard.capture(out):
-            problem.residual(x, out)
-        guard.check()
-        return out.norm()
+        return guard.residual_norm(problem, x, out)
 
     history: list[float] = []
     try:
@@ -162,7 +161,7 @@ def deflated_newton(problem, r0: PETSc.Vec, known: list[PETSc.Vec] | DeflationOp
                 raise SolverError("deflated Newton: non-finite residual", reason="non-finite", history=history)
             if f <= tol:
                 break
-            J = collective(comm, problem.jacobian, r0, J)
+            J = agree(partial(problem.jacobian, r0, J), comm, "assembling the Jacobian")
             ksp.setOperators(J)
             try:
                 ksp.solve(F, dx)
@@ -419,7 +418,7 @@ def deflation_search(problem, starts: list[PETSc.Vec], known: list[PETSc.Vec] = 
 def _residual_norm(problem, x: PETSc.Vec) -> float:
     F = problem.create_vec()
     try:
-        collective(problem.comm, problem.residual, x, F)
+        agree(lambda: problem.residual(x, F), problem.comm, "assembling the residual")
         return float(F.norm())
     finally:
         F.destroy()

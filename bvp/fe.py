@@ -36,8 +36,8 @@ import ufl
 from dolfinx import fem
 from petsc4py import PETSc
 
-from glep.bvp.solvers import collective
 from glep.errors import InputError
+from glep.parallel import agree
 from glep.signals import Signal
 from glep.system import LagrangianSystem
 
@@ -70,7 +70,7 @@ def interpolate_signal(sig: Signal, mesh: dolfinx.mesh.Mesh, name: str) -> fem.F
     W = fem.functionspace(mesh, ("Lagrange", 1, (sig.dim,)))
     f = fem.Function(W, name=name)
     t = W.tabulate_dof_coordinates()[:, 0]
-    values = collective(mesh.comm, _signal_values, sig, t)
+    values = agree(lambda: _signal_values(sig, t), mesh.comm, "evaluating the signals")
     f.x.array[:] = values.reshape(-1)
     return f
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from functools import partial
 
 import basix
 import dolfinx
@@ -43,10 +44,10 @@ from dolfinx import fem
 from mpi4py import MPI
 from petsc4py import PETSc
 
-from glep.bvp._assembly import NumpyAssembler, column_coloring, end_block_coo, end_block_indices
+from glep.bvp import _assembly as asm
 from glep.bvp.fe import _signal_values, quadrature_metadata
-from glep.bvp.solvers import collective
 from glep.errors import InputError
+from glep.parallel import agree
 from glep.system import (
     LagrangianSystem,
     position_force,
@@ -75,7 +76,7 @@ def lagrange_basis(nodes: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, n
     return P @ C, dP @ C
 
 
-class GalerkinAction(NumpyAssembler):
+class GalerkinAction(asm.NumpyAssembler):
     r"""Assembler with the interface of :class:`~glep.bvp.fe.FEAction`, vectorised over elements.
 
     Parameters
@@ -145,8 +146,9 @@ class GalerkinAction(NumpyAssembler):
         self._coo_size = None
         self._flat = None
         self._colors = None
+        self._entries = asm.EntryMaps()
         self.timings = {"setup": 0.0, "compile": 0.0, "residual": 0.0, "jacobian": 0.0}
-        self._end_blocks = end_block_indices(self.comm, tc)
+        self._end_blocks = asm.end_block_indices(self.comm, tc)
         self.timings["setup"] = time.perf_counter() - t_start
 
     # -- state ----------------------------------------------------------------------
@@ -164,7 +166,8 @@ class GalerkinAction(NumpyAssembler):
         """Signals at the quadrature points, linear between the vertices (the FE path's P1 interpolation)."""
         out = {}
         for name, sig in self.system.signals.items():
-            ends = collective(self.comm, _signal_values, sig, np.concatenate([self.t0, self.t0 + self.h]))
+            ends = agree(partial(_signal_values, sig, np.concatenate([self.t0, self.t0 + self.h])), self.comm,
+                         "evaluating the signals")
             x0, x1 = ends[: self.nc], ends[self.nc:]
             xq = (1.0 - self.xi)[None, :, None] * x0[:, None, :] + self.xi[None, :, None] * x1[:, None, :]
             out[name] = xq.reshape(self.nc * self.nq, -1)
@@ -196,7 +199,7 @@ class GalerkinAction(NumpyAssembler):
             L = self.system.lagrangian(Q, Vv, self.theta, self._xq, self.tq, self._beta)
             return float(np.sum(self._weights() * L))
 
-        return self.comm.allreduce(collective(self.comm, local))
+        return self.comm.allreduce(agree(local, self.comm, "evaluating the action"))
 
     def cost(self) -> float:
         cost = self.system.cost
@@ -207,7 +210,7 @@ class GalerkinAction(NumpyAssembler):
             Q, _ = self._states()
             return float(np.sum(self._weights() * cost.cost(Q, self._xq, self.tq)))
 
-        return self.comm.allreduce(collective(self.comm, local))
+        return self.comm.allreduce(agree(local, self.comm, "evaluating the action"))
 
     # -- vectors ---------------------------------------------------------------------------
     def residual(self, b: PETSc.Vec) -> None:
@@ -239,7 +242,7 @@ class GalerkinAction(NumpyAssembler):
         """Structural non-zeros of ``M`` and ``∂_q f`` (cost included, so that β may change), global."""
         n = self.n
         mask = self._mass() != 0
-        rng = np.random.default_rng(1234)
+        rng = asm.probe_generator()
         q = rng.standard_normal((2, n))
         x = {k: np.repeat(v[:1], 2, axis=0) for k, v in self._xq.items()} if self.nc else {
             k: np.zeros((2, s.dim)) for k, s in self.system.signals.items()}
@@ -253,49 +256,30 @@ class GalerkinAction(NumpyAssembler):
             for _ in range(2):
                 H = position_hessian_action(self.system, rng.standard_normal((2, n)), self.theta, x, t, eye, 1.0)
                 mask |= np.any(np.moveaxis(H, 0, -1) != 0, axis=0)
-        mask8 = mask.astype(np.uint8)
-        self.comm.Allreduce(MPI.IN_PLACE, mask8, op=MPI.MAX)
-        return np.nonzero(mask8.astype(bool))
+        return np.nonzero(asm.union_pattern(self.comm, mask))
 
     def _point_hessian(self, Q: np.ndarray) -> np.ndarray:
         """``∂_q f`` at every quadrature point on the pattern, ``(cells · points, nnz)``."""
         I, J = self._pattern
-        n, nnz = self.n, len(I)
+        n = self.n
         entries = position_hessian_entries(self.system, Q, self.theta, self._xq, self.tq, self._beta)
         if entries is not None:
-            where = np.full(n * n, -1, dtype=np.int64)
-            where[I * n + J] = np.arange(nnz)
-            H = np.zeros((Q.shape[0], nnz))
-            for r_, c_, v in zip(*entries):
-                tgt = where[np.asarray(r_) * n + np.asarray(c_)]
-                if np.any(tgt < 0):
-                    raise InputError("a Hessian entry lies outside the structural pattern found at set-up")
-                v = np.asarray(v, dtype=float)
-                if v.ndim == 1:
-                    const = np.zeros(nnz)
-                    np.add.at(const, tgt, v)
-                    H += const
-                elif len(np.unique(tgt)) == len(tgt):
-                    H[:, tgt] += v
-                else:
-                    H += np.asarray(sp.csr_array((np.ones(len(tgt)), (tgt, np.arange(len(tgt)))),
-                                                 shape=(nnz, len(tgt))) @ v.T).T
-            return H
+            H = self._entries.hessian(entries, (I, J), n, np.ones(Q.shape[0]))
+            if H is None:
+                raise InputError("a Hessian entry lies outside the structural pattern found at set-up")
+            return H.T
         if self._colors is None:
             mask = np.zeros((n, n), dtype=bool)
             mask[I, J] = True
-            self._colors = column_coloring(mask)
-        colors = self._colors
-        C = int(colors.max()) + 1
-        dirs = np.zeros((C, Q.shape[0], n))
-        dirs[colors, :, np.arange(n)] = 1.0
+            self._colors = asm.column_coloring(mask)
+        dirs = asm.colour_directions(self._colors, Q.shape[0], n)
         Hc = position_hessian_action(self.system, Q, self.theta, self._xq, self.tq, dirs, self._beta)
-        return Hc[colors[J], :, I].T
+        return asm.coloured_entries(Hc, self._colors, (I, J)).T
 
     def _coo_indices(self, row_map=None, col_map=None):
         """COO rows/cols of the element blocks (entry pattern of ``M`` and ``∂_q f``) and of full end blocks."""
         if self._pattern is None:
-            self._pattern = collective(self.comm, self._hessian_pattern)
+            self._pattern = agree(self._hessian_pattern, self.comm, "probing the sparsity pattern")
         n, nl = self.n, self.degree + 1
         if row_map is None:
             imap = self.V.dofmap.index_map
@@ -308,7 +292,7 @@ class GalerkinAction(NumpyAssembler):
         rows = row_map[(ca[..., None] * n + I).ravel()]
         cols = col_map[(cb[..., None] * n + J).ravel()]
         # full n × n blocks at the two ends: room for boundary point terms (Robin, terminal cost)
-        rows_e, cols_e = end_block_coo(self._end_blocks, n, row_map, col_map)
+        rows_e, cols_e = asm.end_block_coo(self._end_blocks, n, row_map, col_map)
         self._coo_size = rows.size
         self._flat = np.zeros(rows.size + rows_e.size)
         return (np.concatenate([rows, rows_e]).astype(PETSc.IntType),
@@ -333,7 +317,7 @@ class GalerkinAction(NumpyAssembler):
 
     def jacobian(self, A: PETSc.Mat) -> None:
         t0 = time.perf_counter()
-        collective(self.comm, self._values)
+        agree(self._values, self.comm, "assembling")
         A.setValuesCOO(self._flat, addv=PETSc.InsertMode.INSERT_VALUES)
         A.assemble()
         self.timings["jacobian"] += time.perf_counter() - t0

@@ -22,8 +22,9 @@ from petsc4py import PETSc
 from glep.boundary import BoundaryCondition
 from glep.bvp.api import BVPSolution, solve_problem
 from glep.bvp.problem import ReducedProblem
-from glep.bvp.solvers import collective, configure_lu
+from glep.bvp.solvers import configure_lu
 from glep.errors import InputError, SolverError
+from glep.parallel import agree
 
 
 def residual_free(bc: BoundaryCondition) -> None:
@@ -78,7 +79,7 @@ def beta_tangent(problem: ReducedProblem, r0: PETSc.Vec) -> PETSc.Vec:
         disc.cost_gradient(g)
         rhs = problem.create_vec()
         problem.Q.multTranspose(g, rhs)
-        cache = getattr(problem, "_newton_cache", None)
+        cache = problem._newton_cache
         if cache is not None:
             J, ksp, own = cache["J"], cache["snes"].getKSP(), False
             problem.jacobian(r0, J)
@@ -99,7 +100,7 @@ def beta_tangent(problem: ReducedProblem, r0: PETSc.Vec) -> PETSc.Vec:
         tangent.scale(-1.0)
         return tangent
 
-    return collective(comm, solve)
+    return agree(solve, comm, what="the β-tangent solve")
 
 
 def contrast_values(problem: ReducedProblem, sol0: BVPSolution, betas, **solver_kw) -> dict[float, dict]:

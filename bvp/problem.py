@@ -40,6 +40,7 @@ the Morse index.  A terminal cost adds ``β c_T(q(T))`` to the action.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,8 +48,11 @@ from mpi4py import MPI
 from petsc4py import PETSc
 
 from glep.boundary import CBVP, CFVP, CIVP, PFVP, BoundaryCondition, DirichletNatural, Periodic, Robin
+from glep.bvp._assembly import NumpyAssembler
 from glep.errors import InputError
 from glep.validation import as_finite_array
+
+_PROBLEM_IDS = itertools.count()  # the same sequence on every rank: problems are built collectively
 
 
 @dataclass
@@ -183,7 +187,7 @@ class ReducedProblem:
         else:
             self.Q, _, _ = self._restriction({k: None for k in self.spec.test_fixed}, self.spec.periodic, nr_loc)
             test_idx = self._last_ridx
-        self.direct = bool(getattr(disc, "supports_reduced", False))
+        self.direct = isinstance(disc, NumpyAssembler)  # assembles J_r = Qᵀ A P directly (no PtAP)
         if self.direct:
             self.trial_map, self.test_map = self._ghosted(trial_idx), self._ghosted(test_idx)
         self.nr_loc = nr_loc
@@ -199,6 +203,8 @@ class ReducedProblem:
         #: keep the Newton Jacobian and its factorisation between solves (see :meth:`release_solver`)
         self.reuse_factorization = True
         self._newton_cache = None
+        #: PETSc options prefix of this problem's solvers (options given to a solve are set under it)
+        self.options_prefix = f"glep_{next(_PROBLEM_IDS)}_"
 
     def release_solver(self) -> None:
         """Free the Jacobian and factorisation kept from the last Newton solve."""

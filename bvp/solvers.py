@@ -6,9 +6,7 @@ r"""PETSc solvers for whole-trajectory boundary-value problems.
   dogleg between the Newton step and steepest descent of ``½‖F‖²``) is an
   alternative globalisation.
 * :func:`residual_descent` — Levenberg–Marquardt descent on ``½‖F‖²`` for
-  poor initial guesses (reaches saddles of the action, unlike action descent).  Options pass through the
-  PETSc options database with prefix ``glep_`` (``-glep_snes_monitor``,
-  ``-glep_snes_linesearch_type basic``, ``-glep_ksp_type gmres``...).
+  poor initial guesses (reaches saddles of the action, unlike action descent).
 * :func:`gradient_flow` — the action-gradient flow ``M ∂_τ r = −F_r(r)``
   (``M`` the ``L²`` or ``H¹`` Gram matrix) with PETSc ``TS`` pseudo-transient
   continuation.  Descent on the action is only meaningful at a minimum: the
@@ -20,6 +18,13 @@ r"""PETSc solvers for whole-trajectory boundary-value problems.
   when the smallest-magnitude eigenvalue of ``J_r v = λ M v`` (SLEPc,
   shift-and-invert) is clearly non-zero; otherwise
   :class:`glep.SingularHessianError`.
+
+PETSc options are given per solve as a dict (``options={"snes_monitor": None, "ksp_type": "preonly"}``,
+names without a prefix, ``None`` for a flag), as the dolfinx demos do: they are set under the problem's
+own prefix ``glep_<id>_`` (``glep_<id>_flow_`` for the gradient flow's ``TS``) for the duration of the
+solve and removed afterwards.  Process-wide defaults (:func:`set_default_petsc_options`) are how
+``glep compare`` passes its ``-glep_*`` command-line options; a script that wants its own command-line
+options calls :func:`use_command_line_options`.  Nothing is read from ``sys.argv`` at import time.
 
 Deflation (several solutions) lives in :mod:`glep.bvp.deflation`.  Every
 PETSc object a solver creates is destroyed on every path (``try/finally``).
@@ -35,27 +40,39 @@ from __future__ import annotations
 import contextlib
 import time
 import weakref
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 from mpi4py import MPI
 from petsc4py import PETSc
 
 from glep.errors import GlepError, InputError, SaddleError, SingularHessianError, SolverError
+from glep.parallel import agree
 
 _SNES_REASONS = {v: k for k, v in vars(PETSc.SNES.ConvergedReason).items()
                  if isinstance(v, int) and not k.startswith("_")}
-_TS_REASONS = {v: k for k, v in vars(PETSc.TS.ConvergedReason).items()
-               if isinstance(v, int) and not k.startswith("_")}
 
 
 def snes_reason_name(code: int) -> str:
+    """The name of a SNES converged reason (``CONVERGED_FNORM_ABS``...), or the code itself."""
     return _SNES_REASONS.get(code, str(code))
+
+
+def ts_reason_name(code: int) -> str:
+    """The name of a TS converged reason (``DIVERGED_NONLINEAR_SOLVE``...), or the code itself."""
+    names = {v: k for k, v in vars(PETSc.TS.ConvergedReason).items() if isinstance(v, int) and not k.startswith("_")}
+    return names.get(code, str(code))
 
 
 # -- collective error handling -------------------------------------------------------------
 class _Guard:
-    """Records an exception raised in a PETSc callback on this rank."""
+    """Records an exception raised in a PETSc callback on this rank.
+
+    A callback cannot raise through PETSc: :meth:`capture` records the exception (and poisons the
+    output vector with NaN so that every rank's solver stops at its next norm), and :meth:`check`, called
+    after the solve on every rank, raises it on every rank.
+    """
 
     def __init__(self, comm: MPI.Comm):
         self.comm = comm
@@ -71,6 +88,13 @@ class _Guard:
             if poison is not None:
                 poison.set(np.nan)
 
+    def residual_norm(self, problem, x: PETSc.Vec, out: PETSc.Vec) -> float:
+        """``‖F_r(x)‖`` (``F_r`` written into ``out``), an error on any rank raised on every rank."""
+        with self.capture(out):
+            problem.residual(x, out)
+        self.check()
+        return out.norm()
+
     def check(self):
         """Raise on every rank if any rank recorded an error."""
         msgs = self.comm.allgather(None if self.error is None else f"{type(self.error).__name__}: {self.error}")
@@ -84,72 +108,67 @@ class _Guard:
             raise SolverError(text, reason="callback error")
 
 
-def collective(comm: MPI.Comm, fn, *args, **kw):
-    """Run ``fn`` on every rank; if it raises on any rank, raise on all ranks."""
-    guard = _Guard(comm)
-    out = None
-    with guard.capture():
-        out = fn(*args, **kw)
-    msgs = comm.allgather(None if guard.error is None else f"{type(guard.error).__name__}: {guard.error}")
-    bad = [(r, m) for r, m in enumerate(msgs) if m is not None]
-    if bad:
-        if guard.error is not None and comm.size == 1:
-            raise guard.error
-        rank, msg = bad[0]
-        cls = type(guard.error) if isinstance(guard.error, GlepError) else GlepError
-        try:
-            exc = cls(f"error on rank {rank} of {comm.size}: {msg}")
-        except TypeError:
-            exc = GlepError(f"error on rank {rank} of {comm.size}: {msg}")
-        raise exc
-    return out
+# -- PETSc options ---------------------------------------------------------------------------
+_DEFAULT_OPTIONS: dict[str, str | None] = {}
 
 
-# -- options -----------------------------------------------------------------------------
-def insert_command_line_options(argv: list[str] | None = None) -> list[str]:
-    """Copy ``-glep_*`` options from the command line into the PETSc options database.
+def set_default_petsc_options(options: Mapping[str, object] | None) -> dict[str, str | None]:
+    """Set the PETSc options every finite-element solve of this process receives; return the previous ones.
 
-    dolfinx initialises PETSc without ``sys.argv``, so ``python run.py
-    -glep_snes_monitor`` would otherwise be ignored (``PETSC_OPTIONS`` works
-    either way).  Called once when :mod:`glep.bvp` is imported; returns the
-    option names inserted.
+    ``options`` maps option names *without* the ``glep_`` prefix (``{"snes_monitor": None,
+    "ksp_type": "preonly"}``) to values (``None`` for a flag).  Each solve sets them under its problem's
+    own prefix (``glep_<id>_``) for the duration of the solve, after the defaults and before the options
+    given to that solve (which win).  ``glep compare`` passes its ``-glep_*`` command-line options this way.
+    """
+    global _DEFAULT_OPTIONS
+    previous, _DEFAULT_OPTIONS = _DEFAULT_OPTIONS, _normalise_options(options)
+    return previous
+
+
+def use_command_line_options(argv: list[str] | None = None) -> dict[str, str | None]:
+    """Give every solve the ``-glep_*`` options of the command line (``python run.py -glep_snes_monitor``).
+
+    The one documented way for a script to take PETSc options from its command line (nothing is read
+    at import time): parses ``argv`` (default ``sys.argv[1:]``) with :func:`glep.cli.command_line_petsc_options`
+    and installs the result with :func:`set_default_petsc_options`.  Returns the options (prefix removed).
     """
     import sys
 
-    argv = sys.argv[1:] if argv is None else argv
-    db = PETSc.Options()
-    added = []
-    for i, tok in enumerate(argv):
-        if tok.startswith("-glep_"):
-            nxt = argv[i + 1] if i + 1 < len(argv) else None
-            val = nxt if nxt is not None and not (nxt.startswith("-") and not _is_number(nxt)) else ""
-            name = tok.lstrip("-")
-            if not db.hasName(name):
-                db.setValue(name, val)
-                added.append(name)
-    return added
+    from glep.cli import command_line_petsc_options
+
+    options = command_line_petsc_options(sys.argv[1:] if argv is None else argv)
+    set_default_petsc_options(options)
+    return options
 
 
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+def _normalise_options(options: Mapping[str, object] | None) -> dict[str, str | None]:
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise InputError(f"PETSc options must be a dict of option name -> value (None for a flag), got {options!r}")
+    return {str(k).lstrip("-"): (None if v is None else str(v)) for k, v in options.items()}
 
 
-insert_command_line_options()
+def solve_options(options: Mapping[str, object] | None) -> dict[str, str | None]:
+    """The options of one solve: the process defaults, overridden by ``options``."""
+    return _DEFAULT_OPTIONS | _normalise_options(options)
 
 
 @contextlib.contextmanager
-def petsc_options(prefix: str, options: dict | None):
-    """Temporarily insert ``options`` (without the prefix) in the PETSc options database."""
+def petsc_options(prefix: str, options: Mapping[str, object] | None, *, defaults: bool = True):
+    """Insert ``options`` under ``prefix`` in the PETSc options database for a block.
+
+    With ``defaults`` the process defaults (:func:`set_default_petsc_options`) come first and
+    ``options`` override them (:func:`solve_options`).  Options already in the database under that name
+    are left alone; every option inserted is removed on leaving the block, so nothing leaks into another
+    problem's solves.
+    """
     db = PETSc.Options()
     added = []
-    for key, val in (options or {}).items():
-        full = prefix + key.lstrip("-")
+    for key, val in (solve_options(options) if defaults else _normalise_options(options)).items():
+        full = prefix + key
         if not db.hasName(full):
-            db.setValue(full, "" if val is None else str(val))
+            db.setValue(full, "" if val is None else val)
             added.append(full)
     try:
         yield
@@ -167,16 +186,34 @@ def configure_lu(ksp: PETSc.KSP, comm: MPI.Comm, solver: str | None = None) -> N
 
 
 # -- Newton ------------------------------------------------------------------------------
+@dataclass(frozen=True)
 class NewtonResult:
-    """What a nonlinear solve reports (besides the solution in the problem's state)."""
+    """What a nonlinear solve reports (the solution itself is also left in the problem's state).
 
-    def __init__(self, r, reason, iterations, history, wall_time, linear_iterations=0):
-        self.r = r
-        self.reason = reason
-        self.iterations = iterations
-        self.history = history
-        self.wall_time = wall_time
-        self.linear_iterations = linear_iterations
+    Attributes
+    ----------
+    r:
+        The reduced solution vector (the start vector, overwritten).
+    reason:
+        Why the solve stopped (a SNES converged-reason name, ``CONVERGED_ROUNDOFF``, ``TS_CONVERGED``...).
+    iterations, linear_iterations:
+        Nonlinear (Newton or pseudo-time) and linear iterations.
+    history:
+        ``‖F_r‖`` per iteration.
+    wall_time:
+        Seconds spent.
+    morse_index, hessian_report:
+        Set by the gradient flow, which checks the end point's inertia (``None`` otherwise).
+    """
+
+    r: PETSc.Vec
+    reason: str
+    iterations: int
+    history: list
+    wall_time: float
+    linear_iterations: int = 0
+    morse_index: int | None = None
+    hessian_report: HessianReport | None = None
 
 
 def newton(problem, r0: PETSc.Vec, *, method: str = "newton", linesearch: str = "bt", rtol: float = 1e-10,
@@ -194,8 +231,9 @@ def newton(problem, r0: PETSc.Vec, *, method: str = "newton", linesearch: str = 
     linesearch:
         ``"bt"`` (backtracking on ``‖F‖²``) or ``"basic"`` (full steps).
     options:
-        Extra PETSc options for the ``glep_`` prefix, e.g.
-        ``{"snes_monitor": None}``; the options database wins over arguments.
+        PETSc options for this solve, without prefix, e.g. ``{"snes_monitor": None}``; set under the
+        problem's prefix ``problem.options_prefix`` (``glep_<id>_``) during the solve, after the
+        process defaults (:func:`set_default_petsc_options`).
 
     Raises
     ------
@@ -212,19 +250,21 @@ def newton(problem, r0: PETSc.Vec, *, method: str = "newton", linesearch: str = 
     # problem after a converged solve and reused by the next Newton solve with the same solver
     # choices: the nudged solves of an estimator, continuation steps and repeated solves pay the COO
     # preallocation and the symbolic LU once.  A failed solve drops them.
-    opts_key = tuple(sorted((str(k), str(v)) for k, v in (options or {}).items()))
+    options = solve_options(options)
+    prefix = problem.options_prefix
+    opts_key = tuple(sorted(options.items(), key=str))
     key = (lu_solver or "mumps", method, linesearch, opts_key)
-    cache = getattr(problem, "_newton_cache", None)
+    cache = problem._newton_cache
     if cache is not None and cache["key"] != key:
         problem.release_solver()
         cache = None
     if cache is not None:
         snes, J = cache["snes"], cache["J"]
         problem._newton_cache = None
-        collective(comm, problem.jacobian, r0, J)
+        agree(lambda: problem.jacobian(r0, J), comm, "assembling the Jacobian")
         snes.cancelMonitor()
     else:
-        snes, J = PETSc.SNES().create(comm), collective(comm, problem.jacobian, r0)
+        snes, J = PETSc.SNES().create(comm), agree(lambda: problem.jacobian(r0), comm, "assembling the Jacobian")
     t0 = time.perf_counter()
 
     # The callbacks stay with the kept SNES: they hold the problem weakly, or problem -> SNES ->
@@ -242,7 +282,7 @@ def newton(problem, r0: PETSc.Vec, *, method: str = "newton", linesearch: str = 
 
     converged = False
     try:
-        snes.setOptionsPrefix("glep_")
+        snes.setOptionsPrefix(prefix)
         snes.setFunction(fn, F)
         snes.setJacobian(jac, J)
         if method == "newton":
@@ -257,7 +297,7 @@ def newton(problem, r0: PETSc.Vec, *, method: str = "newton", linesearch: str = 
         configure_lu(snes.getKSP(), comm, lu_solver)
         if monitor is not None:
             snes.setMonitor(monitor)
-        with petsc_options("glep_", options):
+        with petsc_options(prefix, options):
             snes.setFromOptions()
             snes.solve(None, r0)
         guard.check()
@@ -271,7 +311,7 @@ def newton(problem, r0: PETSc.Vec, *, method: str = "newton", linesearch: str = 
             reason, reason_name = 1, "CONVERGED_ROUNDOFF"  # no decrease possible below the floor
         converged = reason > 0
     finally:
-        if converged and getattr(problem, "reuse_factorization", True):
+        if converged and problem.reuse_factorization:
             snes.cancelMonitor()  # a user monitor may hold references of its own
             problem._newton_cache = {"key": key, "snes": snes, "J": J}
         else:
@@ -446,7 +486,7 @@ def default_singular_tol(problem, v: PETSc.Vec, J: PETSc.Mat, M: PETSc.Mat, lam_
     from math import factorial
 
     disc = problem.disc
-    p = int(getattr(disc, "degree", 1))
+    p = int(disc.degree)
     h = _cell_size(disc.mesh)
     H1 = disc.metric("H1")
     K = H1.ptap(problem.P)
@@ -497,7 +537,7 @@ def hessian_report(problem, r: PETSc.Vec | None = None, *, singular_tol: float |
     if singular_tol is not None and not (np.isfinite(singular_tol) and singular_tol >= 0):
         raise InputError(f"singular_tol must be a finite number >= 0 (or None), got {singular_tol!r}")
     comm = problem.comm
-    J = collective(comm, problem.jacobian, r)
+    J = agree(lambda: problem.jacobian(r), comm, "assembling the Jacobian")
     L2 = problem.disc.metric("L2")
     M = L2.ptap(problem.P)
     L2.destroy()
@@ -600,15 +640,12 @@ def gradient_flow(problem, r0: PETSc.Vec, *, metric: str = "H1", dt: float = 1e-
             "pseudo-time steps: it is a saddle, not a minimum of the action (the trajectory passes a "
             "conjugate point, or the action is unbounded below). Descent on the action is only valid at "
             "a minimum; use method='newton' (residual-based), which converges to saddles too")
-    res = NewtonResult(r0, "TS_CONVERGED", steps, history, time.perf_counter() - t0)
     if polish:
         pol = newton(problem, r0, rtol=rtol, atol=atol)
-        res.history = history + pol.history
-        res.iterations += pol.iterations
+        history, steps = history + pol.history, steps + pol.iterations
     problem.lift(r0)
-    res.morse_index = index
-    res.hessian_report = hreport
-    return res
+    return NewtonResult(r0, "TS_CONVERGED", steps, history, time.perf_counter() - t0, morse_index=index,
+                        hessian_report=hreport)
 
 
 def _run_flow(problem, r0, metric, dt, max_steps, rtol, atol, options, history, owned) -> tuple[int, str | None]:
@@ -622,7 +659,7 @@ def _run_flow(problem, r0, metric, dt, max_steps, rtol, atol, options, history, 
     owned.append(Mfull)
     M = Mfull.ptap(problem.P)
     owned.append(M)
-    J = collective(comm, problem.jacobian, r0)
+    J = agree(lambda: problem.jacobian(r0), comm, "assembling the Jacobian")
     owned.append(J)
     A = J.duplicate(copy=True)
     owned.append(A)
@@ -642,7 +679,7 @@ def _run_flow(problem, r0, metric, dt, max_steps, rtol, atol, options, history, 
             J.copy(Amat, structure=PETSc.Mat.Structure.DIFFERENT_NONZERO_PATTERN)
             Amat.axpy(shift, M, structure=PETSc.Mat.Structure.SUBSET_NONZERO_PATTERN)
 
-    ts.setOptionsPrefix("glep_flow_")
+    ts.setOptionsPrefix(problem.options_prefix + "flow_")
     ts.setType(PETSc.TS.Type.PSEUDO)
     ts.setIFunction(ifunction, F)
     ts.setIJacobian(ijacobian, A)
@@ -677,17 +714,20 @@ def _run_flow(problem, r0, metric, dt, max_steps, rtol, atol, options, history, 
 
     ts.setPostStep(post)
     failure = None
-    with petsc_options("glep_flow_", options):
+    # the defaults under the problem's prefix (``-glep_flow_ts_monitor`` reaches ``glep_<id>_flow_ts_monitor``),
+    # this solve's options under the TS's own prefix
+    with petsc_options(problem.options_prefix, None), \
+            petsc_options(problem.options_prefix + "flow_", options, defaults=False):
         ts.setFromOptions()
         try:
             ts.solve(r0)
         except PETSc.Error as exc:  # a failed pseudo-time step: reported below with the TS reason
-            reason = _TS_REASONS.get(ts.getConvergedReason(), str(ts.getConvergedReason()))
+            reason = ts_reason_name(ts.getConvergedReason())
             failure = f"{reason} (PETSc error {exc.ierr})"
     guard.check()
     steps = ts.getStepNumber()
     if failure is None and ts.getConvergedReason() < 0:
-        failure = _TS_REASONS.get(ts.getConvergedReason(), str(ts.getConvergedReason()))
+        failure = ts_reason_name(ts.getConvergedReason())
     return steps, failure
 
 
@@ -712,10 +752,7 @@ def residual_descent(problem, r0: PETSc.Vec, *, mu: float = 1.0, rtol: float = 1
     owned: list = [F, g, d, trial, Ft, ksp]
 
     def res(x, out):
-        with guard.capture(out):
-            problem.residual(x, out)
-        guard.check()
-        return out.norm()
+        return guard.residual_norm(problem, x, out)
 
     try:
         f = res(r0, F)
@@ -724,7 +761,7 @@ def residual_descent(problem, r0: PETSc.Vec, *, mu: float = 1.0, rtol: float = 1
         for _ in range(max_it):
             if f <= max(atol, rtol * f0):
                 break
-            J = collective(comm, problem.jacobian, r0)
+            J = agree(lambda: problem.jacobian(r0), comm, "assembling the Jacobian")
             owned.append(J)
             JtJ = J.transposeMatMult(J)
             owned.append(JtJ)
@@ -758,3 +795,154 @@ def residual_descent(problem, r0: PETSc.Vec, *, mu: float = 1.0, rtol: float = 1
     problem.lift(r0)
     return NewtonResult(r0, "CONVERGED_RESIDUAL_DESCENT", its + pol.iterations, history + pol.history[1:],
                         time.perf_counter() - t0)
+
+
+# -- solvers as objects -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _SNESNewton:
+    """The settings shared by the SNES Newton methods (see :func:`newton`)."""
+
+    rtol: float = 1e-10
+    atol: float = 1e-12
+    stol: float = 1e-13
+    max_it: int = 50
+    options: Mapping | None = None
+    lu_solver: str | None = None
+    monitor: Callable | None = None
+
+    def _run(self, problem, r0: PETSc.Vec, method: str, linesearch: str = "bt") -> NewtonResult:
+        return newton(problem, r0, method=method, linesearch=linesearch, rtol=self.rtol, atol=self.atol,
+                      stol=self.stol, max_it=self.max_it, options=self.options, lu_solver=self.lu_solver,
+                      monitor=self.monitor)
+
+
+@dataclass(frozen=True)
+class Newton(_SNESNewton):
+    r"""Newton's method on ``F_r(r) = 0`` (PETSc SNES ``newtonls``), globalised by a line search on ``‖F_r‖²``.
+
+    Attributes: ``rtol``, ``atol``, ``stol``, ``max_it`` (SNES tolerances), ``options`` (PETSc options for
+    the solve, without prefix), ``lu_solver`` (``"mumps"`` by default), ``monitor`` (a SNES monitor),
+    ``linesearch`` (``"bt"`` backtracking or ``"basic"`` full steps).  See :func:`newton`.
+    """
+
+    linesearch: str = "bt"
+
+    def __post_init__(self):
+        if self.linesearch not in ("bt", "basic"):
+            raise InputError(f"linesearch must be 'bt' or 'basic', got {self.linesearch!r}")
+
+    def solve(self, problem, r0: PETSc.Vec) -> NewtonResult:
+        """Solve from ``r0`` (overwritten with the solution)."""
+        return self._run(problem, r0, "newton", self.linesearch)
+
+
+@dataclass(frozen=True)
+class TrustRegion(_SNESNewton):
+    r"""Newton's method with a trust region (SNES ``newtontr``: dogleg between the Newton step and steepest
+    descent of ``½‖F_r‖²``).  Attributes as for :class:`Newton` (no line search)."""
+
+    def solve(self, problem, r0: PETSc.Vec) -> NewtonResult:
+        """Solve from ``r0`` (overwritten with the solution)."""
+        return self._run(problem, r0, "trust-region")
+
+
+@dataclass(frozen=True)
+class ResidualDescent:
+    r"""Levenberg–Marquardt descent on ``½‖F_r‖²`` then a Newton finish (:func:`residual_descent`).
+
+    Attributes: ``mu`` (initial damping), ``rtol``, ``atol``, ``max_it``.
+    """
+
+    mu: float = 1.0
+    rtol: float = 1e-10
+    atol: float = 1e-12
+    max_it: int = 200
+
+    def solve(self, problem, r0: PETSc.Vec) -> NewtonResult:
+        """Solve from ``r0`` (overwritten with the solution)."""
+        return residual_descent(problem, r0, mu=self.mu, rtol=self.rtol, atol=self.atol, max_it=self.max_it)
+
+
+@dataclass(frozen=True)
+class GradientFlow:
+    r"""Action descent ``M ∂_τ r = −F_r(r)`` (PETSc ``TSPSEUDO``), minima only (:func:`gradient_flow`).
+
+    Attributes: ``metric`` (``"L2"`` or ``"H1"``), ``dt``, ``max_steps``, ``rtol``, ``atol``, ``polish``,
+    ``options`` (PETSc options of the ``TS``, set under the problem's prefix followed by ``flow_``).
+    """
+
+    metric: str = "H1"
+    dt: float = 1e-2
+    max_steps: int = 500
+    rtol: float = 1e-10
+    atol: float = 1e-12
+    polish: bool = True
+    options: Mapping | None = None
+
+    def __post_init__(self):
+        if self.metric not in ("L2", "H1"):
+            raise InputError(f"metric must be 'L2' or 'H1', got {self.metric!r}")
+
+    def solve(self, problem, r0: PETSc.Vec) -> NewtonResult:
+        """Descend from ``r0`` (overwritten with the minimum); :class:`glep.SaddleError` at a saddle."""
+        return gradient_flow(problem, r0, metric=self.metric, dt=self.dt, max_steps=self.max_steps,
+                             rtol=self.rtol, atol=self.atol, polish=self.polish, options=self.options)
+
+
+@dataclass(frozen=True)
+class Deflation:
+    r"""The first solution not in ``known`` that deflated Newton reaches (:func:`glep.bvp.find_solutions`).
+
+    Attributes: ``known`` (solutions to exclude), the starts (``modes``, ``amplitudes``,
+    ``shooting_momenta``), the budget (``max_attempts``, ``max_newton_iterations``) and ``search``, the
+    options of :func:`glep.bvp.deflation.deflation_search` (``power``, ``shift``, ``max_it``,
+    ``distinct_tol``, ``rtol``, ``atol``, ``min_step``, ``polish``).
+    """
+
+    known: tuple = ()
+    modes: tuple = (1, 2, 3)
+    amplitudes: tuple = (1.0, 2.0, 4.0)
+    shooting_momenta: object = None
+    max_attempts: int | None = None
+    max_newton_iterations: int | None = None
+    search: Mapping = field(default_factory=dict)
+
+    def __post_init__(self):
+        unknown = set(self.search) - DEFLATION_SEARCH_OPTIONS
+        if unknown:
+            raise InputError(f"unknown deflation option(s) {sorted(unknown)}; "
+                             f"valid: {sorted(DEFLATION_SEARCH_OPTIONS)}")
+
+
+DEFLATION_SEARCH_OPTIONS = frozenset({"power", "shift", "max_it", "distinct_tol", "rtol", "atol", "min_step",
+                                      "polish"})
+_DEFLATION_FIELDS = ("modes", "amplitudes", "shooting_momenta", "max_attempts", "max_newton_iterations")
+
+Solver = Newton | TrustRegion | ResidualDescent | GradientFlow | Deflation
+
+
+def solver_from_keywords(method: str = "newton", *, known=None, metric: str = "H1", **kw) -> Solver:
+    """The solver object that the keyword API (``method="newton"``, ``rtol=``...) of :func:`glep.bvp.solve_bvp`
+    names: the one place where the keywords are mapped to :class:`Newton`, :class:`TrustRegion`,
+    :class:`ResidualDescent`, :class:`GradientFlow` and :class:`Deflation`.
+
+    Raises
+    ------
+    glep.InputError
+        For an unknown method or a keyword the method does not take.
+    """
+    kinds = {"newton": Newton, "trust-region": TrustRegion, "residual-descent": ResidualDescent,
+             "gradient-flow": GradientFlow, "deflation": Deflation}
+    if method not in kinds:
+        raise InputError(f"method must be one of {', '.join(repr(m) for m in kinds)}, got {method!r}")
+    if method == "deflation":
+        own = {k: kw.pop(k) for k in _DEFLATION_FIELDS if k in kw}
+        return Deflation(known=tuple(known or ()), search=kw, **own)
+    cls = kinds[method]
+    if method == "gradient-flow":
+        kw["metric"] = metric
+    valid = {f.name for f in fields(cls)}
+    unknown = set(kw) - valid
+    if unknown:
+        raise InputError(f"unknown option(s) {sorted(unknown)} for method={method!r}; valid: {sorted(valid)}")
+    return cls(**kw)

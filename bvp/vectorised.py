@@ -34,11 +34,21 @@ from dolfinx import fem
 from mpi4py import MPI
 from petsc4py import PETSc
 
-from glep.bvp._assembly import NumpyAssembler, column_coloring, end_block_coo, end_block_indices
+from glep.bvp._assembly import (
+    EntryMaps,
+    NumpyAssembler,
+    colour_directions,
+    coloured_entries,
+    column_coloring,
+    end_block_coo,
+    end_block_indices,
+    probe_generator,
+    union_pattern,
+)
 from glep.bvp.fe import _signal_values
-from glep.bvp.solvers import collective
 from glep.errors import InputError
 from glep.ivp.discrete import TRAPEZOID, DiscreteLagrangian, StepMesh
+from glep.parallel import agree
 from glep.system import LagrangianSystem, position_force, position_hessian_action, position_hessian_entries
 
 
@@ -114,14 +124,15 @@ class VectorisedAction(NumpyAssembler):
         self._inv_h = None
         self.chunk = chunk or (200_000 if system.is_separable else max(1, int(4e6 // max(n * n, 1))))
         self.timings = {"setup": 0.0, "compile": 0.0, "residual": 0.0, "jacobian": 0.0}
-        self._mask = collective(self.comm, self._structure_local)
-        self._mask = self._reduce_mask(self._mask)
+        self._mask = agree(self._structure_local, self.comm, "probing the sparsity pattern")
+        self._mask = union_pattern(self.comm, self._mask)
         self._colors = column_coloring(self._mask[0] | self._mask[3]) if system.is_separable else None
         # node form of the block-tridiagonal matrix (one diagonal block per node) for a separable
         # system on consecutively numbered nodes: 15 instead of 24 COO values per node for n = 3
         self._nodeform = self._colors is not None and isinstance(self._ia, slice)
         self._coo = None
         self._forms: dict = {}
+        self._entries = EntryMaps()
         self.timings["setup"] = time.perf_counter() - t0
 
     # -- state ---------------------------------------------------------------------
@@ -180,7 +191,7 @@ class VectorisedAction(NumpyAssembler):
         changes θ).
         """
         n = self.n
-        rng = np.random.default_rng(1234)
+        rng = probe_generator()
         m = min(len(self.a), 4)
         mask = np.zeros((4, n, n), dtype=bool)
         if not m:
@@ -218,9 +229,7 @@ class VectorisedAction(NumpyAssembler):
         th, sysm = self.theta, self.system
         U = self.u.x.array.reshape(-1, self.n)
         M = np.asarray(sysm.kinetic.mass_apply(np.eye(self.n), th))
-        C = int(self._colors.max()) + 1
-        dirs = np.zeros((C, U.shape[0], self.n))
-        dirs[self._colors, :, np.arange(self.n)] = 1.0
+        dirs = colour_directions(self._colors, U.shape[0], self.n)
         H = position_hessian_action(sysm, U, th, self._node_inputs(), self.tnodes, dirs, self.dl.beta)
         Nc = len(self.a)
         ends = (np.arange(Nc) if not isinstance(self._ia, slice) else None)
@@ -236,40 +245,9 @@ class VectorisedAction(NumpyAssembler):
                         nodes = slice(idx.start + s, idx.start + e)
                     else:
                         nodes = idx[s:e]
-                    vals = vals + 0.5 * h * H[:, nodes, :][self._colors[J], :, I].T
+                    vals = vals + 0.5 * h * coloured_entries(H[:, nodes, :], self._colors, (I, J)).T
                 m = len(I)
                 flat[offsets[i] + s * m: offsets[i] + e * m] = vals.reshape(-1)
-
-    def _entry_maps(self, rows, cols, pattern):
-        """Per-term maps of sparse Hessian entries onto the diagonal-block pattern, or ``None``.
-
-        A term whose entries hit distinct pattern positions gets an index
-        array (``H[:, idx] += values``); one with repeated positions (a spring
-        adds ``J`` to ``(i, i)`` twice) a sparse summation matrix.  ``None`` if
-        an entry lies outside the structural pattern probed at set-up.
-        """
-        key = tuple((r.tobytes(), c.tobytes()) for r, c in zip(rows, cols))
-        cached = getattr(self, "_entry_cache", None)
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        n = self.n
-        I, J = pattern
-        where = np.full(n * n, -1, dtype=np.int64)
-        where[I * n + J] = np.arange(len(I))
-        maps = []
-        for r, c in zip(rows, cols):
-            tgt = where[r * n + c]
-            if np.any(tgt < 0):
-                maps = None
-                break
-            if len(np.unique(tgt)) == len(tgt):
-                maps.append(tgt)
-            else:
-                import scipy.sparse as sp
-
-                maps.append(sp.csr_array((np.ones(len(tgt)), (tgt, np.arange(len(tgt)))), shape=(len(I), len(tgt))))
-        self._entry_cache = (key, maps)
-        return maps
 
     def _node_hessian(self, U, xn, tn, pattern, w, out=None) -> np.ndarray | None:
         r"""``w_j ∂²_qL_β(q_j)`` at every node on the diagonal-block pattern, shape ``(nnz, nodes)``
@@ -278,30 +256,7 @@ class VectorisedAction(NumpyAssembler):
         entries = position_hessian_entries(self.system, U, self.theta, xn, tn, self.dl.beta)
         if entries is None:
             return None
-        rows, cols, vals = entries
-        maps = self._entry_maps(rows, cols, pattern)
-        if maps is None:
-            return None
-        const = np.zeros(len(pattern[0]))
-        varying = []
-        for m, v in zip(maps, vals):
-            v = np.asarray(v, dtype=float)
-            if v.ndim == 1:
-                if isinstance(m, np.ndarray):
-                    np.add.at(const, m, v)
-                else:
-                    const += m @ v
-            else:
-                varying.append((m, v))
-        H = np.multiply(const[:, None], w[None, :], out=out)
-        for m, v in varying:
-            wv = v.T * w  # (nnz_term, nodes), contiguous for a node array in component-major order
-            if isinstance(m, np.ndarray):
-                for row, vals in zip(m, wv):  # distinct pattern rows: contiguous in-place adds
-                    H[row] += vals
-            else:
-                H += m @ wv
-        return H
+        return self._entries.hessian(entries, pattern, self.n, w, out=out)
 
     def _nodeform_values(self) -> None:
         r"""COO values of the node form: diagonal blocks ``M(1/h₋ + 1/h₊) + ((h₋ + h₊)/2) H(q_j)``
@@ -325,13 +280,11 @@ class VectorisedAction(NumpyAssembler):
         flat = self._values_buffer(sum(sizes))
         I, J = Dm
         diag = flat[: sizes[0]].reshape(len(I), Nn)
-        C = int(self._colors.max()) + 1
         for s, e, U, tn, xn in self._node_chunks(0):
             if self._node_hessian(U, xn, tn, Dm, w[s:e], out=diag[:, s:e]) is None:
-                dirs = np.zeros((C, e - s, n))
-                dirs[self._colors, :, np.arange(n)] = 1.0
-                Hc = position_hessian_action(sysm, U, th, xn, tn, dirs, self.dl.beta)
-                diag[:, s:e] = w[s:e] * Hc[self._colors[J], :, I]
+                Hc = position_hessian_action(sysm, U, th, xn, tn, colour_directions(self._colors, e - s, n),
+                                             self.dl.beta)
+                diag[:, s:e] = w[s:e] * coloured_entries(Hc, self._colors, Dm)
         Mp = M[I, J]
         for k in np.flatnonzero(Mp):
             diag[k] += Mp[k] * invh
@@ -398,19 +351,13 @@ class VectorisedAction(NumpyAssembler):
                 arr[lo + s: lo + e] = res
         b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
 
-    def _reduce_mask(self, mask):
-        """The union of the ranks' block patterns (every rank assembles the same structure)."""
-        mask8 = mask.astype(np.uint8)
-        self.comm.Allreduce(MPI.IN_PLACE, mask8, op=MPI.MAX)
-        return mask8.astype(bool)
-
     # -- assembly ----------------------------------------------------------------------------
     def action(self) -> float:
         def local():
             q0, q1 = self._states()
             return float(np.sum(self.dl.value(slice(None), q0, q1))) if len(self.a) else 0.0
 
-        return self.comm.allreduce(collective(self.comm, local))
+        return self.comm.allreduce(agree(local, self.comm, "evaluating the action"))
 
     def residual(self, b: PETSc.Vec) -> None:
         t0 = time.perf_counter()
@@ -446,7 +393,7 @@ class VectorisedAction(NumpyAssembler):
             x0, x1 = self.dl.inputs(self.dl.time(k)), self.dl.inputs(self.dl.time(k, 1.0))
             return float(np.sum(0.5 * self.dl.mesh.steps * (cost.cost(q0, x0, None) + cost.cost(q1, x1, None))))
 
-        return self.comm.allreduce(collective(self.comm, local))
+        return self.comm.allreduce(agree(local, self.comm, "evaluating the action"))
 
     def cost_gradient(self, b: PETSc.Vec) -> None:
         cost = self.system.cost

@@ -20,7 +20,7 @@ import numpy as np
 
 from glep import CBVP
 from glep.bvp import ReducedProblem, locate_fold, make_discretisation, solve_bvp, solve_problem
-from glep.bvp.reference import BRATU_FOLD, bratu_exact, bratu_system
+from glep.reference import BRATU_FOLD, bratu_exact, bratu_system
 
 # The system: a unit mass and the potential V = λ eʸ (a glep PotentialTerm).
 system, params = bratu_system(2.0)

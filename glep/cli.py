@@ -152,8 +152,6 @@ def run_compare(args, petsc: list[str] = ()) -> int:
     """``glep compare`` in phases, each agreed across MPI ranks before the next collective call:
     options (validated), output folder (rank 0 creates and test-writes it), problem, computation, output."""
     from glep.config import check_output_folder
-    from glep.estimators.compare import compare_estimators, failure_summary, format_table
-    from glep.estimators.output import versions, write_results
     from glep.parallel import agree, is_root
 
     cfg = agree(lambda: _config(args), what="reading the options")
@@ -164,10 +162,26 @@ def run_compare(args, petsc: list[str] = ()) -> int:
     say = (lambda m: None) if quiet else (lambda m: print(f"[glep] {m}", file=sys.stderr, flush=True))
     t0 = time.perf_counter()
     agree(lambda: check_output_folder(out) if root else None, what="checking the output folder")
-    if petsc:  # e.g. -glep_snes_monitor, -glep_ksp_type preonly: the bvp solvers read the glep_ prefix
-        from glep.bvp.solvers import insert_command_line_options
+    previous = None
+    if petsc:  # e.g. -glep_snes_monitor, -glep_ksp_type preonly: handed to every finite-element solve
+        from glep.bvp.solvers import set_default_petsc_options
 
-        insert_command_line_options(petsc)
+        previous = set_default_petsc_options(command_line_petsc_options(petsc))
+    try:
+        return _compare(args, cfg, out, root, say, t0)
+    finally:
+        if previous is not None:
+            from glep.bvp.solvers import set_default_petsc_options
+
+            set_default_petsc_options(previous)
+
+
+def _compare(args, cfg: dict, out: Path, root: bool, say, t0: float) -> int:
+    """The computation and output phases of :func:`run_compare`."""
+    from glep.estimators.compare import compare_estimators, failure_summary, format_table
+    from glep.estimators.output import versions, write_results
+    from glep.parallel import agree
+
     problem = agree(lambda: _build_problem(cfg), what="building the problem")
     say(f"{problem.system.name}: P = {problem.parameter_count} parameters, N = {problem.grid.N} steps, "
         f"T = {problem.grid.T:g}, integrator {problem.integrator.name}")
@@ -207,18 +221,41 @@ def run_report(args) -> int:
 
 
 def _petsc_options(extra: list[str]) -> list[str]:
-    """The ``-glep_*`` PETSc options (and their values) among unparsed arguments."""
+    """The ``-glep_*`` PETSc options (and their values) among unparsed arguments.
+
+    A value is the token after an option unless it is itself an option; a negative number is a value
+    (``_parse`` marks it with a leading space, :func:`command_line_petsc_options` recognises it).
+    """
     out, take_value = [], False
     for tok in extra:
         if tok.startswith("-glep_"):
             out.append(tok)
             take_value = True
-        elif take_value and not tok.startswith("-"):
+        elif take_value and (not tok.startswith("-") or _NEGATIVE_NUMBER.match(tok)):
             out.append(tok)
             take_value = False
         else:
             take_value = False
     return out
+
+
+def command_line_petsc_options(argv: list[str]) -> dict[str, str | None]:
+    """The ``-glep_*`` options of a command line as a dict for the solvers (glep's only such parser).
+
+    ``["-v", "-glep_snes_rtol", "-3", "-glep_snes_monitor"]`` gives ``{"snes_rtol": "-3",
+    "snes_monitor": None}``: the ``glep_`` prefix is removed (each solve sets the options under its own
+    problem prefix, see :mod:`glep.bvp.solvers`), ``None`` marks a flag; other arguments are ignored.
+    """
+    options: dict[str, str | None] = {}
+    name = None
+    for tok in _petsc_options([a.strip() for a in argv]):
+        if tok.startswith("-glep_") and not _NEGATIVE_NUMBER.match(tok):
+            name = tok[len("-glep_"):]
+            options[name] = None
+        elif name is not None:
+            options[name] = tok
+            name = None
+    return options
 
 
 def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:

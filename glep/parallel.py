@@ -8,9 +8,14 @@ input, checking a folder, building a problem) ends in an *agreement* — one
 anywhere is raised everywhere.  :func:`agree` runs a function that way,
 :func:`collective` a block.
 
-The first failing rank re-raises its own exception (and is the one that
-reports it); every other rank raises :class:`RankError` naming that rank and
-its message, marked ``reported_elsewhere`` so that the message is printed once.
+The one semantics, used by the command line and the finite-element backend alike: on a single
+process the exception itself is raised.  Under MPI every rank raises a :class:`glep.GlepError`, so
+that ``except GlepError`` catches a failure on every rank: the first failing rank re-raises its own
+exception if it is a ``GlepError``, otherwise a :class:`RankError` chained to it (``raise … from``),
+and is the one that reports it; every other rank raises :class:`RankError` naming that rank and its
+message, marked ``reported_elsewhere`` so that the message is printed once.  PETSc callbacks, which
+cannot raise through PETSc, record their exception and settle it after the solve
+(``glep.bvp.solvers._Guard``).
 """
 
 from __future__ import annotations
@@ -47,7 +52,8 @@ def settle(error: BaseException | None, comm: MPI.Comm | None = None, what: str 
     """Agree across ``comm`` whether any rank failed; if so raise on every rank.
 
     Collective: every rank of ``comm`` must call it, with its own error or ``None``.
-    The first failing rank re-raises ``error``; the others raise :class:`RankError`.
+    The first failing rank re-raises ``error`` (a :class:`RankError` chained to it if it is not a
+    :class:`GlepError`); the others raise :class:`RankError`.
     Both are marked ``glep_agreed``: an outer :func:`settle` re-raises them without a second
     ``allgather`` (every rank is raising already), so nested phases stay in step.
     """
@@ -61,11 +67,12 @@ def settle(error: BaseException | None, comm: MPI.Comm | None = None, what: str 
     if not failed:
         return
     rank, (message, input_error) = failed[0]
-    if rank == comm.rank:
+    if rank == comm.rank and isinstance(error, GlepError):
         error.glep_agreed = True
         raise error
     exc = RankError(f"{what} failed on rank {rank} of {comm.size}: {message}", rank, input_error)
     exc.glep_agreed = True
+    exc.reported_elsewhere = rank != comm.rank  # the first failing rank reports it
     raise exc from error
 
 

@@ -18,7 +18,6 @@ from glep.terms import FixedPotentialTerm, PotentialTerm, batch_sum
 
 if TYPE_CHECKING:  # UFL and scipy.sparse are imported on first use: `import glep` stays light
     import scipy.sparse as sp
-    import ufl
 
 
 def _apply_rows(S: sp.csr_array, D: np.ndarray, X: np.ndarray) -> np.ndarray:
@@ -36,12 +35,6 @@ def _apply_rows(S: sp.csr_array, D: np.ndarray, X: np.ndarray) -> np.ndarray:
     if X2.shape[0] * D.size < 100_000:
         return X @ D.T
     return np.asarray((S @ X2.T).T).reshape(*lead, S.shape[0])
-
-
-def _uvec(values) -> ufl.core.expr.Expr:
-    import ufl
-
-    return ufl.as_vector(np.asarray(values, dtype=float).tolist())
 
 
 class Harmonic(PotentialTerm):
@@ -369,4 +362,4 @@ class Pendulum(PotentialTerm):
 
 
 __all__ = ["Harmonic", "SpringCoupling", "Quartic", "QuadraticForm", "InputDrive",
-           "LogCoshLayer", "Pendulum", "_uvec"]
+           "LogCoshLayer", "Pendulum"]

@@ -180,7 +180,7 @@ def test_p2_gauss_is_a_higher_order_galerkin_integrator(model):
 
 
 def test_solver_errors_carry_reason_and_history():
-    from glep.bvp.reference import bratu_system
+    from glep.reference import bratu_system
 
     sys_, par = bratu_system(5.0)  # beyond the fold: no solution
     with pytest.raises(glep.SolverError) as info:
@@ -197,7 +197,7 @@ def test_solver_errors_carry_reason_and_history():
 
 
 def test_bad_input():
-    from glep.bvp.reference import bratu_system
+    from glep.reference import bratu_system
 
     sys_, par = bratu_system(1.0)
     with pytest.raises(glep.InputError):
@@ -210,21 +210,6 @@ def test_bad_input():
     pb = ReducedProblem(disc, CIVP([0.0], p0=[1.0]))
     with pytest.raises(glep.InputError):
         glep.bvp.morse_index(pb)
-
-
-def test_command_line_options_reach_the_glep_prefix():
-    from glep.bvp.solvers import insert_command_line_options
-
-    db = PETSc.Options()
-    added = insert_command_line_options(["-v", "-glep_testopt_a", "-3", "-glep_testopt_flag", "-glep_testopt_b", "x"])
-    try:
-        assert added == ["glep_testopt_a", "glep_testopt_flag", "glep_testopt_b"]
-        assert db.getString("glep_testopt_a") == "-3"
-        assert db.getString("glep_testopt_b") == "x"
-        assert db.hasName("glep_testopt_flag")
-    finally:
-        for name in added:
-            db.delValue(name)
 
 
 def test_forms_are_compiled_once_per_system_and_discretisation(model):

@@ -135,7 +135,7 @@ def test_galerkin_refuses_a_non_separable_system():
 def test_galerkin_probe_fallback_and_p1(degree, quadrature):
     """A potential without sparse Hessian entries (Bratu's) takes the coloured-probe path; built
     directly, P1 + GLL is the trapezoid action too. Both equal the UFL path."""
-    from glep.bvp.reference import bratu_system
+    from glep.reference import bratu_system
 
     sys_, par = bratu_system(2.0)
     mesh = graded_time_mesh(MPI.COMM_WORLD, 1.0, N, ratio=10.0, end="both")

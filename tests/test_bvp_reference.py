@@ -25,7 +25,10 @@ from glep.bvp import (
     solve_bvp,
     solve_problem,
 )
-from glep.bvp.reference import (
+from glep.grid import TimeGrid
+from glep.ivp.shooting import conjugate_points
+from glep.meshes import graded_time_mesh
+from glep.reference import (
     BRATU_FOLD,
     bratu_exact,
     bratu_exact_ufl,
@@ -33,9 +36,6 @@ from glep.bvp.reference import (
     harmonic_system,
     troesch_system,
 )
-from glep.grid import TimeGrid
-from glep.ivp.shooting import conjugate_points
-from glep.meshes import graded_time_mesh
 
 BRATU = {  # λ: [(y'(0), y(½)) lower, upper]
     1.0: [(0.549352728775, 0.1405392144), (10.8468990194, 4.09146724619)],
@@ -150,7 +150,7 @@ def test_h_convergence(degree):
 
 def test_pendulum_reference_below_the_first_conjugate_point():
     """ωT < π: one solution, a minimum; the SciPy shooting reference and the FE solution agree."""
-    from glep.bvp.reference import pendulum_cbvp_reference, pendulum_system
+    from glep.reference import pendulum_cbvp_reference, pendulum_system
 
     ref = pendulum_cbvp_reference(1.0, 2.0, 0.3, -0.5, scan=201)
     assert len(ref) == 1 and ref[0][1] == 0

@@ -8,7 +8,7 @@ import pytest
 import glep
 from glep import CBVP
 from glep.bvp import make_discretisation, solve_bvp
-from glep.bvp.reference import bratu_exact, bratu_system
+from glep.reference import bratu_exact, bratu_system
 
 ZERO = CBVP([0.0], [0.0])
 

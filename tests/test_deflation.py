@@ -1,7 +1,7 @@
 """Deflation enumerates every solution of a fixed-end pendulum from one straight-line guess.
 
 The reference set is established independently of the finite-element backend
-(:func:`glep.bvp.reference.pendulum_cbvp_reference`: a scan of 2001 initial slopes
+(:func:`glep.reference.pendulum_cbvp_reference`: a scan of 2001 initial slopes
 with SciPy's DOP853 at ``rtol = 1e-12``, Brent's method on ``q(T; s) − b``, and the
 Morse index as the number of zeros of the Jacobi field in ``(0, T)``).
 """
@@ -16,7 +16,7 @@ import pytest
 import glep
 from glep import CBVP
 from glep.bvp import find_solutions, solve_bvp
-from glep.bvp.reference import bratu_exact, bratu_system, pendulum_cbvp_reference, pendulum_system
+from glep.reference import bratu_exact, bratu_system, pendulum_cbvp_reference, pendulum_system
 
 OMEGA, T, A, B = 1.0, 8.0, 0.3, -0.5  # generic ends (not symmetric): no degenerate solution
 N, DEGREE = 30, 2  # P2 + Gauss: the discrete momentum p(0) converges as h^(2p) = h⁴

@@ -14,7 +14,7 @@ import pytest
 import glep
 from glep import CBVP
 from glep.bvp import solve_bvp
-from glep.bvp.reference import harmonic_system
+from glep.reference import harmonic_system
 
 SINGULAR = "ambiguous because a conjugate point lies at or near the boundary"
 

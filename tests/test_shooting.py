@@ -1,7 +1,7 @@
 """Single and multiple shooting for the CBVP, discrete Jacobi fields, conjugate points.
 
-Reference values: /work/shared/reference/lagrangian_bvps.md (Bratu, Troesch,
-harmonic oscillator).
+Reference systems from :mod:`glep.reference` (Bratu, Troesch, harmonic oscillator); reference values
+from their closed forms.
 """
 
 from __future__ import annotations
@@ -16,74 +16,10 @@ import glep
 from glep.ivp.discrete import MIDPOINT, TRAPEZOID, DiscreteLagrangian
 from glep.ivp.shooting import conjugate_points, jacobi_determinants, shoot_cbvp, tangent_sweep
 from glep.ivp.stepping import integrate
-from glep.terms import FixedPotentialTerm, PotentialTerm, batch_sum
+from glep.reference import bratu_system, harmonic_system, troesch_system
 
-
-# -- scalar reference potentials (L = ½ q'² − V) ---------------------------------
-class BratuPotential(PotentialTerm):
-    """``V = λ eʸ`` (Bratu: ``y'' + λ eʸ = 0``) with trainable ``λ`` (shape (1,))."""
-
-    def __init__(self, name: str = "lam"):
-        super().__init__(1)
-        self.name = name
-        self.parameters = {name: (1,)}
-
-    def potential(self, q, theta, x, t):
-        return np.sum(theta[self.name] * np.exp(q), axis=-1)
-
-    def potential_gradient(self, q, theta, x, t):
-        return theta[self.name] * np.exp(q)
-
-    def potential_hessian_action(self, q, theta, x, t, dq):
-        return theta[self.name] * np.exp(q) * dq
-
-    def potential_theta_gradient(self, q, theta, x, t):
-        return {self.name: batch_sum(np.exp(q), 1)}
-
-    def potential_theta_vjp(self, q, theta, x, t, a):
-        return {self.name: batch_sum(np.exp(q) * a, 1)}
-
-    def potential_theta_jvp(self, q, theta, x, t, dtheta):
-        if self.name not in dtheta:
-            return None
-        return dtheta[self.name][:, None, :] * np.exp(q)[None]
-
-    def ufl_potential(self, q, theta, x, t):
-        import ufl
-        return theta[self.name][0] * ufl.exp(q[0])
-
-
-class TroeschPotential(FixedPotentialTerm):
-    """``V = −cosh(λy)`` (Troesch: ``y'' = λ sinh(λy)``), fixed ``λ``."""
-
-    def __init__(self, lam: float):
-        super().__init__(1)
-        self.lam = float(lam)
-
-    def potential(self, q, theta, x, t):
-        return -np.sum(np.cosh(self.lam * q), axis=-1)
-
-    def potential_gradient(self, q, theta, x, t):
-        return -self.lam * np.sinh(self.lam * q)
-
-    def potential_hessian_action(self, q, theta, x, t, dq):
-        return -self.lam**2 * np.cosh(self.lam * q) * dq
-
-    def ufl_potential(self, q, theta, x, t):
-        import ufl
-        return -ufl.cosh(self.lam * q[0])
-
-
-def bratu(lam: float):
-    system = glep.LagrangianSystem(1, [glep.DiagonalMass(1, None), BratuPotential()], name="Bratu")
-    return system, {"lam": np.array([lam])}
-
-
-def oscillator(omegas):
-    omegas = np.atleast_1d(np.asarray(omegas, float))
-    n = len(omegas)
-    system = glep.LagrangianSystem(n, [glep.DiagonalMass(n, None), glep.Harmonic(n, "k")], name="HO")
-    return system, {"k": omegas**2}
+bratu = bratu_system        # L = ½q'² − λeᵠ (Bratu: y'' + λeʸ = 0)
+oscillator = harmonic_system  # L = Σ ½q_i'² − ½ω_i²q_i²
 
 
 BRATU = {1.0: (0.549352728775, 0.1405392144, 10.8468990194, 4.09146724619),
@@ -287,12 +223,12 @@ def test_multiple_shooting_agrees_with_single(rule):
 
 def test_multiple_shooting_rescues_troesch():
     """Troesch λ = 5: single shooting from the straight line overflows, multiple shooting converges."""
-    system = glep.LagrangianSystem(1, [glep.DiagonalMass(1, None), TroeschPotential(5.0)])
+    system, params = troesch_system(5.0)
     grid = glep.TimeGrid(1.0, 400)
     with np.errstate(over="ignore", invalid="ignore"):
         with pytest.raises(glep.SolverError):
-            shoot_cbvp(system, {}, grid, [0.0], [1.0])
-        traj = shoot_cbvp(system, {}, grid, [0.0], [1.0], segments=20)
+            shoot_cbvp(system, params, grid, [0.0], [1.0])
+        traj = shoot_cbvp(system, params, grid, [0.0], [1.0], segments=20)
     assert abs(traj.p[0, 0, 0] - 0.0457504614063187) < 2e-5
     assert abs(traj.p[-1, 0, 0] - 12.1004954508) < 2e-3 * 12.1   # O(h²) with a large constant at x = 1
     assert abs(traj.q[-1, 0, 0] - 1.0) < 1e-12

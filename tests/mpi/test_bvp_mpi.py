@@ -15,11 +15,11 @@ from mpi4py import MPI
 
 from glep import CBVP, CIVP, PFVP, Periodic, Robin
 from glep.bvp import solve_bvp
-from glep.bvp.reference import bratu_system
 from glep.errors import GlepError
 from glep.estimators.cbvp import cbvp_gradient, fe_adjoint_gradient
 from glep.meshes import uniform_time_mesh
 from glep.models import coupled_oscillators
+from glep.reference import bratu_system
 from glep.signals import Signal
 
 pytestmark = pytest.mark.mpi

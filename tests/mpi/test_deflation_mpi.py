@@ -16,8 +16,8 @@ from mpi4py import MPI
 
 from glep import CBVP, SingularHessianError
 from glep.bvp import find_solutions, solve_bvp
-from glep.bvp.reference import bratu_system, harmonic_system, pendulum_cbvp_reference, pendulum_system
 from glep.meshes import uniform_time_mesh
+from glep.reference import bratu_system, harmonic_system, pendulum_cbvp_reference, pendulum_system
 
 pytestmark = pytest.mark.mpi
 

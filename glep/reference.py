@@ -1,8 +1,9 @@
-r"""Reference boundary-value problems with closed-form solutions.
+r"""Reference boundary-value problems with closed-form or independently computed solutions.
 
-Scalar Lagrangians ``L = ½ q'² − V(q)`` (so ``q'' = −V'(q)``), written as
-:class:`glep.PotentialTerm` subclasses with NumPy and UFL methods, plus their
-exact solutions (``/work/shared/reference/lagrangian_bvps.md``):
+Backend-free (NumPy, SciPy and UFL forms only; neither dolfinx nor PETSc): the time-stepping and the
+finite-element backends and their tests take the same systems from here.  Scalar Lagrangians
+``L = ½ q'² − V(q)`` (so ``q'' = −V'(q)``), written as :class:`glep.PotentialTerm` subclasses with
+NumPy and UFL methods, plus their exact solutions:
 
 * **Bratu** ``V = λ eᵠ``: ``y'' + λeʸ = 0``, ``y(0) = y(1) = 0``; two
   solutions for ``λ < λ_c = 3.51383071912516`` (lower: minimum, upper:
@@ -10,7 +11,7 @@ exact solutions (``/work/shared/reference/lagrangian_bvps.md``):
 * **Troesch** ``V = −cosh(λq)``: ``y'' = λ sinh(λy)``, ``y(0) = 0``,
   ``y(1) = 1``; convex action, boundary layer at ``t = 1``.
 * **Harmonic oscillator** ``V = ½ω²q²`` (:class:`glep.Harmonic` with
-  ``k = ω²``): Morse index ``⌊ωT/π⌋``.
+  ``k = ω²``, one or several uncoupled frequencies): Morse index ``⌊ωT/π⌋`` per frequency.
 * **Pendulum** ``V = ω²(1 − cos q)`` (:class:`glep.Pendulum` with ``w = ω²``):
   with both ends fixed and ``ωT`` large the CBVP has several solutions (one
   per number of swings that fits in ``T``); :func:`pendulum_cbvp_reference`
@@ -117,10 +118,13 @@ def troesch_system(lam: float = 1.0) -> tuple[LagrangianSystem, dict]:
     return sys, {"lam": np.array(float(lam))}
 
 
-def harmonic_system(omega: float = 1.0) -> tuple[LagrangianSystem, dict]:
-    """``L = ½q'² − ½ω²q²`` (:class:`glep.Harmonic`, ``k = ω²``)."""
-    sys = LagrangianSystem(1, [DiagonalMass(1, None), Harmonic(1, "k")], name="harmonic oscillator")
-    return sys, {"k": np.array([float(omega) ** 2])}
+def harmonic_system(omega=1.0) -> tuple[LagrangianSystem, dict]:
+    """``L = Σ_i ½q_i'² − ½ω_i²q_i²`` (:class:`glep.Harmonic`, ``k = ω²``); ``omega`` a number or one per
+    degree of freedom."""
+    omegas = np.atleast_1d(np.asarray(omega, dtype=float))
+    n = len(omegas)
+    sys = LagrangianSystem(n, [DiagonalMass(n, None), Harmonic(n, "k")], name="harmonic oscillator")
+    return sys, {"k": omegas**2}
 
 
 def pendulum_system(omega: float = 1.0) -> tuple[LagrangianSystem, dict]:
@@ -199,4 +203,4 @@ def bratu_exact_ufl(th: float, t):
 
 __all__ = ["BRATU_FOLD", "BratuPotential", "TroeschPotential", "bratu_system", "troesch_system",
            "harmonic_system", "pendulum_system", "pendulum_cbvp_reference", "bratu_theta",
-            "bratu_exact", "bratu_exact_ufl"]
+           "bratu_exact", "bratu_exact_ufl"]
