@@ -102,6 +102,9 @@ _LAZY: dict[str, tuple[str, str]] = {
     "solve_bvp": ("glep.bvp", "solve_bvp"),
     "find_solutions": ("glep.bvp", "find_solutions"),
     "BVPSolution": ("glep.bvp", "BVPSolution"),
+    # their solvers, as strategy objects (solve_bvp(..., solver=...))
+    **{name: ("glep.bvp", name) for name in
+       ("Newton", "TrustRegion", "ResidualDescent", "GradientFlow", "Deflation", "Continuation")},
     # trajectory files
     "save_trajectory": ("glep.io", "save_trajectory"),
     "load_trajectory": ("glep.io", "load_trajectory"),
@@ -120,6 +123,7 @@ __all__ = [
     "Nudge", "Centred", "OneSided", "ComplexStep",
     # solvers
     "integrate", "shoot", "solve_bvp", "find_solutions", "BVPSolution",
+    "Newton", "TrustRegion", "ResidualDescent", "GradientFlow", "Deflation", "Continuation",
     # systems and terms
     "LagrangianSystem", "Term", "KineticTerm", "PotentialTerm", "FixedPotentialTerm", "UFLTerm",
     "DiagonalMass", "Gyroscopic",
