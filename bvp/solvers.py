@@ -149,9 +149,27 @@ def _normalise_options(options: Mapping[str, object] | None) -> dict[str, str | 
     return {str(k).lstrip("-"): (None if v is None else str(v)) for k, v in options.items()}
 
 
+def environment_options() -> dict[str, str | None]:
+    """The ``-glep_*`` options of the ``PETSC_OPTIONS`` environment variable (prefix removed).
+
+    PETSc reads that variable at start-up into its global database, where the per-problem prefixes
+    (``glep_<id>_``) would never see them; they are therefore given to every solve, below the process
+    defaults and the solve's own options.  ``PETSC_OPTIONS="-glep_snes_monitor" mpirun …`` thus works
+    on clusters where the command line of a job is hard to change.
+    """
+    import os
+    import shlex
+
+    from glep.cli import command_line_petsc_options
+
+    text = os.environ.get("PETSC_OPTIONS", "")
+    return command_line_petsc_options(shlex.split(text)) if "-glep_" in text else {}
+
+
 def solve_options(options: Mapping[str, object] | None) -> dict[str, str | None]:
-    """The options of one solve: the process defaults, overridden by ``options``."""
-    return _DEFAULT_OPTIONS | _normalise_options(options)
+    """The options of one solve: ``PETSC_OPTIONS``'s ``-glep_*`` entries, then the process defaults, then
+    ``options`` (each overriding the previous)."""
+    return environment_options() | _DEFAULT_OPTIONS | _normalise_options(options)
 
 
 @contextlib.contextmanager

@@ -54,6 +54,22 @@ def test_command_line_options_reach_the_glep_prefix():
         set_default_petsc_options(previous)
 
 
+def test_petsc_options_environment_variable_reaches_every_solve(monkeypatch):
+    """``PETSC_OPTIONS="-glep_…"`` (the cluster way) reaches the per-problem prefix, below the solve's options."""
+    previous = set_default_petsc_options({"testenv_b": "cli"})
+    monkeypatch.setenv("PETSC_OPTIONS", "-log_view_memory -glep_testenv_a 7 -glep_testenv_b env -glep_testenv_flag")
+    db = PETSc.Options()
+    try:
+        with petsc_options("glep_test_", {"testenv_c": "solve"}):
+            assert db.getString("glep_test_testenv_a") == "7"
+            assert db.getString("glep_test_testenv_b") == "cli"  # the process defaults (CLI) win over the variable
+            assert db.getString("glep_test_testenv_c") == "solve"
+            assert db.hasName("glep_test_testenv_flag") and not db.hasName("glep_test_log_view_memory")
+        assert not db.hasName("glep_test_testenv_a")
+    finally:
+        set_default_petsc_options(previous)
+
+
 def test_importing_glep_bvp_reads_no_command_line_option():
     code = ("import glep.bvp; from petsc4py import PETSc; "
             "assert not any(k.startswith('glep') for k in PETSc.Options().getAll()), PETSc.Options().getAll()")
