@@ -284,6 +284,14 @@ def _report_error(exc: GlepError) -> int:
     """Print a glep error once (the failing rank prints, the others stay silent); return the exit status."""
     if isinstance(exc, _Exit):
         return exc.code
+    bug = exc.__cause__ if isinstance(exc.__cause__, Exception) and not isinstance(exc.__cause__, GlepError) else None
+    if bug is not None:  # not a user error but a defect (under MPI, agreed into a RankError): keep its traceback
+        if not getattr(exc, "reported_elsewhere", False):
+            import traceback
+
+            traceback.print_exception(bug, file=sys.stderr)
+            print(f"glep: internal error: {exc}", file=sys.stderr, flush=True)
+        return 1
     if not getattr(exc, "reported_elsewhere", False):
         rank, size = _rank()
         where = f" on rank {rank} of {size}" if size > 1 else ""

@@ -178,3 +178,27 @@ def test_keyboard_interrupt_in_process(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(importlib.import_module("glep.estimators.compare"), "compare_estimators", interrupted)
     assert main(["compare", *TINY, "--output", str(tmp_path)]) == 130
     assert capsys.readouterr().err == "glep: interrupted\n"
+
+
+def test_a_defect_agreed_across_ranks_keeps_its_traceback(capsys):
+    """Under MPI a non-glep exception (a bug, not a user error) is agreed into a RankError chained to it; the
+    failing rank prints its traceback and 'internal error', exit 1; a rank that did not fail stays silent."""
+    from glep.cli import _report_error
+    from glep.parallel import RankError
+
+    def failing(reported_elsewhere):
+        try:
+            try:
+                1 / 0  # noqa: B018
+            except ZeroDivisionError as bug:
+                exc = RankError("glep failed on rank 0 of 2: ZeroDivisionError: division by zero", 0, False)
+                exc.reported_elsewhere = reported_elsewhere
+                raise exc from bug
+        except RankError as exc:
+            return exc
+
+    assert _report_error(failing(False)) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "ZeroDivisionError" in err and "glep: internal error: glep failed on rank 0" in err
+    assert _report_error(failing(True)) == 1
+    assert capsys.readouterr().err == ""
