@@ -56,6 +56,29 @@ def test_pendulum_every_solution_with_its_morse_index(reference, found):
     assert actions == sorted(actions)
 
 
+#: perturbations of the straight-line guess (none of them one of the starts the search derives itself):
+#: a rounding-level change, tilts of the interior, a bump and a coarser mesh must all give the same set
+PERTURBED = {
+    "rounding": (lambda t: 1e-12 * np.sin(3.0 * t), N),
+    "tilt up": (lambda t: 0.05 * t * (T - t) / T**2, N),
+    "tilt down": (lambda t: -0.05 * t * (T - t) / T**2, N),
+    "bump": (lambda t: 0.2 * np.exp(-((t - 0.3 * T) ** 2)), N),
+    "other mesh": (lambda t: 0.0 * t, N + 4),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(PERTURBED))
+def test_pendulum_set_is_the_same_from_perturbed_guesses(reference, variant):
+    """Deflation must not hinge on one chaotic iteration: every perturbed start finds the whole reference set."""
+    bump, n_el = PERTURBED[variant]
+    system, params = pendulum_system(OMEGA)
+    line = lambda t: (A + (B - A) * np.asarray(t) / T + bump(np.asarray(t)))[None]  # noqa: E731
+    sols = find_solutions(system, params, (T, n_el), CBVP([A], [B]), guess=line, degree=DEGREE, quadrature="gauss")
+    assert len(sols) == len(reference)
+    assert sorted(_nearest(reference, s.p0[0]) for s in sols) == list(range(len(reference)))
+    assert [s.morse_index for s in sols] == [reference[_nearest(reference, s.p0[0])][1] for s in sols]
+
+
 def test_pendulum_solutions_converge_at_the_method_order(reference, found):
     """Each found solution is the discretisation of its reference: the p(0) error falls by 2^(2p) = 16
     when h is halved (Newton on the finer mesh from the coarse solution)."""
