@@ -39,14 +39,19 @@ def test_unknown_names_raise_attribute_error():
         glep.no_such_name  # noqa: B018
 
 
+def _fresh(code: str) -> str:
+    """What ``code`` prints in a fresh interpreter."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+
+
 def test_import_glep_loads_no_petsc_dolfinx_or_ufl():
     """Time-stepping users never pay for the finite-element stack (checked in a fresh interpreter)."""
     code = ("import sys, glep\n"
             "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
             "('petsc4py', 'dolfinx', 'ufl', 'basix', 'ffcx', 'slepc4py', 'mpi4py', 'scipy'))\n"
             "print(heavy)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]", out
+    out = _fresh(code)
+    assert out == "[]", out
 
 
 def test_dolfinx_solver_precedes_petsc_when_the_fe_backend_is_used():
@@ -55,6 +60,6 @@ def test_dolfinx_solver_precedes_petsc_when_the_fe_backend_is_used():
             "glep.solve_bvp\n"
             "names = list(sys.modules)\n"
             "print(names.index('dolfinx_solver') < names.index('petsc4py') < names.index('dolfinx'))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "True", out
+    out = _fresh(code)
+    assert out == "True", out
 
