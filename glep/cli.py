@@ -284,8 +284,12 @@ def _report_error(exc: GlepError) -> int:
     """Print a glep error once (the failing rank prints, the others stay silent); return the exit status."""
     if isinstance(exc, _Exit):
         return exc.code
-    bug = exc.__cause__ if isinstance(exc.__cause__, Exception) and not isinstance(exc.__cause__, GlepError) else None
-    if bug is not None:  # not a user error but a defect (under MPI, agreed into a RankError): keep its traceback
+    from glep.parallel import RankError
+
+    cause = exc.__cause__
+    bug = cause if isinstance(exc, RankError) and isinstance(cause, Exception) and not isinstance(
+        cause, GlepError) else None
+    if bug is not None:  # a defect on this rank, agreed into a RankError under MPI: keep its traceback
         if not getattr(exc, "reported_elsewhere", False):
             import traceback
 
