@@ -29,7 +29,7 @@ class SolverReport:
     reason:
         Why it stopped (e.g. PETSc's ``CONVERGED_FNORM_RELATIVE``, or ``"integrated"`` for a marching pass).
     iterations:
-        Nonlinear iterations (Newton steps, descent steps).
+        Nonlinear iterations (Newton steps, descent steps), or the steps of a marching pass (``"integrated"``).
     history:
         Residual norm at each iteration, the initial one first.
     wall_time:

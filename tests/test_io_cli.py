@@ -60,11 +60,14 @@ def test_both_backends_round_trip_with_their_solver_report(tmp_path):
     # P1 + Gauss–Lobatto is Störmer–Verlet: the shooting trajectory is already the FE solution
     assert fe.report.reason.startswith("CONVERGED") and fe.report.iterations == 0
     assert len(fe.report.history) == fe.report.iterations + 1 and fe.report.wall_time > 0
-    assert shot.report.reason and len(shot.report.history) == shot.report.iterations + 1
+    assert shot.report.reason and len(shot.report.history) == shot.report.iterations + 1 and shot.report.wall_time > 0
     assert fe.morse_index == fe.fe.hessian.index and fe.action is not None
     for name, tr in (("shooting", shot), ("fe", fe)):
         save_trajectory(tmp_path / "t.h5", tr, name)
         _assert_same_trajectory(load_trajectory(tmp_path / "t.h5", name), tr)
+    batch = shoot_cbvp(system, params, TimeGrid(1.0, 32), [[0.0], [0.0]], [[0.0], [0.0]], p0_guess=[[1.0], [8.0]])
+    with pytest.raises(InputError, match=r"guess trajectory must have q of shape \(nodes, 1, 1\), got \(33, 2, 1\)"):
+        solve_bvp(system, params, (1.0, 32), CBVP([0.0], [0.0]), guess=batch)
 
 
 def test_report_round_trip_re_analyses_without_re_running(tmp_path):
