@@ -10,7 +10,7 @@ the nudged trajectory is the CFVP with that final state.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import dolfinx
 import numpy as np
@@ -424,14 +424,17 @@ def solve_bvp(system: LagrangianSystem, params: Mapping[str, np.ndarray], mesh, 
         raise InputError("pass either solver=<a solver object> or the keywords method=, rtol=, ... (not both)")
     disc = make_discretisation(system, params, mesh, assembler=assembler, degree=degree, quadrature=quadrature,
                                quadrature_degree=quadrature_degree, beta=0.0, comm=comm)
-    if isinstance(bc, PFVP):
-        free = ReducedProblem(disc, bc.free)
+    pfvp = bc if isinstance(bc, PFVP) else None
+    if pfvp is not None:
+        free = ReducedProblem(disc, pfvp.free)
         fsol = solve_problem(free, guess, solver=solver if isinstance(solver, (Newton, TrustRegion)) else Newton())
         bc = CFVP(fsol.q[-1, 0], pT=fsol.pT[0])
         guess = fsol if guess is None else guess
     disc.set_beta(beta)
     problem = ReducedProblem(disc, bc)
-    return solve_problem(problem, guess, solver=solver, morse=morse, singular_tol=singular_tol)
+    sol = solve_problem(problem, guess, solver=solver, morse=morse, singular_tol=singular_tol)
+    # a PFVP's nudged stage is the CFVP of the free final state; the trajectory records the PFVP asked for
+    return sol if pfvp is None else replace(sol, boundary=pfvp)
 
 
 __all__ = ["FESolve", "solve_bvp", "solve_problem", "find_solutions", "find_problem_solutions",

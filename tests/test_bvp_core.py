@@ -128,6 +128,7 @@ def test_pfvp_equals_backward_integration_and_echo(model):
     Q, P = integrate(_dl(m, theta, 0.0), q0[None], p0[None])
     Qb, Pb = integrate(Mirrored(_dl(m, theta)), Q[-1], -P[-1])  # backward from the free final state
     sol = solve_bvp(m.system, m.params, (T, N), PFVP(q0, v0=v0), beta=BETA)
+    assert sol.boundary_name == "PFVP" and sol.beta == BETA
     assert np.max(np.abs(sol.q - Qb[::-1])) < 1e-9
     assert np.max(np.abs(sol.p0 + Pb[-1])) < 1e-9
     # the echo: flip the momentum, run the time-reversed system forward (reversible L)
