@@ -91,7 +91,7 @@ def accuracy_rows(quick: bool = False):
     for deg, N in ((1, 64), (2, 16), (3, 16)):
         t, sol = timed(lambda deg=deg, N=N: solve_bvp(sys_, par, (1.0, N), CBVP([0.0], [0.0]), degree=deg,
                                                      quadrature="gauss"))
-        rows.append(("Bratu λ=2", f"glep.bvp P{deg} N={N}", t, abs(sol.p0[0] - yp0) / yp0))
+        rows.append(("Bratu λ=2", f"glep.bvp P{deg} N={N}", t, abs(sol.p0[0, 0] - yp0) / yp0))
     lam = 5.0
     ref = 0.0457504614063187
     sys_, par = troesch_system(lam)
@@ -104,7 +104,7 @@ def accuracy_rows(quick: bool = False):
             mesh = (1.0, N) if ratio == 1.0 else graded_time_mesh(COMM, 1.0, N, ratio=ratio, end="final")
             return solve_bvp(sys_, par, mesh, CBVP([0.0], [1.0]), degree=deg, quadrature="gauss")
         t, sol = timed(run)
-        rows.append(("Troesch λ=5", f"glep.bvp P{deg} N={N} graded×{ratio:g}", t, abs(sol.p0[0] - ref) / ref))
+        rows.append(("Troesch λ=5", f"glep.bvp P{deg} N={N} graded×{ratio:g}", t, abs(sol.p0[0, 0] - ref) / ref))
     rows += chain_rows(n=20 if quick else 200, Ns=(100,) if quick else (100, 400, 1600),
                        high_order=((3, 10),) if quick else ((2, 40), (3, 10), (3, 16)))
     return rows

@@ -24,7 +24,7 @@ import dolfinx_solver  # noqa: F401  isort: skip  (configures PETSc before dolfi
 
 from glep.bvp.adjoint import FEAdjointResult, adjoint_gradient, discrete_loss
 from glep.bvp.api import (
-    BVPSolution,
+    FESolve,
     find_problem_solutions,
     find_solutions,
     gather_nodal,
@@ -59,7 +59,7 @@ from glep.bvp.vectorised import VectorisedAction
 
 __all__ = [
     "solve_bvp", "solve_problem", "find_solutions", "find_problem_solutions",
-    "BVPSolution", "make_discretisation", "set_guess", "gather_nodal",
+    "FESolve", "make_discretisation", "set_guess", "gather_nodal",
     "FEAction", "VectorisedAction", "GalerkinAction", "ReducedProblem", "interpolate_signal", "quadrature_metadata",
     "newton", "residual_descent", "gradient_flow", "deflated_newton", "deflation_search", "perturbed_starts",
     "morse_index", "hessian_report", "HessianReport", "inertia",

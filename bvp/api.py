@@ -1,4 +1,4 @@
-r"""High-level entry point: :func:`solve_bvp` returns a :class:`BVPSolution`.
+r"""High-level entry point: :func:`solve_bvp` returns a :class:`~glep.Trajectory` (``B = 1``).
 
 The trajectory is found at once, on the whole time mesh, as a stationary
 point of the (restricted) augmented action ``A_β`` under one of the boundary
@@ -10,7 +10,7 @@ the nudged trajectory is the CFVP with that final state.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import dolfinx
 import numpy as np
@@ -36,72 +36,33 @@ from glep.errors import InputError, SingularHessianError, SolverError
 from glep.parallel import agree
 from glep.signals import check_signals
 from glep.system import LagrangianSystem
+from glep.trajectory import SolverReport, Trajectory
 
 
 @dataclass(frozen=True)
-class BVPSolution:
-    """A whole-trajectory solution.
+class FESolve:
+    """The finite-element backend's handles of a solved trajectory (``Trajectory.fe``; never saved).
 
     Attributes
     ----------
-    times:
-        Times of all degrees of freedom (vertices and, for ``p ≥ 2``, interior
-        nodes), sorted; identical on every rank.
-    q:
-        Nodal values, shape ``(len(times), n)`` (gathered on every rank).
-    p0, pT:
-        Discrete end momenta ``−∂A_β/∂q(0)`` and ``∂A_β/∂q(T)``.
-    action:
-        ``A_β`` at the solution (with the boundary point terms).
-    beta:
-        The nudging strength.
-    morse_index:
-        Negative inertia of the action Hessian (``None`` if not computed or
-        not defined for the boundary condition).  Only reported when the
-        Hessian is safely regular (see :func:`glep.bvp.solvers.hessian_report`).
-    iterations, history, reason, wall_time:
-        Solver report (residual norms per iteration).
     problem:
-        The :class:`~glep.bvp.problem.ReducedProblem` (its discretisation
-        holds the dolfinx function ``problem.disc.u``); ``r`` is the reduced
-        solution vector.
-    hessian_min_eigenvalue, hessian_max_eigenvalue, hessian_eigenvalue_ratio, hessian_tolerance:
-        With the Morse index: ``λ_min`` and ``λ_max`` (smallest and largest
-        magnitude) of ``J_r v = λ M v`` (``M`` the ``L²`` Gram matrix, so
-        ``λ_min`` approximates the Jacobi operator's eigenvalue),
-        ``|λ_min|/|λ_max|`` and the tolerance ``|λ_min|`` exceeded.
-    params_value:
-        The continuation parameter's value (:func:`glep.bvp.natural_continuation`), else ``None``.
-
-    Every field is set when the solution is made (it is frozen).
+        The :class:`~glep.bvp.problem.ReducedProblem` (its discretisation holds the dolfinx function
+        ``problem.disc.u``).
+    r:
+        The reduced solution vector.
+    hessian:
+        The :class:`~glep.bvp.solvers.HessianReport` (Morse index with ``λ_min``, ``λ_max`` of
+        ``J_r v = λ M v``, their ratio and the tolerance ``|λ_min|`` exceeded), if it was computed.
     """
 
-    times: np.ndarray
-    q: np.ndarray
-    p0: np.ndarray
-    pT: np.ndarray
-    action: float
-    beta: float
-    morse_index: int | None
-    iterations: int
-    history: list
-    reason: str
-    wall_time: float
     problem: ReducedProblem = field(repr=False)
     r: PETSc.Vec = field(repr=False)
-    hessian_min_eigenvalue: float | None = None
-    hessian_max_eigenvalue: float | None = None
-    hessian_eigenvalue_ratio: float | None = None
-    hessian_tolerance: float | None = None
-    params_value: float | None = None
+    hessian: HessianReport | None = None
 
     @property
     def function(self) -> dolfinx.fem.Function:
+        """The dolfinx function ``q_h`` (holds this solution once ``problem.lift(r)`` has been called)."""
         return self.problem.disc.u
-
-    def at(self, t: float) -> np.ndarray:
-        """Piecewise-linear interpolation of the nodal values at ``t``."""
-        return np.array([np.interp(t, self.times, self.q[:, i]) for i in range(self.q.shape[1])])
 
 
 def gather_nodal(disc) -> tuple[np.ndarray, np.ndarray]:
@@ -122,23 +83,26 @@ def set_guess(problem: ReducedProblem, guess) -> PETSc.Vec:
     ``guess`` may be ``None`` (straight line between pinned ends, or the
     pinned value), a callable ``t -> (n,)`` (or vectorised ``t[...] -> (n, len(t))``),
     an array of nodal values ``(len(times), n)`` ordered by time, a
-    :class:`BVPSolution` (interpolated; from another mesh, piecewise-linearly
-    between its nodes), or a reduced PETSc vector of this problem.
+    :class:`~glep.Trajectory` (of this problem: its vector; of another FE problem: interpolated; from another
+    mesh or backend, piecewise-linearly between its nodes; ``B = 1``), or a reduced PETSc vector of this problem.
     """
     disc, n = problem.disc, problem.n
     u = disc.u
     if isinstance(guess, PETSc.Vec):
         return guess.copy()
-    if isinstance(guess, BVPSolution):
-        if guess.problem is problem:
-            return guess.r.copy()
-        if guess.problem.disc.mesh is not disc.mesh:
-            # another mesh: piecewise-linear interpolation of its (gathered) nodal values
-            return set_guess(problem, lambda t, s=guess: np.stack([np.interp(t, s.times, s.q[:, i])
-                                                                   for i in range(s.q.shape[1])]))
-        guess.problem.lift(guess.r)
-        if guess.problem.disc.V is not disc.V:
-            u.interpolate(guess.problem.disc.u)
+    if isinstance(guess, Trajectory):
+        if np.shape(guess.q)[1:] != (1, n):
+            raise InputError(f"guess trajectory must have q of shape (nodes, 1, {n}), got {np.shape(guess.q)}")
+        fe = guess.fe
+        if fe is not None and fe.problem is problem:
+            return fe.r.copy()
+        if fe is None or fe.problem.disc.mesh is not disc.mesh:
+            # another mesh or backend: piecewise-linear interpolation of its (gathered) nodal values
+            return set_guess(problem, lambda t, s=guess: np.stack([np.interp(t, s.times, np.real(s.q[:, 0, i]))
+                                                                   for i in range(n)]))
+        fe.problem.lift(fe.r)
+        if fe.problem.disc.V is not disc.V:
+            u.interpolate(fe.problem.disc.u)
         u.x.scatter_forward()
         return problem.restrict()
     fixed = problem.spec.trial_fixed
@@ -207,23 +171,24 @@ def make_discretisation(system: LagrangianSystem, params, mesh, *, assembler: st
     raise InputError(f"assembler must be 'fe' or 'vectorised', got {assembler!r}")
 
 
-def _solution(problem: ReducedProblem, res, beta: float, report: HessianReport | int | None) -> BVPSolution:
+def _solution(problem: ReducedProblem, res, beta: float, report: HessianReport | int | None) -> Trajectory:
+    """The :class:`~glep.Trajectory` of the solve ``res`` (``q`` of shape ``(nodes, 1, n)``, gathered)."""
     problem.lift(res.r)
     ts, qs = gather_nodal(problem.disc)
     mom = problem.momenta()
     hr = report if isinstance(report, HessianReport) else None
     index = hr.index if hr is not None else report
-    return BVPSolution(ts, qs, mom["0"], mom["T"], problem.action(), beta, index, res.iterations,
-                       res.history, res.reason, res.wall_time, problem, res.r,
-                       hessian_min_eigenvalue=None if hr is None else hr.min_eigenvalue,
-                       hessian_max_eigenvalue=None if hr is None else hr.max_eigenvalue,
-                       hessian_eigenvalue_ratio=None if hr is None else hr.ratio,
-                       hessian_tolerance=None if hr is None else hr.tolerance)
+    disc = problem.disc
+    return Trajectory(ts, qs[:, None, :], None, beta, problem.bc, dict(disc.theta),
+                      {"system": disc.system.name, "backend": "fe"},
+                      SolverReport(str(res.reason), int(res.iterations), tuple(res.history), res.wall_time),
+                      problem.action(), index, (np.asarray(mom["0"])[None], np.asarray(mom["T"])[None]),
+                      FESolve(problem, res.r, hr))
 
 
 def solve_problem(problem: ReducedProblem, guess=None, *, solver: Solver | None = None, method: str = "newton",
                   morse: bool = False, known: list | None = None, metric: str = "H1",
-                  singular_tol: float | None = None, **kw) -> BVPSolution:
+                  singular_tol: float | None = None, **kw) -> Trajectory:
     """Solve an already built :class:`~glep.bvp.problem.ReducedProblem` (see :func:`solve_bvp`)."""
     if solver is None:
         solver = solver_from_keywords(method, known=known, metric=metric, **kw)
@@ -244,7 +209,7 @@ def solve_problem(problem: ReducedProblem, guess=None, *, solver: Solver | None 
 
 
 def _first_new_solution(problem: ReducedProblem, guess, solver: Deflation, morse: bool,
-                        singular_tol: float | None) -> BVPSolution:
+                        singular_tol: float | None) -> Trajectory:
     sols = find_problem_solutions(problem, guess, known=list(solver.known), max_solutions=1, morse=morse,
                                   singular_tol=singular_tol, modes=solver.modes, amplitudes=solver.amplitudes,
                                   shooting_momenta=solver.shooting_momenta, max_attempts=solver.max_attempts,
@@ -259,7 +224,7 @@ def _first_new_solution(problem: ReducedProblem, guess, solver: Deflation, morse
 
 
 class FoundSolutions(list):
-    """A list of :class:`BVPSolution` with ``search``: the :class:`glep.bvp.deflation.SearchReport`
+    """A list of :class:`Trajectory` with ``search``: the :class:`glep.bvp.deflation.SearchReport`
     (attempts, Newton iterations, failure reasons, and which rule stopped the search)."""
 
     def __init__(self, solutions, search):
@@ -272,7 +237,7 @@ def find_problem_solutions(problem: ReducedProblem, guess=None, *, known: list |
                            max_newton_iterations: int | None = None, modes=(1, 2, 3),
                            amplitudes=(1.0, 2.0, 4.0), shooting_momenta=None, morse: bool = True,
                            singular_tol: float | None = None, on_singular: str = "raise",
-                           **search_kw) -> list[BVPSolution]:
+                           **search_kw) -> list[Trajectory]:
     r"""All solutions that deflation reaches from ``guess`` (see :func:`find_solutions`)."""
     from glep.bvp.deflation import deflation_search, perturbed_starts, shooting_starts
 
@@ -285,9 +250,9 @@ def find_problem_solutions(problem: ReducedProblem, guess=None, *, known: list |
         raise InputError(f"{problem.spec.label}: Morse indices need a variational (symmetric) boundary "
                          "condition; pass morse=False")
     known = list(known or [])
-    if any(not isinstance(k, (BVPSolution, PETSc.Vec)) for k in known) or any(
+    if any(not isinstance(k, (Trajectory, PETSc.Vec)) for k in known) or any(
             isinstance(k, PETSc.Vec) and k.getSize() != problem.P.getSize()[1] for k in known):
-        raise InputError("known must be a list of BVPSolution (of any mesh: they are interpolated) or reduced "
+        raise InputError("known must be a list of Trajectory (of any mesh: they are interpolated) or reduced "
                          "vectors of this problem")
     known_vecs = [_as_known(problem, k) for k in known]
     r0 = set_guess(problem, guess)
@@ -323,7 +288,7 @@ def _as_known(problem: ReducedProblem, k) -> PETSc.Vec:
     itself rather than a point ``O(h^p)`` away from it.
     """
     v = set_guess(problem, k)
-    if isinstance(k, BVPSolution) and k.problem is not problem:
+    if isinstance(k, Trajectory) and (k.fe is None or k.fe.problem is not problem):
         try:
             newton(problem, v)
         except SolverError:
@@ -331,15 +296,15 @@ def _as_known(problem: ReducedProblem, k) -> PETSc.Vec:
     return v
 
 
-def sort_solutions(sols: list[BVPSolution]) -> list[BVPSolution]:
+def sort_solutions(sols: list[Trajectory]) -> list[Trajectory]:
     """Sort by action; actions equal to ``10⁻⁹`` (relative) are ordered by ``p(0)`` (lexicographic)."""
     import functools
 
-    def cmp(a: BVPSolution, b: BVPSolution) -> int:
+    def cmp(a: Trajectory, b: Trajectory) -> int:
         scale = max(1.0, abs(a.action), abs(b.action))
         if abs(a.action - b.action) > 1e-9 * scale:
             return -1 if a.action < b.action else 1
-        for x, y in zip(a.p0, b.p0):
+        for x, y in zip(np.ravel(a.p0), np.ravel(b.p0)):
             if x != y:
                 return -1 if x < y else 1
         return 0
@@ -353,7 +318,7 @@ def find_solutions(system: LagrangianSystem, params: Mapping[str, np.ndarray], m
                    modes=(1, 2, 3), amplitudes=(1.0, 2.0, 4.0), shooting_momenta=None, morse: bool = True,
                    singular_tol: float | None = None, on_singular: str = "raise", beta: float = 0.0,
                    degree: int = 1, quadrature: str = "gll", quadrature_degree: int | None = None,
-                   assembler: str = "fe", comm: MPI.Comm | None = None, **search_kw) -> list[BVPSolution]:
+                   assembler: str = "fe", comm: MPI.Comm | None = None, **search_kw) -> list[Trajectory]:
     r"""Every solution deflation finds from one guess, with Morse indices and actions, sorted by action.
 
     Deflated Newton (:mod:`glep.bvp.deflation`, Farrell–Birkisson–Funke) is run from ``guess``, from
@@ -369,7 +334,7 @@ def find_solutions(system: LagrangianSystem, params: Mapping[str, np.ndarray], m
     guess:
         As for :func:`solve_bvp` (default: the straight line between pinned ends).
     known:
-        Solutions to exclude: :class:`BVPSolution` (of any mesh; interpolated onto this one) or reduced
+        Solutions to exclude: :class:`Trajectory` (of any mesh; interpolated onto this one) or reduced
         vectors of this problem.
     max_solutions, max_attempts, max_newton_iterations:
         Stopping rule: at most this many new solutions, deflated Newton runs, or Newton iterations in total
@@ -390,7 +355,7 @@ def find_solutions(system: LagrangianSystem, params: Mapping[str, np.ndarray], m
 
     Returns
     -------
-    list[BVPSolution]
+    list[Trajectory]
         Sorted by action, then by ``p(0)``; empty if nothing new was found.  Its attribute ``search``
         (:class:`glep.bvp.deflation.SearchReport`) tells how the search went and what stopped it.
     """
@@ -410,7 +375,7 @@ def solve_bvp(system: LagrangianSystem, params: Mapping[str, np.ndarray], mesh, 
               beta: float = 0.0, guess=None, method: str = "newton", degree: int = 1, quadrature: str = "gll",
               quadrature_degree: int | None = None, assembler: str = "fe", morse: bool = False,
               known: list | None = None, singular_tol: float | None = None, comm: MPI.Comm | None = None,
-              solver: Solver | None = None, **solver_kw) -> BVPSolution:
+              solver: Solver | None = None, **solver_kw) -> Trajectory:
     r"""Solve a Lagrangian boundary-value problem on a finite-element time mesh.
 
     Parameters
@@ -459,15 +424,18 @@ def solve_bvp(system: LagrangianSystem, params: Mapping[str, np.ndarray], mesh, 
         raise InputError("pass either solver=<a solver object> or the keywords method=, rtol=, ... (not both)")
     disc = make_discretisation(system, params, mesh, assembler=assembler, degree=degree, quadrature=quadrature,
                                quadrature_degree=quadrature_degree, beta=0.0, comm=comm)
-    if isinstance(bc, PFVP):
-        free = ReducedProblem(disc, bc.free)
+    pfvp = bc if isinstance(bc, PFVP) else None
+    if pfvp is not None:
+        free = ReducedProblem(disc, pfvp.free)
         fsol = solve_problem(free, guess, solver=solver if isinstance(solver, (Newton, TrustRegion)) else Newton())
-        bc = CFVP(fsol.q[-1], pT=fsol.pT)
+        bc = CFVP(fsol.q[-1, 0], pT=fsol.pT[0])
         guess = fsol if guess is None else guess
     disc.set_beta(beta)
     problem = ReducedProblem(disc, bc)
-    return solve_problem(problem, guess, solver=solver, morse=morse, singular_tol=singular_tol)
+    sol = solve_problem(problem, guess, solver=solver, morse=morse, singular_tol=singular_tol)
+    # a PFVP's nudged stage is the CFVP of the free final state; the trajectory records the PFVP asked for
+    return sol if pfvp is None else replace(sol, boundary=pfvp)
 
 
-__all__ = ["BVPSolution", "solve_bvp", "solve_problem", "find_solutions", "find_problem_solutions",
+__all__ = ["FESolve", "solve_bvp", "solve_problem", "find_solutions", "find_problem_solutions",
            "sort_solutions", "make_discretisation", "set_guess", "gather_nodal"]

@@ -29,10 +29,11 @@ import numpy as np
 from petsc4py import PETSc
 from scipy.optimize import minimize_scalar
 
-from glep.bvp.api import BVPSolution, solve_problem
+from glep.bvp.api import solve_problem
 from glep.bvp.problem import ReducedProblem
 from glep.bvp.solvers import Newton, Solver, configure_lu
 from glep.errors import InputError, SolverError
+from glep.trajectory import Trajectory
 
 
 def _set_param(problem: ReducedProblem, name: str, value: float) -> None:
@@ -44,22 +45,23 @@ def _set_param(problem: ReducedProblem, name: str, value: float) -> None:
     problem.disc.set_params(theta)
 
 
-def natural_continuation(problem: ReducedProblem, name: str, values, guess=None, **solver_kw) -> list[BVPSolution]:
+def natural_continuation(problem: ReducedProblem, name: str, values, guess=None, **solver_kw) -> list[Trajectory]:
     """Solutions at each value of the scalar parameter ``name`` (secant predictor)."""
-    sols: list[BVPSolution] = []
+    sols: list[Trajectory] = []
     for lam in values:
         _set_param(problem, name, lam)
         if len(sols) >= 2:
-            r = sols[-1].r.copy()
-            l1, l0 = sols[-1].params_value, sols[-2].params_value
-            r.axpy((lam - l1) / (l1 - l0), sols[-1].r - sols[-2].r)
+            r = sols[-1].fe.r.copy()
+            l1, l0 = sols[-1].meta["continuation_value"], sols[-2].meta["continuation_value"]
+            r.axpy((lam - l1) / (l1 - l0), sols[-1].fe.r - sols[-2].fe.r)
             start = r
         elif sols:
-            start = sols[-1].r.copy()
+            start = sols[-1].fe.r.copy()
         else:
             start = None
         sol = solve_problem(problem, guess if start is None else start, **solver_kw)
-        sols.append(replace(sol, params_value=float(lam)))
+        sols.append(replace(sol, meta={**sol.meta, "continuation_parameter": name,
+                                       "continuation_value": float(lam)}))
     return sols
 
 
@@ -75,8 +77,8 @@ class Continuation:
     values: tuple
     solver: Solver = field(default_factory=Newton)
 
-    def run(self, problem: ReducedProblem, guess=None) -> list[BVPSolution]:
-        """The solutions at ``values`` (each with ``params_value`` set)."""
+    def run(self, problem: ReducedProblem, guess=None) -> list[Trajectory]:
+        """The solutions at ``values`` (each with ``meta["continuation_value"]`` set)."""
         return natural_continuation(problem, self.name, self.values, guess, solver=self.solver)
 
 
@@ -151,11 +153,11 @@ class FunctionalContinuation:
         raise SolverError(f"bordered Newton did not converge at a = {a}", reason="max_it", history=hist)
 
 
-def functional_continuation(problem: ReducedProblem, name: str, a_values, *, t_star: float, start: BVPSolution,
+def functional_continuation(problem: ReducedProblem, name: str, a_values, *, t_star: float, start: Trajectory,
                             lam0: float, component: int = 0) -> list[BranchPoint]:
     """Follow a branch through the values ``a_values`` of ``ℓ(q) = q_component(t*)``."""
     fc = FunctionalContinuation(problem, name, t_star, component)
-    r = start.r.copy()
+    r = start.fe.r.copy()
     lam = float(lam0)
     out = []
     for a in a_values:
@@ -165,7 +167,7 @@ def functional_continuation(problem: ReducedProblem, name: str, a_values, *, t_s
     return out
 
 
-def locate_fold(problem: ReducedProblem, name: str, *, t_star: float, start: BVPSolution, lam0: float,
+def locate_fold(problem: ReducedProblem, name: str, *, t_star: float, start: Trajectory, lam0: float,
                 a_values, component: int = 0, xtol: float = 1e-7) -> tuple[float, float]:
     r"""The fold ``(λ_c, a_c)``: maximum (or minimum) of ``λ(a)`` along the branch.
 

@@ -20,11 +20,12 @@ import numpy as np
 from petsc4py import PETSc
 
 from glep.boundary import BoundaryCondition
-from glep.bvp.api import BVPSolution, solve_problem
+from glep.bvp.api import solve_problem
 from glep.bvp.problem import ReducedProblem
 from glep.bvp.solvers import configure_lu
 from glep.errors import InputError, SolverError
 from glep.parallel import agree
+from glep.trajectory import Trajectory
 
 
 def residual_free(bc: BoundaryCondition) -> None:
@@ -103,7 +104,7 @@ def beta_tangent(problem: ReducedProblem, r0: PETSc.Vec) -> PETSc.Vec:
     return agree(solve, comm, what="the β-tangent solve")
 
 
-def contrast_values(problem: ReducedProblem, sol0: BVPSolution, betas, **solver_kw) -> dict[float, dict]:
+def contrast_values(problem: ReducedProblem, sol0: Trajectory, betas, **solver_kw) -> dict[float, dict]:
     r"""``I(β) = ∫∂_θL`` along the nudged solution, for each ``β`` of ``betas``.
 
     Arguments: ``problem`` the free (β = 0) residual-free problem and
@@ -115,11 +116,11 @@ def contrast_values(problem: ReducedProblem, sol0: BVPSolution, betas, **solver_
     residual_free(problem.bc)
     if problem.disc.beta != 0.0:
         raise InputError(f"contrast_values needs the free problem (β = 0), got one at β = {problem.disc.beta:g}")
-    tangent = beta_tangent(problem, sol0.r)
+    tangent = beta_tangent(problem, sol0.fe.r)
     out = {}
     for b in betas:
         nudged = nudged_problem(problem, b)
-        guess = sol0.r.copy()
+        guess = sol0.fe.r.copy()
         guess.axpy(float(np.real(b)), tangent)
         solve_problem(nudged, guess, **solver_kw)
         out[b] = nudged.disc.theta_gradient()

@@ -234,7 +234,7 @@ def compare_estimators(problem: Problem, *, estimators: Sequence[str | AbstractE
             row_truth = truths[est.truth]
             errors, point_failures = _sweep(est, problem, row_truth, betas, nudges, say, tell)
             # timed on its own, with nothing cached from the truth and the sweep above (but the free trajectory)
-            problem.free.__dict__.pop("_sensitivities", None)
+            problem.free.sensitivities = None
             problem.cache.clear()
             ref = _finite(est(problem, nudge_from_name(report_nudge, report_beta), progress=tell))
         except FAILURES as exc:

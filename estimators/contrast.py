@@ -90,11 +90,9 @@ def _terminal_grad(problem: Problem, q):
 def forward_sensitivities(problem: Problem, chunk: int = 64):
     """``∂_θ q_N`` and ``d_θ π_N`` of the free trajectory (cached on the problem)."""
     free = problem.free
-    cached = getattr(free, "_sensitivities", None)
-    if cached is None:
-        cached = final_sensitivities(free.dl, free.Q, v0=free.v0, chunk=chunk)
-        free._sensitivities = cached
-    return cached
+    if free.sensitivities is None:
+        free.sensitivities = final_sensitivities(free.dl, free.Q, v0=free.v0, chunk=chunk)
+    return free.sensitivities
 
 
 def civp_contrast(problem: Problem, nudge: Nudge | None = None, *, residual: bool = False,

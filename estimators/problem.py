@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
@@ -16,20 +17,48 @@ from glep.ivp.integrators import Integrator, integrator_for
 from glep.ivp.stepping import integrate
 from glep.signals import check_signals
 from glep.system import LagrangianSystem
-from glep.trajectory import Trajectory
+from glep.trajectory import SolverReport, Trajectory
 
 
 @dataclass
-class FreeTrajectory:
-    """The free (β = 0) CIVP trajectory with its discrete Lagrangian."""
+class FreePass:
+    """The estimators' cache of the free (β = 0) pass: the :class:`~glep.Trajectory` as integrated, and its data.
+
+    Not a second trajectory type: ``trajectory`` is the one trajectory type, in the direction it was
+    integrated (for a CFVP the mirrored, backward-in-time reading: ``Q[k] = q(T − t_k)``,
+    ``P[k] = −p(T − t_k)``; :meth:`Problem.free_trajectory` reads it forward in time).
+
+    Attributes
+    ----------
+    dl:
+        The discrete Lagrangian it was integrated with (mirrored for a CFVP).
+    trajectory:
+        The integrated trajectory, ``q`` and ``p`` of shape ``(N+1, B, n)``.
+    q0, p0, v0:
+        The integration's initial state (``v0``: the velocity, if the boundary condition gives one).
+    loss:
+        ``C_h`` of the free trajectory.
+    sensitivities:
+        ``(∂_θ q_N, d_θ π_N)`` once :func:`glep.estimators.contrast.forward_sensitivities` computed them.
+    """
 
     dl: object
-    Q: np.ndarray
-    P: np.ndarray
+    trajectory: Trajectory
     q0: np.ndarray
     p0: np.ndarray
     v0: np.ndarray | None
     loss: float
+    sensitivities: object = field(default=None, repr=False)
+
+    @property
+    def Q(self) -> np.ndarray:
+        """Positions in integration order, ``(N+1, B, n)``."""
+        return self.trajectory.q
+
+    @property
+    def P(self) -> np.ndarray:
+        """Discrete momenta in integration order, ``(N+1, B, n)``."""
+        return self.trajectory.p
 
 
 @dataclass
@@ -135,21 +164,29 @@ class Problem:
         return self.system.reversibility_defect(self.theta, T=self.grid.T)
 
     @cached_property
-    def free(self) -> FreeTrajectory:
+    def free(self) -> FreePass:
+        """The free pass (integrated once per problem; backward, mirrored, for a CFVP)."""
         dl = self.dl(0.0)
         if self.final_value:
             qT, pT, vT = self.boundary.states(self.system, self.theta, self.grid.T)
             q0, p0, v0 = qT, -pT, vT  # the mirror starts at T with negated momentum
         else:
             q0, p0, v0 = self.boundary.states(self.system, self.theta)
+        t0 = time.perf_counter()
         Q, P = integrate(dl, q0, p0)
-        return FreeTrajectory(dl, Q, P, q0, p0, v0, discrete_loss(dl, Q, terminal=not self.final_value))
+        report = SolverReport("integrated", self.grid.N, (), time.perf_counter() - t0)
+        traj = Trajectory(self.grid.times, Q, P, 0.0, self.boundary, dict(self.theta), self._meta(), report)
+        return FreePass(dl, traj, q0, p0, v0, discrete_loss(dl, Q, terminal=not self.final_value))
+
+    def _meta(self) -> dict:
+        return {"system": self.system.name, "integrator": self.integrator.name}
 
     def free_trajectory(self) -> Trajectory:
-        f = self.free
-        Q, P = (f.Q[::-1], -f.P[::-1]) if self.final_value else (f.Q, f.P)
-        return Trajectory(self.grid.times, Q, P, 0.0, self.boundary_name, dict(self.theta),
-                          {"system": self.system.name, "integrator": self.integrator.name})
+        """The free trajectory forward in time (a CFVP's mirrored pass read backwards)."""
+        t = self.free.trajectory
+        if not self.final_value:
+            return t
+        return replace(t, times=self.grid.T - t.times[::-1], q=t.q[::-1], p=-t.p[::-1])
 
     def with_params(self, params) -> Problem:
         return Problem(self.system, params, self.boundary, self.grid, self.integrator, dict(self.meta))

@@ -34,14 +34,14 @@ upper = solve_bvp(system, params, mesh, bc, degree=2, quadrature="gauss", method
                   morse=True)
 for name, sol in (("lower", lower), ("upper", upper)):
     exact = bratu_exact(2.0, name)[1]
-    print(f"{name}: y'(0) = {sol.p0[0]:.10f} (exact {exact:.10f}), y(1/2) = {sol.at(0.5)[0]:.6f}, "
+    print(f"{name}: y'(0) = {sol.p0[0, 0]:.10f} (exact {exact:.10f}), y(1/2) = {sol.at(0.5)[0, 0]:.6f}, "
           f"Morse index {sol.morse_index}, action {sol.action:.6f}")
 assert (lower.morse_index, upper.morse_index) == (0, 1)
 
 # 3. Action descent is only valid at a minimum: from next to the saddle it slides to the minimum.
 flow = solve_bvp(system, params, mesh, bc, degree=2, quadrature="gauss", method="gradient-flow",
-                 guess=lambda t: 0.9 * np.interp(t, upper.times, upper.q[:, 0])[None])
-print(f"gradient flow from 0.9 × upper branch ends at y'(0) = {flow.p0[0]:.6f} (index {flow.morse_index})")
+                 guess=lambda t: 0.9 * np.interp(t, upper.times, upper.q[:, 0, 0])[None])
+print(f"gradient flow from 0.9 × upper branch ends at y'(0) = {flow.p0[0, 0]:.6f} (index {flow.morse_index})")
 
 # 4. The fold: follow the branch in y(1/2) with λ as unknown, maximise λ.
 disc = make_discretisation(system, {"lam": np.array(1.0)}, (1.0, 16), degree=3, quadrature="gauss")

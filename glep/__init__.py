@@ -57,7 +57,7 @@ from glep.potentials import (
 from glep.signals import Signal
 from glep.system import LagrangianSystem
 from glep.terms import FixedPotentialTerm, KineticTerm, PotentialTerm, Term
-from glep.trajectory import Trajectory
+from glep.trajectory import SolverReport, Trajectory
 
 __version__ = "0.1.0"
 
@@ -101,7 +101,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     # finite-element whole-trajectory solves (load dolfinx and PETSc)
     "solve_bvp": ("glep.bvp", "solve_bvp"),
     "find_solutions": ("glep.bvp", "find_solutions"),
-    "BVPSolution": ("glep.bvp", "BVPSolution"),
+    "FESolve": ("glep.bvp", "FESolve"),
     # their solvers, as strategy objects (solve_bvp(..., solver=...))
     **{name: ("glep.bvp", name) for name in
        ("Newton", "TrustRegion", "ResidualDescent", "GradientFlow", "Deflation", "Continuation")},
@@ -122,7 +122,7 @@ __all__ = [
     "finite_differences", "taylor_test", "compare", "Report", "format_table", "agreement",
     "Nudge", "Centred", "OneSided", "ComplexStep",
     # solvers
-    "integrate", "shoot", "solve_bvp", "find_solutions", "BVPSolution",
+    "integrate", "shoot", "solve_bvp", "find_solutions", "FESolve",
     "Newton", "TrustRegion", "ResidualDescent", "GradientFlow", "Deflation", "Continuation",
     # systems and terms
     "LagrangianSystem", "Term", "KineticTerm", "PotentialTerm", "FixedPotentialTerm", "UFLTerm",
@@ -131,7 +131,7 @@ __all__ = [
     "Signal", "TerminalCost", "TrackingCost", "models",
     # boundary conditions, grids, trajectories
     "CBVP", "CFVP", "CIVP", "PFVP", "DirichletNatural", "Periodic", "Robin",
-    "TimeGrid", "Trajectory", "save_trajectory", "load_trajectory",
+    "TimeGrid", "Trajectory", "SolverReport", "save_trajectory", "load_trajectory",
     # errors
     "GlepError", "InputError", "NotReversibleError", "SaddleError", "SingularHessianError", "SolverError",
 ]

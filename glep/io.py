@@ -3,13 +3,16 @@
 A trajectory is stored with its boundary condition, β, parameters and
 metadata, so that a comparison can be re-analysed without re-running it::
 
-    /trajectories/<name>/times, q, p          datasets
+    /trajectories/<name>/times, q, p          datasets (p0, pT instead of p: end momenta only)
     /trajectories/<name>/params/<θ name>      datasets
-    attributes: boundary, beta_real, beta_imag, and every meta entry
+    /trajectories/<name>/report/history       dataset, with attributes reason, iterations, wall_time
+    attributes: boundary (its name), beta_real, beta_imag, action, morse_index, and every meta entry
 
-Reading checks the file and the shapes (``times`` of length ``N+1``, ``q`` and
-``p`` of the same shape ``(N+1, …)``): a bad file is an
-:class:`~glep.errors.InputError` naming it, never an h5py traceback.
+Backend handles (the finite-element problem and vector, ``Trajectory.fe``) are
+not stored.  Reading checks the file and the shapes (``times`` of length
+``N+1``, ``q`` and ``p`` of the same shape ``(N+1, …)``, or ``p0`` and ``pT``
+of shape ``q.shape[1:]``): a bad file is an :class:`~glep.errors.InputError`
+naming it, never an h5py traceback.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import h5py
 import numpy as np
 
 from glep.errors import InputError
-from glep.trajectory import Trajectory
+from glep.trajectory import SolverReport, Trajectory
 
 
 def _attr(value):
@@ -34,14 +37,24 @@ def _attr(value):
 def write_trajectory(group: h5py.Group, traj: Trajectory) -> None:
     """Write ``traj`` into an open HDF5 group."""
     group.create_dataset("times", data=traj.times)
-    for key in ("q", "p"):
-        arr = np.asarray(getattr(traj, key))
-        group.create_dataset(key, data=arr.real if not np.iscomplexobj(arr) else arr)
+    arrays = {"q": traj.q, **({"p": traj.p} if traj.p is not None else {"p0": traj.p0, "pT": traj.pT})}
+    for key, arr in arrays.items():
+        group.create_dataset(key, data=np.asarray(arr))
     pg = group.create_group("params")
     for k, v in traj.params.items():
         pg.create_dataset(k, data=np.asarray(v))
     beta = complex(traj.beta)
-    group.attrs["boundary"] = traj.boundary
+    group.attrs["boundary"] = traj.boundary_name
+    for key in ("action", "morse_index"):
+        if getattr(traj, key) is not None:
+            group.attrs[key] = getattr(traj, key)
+    if traj.report is not None:
+        rg = group.create_group("report")
+        rg.create_dataset("history", data=np.asarray(traj.report.history, dtype=float))
+        rg.attrs["reason"] = traj.report.reason
+        rg.attrs["iterations"] = traj.report.iterations
+        if traj.report.wall_time is not None:
+            rg.attrs["wall_time"] = traj.report.wall_time
     group.attrs["beta_real"] = beta.real
     group.attrs["beta_imag"] = beta.imag
     for k, v in traj.meta.items():
@@ -70,28 +83,51 @@ def read_trajectory(group: h5py.Group) -> Trajectory:
     otherwise an :class:`~glep.errors.InputError` names the file, the group and
     the inconsistency.
     """
-    for key in ("times", "q", "p", "params"):
+    ends = "p" not in group and "p0" in group and "pT" in group
+    for key in ("times", "q", "params") + (() if ends else ("p",)):
         if key not in group:
             raise InputError(f"{group.file.filename}: HDF5 group {group.name!r} is not a glep trajectory "
                              f"(no {key!r})")
-    times, q, p = (_dataset(group, k) for k in ("times", "q", "p"))
+    times, q = (_dataset(group, k) for k in ("times", "q"))
+    p = None if ends else _dataset(group, "p")
     if times.ndim != 1 or times.size < 1:
         raise _shape_error(group, f"times must be 1-D and non-empty, got shape {times.shape}")
     if np.iscomplexobj(times) or not np.all(np.isfinite(times)) or np.any(np.diff(times) <= 0):
         raise _shape_error(group, "times must be real, finite and increasing")
-    for key, arr in (("q", q), ("p", p)):
+    for key, arr in (("q", q),) + ((("p", p),) if p is not None else ()):
         if arr.ndim < 2 or arr.shape[0] != times.size:
             raise _shape_error(group, f"{key} must have shape ({times.size}, ...) to match times of length "
                                       f"{times.size}, got {arr.shape}")
-    if q.shape != p.shape:
+    if p is not None and q.shape != p.shape:
         raise _shape_error(group, f"q and p must have the same shape, got {q.shape} and {p.shape}")
+    end_momenta = None
+    if p is None:
+        end_momenta = (_dataset(group, "p0"), _dataset(group, "pT"))
+        if any(e.shape != q.shape[1:] for e in end_momenta):
+            raise _shape_error(group, f"p0 and pT must have shape {q.shape[1:]} (q without its time axis), got "
+                                      f"{end_momenta[0].shape} and {end_momenta[1].shape}")
     if not isinstance(group["params"], h5py.Group):
         raise _shape_error(group, "'params' must be a group of datasets")
     params = {k: _dataset(group["params"], k) for k in group["params"]}
     beta = complex(group.attrs.get("beta_real", 0.0), group.attrs.get("beta_imag", 0.0))
     meta = {k[5:]: v for k, v in group.attrs.items() if k.startswith("meta_")}
+    action = group.attrs.get("action")
+    index = group.attrs.get("morse_index")
     return Trajectory(times, q, p, beta.real if beta.imag == 0 else beta, str(group.attrs.get("boundary", "")),
-                      params, meta)
+                      params, meta, _read_report(group), None if action is None else float(action),
+                      None if index is None else int(index), end_momenta)
+
+
+def _read_report(group: h5py.Group) -> SolverReport | None:
+    """The solver report stored under ``report`` (``None`` if the trajectory has none)."""
+    if "report" not in group:
+        return None
+    rg = group["report"]
+    if not isinstance(rg, h5py.Group) or "history" not in rg or "reason" not in rg.attrs:
+        raise _shape_error(group, "'report' must be a group with a 'history' dataset and a 'reason' attribute")
+    wall = rg.attrs.get("wall_time")
+    return SolverReport(str(rg.attrs["reason"]), int(rg.attrs.get("iterations", 0)),
+                        tuple(_dataset(rg, "history").ravel()), None if wall is None else float(wall))
 
 
 def save_trajectory(path: str | Path, traj: Trajectory, name: str = "trajectory") -> None:

@@ -40,10 +40,12 @@ positive mass matrix once ``h`` is small enough).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 
 import numpy as np
 
+from glep.boundary import CBVP
 from glep.errors import InputError, SolverError
 from glep.grid import TimeGrid
 from glep.ivp.discrete import TRAPEZOID, DiscreteLagrangian, QuadratureRule
@@ -51,7 +53,7 @@ from glep.ivp.sensitivity import tangent_sweep
 from glep.ivp.stepping import integrate
 from glep.signals import check_signals
 from glep.system import LagrangianSystem
-from glep.trajectory import Trajectory
+from glep.trajectory import SolverReport, Trajectory
 from glep.validation import as_finite_array
 
 __all__ = ["tangent_sweep", "shoot_cbvp", "jacobi_fields", "jacobi_determinants", "conjugate_points"]
@@ -510,10 +512,13 @@ def shoot_cbvp(system: LagrangianSystem, params: Mapping[str, np.ndarray], grid:
     scale = 1.0 + float(np.max(np.abs(q0))) + float(np.max(np.abs(qT)))
     newton = _Newton(shooting.evaluate, shooting.jacobian, tol=tol, scale=scale, maxiter=maxiter,
                      label=shooting.label)
+    t0 = time.perf_counter()
     _, runs = newton.solve(z0)
+    wall = time.perf_counter() - t0
     Q, P = shooting.join(runs)
     meta = {"method": "single shooting" if segments == 1 else "multiple shooting", "segments": segments,
             "integrator": integrator_rule.name, "system": system.name,
             "iterations": len(newton.history) - 1, "residual_history": list(newton.history),
             "converged": newton.reason, "residual_floor": newton.floor}
-    return Trajectory(grid.times, Q, P, beta, "CBVP", dict(theta), meta)
+    report = SolverReport(str(newton.reason), len(newton.history) - 1, tuple(newton.history), wall)
+    return Trajectory(grid.times, Q, P, beta, CBVP(q0, qT), dict(theta), meta, report)

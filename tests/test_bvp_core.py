@@ -43,9 +43,9 @@ def _dl(m, theta, beta=BETA):
 
 def _is_ivp_trajectory(m, theta, sol, tol=1e-9):
     """An FE (P1 + GLL) solution must be a Störmer–Verlet trajectory from its own (q0, p0)."""
-    Q, P = integrate(_dl(m, theta), sol.q[0][None], sol.p0[None])
-    assert np.max(np.abs(Q[:, 0] - sol.q)) < tol
-    assert np.max(np.abs(P[-1, 0] - sol.pT)) < tol
+    Q, P = integrate(_dl(m, theta), sol.q[0], sol.p0)
+    assert np.max(np.abs(Q - sol.q)) < tol
+    assert np.max(np.abs(P[-1] - sol.pT)) < tol
 
 
 @pytest.mark.parametrize("assembler", ["fe", "vectorised"])
@@ -53,9 +53,9 @@ def test_civp_whole_trajectory_equals_stormer_verlet(model, assembler):
     m, theta, q0, p0, v0 = model
     Q, P = integrate(_dl(m, theta), q0[None], p0[None])
     sol = solve_bvp(m.system, m.params, (T, N), CIVP(q0, v0=v0), beta=BETA, assembler=assembler)
-    assert sol.times.shape == (N + 1,)
-    assert np.max(np.abs(sol.q - Q[:, 0])) < 1e-9
-    assert np.max(np.abs(sol.pT - P[-1, 0])) < 1e-9
+    assert sol.times.shape == (N + 1,) and sol.q.shape == (N + 1, 1, 3) and sol.pT.shape == (1, 3)
+    assert np.max(np.abs(sol.q - Q)) < 1e-9
+    assert np.max(np.abs(sol.pT - P[-1])) < 1e-9
 
 
 def test_gll_and_vertex_quadrature_give_the_trapezoid_action(model):
@@ -119,8 +119,8 @@ def test_cbvp_matches_shooting(model):
     shot = shoot_cbvp(m.system, m.params, TimeGrid(T, N), q0, qT, beta=BETA)
     for assembler in ("fe", "vectorised"):
         sol = solve_bvp(m.system, m.params, (T, N), CBVP(q0, qT), beta=BETA, assembler=assembler)
-        assert np.max(np.abs(sol.q - shot.q[:, 0])) < 1e-9
-        assert np.max(np.abs(sol.p0 - shot.p[0, 0])) < 1e-9
+        assert np.max(np.abs(sol.q - shot.q)) < 1e-9
+        assert np.max(np.abs(sol.p0 - shot.p0)) < 1e-9
 
 
 def test_pfvp_equals_backward_integration_and_echo(model):
@@ -128,26 +128,27 @@ def test_pfvp_equals_backward_integration_and_echo(model):
     Q, P = integrate(_dl(m, theta, 0.0), q0[None], p0[None])
     Qb, Pb = integrate(Mirrored(_dl(m, theta)), Q[-1], -P[-1])  # backward from the free final state
     sol = solve_bvp(m.system, m.params, (T, N), PFVP(q0, v0=v0), beta=BETA)
-    assert np.max(np.abs(sol.q - Qb[::-1, 0])) < 1e-9
-    assert np.max(np.abs(sol.p0 + Pb[-1, 0])) < 1e-9
+    assert sol.boundary_name == "PFVP" and sol.beta == BETA
+    assert np.max(np.abs(sol.q - Qb[::-1])) < 1e-9
+    assert np.max(np.abs(sol.p0 + Pb[-1])) < 1e-9
     # the echo: flip the momentum, run the time-reversed system forward (reversible L)
     assert m.system.is_time_reversible(theta)
     rev = m.system.time_reversed(T)
     Qe, Pe = integrate(DiscreteLagrangian(rev, theta, TimeGrid(T, N), TRAPEZOID, beta=BETA), Q[-1], -P[-1])
-    assert np.max(np.abs(sol.q - Qe[::-1, 0])) < 1e-9
+    assert np.max(np.abs(sol.q - Qe[::-1])) < 1e-9
 
 
 def test_cfvp_and_natural_conditions(model):
     m, theta, q0, p0, v0 = model
     sol = solve_bvp(m.system, m.params, (T, N), CFVP(q0, vT=v0), beta=BETA)
-    np.testing.assert_allclose(sol.q[-1], q0, atol=1e-14)
-    np.testing.assert_allclose(sol.pT, theta["m"] * v0, atol=1e-9)
+    np.testing.assert_allclose(sol.q[-1, 0], q0, atol=1e-14)
+    np.testing.assert_allclose(sol.pT[0], theta["m"] * v0, atol=1e-9)
     _is_ivp_trajectory(m, theta, sol)
     sol = solve_bvp(m.system, m.params, (T, N), DirichletNatural(q0), beta=BETA)
     assert np.max(np.abs(sol.pT)) < 1e-10
     _is_ivp_trajectory(m, theta, sol)
     sol = solve_bvp(m.system, m.params, (T, N), Periodic(), beta=BETA)
-    np.testing.assert_allclose(sol.q[0], sol.q[-1], atol=1e-14)
+    np.testing.assert_allclose(sol.q[0, 0], sol.q[-1, 0], atol=1e-14)
     np.testing.assert_allclose(sol.p0, sol.pT, atol=1e-9)
     _is_ivp_trajectory(m, theta, sol)
 
@@ -160,11 +161,11 @@ def test_robin(model, end):
     for assembler in ("fe", "vectorised"):
         sol = solve_bvp(m.system, m.params, (T, N), Robin(K, b, q0, end=end), beta=BETA, assembler=assembler)
         if end == "final":
-            np.testing.assert_allclose(sol.pT, -K @ (sol.q[-1] - b), atol=1e-9)
-            np.testing.assert_allclose(sol.q[0], q0, atol=1e-14)
+            np.testing.assert_allclose(sol.pT[0], -K @ (sol.q[-1, 0] - b), atol=1e-9)
+            np.testing.assert_allclose(sol.q[0, 0], q0, atol=1e-14)
         else:
-            np.testing.assert_allclose(sol.p0, -K @ (sol.q[0] - b), atol=1e-9)
-            np.testing.assert_allclose(sol.q[-1], q0, atol=1e-14)
+            np.testing.assert_allclose(sol.p0[0], -K @ (sol.q[0, 0] - b), atol=1e-9)
+            np.testing.assert_allclose(sol.q[-1, 0], q0, atol=1e-14)
         _is_ivp_trajectory(m, theta, sol)
 
 
@@ -193,7 +194,7 @@ def test_solver_errors_carry_reason_and_history():
         solve_bvp(sys_, par, (1.0, 16), CBVP([0.0], [0.0]), options={"snes_max_it": 1})
     assert info.value.reason == "DIVERGED_MAX_IT"
     sol = solve_bvp(sys_, par, (1.0, 16), CBVP([0.0], [0.0]), options={"snes_linesearch_type": "basic"})
-    assert sol.reason.startswith("CONVERGED")
+    assert sol.report.reason.startswith("CONVERGED")
 
 
 def test_bad_input():

@@ -99,7 +99,7 @@ def _oscillator_errors(degree: int, Ns) -> np.ndarray:
                         quadrature="gauss", assembler="vectorised", rtol=1e-14, atol=1e-15)
         t = sol.times[::degree]  # the mesh vertices (interior P_r nodes are only O(h^{r+1}))
         q = qa * np.cos(omega * t) + exact * np.sin(omega * t)
-        errs.append(np.max(np.abs(sol.q[::degree, 0] - q)))
+        errs.append(np.max(np.abs(sol.q[::degree, 0, 0] - q)))
     return np.array(errs)
 
 

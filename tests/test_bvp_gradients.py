@@ -108,13 +108,13 @@ def test_beta_tangent_predicts_the_nudged_solution_to_second_order(model):
     m, bc = model
     problem = ReducedProblem(make_discretisation(m.system, m.params, MESH), bc)
     sol0 = solve_problem(problem, **TOL)
-    tangent = beta_tangent(problem, sol0.r)
+    tangent = beta_tangent(problem, sol0.fe.r)
     betas = 1e-2 * 0.5 ** np.arange(4)
     miss = []
     for b in betas:
         problem.disc.set_beta(b)
-        nudged = solve_problem(problem, sol0, **TOL).r
-        nudged.axpy(-1.0, sol0.r)
+        nudged = solve_problem(problem, sol0, **TOL).fe.r
+        nudged.axpy(-1.0, sol0.fe.r)
         nudged.axpy(-b, tangent)
         miss.append(nudged.norm())
     slopes = np.diff(np.log(miss)) / np.diff(np.log(betas))

@@ -21,7 +21,7 @@ def test_gradient_flow_slides_off_the_upper_branch(metric):
     sol = solve_bvp(sys_, par, (1.0, 32), ZERO, method="gradient-flow", metric=metric,
                     guess=lambda t: 0.9 * y(t)[None])
     assert sol.morse_index == 0
-    assert sol.p0[0] == pytest.approx(1.24821751776, rel=1e-3)
+    assert sol.p0[0, 0] == pytest.approx(1.24821751776, rel=1e-3)
     # the action decreased from the start
     disc = make_discretisation(sys_, par, (1.0, 32))
     disc.u.interpolate(lambda X: 0.9 * y(X[0])[None])
@@ -34,7 +34,7 @@ def test_newton_converges_to_the_saddle_from_nearby():
     sol = solve_bvp(sys_, par, (1.0, 32), ZERO, guess=lambda t: 0.9 * y(t)[None], morse=True,
                     degree=2, quadrature="gauss")
     assert sol.morse_index == 1
-    assert sol.p0[0] == pytest.approx(yp0, rel=1e-6)
+    assert sol.p0[0, 0] == pytest.approx(yp0, rel=1e-6)
 
 
 # Perturbed user guesses: the search must not hinge on one chaotic deflated iteration.
@@ -57,8 +57,8 @@ def test_deflation_finds_both_bratu_branches(name):
     assert low.morse_index == 0 and up.morse_index == 1
     # P1 + GLL on 32 elements: p(0) within O(h²) of the exact values
     h2 = (1.0 / 32) ** 2
-    assert low.p0[0] == pytest.approx(bratu_exact(2.0, "lower")[1], rel=h2)
-    assert up.p0[0] == pytest.approx(bratu_exact(2.0, "upper")[1], rel=2 * h2)
+    assert low.p0[0, 0] == pytest.approx(bratu_exact(2.0, "lower")[1], rel=h2)
+    assert up.p0[0, 0] == pytest.approx(bratu_exact(2.0, "upper")[1], rel=2 * h2)
     with pytest.raises(glep.SolverError, match="deflation found no solution besides the 2 known"):
         solve_bvp(sys_, par, (1.0, 32), ZERO, method="deflation", known=[low, up], max_it=30, guess=guess)
 
@@ -78,7 +78,7 @@ def test_residual_descent_from_a_poor_guess():
 def test_trust_region_runs():
     sys_, par = bratu_system(2.0)
     sol = solve_bvp(sys_, par, (1.0, 32), ZERO, method="trust-region")
-    assert sol.p0[0] == pytest.approx(1.2482, rel=1e-3)
+    assert sol.p0[0, 0] == pytest.approx(1.2482, rel=1e-3)
 
 
 def test_newton_keeps_its_factorisation_between_solves():
@@ -94,8 +94,8 @@ def test_newton_keeps_its_factorisation_between_solves():
     assert cache is not None
     upper = solve_problem(problem, lambda t: 0.9 * y(t)[None])  # a different solution, same matrix
     assert problem._newton_cache["J"] is cache["J"] and problem._newton_cache["snes"] is cache["snes"]
-    assert upper.p0[0] == pytest.approx(yp0, rel=1e-6)
-    assert lower.p0[0] == pytest.approx(bratu_exact(2.0, "lower")[1], rel=1e-6)
+    assert upper.p0[0, 0] == pytest.approx(yp0, rel=1e-6)
+    assert lower.p0[0, 0] == pytest.approx(bratu_exact(2.0, "lower")[1], rel=1e-6)
     solve_problem(problem, lu_solver="petsc")
     assert problem._newton_cache["J"] is not cache["J"]
     with pytest.raises(glep.SolverError):
@@ -142,8 +142,8 @@ def test_newton_converges_at_the_round_off_floor(n_el, linesearch):
     sys_, par = bratu_system(2.0)
     sol = solve_bvp(sys_, par, (1.0, n_el), ZERO, rtol=0.0, atol=1e-300, stol=0.0, max_it=40,
                     linesearch=linesearch)
-    assert sol.reason == "CONVERGED_ROUNDOFF"
-    assert sol.iterations <= 8
+    assert sol.report.reason == "CONVERGED_ROUNDOFF"
+    assert sol.report.iterations <= 8
     ref = solve_bvp(sys_, par, (1.0, n_el), ZERO)
     assert np.max(np.abs(sol.q - ref.q)) < 1e-10
     # a solve that cannot reach the floor still fails with the SNES reason

@@ -94,8 +94,14 @@ def test_directory_and_missing_path(tmp_path):
     (lambda g: (g.__delitem__("p"), g.create_group("p")), "'p' must be a dataset, got a Group"),
     (lambda g: g.__delitem__("params"), r"is not a glep trajectory \(no 'params'\)"),
     (lambda g: (g.__delitem__("params"), g.create_dataset("params", data=1.0)), "'params' must be a group"),
+    (lambda g: g.__delitem__("p"), r"is not a glep trajectory \(no 'p'\)"),
+    (lambda g: (g.__delitem__("p"), g.create_dataset("p0", data=np.zeros((1, 3))),
+                g.create_dataset("pT", data=np.zeros(3))),
+     r"p0 and pT must have shape \(1, 3\) \(q without its time axis\), got \(1, 3\) and \(3,\)"),
+    (lambda g: g["report"].attrs.__delitem__("reason"), "'report' must be a group with a 'history' dataset and a "
+                                                        "'reason' attribute"),
 ], ids=["times-2d", "times-decreasing", "q-length", "p-shape", "q-1d", "q-text", "p-group", "no-params",
-        "params-dataset"])
+        "params-dataset", "no-momenta", "end-momenta-shape", "report-without-reason"])
 def test_inconsistent_trajectory(saved, tmp_path, edit, message):
     path = _copy_with(saved, tmp_path, edit)
     with pytest.raises(InputError, match=r"edited\.h5: .*" + message):

@@ -28,10 +28,46 @@ def test_trajectory_round_trip(tmp_path):
     np.testing.assert_array_equal(back.q, tr.q)
     np.testing.assert_array_equal(back.p, tr.p)
     assert back.boundary == "CIVP" and back.beta == 0.0
-    for k in tr.params:
-        np.testing.assert_array_equal(back.params[k], tr.params[k])
+    _assert_same_trajectory(back, tr)
     with pytest.raises(InputError, match="no trajectory named 'nope'"):
         load_trajectory(tmp_path / "t.h5", "nope")
+
+
+def _assert_same_trajectory(back, tr):
+    """Everything but the backend handles survives the file: arrays exactly, the frozen report equal."""
+    for key in ("times", "q", "p0", "pT"):
+        np.testing.assert_array_equal(getattr(back, key), getattr(tr, key))
+    assert (back.p is None) == (tr.p is None)
+    assert back.boundary_name == tr.boundary_name and back.beta == tr.beta
+    assert (back.report, back.action, back.morse_index) == (tr.report, tr.action, tr.morse_index)
+    assert back.fe is None
+    for k in tr.params:
+        np.testing.assert_array_equal(back.params[k], tr.params[k])
+
+
+def test_both_backends_round_trip_with_their_solver_report(tmp_path):
+    """A shooting (time-stepping) and a finite-element trajectory: one type, saved and loaded alike."""
+    from glep.boundary import CBVP
+    from glep.bvp import solve_bvp
+    from glep.grid import TimeGrid
+    from glep.ivp.shooting import shoot_cbvp
+    from glep.reference import bratu_system
+
+    system, params = bratu_system(2.0)
+    shot = shoot_cbvp(system, params, TimeGrid(1.0, 32), [0.0], [0.0], p0_guess=[1.0])
+    fe = solve_bvp(system, params, (1.0, 32), CBVP([0.0], [0.0]), guess=shot, morse=True)
+    assert fe.q.shape == shot.q.shape == (33, 1, 1) and fe.p is None and fe.fe is not None
+    # P1 + Gauss–Lobatto is Störmer–Verlet: the shooting trajectory is already the FE solution
+    assert fe.report.reason.startswith("CONVERGED") and fe.report.iterations == 0
+    assert len(fe.report.history) == fe.report.iterations + 1 and fe.report.wall_time > 0
+    assert shot.report.reason and len(shot.report.history) == shot.report.iterations + 1 and shot.report.wall_time > 0
+    assert fe.morse_index == fe.fe.hessian.index and fe.action is not None
+    for name, tr in (("shooting", shot), ("fe", fe)):
+        save_trajectory(tmp_path / "t.h5", tr, name)
+        _assert_same_trajectory(load_trajectory(tmp_path / "t.h5", name), tr)
+    batch = shoot_cbvp(system, params, TimeGrid(1.0, 32), [[0.0], [0.0]], [[0.0], [0.0]], p0_guess=[[1.0], [8.0]])
+    with pytest.raises(InputError, match=r"guess trajectory must have q of shape \(nodes, 1, 1\), got \(33, 2, 1\)"):
+        solve_bvp(system, params, (1.0, 32), CBVP([0.0], [0.0]), guess=batch)
 
 
 def test_report_round_trip_re_analyses_without_re_running(tmp_path):

@@ -51,17 +51,17 @@ def test_near_resonance_gives_the_index_and_a_small_eigenvalue(k, offset):
         sol = _solve(T, degree)
         assert sol.morse_index == math.floor(T / math.pi)
         # λ_min approximates μ_k within the discretisation error estimate used as the tolerance
-        assert abs(sol.hessian_min_eigenvalue - mu) < sol.hessian_tolerance
-        assert abs(sol.hessian_min_eigenvalue) > sol.hessian_tolerance
-        ratio = abs(sol.hessian_min_eigenvalue / sol.hessian_max_eigenvalue)
-        assert sol.hessian_eigenvalue_ratio == pytest.approx(ratio)
-        assert 0.0 < sol.hessian_eigenvalue_ratio < 1e-3
+        assert abs(sol.fe.hessian.min_eigenvalue - mu) < sol.fe.hessian.tolerance
+        assert abs(sol.fe.hessian.min_eigenvalue) > sol.fe.hessian.tolerance
+        ratio = abs(sol.fe.hessian.min_eigenvalue / sol.fe.hessian.max_eigenvalue)
+        assert sol.fe.hessian.ratio == pytest.approx(ratio)
+        assert 0.0 < sol.fe.hessian.ratio < 1e-3
 
 
 def test_the_tolerance_is_user_settable_and_checked():
     # a tolerance below the discrete eigenvalue returns the (discretisation-dependent) index
     sol = _solve(2 * math.pi, 1, singular_tol=1e-9)
-    assert sol.morse_index in (1, 2) and sol.hessian_tolerance == 1e-9
+    assert sol.morse_index in (1, 2) and sol.fe.hessian.tolerance == 1e-9
     # far from resonance a large tolerance makes any index ambiguous
     with pytest.raises(glep.SingularHessianError, match=SINGULAR):
         _solve(2.0, 1, singular_tol=10.0)
@@ -73,4 +73,4 @@ def test_gradient_flow_and_morse_report_agree():
     system, params = harmonic_system(1.0)
     sol = solve_bvp(system, params, (2.0, 80), CBVP([1.0], [0.5]), method="gradient-flow")
     assert sol.morse_index == 0
-    assert sol.hessian_min_eigenvalue == pytest.approx((math.pi / 2.0) ** 2 - 1.0, rel=1e-3)
+    assert sol.fe.hessian.min_eigenvalue == pytest.approx((math.pi / 2.0) ** 2 - 1.0, rel=1e-3)

@@ -44,8 +44,8 @@ def test_harmonic_cbvp_matches_discrete_closed_form():
         exact = (q0 * np.sin(omega * (T - t)) + qT * np.sin(omega * t)) / np.sin(omega * T)
         errs.append(np.max(np.abs(traj.q[:, 0, 0] - exact)))
         assert traj.q.shape == (N + 1, 1, 1) and traj.p.shape == (N + 1, 1, 1)
-        assert traj.boundary == "CBVP"
-        assert traj.meta["iterations"] <= 3          # linear problem: one Newton step (plus a check)
+        assert traj.boundary_name == "CBVP" and isinstance(traj.boundary, glep.CBVP)
+        assert traj.meta["iterations"] == traj.report.iterations <= 3  # linear: one Newton step (plus a check)
     assert 3.6 < errs[0] / errs[1] < 4.4            # second order in h
     p_exact = omega * (qT - q0 * np.cos(omega * T)) / np.sin(omega * T)
     assert abs(traj.p[0, 0, 0] - p_exact) < 2e-3 * abs(p_exact)
@@ -332,6 +332,7 @@ def test_shooting_agrees_with_p1_fe_cbvp():
     traj = shoot_cbvp(system, params, glep.TimeGrid(T, N), q0, qT)
     sol = api.solve_bvp(system, params, gm.uniform_time_mesh(MPI.COMM_SELF, T, N), glep.CBVP(q0, qT))
     np.testing.assert_allclose(sol.times, glep.TimeGrid(T, N).times, atol=1e-14)
-    assert np.max(np.abs(sol.q - traj.q[:, 0])) < 1e-10
-    assert np.max(np.abs(sol.p0 - traj.p[0, 0])) < 1e-9
-    assert np.max(np.abs(sol.pT - traj.p[-1, 0])) < 1e-9
+    assert sol.q.shape == traj.q.shape and sol.pT.shape == traj.pT.shape  # one trajectory type, B = 1
+    assert np.max(np.abs(sol.q - traj.q)) < 1e-10
+    assert np.max(np.abs(sol.p0 - traj.p0)) < 1e-9
+    assert np.max(np.abs(sol.pT - traj.pT)) < 1e-9

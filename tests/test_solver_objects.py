@@ -88,7 +88,7 @@ def test_options_are_set_under_the_problem_prefix_during_the_solve_only(oscillat
         seen.append((snes.getOptionsPrefix(), PETSc.Options().getString(problem.options_prefix + "ksp_type")))
 
     sol = solve_problem(problem, solver=Newton(options={"ksp_type": "preonly"}, monitor=monitor))
-    assert sol.reason.startswith("CONVERGED") and seen
+    assert sol.report.reason.startswith("CONVERGED") and seen
     assert all(s == (problem.options_prefix, "preonly") for s in seen)
     assert not PETSc.Options().hasName(problem.options_prefix + "ksp_type")
 
@@ -100,7 +100,7 @@ def test_keyword_and_object_spellings_solve_alike(oscillators, method, solver):
     by_keyword = solve_bvp(system, params, MESH, bc, method=method, rtol=1e-11)
     by_object = solve_bvp(system, params, MESH, bc, solver=solver)
     assert solver_from_keywords(method, rtol=1e-11) == solver
-    assert by_keyword.iterations == by_object.iterations
+    assert by_keyword.report.iterations == by_object.report.iterations
     scale = np.max(np.abs(by_object.q))
     assert np.max(np.abs(by_keyword.q - by_object.q)) <= 1e3 * np.finfo(float).eps * scale
 
@@ -108,9 +108,12 @@ def test_keyword_and_object_spellings_solve_alike(oscillators, method, solver):
 def test_results_are_frozen_and_complete(oscillators):
     system, params, bc = oscillators
     sol = solve_bvp(system, params, MESH, bc, solver=Newton(), morse=True)
-    assert sol.morse_index == 0 and sol.hessian_tolerance is not None and sol.params_value is None
+    assert sol.morse_index == 0 and sol.fe.hessian.tolerance is not None and "continuation_value" not in sol.meta
+    assert sol.report.reason.startswith("CONVERGED") and len(sol.report.history) == sol.report.iterations + 1
     with pytest.raises(dataclasses.FrozenInstanceError):
-        sol.reason = "changed"
+        sol.report.reason = "changed"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        sol.action = 0.0
 
 
 def test_bad_solver_arguments_are_input_errors(oscillators):
@@ -138,17 +141,17 @@ def test_gradient_flow_deflation_and_continuation_objects():
     zero = CBVP([0.0], [0.0])
     h2 = (1.0 / 32) ** 2
     low = solve_bvp(sys_, par, (1.0, 32), zero, solver=GradientFlow(metric="L2"))
-    assert low.morse_index == 0 and low.p0[0] == pytest.approx(bratu_exact(2.0, "lower")[1], rel=h2)
+    assert low.morse_index == 0 and low.p0[0, 0] == pytest.approx(bratu_exact(2.0, "lower")[1], rel=h2)
     up = solve_bvp(sys_, par, (1.0, 32), zero, solver=Deflation(known=(low,)), morse=True)
-    assert up.morse_index == 1 and up.p0[0] == pytest.approx(bratu_exact(2.0, "upper")[1], rel=2 * h2)
+    assert up.morse_index == 1 and up.p0[0, 0] == pytest.approx(bratu_exact(2.0, "upper")[1], rel=2 * h2)
     problem = ReducedProblem(make_discretisation(sys_, par, (1.0, 32)), zero)
     branch = Continuation("lam", (1.0, 2.0, 3.0), solver=Newton(rtol=1e-11)).run(problem)
     keyword = natural_continuation(ReducedProblem(make_discretisation(sys_, par, (1.0, 32)), zero), "lam",
                                    (1.0, 2.0, 3.0), rtol=1e-11)
-    assert [s.params_value for s in branch] == [1.0, 2.0, 3.0]
-    assert [s.p0[0] for s in branch] == pytest.approx([s.p0[0] for s in keyword], rel=1e-12)  # same path
+    assert [s.meta["continuation_value"] for s in branch] == [1.0, 2.0, 3.0]
+    assert [s.p0[0, 0] for s in branch] == pytest.approx([s.p0[0, 0] for s in keyword], rel=1e-12)  # same path
     # two converged solves of one discrete problem (residuals ≤ 10⁻¹⁰ relative, well-conditioned minimum)
-    assert branch[1].p0[0] == pytest.approx(low.p0[0], rel=1e-8)
+    assert branch[1].p0[0, 0] == pytest.approx(low.p0[0, 0], rel=1e-8)
 
 
 @pytest.mark.parametrize("spelling", ["solve", "default"])

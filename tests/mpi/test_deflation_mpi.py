@@ -33,7 +33,7 @@ BRATU_GUESSES = [
 
 
 def _summary(sols):
-    return [(s.morse_index, s.p0[0], s.action) for s in sols]
+    return [(s.morse_index, s.p0[0, 0], s.action) for s in sols]
 
 
 @pytest.mark.parametrize("which", range(len(BRATU_GUESSES)))
@@ -45,8 +45,8 @@ def test_bratu_branches_from_perturbed_guesses(which):
                                    guess=BRATU_GUESSES[which])
     assert [s.morse_index for s in out["world"]] == [s.morse_index for s in out["self"]] == [0, 1]
     for w, s in zip(out["world"], out["self"]):
-        assert w.p0[0] == pytest.approx(s.p0[0], rel=1e-9)
-        assert w.hessian_min_eigenvalue == pytest.approx(s.hessian_min_eigenvalue, rel=1e-8)
+        assert w.p0[0, 0] == pytest.approx(s.p0[0, 0], rel=1e-9)
+        assert w.fe.hessian.min_eigenvalue == pytest.approx(s.fe.hessian.min_eigenvalue, rel=1e-8)
 
 
 def test_pendulum_same_set_on_every_partition():
@@ -56,10 +56,10 @@ def test_pendulum_same_set_on_every_partition():
     sols = find_solutions(system, params, uniform_time_mesh(WORLD, T, 30), CBVP([a], [b]), degree=2,
                           quadrature="gauss")
     assert len(sols) == len(ref) >= 5
-    by_slope = sorted(sols, key=lambda s: s.p0[0])
+    by_slope = sorted(sols, key=lambda s: s.p0[0, 0])
     for sol, (s, index, _) in zip(by_slope, ref):
         assert sol.morse_index == index
-        assert sol.p0[0] == pytest.approx(s, abs=1e-4)  # P2, h = 8/30: error ~ 1e-5 (tests/test_deflation.py)
+        assert sol.p0[0, 0] == pytest.approx(s, abs=1e-4)  # P2, h = 8/30: error ~ 1e-5 (tests/test_deflation.py)
     # every rank holds the same list
     gathered = WORLD.allgather(_summary(sols))
     assert all(g == gathered[0] for g in gathered)
@@ -74,5 +74,5 @@ def test_harmonic_resonance_and_near_resonance():
     sols = [solve_bvp(system, params, uniform_time_mesh(comm, T, 250), CBVP([1.0], [0.5]), morse=True)
             for comm in (WORLD, SELF)]
     assert sols[0].morse_index == sols[1].morse_index == 2
-    assert sols[0].hessian_min_eigenvalue == pytest.approx(sols[1].hessian_min_eigenvalue, rel=1e-8)
-    assert sols[0].hessian_eigenvalue_ratio == pytest.approx(sols[1].hessian_eigenvalue_ratio, rel=1e-6)
+    assert sols[0].fe.hessian.min_eigenvalue == pytest.approx(sols[1].fe.hessian.min_eigenvalue, rel=1e-8)
+    assert sols[0].fe.hessian.ratio == pytest.approx(sols[1].fe.hessian.ratio, rel=1e-6)
