@@ -23,7 +23,13 @@ under the problem's own prefix; a script that wants ``-glep_*`` options from its
 import dolfinx_solver  # noqa: F401  isort: skip  (configures PETSc before dolfinx/petsc4py load)
 
 from glep.bvp.adjoint import FEAdjointResult, adjoint_gradient, discrete_loss
-from glep.bvp.api import (
+from glep.bvp.continuation import Continuation, functional_continuation, locate_fold, natural_continuation
+from glep.bvp.deflation import deflated_newton, deflation_search, perturbed_starts
+from glep.bvp.fe import FEAction, interpolate_signal, quadrature_metadata
+from glep.bvp.galerkin import GalerkinAction
+from glep.bvp.nudged import beta_tangent, contrast_values, nudged_problem, residual_free
+from glep.bvp.reduced import ReducedProblem
+from glep.bvp.solve import (
     FESolve,
     find_problem_solutions,
     find_solutions,
@@ -33,12 +39,6 @@ from glep.bvp.api import (
     solve_bvp,
     solve_problem,
 )
-from glep.bvp.continuation import Continuation, functional_continuation, locate_fold, natural_continuation
-from glep.bvp.deflation import deflated_newton, deflation_search, perturbed_starts
-from glep.bvp.fe import FEAction, interpolate_signal, quadrature_metadata
-from glep.bvp.galerkin import GalerkinAction
-from glep.bvp.nudged import beta_tangent, contrast_values, nudged_problem, residual_free
-from glep.bvp.problem import ReducedProblem
 from glep.bvp.solvers import (
     Deflation,
     GradientFlow,

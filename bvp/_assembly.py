@@ -174,7 +174,7 @@ def end_block_coo(ends: np.ndarray, n: int, row_map: np.ndarray, col_map: np.nda
 class NumpyAssembler:
     """Vector I/O and the gradient-flow metric of an assembler that owns ``V`` and the trajectory ``u``.
 
-    :class:`~glep.bvp.problem.ReducedProblem` assembles ``J_r = Qᵀ A P`` of such an assembler directly
+    :class:`~glep.bvp.reduced.ReducedProblem` assembles ``J_r = Qᵀ A P`` of such an assembler directly
     (no PtAP), through :meth:`create_jacobian`'s maps.
     """
 

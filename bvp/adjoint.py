@@ -23,7 +23,7 @@ import numpy as np
 from petsc4py import PETSc
 
 from glep.boundary import CFVP, CIVP
-from glep.bvp.problem import ReducedProblem, _vec
+from glep.bvp.reduced import ReducedProblem, _vec
 from glep.bvp.solvers import configure_lu
 from glep.errors import InputError
 from glep.terms import add_into

@@ -29,8 +29,8 @@ import numpy as np
 from petsc4py import PETSc
 from scipy.optimize import minimize_scalar
 
-from glep.bvp.api import solve_problem
-from glep.bvp.problem import ReducedProblem
+from glep.bvp.reduced import ReducedProblem
+from glep.bvp.solve import solve_problem
 from glep.bvp.solvers import Newton, Solver, configure_lu
 from glep.errors import InputError, SolverError
 from glep.trajectory import Trajectory

@@ -47,7 +47,7 @@ class DeflationOperator:
     Arguments
     ---------
     problem:
-        The :class:`~glep.bvp.problem.ReducedProblem` (its ``H¹`` Gram matrix ``PᵀMP`` is formed once).
+        The :class:`~glep.bvp.reduced.ReducedProblem` (its ``H¹`` Gram matrix ``PᵀMP`` is formed once).
     known:
         Reduced vectors of the solutions to deflate (copied).
     power, shift:
@@ -220,7 +220,7 @@ def _backtrack(alpha: float, g0: float, g: float) -> float:
 
 def sine_mode(problem, k: int, component: int) -> PETSc.Vec:
     r"""Reduced vector of ``e_c sin(kπ(t − t₀)/(T − t₀))`` (zero at pinned ends)."""
-    from glep.bvp.api import set_guess
+    from glep.bvp.solve import set_guess
 
     n, t0, T = problem.n, problem.t0, problem.T
 
@@ -334,7 +334,7 @@ def _shots(problem, grid, q0, qT, p0s, maxiter) -> list[np.ndarray]:
 
 
 def _interpolated(problem, grid, q: np.ndarray) -> PETSc.Vec:
-    from glep.bvp.api import set_guess
+    from glep.bvp.solve import set_guess
 
     ts = grid.times + problem.t0
     return set_guess(problem, lambda t: np.stack([np.interp(t, ts, q[:, i]) for i in range(q.shape[1])]))

@@ -20,8 +20,8 @@ import numpy as np
 from petsc4py import PETSc
 
 from glep.boundary import BoundaryCondition
-from glep.bvp.api import solve_problem
-from glep.bvp.problem import ReducedProblem
+from glep.bvp.reduced import ReducedProblem
+from glep.bvp.solve import solve_problem
 from glep.bvp.solvers import configure_lu
 from glep.errors import InputError, SolverError
 from glep.parallel import agree
@@ -108,7 +108,7 @@ def contrast_values(problem: ReducedProblem, sol0: Trajectory, betas, **solver_k
     r"""``I(β) = ∫∂_θL`` along the nudged solution, for each ``β`` of ``betas``.
 
     Arguments: ``problem`` the free (β = 0) residual-free problem and
-    ``sol0`` its solution; ``solver_kw`` for :func:`~glep.bvp.api.solve_problem`.
+    ``sol0`` its solution; ``solver_kw`` for :func:`~glep.bvp.solve.solve_problem`.
     Each nudged problem is solved on its own assembler (:func:`nudged_problem`)
     from the tangent prediction ``r0 + β ∂r/∂β``; ``problem`` is left at its
     free solution.  Returns ``{β: {parameter: I(β)}}``.

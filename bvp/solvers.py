@@ -242,7 +242,7 @@ def newton(problem, r0: PETSc.Vec, *, method: str = "newton", linesearch: str = 
     Parameters
     ----------
     problem:
-        A :class:`~glep.bvp.problem.ReducedProblem`.
+        A :class:`~glep.bvp.reduced.ReducedProblem`.
     method:
         ``"newton"`` (``newtonls``) or ``"trust-region"`` (``newtontr``,
         residual descent).

@@ -1,4 +1,4 @@
-"""Reference suite of the bvp backend (/work/shared/reference/lagrangian_bvps.md).
+"""Reference suite of the bvp backend: closed-form Bratu, Troesch and harmonic-oscillator values (glep.reference).
 
 Bratu (both branches, Morse indices, the fold), Troesch (stiff, graded mesh),
 the harmonic oscillator (Morse index ⌊ωT/π⌋, action descent failing past the

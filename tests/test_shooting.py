@@ -320,7 +320,7 @@ def test_input_errors():
 def test_shooting_agrees_with_p1_fe_cbvp():
     """P1 elements with Gauss–Lobatto quadrature assemble the trapezoid discrete action:
     the FE CBVP solution and the Störmer–Verlet shooting solution coincide to solver tolerance."""
-    api = pytest.importorskip("glep.bvp.api")
+    api = pytest.importorskip("glep.bvp.solve")
     from mpi4py import MPI
 
     import glep.meshes as gm

@@ -13,7 +13,7 @@ from petsc4py import PETSc
 import glep
 from glep import CBVP
 from glep.bvp import Continuation, make_discretisation, natural_continuation, solve_bvp, solve_problem
-from glep.bvp.problem import ReducedProblem
+from glep.bvp.reduced import ReducedProblem
 from glep.bvp.solvers import (
     Deflation,
     GradientFlow,

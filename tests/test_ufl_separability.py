@@ -394,7 +394,7 @@ def test_direct_kernel_packing_equals_expression_eval(kind):
 def test_bvp_vectorised_assembler_reads_the_node_times():
     """The NumPy (vectorised) finite-element assembler passes arrays of node times: with the UFL potential
     it assembles the same residual, Jacobian and action as the UFL forms."""
-    from glep.bvp.api import make_discretisation
+    from glep.bvp.solve import make_discretisation
 
     sys_, th = SYSTEMS["UFL"], PARAMS
     kept, out = [], []

@@ -20,7 +20,7 @@ from petsc4py import PETSc
 from glep.boundary import CFVP, PFVP, BoundaryCondition
 from glep.bvp import _mesh
 from glep.bvp.fe import FEAction
-from glep.bvp.problem import ReducedProblem
+from glep.bvp.reduced import ReducedProblem
 from glep.bvp.solvers import (
     DEFLATION_SEARCH_OPTIONS,
     Deflation,
@@ -46,7 +46,7 @@ class FESolve:
     Attributes
     ----------
     problem:
-        The :class:`~glep.bvp.problem.ReducedProblem` (its discretisation holds the dolfinx function
+        The :class:`~glep.bvp.reduced.ReducedProblem` (its discretisation holds the dolfinx function
         ``problem.disc.u``).
     r:
         The reduced solution vector.
@@ -189,7 +189,7 @@ def _solution(problem: ReducedProblem, res, beta: float, report: HessianReport |
 def solve_problem(problem: ReducedProblem, guess=None, *, solver: Solver | None = None, method: str = "newton",
                   morse: bool = False, known: list | None = None, metric: str = "H1",
                   singular_tol: float | None = None, **kw) -> Trajectory:
-    """Solve an already built :class:`~glep.bvp.problem.ReducedProblem` (see :func:`solve_bvp`)."""
+    """Solve an already built :class:`~glep.bvp.reduced.ReducedProblem` (see :func:`solve_bvp`)."""
     if solver is None:
         solver = solver_from_keywords(method, known=known, metric=metric, **kw)
     elif kw or method != "newton" or known is not None:
