@@ -31,14 +31,14 @@ from glep.errors import SolverError
 ROUND_OFF = 1e-15
 
 
-def residual_test(rtol: float, reference, terms=None) -> Callable[[np.ndarray], bool]:
+def residual_test(rtol: float, reference) -> Callable[[np.ndarray], bool]:
     r"""``max|F| ≤ rtol (1 + max|reference|)``.
 
     For complex data (complex-step nudging) the real and imaginary parts are
     tested separately: the imaginary part carries an ``O(β)`` perturbation that
     a tolerance on the whole residual cannot resolve, so it is measured against
-    ``max|Im terms| + max|Im reference|`` (``terms``: the other summand of ``F``,
-    a callable of the residual's evaluation giving it, or ``None``).
+    ``max|Im other| + max|Im reference|`` (``other``: the other summand of ``F``,
+    passed to the test by :func:`dense_newton` from the residual's evaluation, or ``None``).
     """
     def test(r, other=None) -> bool:
         if not np.iscomplexobj(r):
