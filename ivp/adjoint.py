@@ -106,7 +106,7 @@ def _potential_theta_vjp(dl, terms, Q, lam, acc: dict) -> None:
     batched = [term for term in terms if not term.explicit_time]
     if not batched or N == 0:
         return
-    w = np.array([dl.node_weight(j) for j in range(N)])
+    w = dl.node_weights()[:N]
     times = np.repeat(np.array([dl.node_time(j) for j in range(N)], dtype=float), B)
     x = {k: np.broadcast_to(a[:N], (N, B, a.shape[-1])).reshape(N * B, a.shape[-1])
          for k, a in dl.all_node_inputs().items()}

@@ -471,10 +471,19 @@ class DiscreteLagrangian(AbstractDiscreteLagrangian):
     def node_time(self, j: int) -> float:
         return float(self._chain()[j])
 
+    def node_weights(self) -> np.ndarray:
+        """Trapezoid weights ``w_j = (|τ_{j−1}| + |τ_j|)/2`` of all nodes, shape ``(N+1,)`` (computed once)."""
+        if getattr(self, "_node_w", None) is None:
+            a = np.abs(self.mesh.steps)
+            w = np.zeros(self.N + 1)
+            w[1:] += 0.5 * a
+            w[:-1] += 0.5 * a
+            self._node_w = w
+        return self._node_w
+
     def node_weight(self, j: int) -> float:
         """Trapezoid weight ``(|τ_{j−1}| + |τ_j|)/2`` of node ``j``."""
-        a = np.abs(self.mesh.steps)
-        return 0.5 * ((a[j - 1] if j > 0 else 0.0) + (a[j] if j < self.N else 0.0))
+        return float(self.node_weights()[j])
 
     def _inputs_on_steps(self, c: float, B: int):
         """Signals at ``t_k + c τ_k`` for every step, broadcast and flattened to ``(N·B, m)``."""
