@@ -28,14 +28,17 @@ def explicit_step(dl, k, q0, p0, F0):
 def implicit_step(dl, k, q0, p0, guess, *, rtol: float = 1e-13, maxiter: int = 40):
     """Solve ``D₁L_d(q₀, q₁) + p₀ = 0`` for ``q₁`` by the dense Newton of :mod:`glep._newton`
     (Jacobian ``D₁₂L_d``); returns ``(q₁, p₁)`` with ``p₁ = D₂L_d(q₀, q₁)``."""
+    last = [None, None]  # the last iterate evaluated and its D₂L_d: p₁ without another evaluation
+
     def residual(q1):
-        d1 = dl.momenta(k, q0, q1)[0]
+        d1, last[1] = dl.momenta(k, q0, q1)
+        last[0] = q1
         return d1 + p0, d1
 
     q1 = dense_newton(residual, lambda q1, r: dl.solve_d12(k, q0, q1, r), guess,
                       converged=residual_test(rtol, p0), maxiter=maxiter,
                       label=f"implicit variational step {k}")
-    return q1, dl.momenta(k, q0, q1)[1]
+    return q1, last[1] if last[0] is q1 else dl.momenta(k, q0, q1)[1]
 
 
 def integrate(dl, q0, p0, *, store: bool | str = True, callback=None):
