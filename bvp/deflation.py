@@ -60,11 +60,7 @@ class DeflationOperator:
         if not (np.isfinite(shift) and shift > 0.0):
             raise InputError(f"deflation shift must be a finite number > 0, got {shift!r}")
         self.power, self.shift = float(power), float(shift)
-        H1 = problem.disc.metric("H1")
-        try:
-            self.M = H1.ptap(problem.P)
-        finally:
-            H1.destroy()
+        self.M = problem.gram("H1")  # shared with the problem: not destroyed here
         self.known = [k.copy() for k in known]
         self._d = problem.create_vec()
         self._Md = problem.create_vec()
@@ -102,7 +98,7 @@ class DeflationOperator:
         return out
 
     def destroy(self) -> None:
-        for obj in [self.M, self._d, self._Md, *self.known]:
+        for obj in [self._d, self._Md, *self.known]:
             obj.destroy()
         self.known = []
 

@@ -109,22 +109,30 @@ def contrast_values(problem: ReducedProblem, sol0: Trajectory, betas, **solver_k
 
     Arguments: ``problem`` the free (β = 0) residual-free problem and
     ``sol0`` its solution; ``solver_kw`` for :func:`~glep.bvp.solve.solve_problem`.
-    Each nudged problem is solved on its own assembler (:func:`nudged_problem`)
-    from the tangent prediction ``r0 + β ∂r/∂β``; ``problem`` is left at its
-    free solution.  Returns ``{β: {parameter: I(β)}}``.
+    The nudged solves share one assembler of their own (:func:`nudged_problem`,
+    its β set per solve, its Jacobian and symbolic factorisation kept between
+    them) and start from the tangent prediction ``r0 + β ∂r/∂β``; ``problem``
+    is left at its free solution.  Returns ``{β: {parameter: I(β)}}``.
     """
     residual_free(problem.bc)
     if problem.disc.beta != 0.0:
         raise InputError(f"contrast_values needs the free problem (β = 0), got one at β = {problem.disc.beta:g}")
     tangent = beta_tangent(problem, sol0.fe.r)
+    nudged = nudged_problem(problem, 0.0)
     out = {}
-    for b in betas:
-        nudged = nudged_problem(problem, b)
-        guess = sol0.fe.r.copy()
-        guess.axpy(float(np.real(b)), tangent)
-        solve_problem(nudged, guess, **solver_kw)
-        out[b] = nudged.disc.theta_gradient()
+    try:
+        for b in betas:
+            nudged.disc.set_beta(float(np.real(b)))
+            guess = sol0.fe.r.copy()
+            guess.axpy(float(np.real(b)), tangent)
+            try:
+                solve_problem(nudged, guess, **solver_kw)
+            finally:
+                guess.destroy()
+            out[b] = nudged.disc.theta_gradient()
+    finally:
         nudged.release_solver()
+        tangent.destroy()
     return out
 
 

@@ -203,6 +203,7 @@ class ReducedProblem:
         #: keep the Newton Jacobian and its factorisation between solves (see :meth:`release_solver`)
         self.reuse_factorization = True
         self._newton_cache = None
+        self._gram: dict[str, PETSc.Mat] = {}
         #: PETSc options prefix of this problem's solvers (options given to a solve are set under it)
         self.options_prefix = f"glep_{next(_PROBLEM_IDS)}_"
 
@@ -258,6 +259,20 @@ class ReducedProblem:
         f.x.array[: self.nloc] = idx
         f.x.scatter_forward()
         return np.rint(f.x.array).astype(np.int64)
+
+    def gram(self, metric: str) -> PETSc.Mat:
+        """The reduced Gram matrix ``Pᵀ M P`` of the ``"L2"`` or ``"H1"`` inner product, assembled once.
+
+        It depends only on the function space and the boundary condition (not on β, θ or the state), so
+        the Morse-index eigenproblems, deflation and the gradient flow share it; callers must not destroy it.
+        """
+        if metric not in self._gram:
+            full = self.disc.metric(metric)
+            try:
+                self._gram[metric] = full.ptap(self.P)
+            finally:
+                full.destroy()
+        return self._gram[metric]
 
     # -- vectors -------------------------------------------------------------------
     def create_vec(self) -> PETSc.Vec:

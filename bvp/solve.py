@@ -171,15 +171,14 @@ def make_discretisation(system: LagrangianSystem, params, mesh, *, assembler: st
     raise InputError(f"assembler must be 'fe' or 'vectorised', got {assembler!r}")
 
 
-def _solution(problem: ReducedProblem, res, beta: float, report: HessianReport | int | None) -> Trajectory:
+def _solution(problem: ReducedProblem, res, hr: HessianReport | None) -> Trajectory:
     """The :class:`~glep.Trajectory` of the solve ``res`` (``q`` of shape ``(nodes, 1, n)``, gathered)."""
     problem.lift(res.r)
     ts, qs = gather_nodal(problem.disc)
     mom = problem.momenta()
-    hr = report if isinstance(report, HessianReport) else None
-    index = hr.index if hr is not None else report
+    index = hr.index if hr is not None else None
     disc = problem.disc
-    return Trajectory(ts, qs[:, None, :], None, beta, problem.bc, dict(disc.theta),
+    return Trajectory(ts, qs[:, None, :], None, disc.beta, problem.bc, dict(disc.theta),
                       {"system": disc.system.name, "backend": "fe"},
                       SolverReport(str(res.reason), int(res.iterations), tuple(res.history), res.wall_time),
                       problem.action(), index, (np.asarray(mom["0"])[None], np.asarray(mom["T"])[None]),
@@ -205,7 +204,7 @@ def solve_problem(problem: ReducedProblem, guess=None, *, solver: Solver | None 
     report = res.hessian_report  # the gradient flow checks the end point's inertia itself
     if morse and (report is None or singular_tol is not None):
         report = hessian_report(problem, res.r, singular_tol=singular_tol)
-    return _solution(problem, res, problem.disc.beta, report)
+    return _solution(problem, res, report)
 
 
 def _first_new_solution(problem: ReducedProblem, guess, solver: Deflation, morse: bool,
@@ -276,7 +275,7 @@ def find_problem_solutions(problem: ReducedProblem, guess=None, *, known: list |
             except SingularHessianError:
                 if on_singular == "raise":
                     raise
-        sols.append(_solution(problem, res, problem.disc.beta, hr))
+        sols.append(_solution(problem, res, hr))
     return FoundSolutions(sort_solutions(sols), report)
 
 

@@ -315,7 +315,7 @@ def newton(problem, r0: PETSc.Vec, *, method: str = "newton", linesearch: str = 
         configure_lu(snes.getKSP(), comm, lu_solver)
         if monitor is not None:
             snes.setMonitor(monitor)
-        with petsc_options(prefix, options):
+        with petsc_options(prefix, options, defaults=False):  # already merged above
             snes.setFromOptions()
             snes.solve(None, r0)
         guard.check()
@@ -506,9 +506,7 @@ def default_singular_tol(problem, v: PETSc.Vec, J: PETSc.Mat, M: PETSc.Mat, lam_
     disc = problem.disc
     p = int(disc.degree)
     h = _cell_size(disc.mesh)
-    H1 = disc.metric("H1")
-    K = H1.ptap(problem.P)
-    H1.destroy()
+    K = problem.gram("H1").copy()
     K.axpy(-1.0, M)
     Kv, Mv = K.createVecLeft(), M.createVecLeft()
     dJ, dK = J.getDiagonal(), K.getDiagonal()
@@ -556,9 +554,7 @@ def hessian_report(problem, r: PETSc.Vec | None = None, *, singular_tol: float |
         raise InputError(f"singular_tol must be a finite number >= 0 (or None), got {singular_tol!r}")
     comm = problem.comm
     J = agree(lambda: problem.jacobian(r), comm, "assembling the Jacobian")
-    L2 = problem.disc.metric("L2")
-    M = L2.ptap(problem.P)
-    L2.destroy()
+    M = problem.gram("L2")
     vecs: list[PETSc.Vec] = []
     try:
         neg, zero, _ = inertia(J, comm)
@@ -574,7 +570,7 @@ def hessian_report(problem, r: PETSc.Vec | None = None, *, singular_tol: float |
         vecs.append(vmin)
         tol = float(default_singular_tol(problem, vmin, J, M, lam_max) if singular_tol is None else singular_tol)
     finally:
-        for obj in [J, M, *vecs]:
+        for obj in [J, *vecs]:
             obj.destroy()
     ratio = abs(lam_min) / abs(lam_max)
     if not abs(lam_min) > tol:
@@ -673,10 +669,7 @@ def _run_flow(problem, r0, metric, dt, max_steps, rtol, atol, options, history, 
     """
     comm = problem.comm
     guard = _Guard(comm)
-    Mfull = problem.disc.metric(metric)
-    owned.append(Mfull)
-    M = Mfull.ptap(problem.P)
-    owned.append(M)
+    M = problem.gram(metric)
     J = agree(lambda: problem.jacobian(r0), comm, "assembling the Jacobian")
     owned.append(J)
     A = J.duplicate(copy=True)
