@@ -168,7 +168,7 @@ def run_compare(args, petsc: list[str] = ()) -> int:
 
         previous = set_default_petsc_options(command_line_petsc_options(petsc))
     try:
-        return _compare(args, cfg, out, root, say, t0)
+        return _compare(cfg, out, root, say, t0)
     finally:
         if previous is not None:
             from glep.bvp.solvers import set_default_petsc_options
@@ -176,7 +176,7 @@ def run_compare(args, petsc: list[str] = ()) -> int:
             set_default_petsc_options(previous)
 
 
-def _compare(args, cfg: dict, out: Path, root: bool, say, t0: float) -> int:
+def _compare(cfg: dict, out: Path, root: bool, say, t0: float) -> int:
     """The computation and output phases of :func:`run_compare`."""
     from glep.estimators.compare import compare_estimators, failure_summary, format_table
     from glep.estimators.output import versions, write_results
@@ -204,9 +204,9 @@ def run_report(args) -> int:
     from glep.estimators.output import load_report, plot_mismatch, plot_report
     from glep.parallel import is_root
 
-    report = load_report(args.path)  # InputError for a missing, damaged or foreign file
-    if not is_root():  # every rank read the file (errors are agreed); rank 0 prints
+    if not is_root():  # rank 0 reads and prints; its errors reach every rank through the agreed block of _run
         return 0
+    report = load_report(args.path)  # InputError for a missing, damaged or foreign file
     print(format_table(report), flush=True)
     summary = failure_summary(report)
     if summary:
@@ -249,7 +249,7 @@ def command_line_petsc_options(argv: list[str]) -> dict[str, str | None]:
     options: dict[str, str | None] = {}
     name = None
     for tok in _petsc_options([a.strip() for a in argv]):
-        if tok.startswith("-glep_") and not _NEGATIVE_NUMBER.match(tok):
+        if tok.startswith("-glep_"):
             name = tok[len("-glep_"):]
             options[name] = None
         elif name is not None:

@@ -83,14 +83,9 @@ def agree[T](fn: Callable[[], T], comm: MPI.Comm | None = None, what: str = "gle
     rank (see :func:`settle`).  ``fn`` must not itself make collective calls that could be
     skipped by an early failure on another rank.
     """
-    result: T | None = None
-    error: Exception | None = None
-    try:
+    with collective(comm, what):
         result = fn()
-    except Exception as exc:  # noqa: BLE001 - re-raised below, on every rank
-        error = exc
-    settle(error, comm, what)
-    return result  # type: ignore[return-value]
+    return result
 
 
 @contextmanager
