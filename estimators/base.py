@@ -109,15 +109,16 @@ class FunctionTruth(AbstractTruth):
 class FunctionEstimator(AbstractEstimator):
     """An estimator given as a function ``(problem, nudge, progress=None) -> GradientEstimate``.
 
-    ``exact`` says whether it is exact; ``truth_function`` is its ground truth
-    (``None``: the discrete adjoint of the free trajectory).  This is the
-    form of a registry entry ``(function, exact, truth_function)``.
+    ``is_exact`` says whether it is exact; ``truth_function`` is its ground truth
+    (``None``: the discrete adjoint of the free trajectory); ``title`` the label of
+    its rows (default: ``key``).
     """
 
     key: str
     function: Callable
     is_exact: bool = True
     truth_function: Callable | None = None
+    title: str | None = None
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -125,7 +126,7 @@ class FunctionEstimator(AbstractEstimator):
 
     @property
     def label(self) -> str:  # type: ignore[override]
-        return self.key
+        return self.title or self.key
 
     @property
     def exact(self) -> bool:  # type: ignore[override]

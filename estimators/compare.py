@@ -23,15 +23,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from glep.errors import GlepError, InputError, SolverError
-from glep.estimators.base import AbstractEstimator, FunctionEstimator
+from glep.estimators.base import AbstractEstimator
 from glep.estimators.ground_truth import DiscreteAdjoint
 from glep.estimators.metrics import compare, fit_slope
 from glep.estimators.problem import Problem
 from glep.estimators.registry import ESTIMATORS, nudge_from_name
 from glep.estimators.result import GradientEstimate
-
-#: the table label of each registered estimator (the name its GradientEstimate carries)
-LABELS = {name: est.label for name, est in ESTIMATORS.items()}
 
 #: what counts as an estimator failing (a FAILED row) rather than a bug of glep (a traceback): glep's own
 #: errors, floating-point and linear-algebra failures, and PETSc errors (``petsc4py.PETSc.Error`` is a
@@ -113,12 +110,6 @@ def _names(value, what: str) -> list:
     return [v for i, v in enumerate(value) if v not in value[:i]]
 
 
-def _registered(name: str) -> AbstractEstimator:
-    """The estimator registered as ``name`` (an entry ``(function, exact, truth_function)`` is wrapped)."""
-    entry = ESTIMATORS[name]
-    return entry if isinstance(entry, AbstractEstimator) else FunctionEstimator(name, *entry)
-
-
 def _estimators(value) -> list[AbstractEstimator]:
     """Estimator objects from a list of objects and registry names (repeated names dropped)."""
     items = _names(value, "estimators")
@@ -131,7 +122,7 @@ def _estimators(value) -> list[AbstractEstimator]:
         raise InputError(f"estimators: unknown {unknown}; choose from {sorted(ESTIMATORS)}")
     out: dict[str, AbstractEstimator] = {}
     for e in items:
-        est = _registered(e) if isinstance(e, str) else e
+        est = ESTIMATORS[e] if isinstance(e, str) else e
         out.setdefault(est.name, est)
     return list(out.values())
 
@@ -188,8 +179,7 @@ def _failed_row(est: AbstractEstimator, exc: BaseException, errors: dict, point_
     nan = float("nan")
     metrics = {"cosine": nan, "norm_ratio": nan, "relative_error": nan, "sign_agreement": nan,
                "cosine_per_group": {}}
-    label = LABELS.get(est.name, est.label) if isinstance(est, FunctionEstimator) else est.label
-    return Row(est.name, label, est.exact, metrics, {}, errors, nan, nan, "", [], status="failed",
+    return Row(est.name, est.label, est.exact, metrics, {}, errors, nan, nan, "", [], status="failed",
                reason=short_reason(exc), detail=f"{type(exc).__name__}: {exc}", point_failures=point_failures)
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from glep.cli import main
 from glep.errors import InputError, SolverError
-from glep.estimators import ESTIMATORS, compare_estimators, format_table
+from glep.estimators import ESTIMATORS, FunctionEstimator, compare_estimators, format_table
 from glep.estimators.cbvp import NewtonProgress
 from glep.estimators.compare import failure_summary
 from glep.estimators.contrast import pfvp
@@ -46,9 +46,8 @@ def _fails_at_large_beta(problem, nudge, progress=None):
 @pytest.fixture
 def broken(monkeypatch):
     """echo always fails, rhel returns NaN, pfvp fails at β = 1e-2 only."""
-    monkeypatch.setitem(ESTIMATORS, "echo", (_diverges, True, None))
-    monkeypatch.setitem(ESTIMATORS, "rhel", (_nan_gradient, True, None))
-    monkeypatch.setitem(ESTIMATORS, "pfvp", (_fails_at_large_beta, True, None))
+    for name, function in (("echo", _diverges), ("rhel", _nan_gradient), ("pfvp", _fails_at_large_beta)):
+        monkeypatch.setitem(ESTIMATORS, name, FunctionEstimator(name, function, title=ESTIMATORS[name].label))
 
 
 def test_failed_estimators_stay_in_the_report(problem, broken):
