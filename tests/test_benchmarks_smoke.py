@@ -42,3 +42,11 @@ def test_bench_estimators_quick(tmp_path):
         assert row["rel_err"] < 1e-5
     for case in data["throughput"].values():
         assert case["max_abs_diff"] < 1e-10  # the NumPy baseline integrates the same system
+
+
+def test_bench_import_runs():
+    """benchmarks/bench_import.py prints its table (one run of each fresh interpreter; no timing asserted)."""
+    script = SCRIPT.parent / "bench_import.py"
+    proc = subprocess.run([sys.executable, str(script), "--runs", "1"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "import glep / import numpy =" in proc.stdout and "import glep + finite elements" in proc.stdout
