@@ -181,13 +181,14 @@ def echo_states(problem: ModeProblem, etas, learning_field=None) -> tuple[np.nda
     All echoes run as one batch (as independent devices would run side by side).
     """
     phi0 = problem.initial_state(learning_field)
-    phi_T = problem.stepper.propagate(phi0)
-    if not np.all(np.isfinite(phi_T)):
-        raise SolverError(f"the forward run of {problem.system.name} overflowed (|φ| grew without bound): the "
-                          f"step h = {problem.stepper.h:.3e} is too large for the Kerr phases g|φ|²h of this state")
-    w = problem.cost.wirtinger(phi_T)
-    starts = np.concatenate([phi_T - 1j * e * w for e in etas])
-    back = problem.stepper.echo(starts)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below, as a SolverError
+        phi_T = problem.stepper.propagate(phi0)
+        if not np.all(np.isfinite(phi_T)):
+            raise SolverError(f"the forward run of {problem.system.name} overflowed: the intensities |φ|² of the "
+                              "initial state exceed the floating-point range")
+        w = problem.cost.wirtinger(phi_T)
+        starts = np.concatenate([phi_T - 1j * e * w for e in etas])
+        back = problem.stepper.propagate(np.conj(starts)).conj() if np.all(np.isfinite(starts)) else starts
     if not np.all(np.isfinite(back)):
         raise SolverError(f"the echo of {problem.system.name} overflowed: the injected error signal η = "
                           f"{max(abs(e) for e in etas):.3e} is too large for this state")
