@@ -379,3 +379,92 @@ def train(problem: ModeProblem, eta: float, mass: float, iterations: int, *, ave
             break
     per_step = 4 if averaged else 2
     return Training(problem, np.asarray(losses), per_step * len(losses), time.perf_counter() - t0, early)
+
+
+# -- results on disk ----------------------------------------------------------------------------------------
+TRAINING_FORMAT = "glep-heb-training/1"
+
+
+def _write_h5(path, training: Training, gradients: dict, arrays: dict, config: dict, run_id: str) -> None:
+    import json
+
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        f.attrs["glep_format"] = TRAINING_FORMAT
+        f.attrs["run_id"] = run_id
+        f.attrs["config"] = json.dumps(config)
+        f.attrs["system"] = training.problem.system.name
+        f.attrs["passes"] = training.passes
+        f.attrs["wall_time"] = training.wall_time
+        f.create_dataset("losses", data=training.losses)
+        f.create_dataset("learning_field", data=training.problem.learning_field)
+        for key, value in arrays.items():
+            f.create_dataset(key, data=np.asarray(value))
+        g = f.create_group("gradients")
+        for key, grad in gradients.items():
+            h = g.create_group(key)
+            h.create_dataset("learning", data=grad.learning)
+            h.create_dataset("evaluation", data=grad.evaluation)
+            h.attrs.update({"name": grad.name, "loss": grad.loss, "passes": grad.passes, "eta": grad.eta,
+                            "scheme": grad.scheme})
+
+
+def _plot_losses(path, training: Training, title: str, run_id: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    ax.semilogy(np.arange(len(training.losses)), training.losses, lw=1.5)
+    ax.set_xlabel("HEB training step")
+    ax.set_ylabel("loss C (before the step)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, format="png", metadata={"glep_run_id": run_id})
+    plt.close(fig)
+
+
+def write_training(out_dir, training: Training, *, gradients: dict | None = None, arrays: dict | None = None,
+                   config: dict | None = None, stem: str = "heb_training", title: str = "HEB training"):
+    """Write ``<stem>.h5`` (losses, learned field, gradients, arrays, config) and ``<stem>_loss.png`` atomically.
+
+    As :func:`glep.estimators.output.write_results`: both go to hidden temporary files in ``out_dir``, are
+    flushed and renamed into place (PNG first, HDF5 last, one run id in both), so an interrupted write leaves
+    the previous files or the new ones, never a partial file.  Returns ``(h5 path, png path)``.
+    """
+    import contextlib
+    import os
+    import uuid
+    from pathlib import Path
+
+    from glep.errors import GlepError
+    from glep.estimators.output import ResultsWriteError, _fsync, _temp_path, _terminate_as_exit
+
+    if not isinstance(training, Training):
+        raise InputError(f"training must be the result of glep.estimators.heb.train, got {type(training).__name__}")
+    out_dir = Path(out_dir)
+    h5, png = out_dir / f"{stem}.h5", out_dir / f"{stem}_loss.png"
+    run_id, temps = uuid.uuid4().hex, []
+    with _terminate_as_exit():
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            temps += [_temp_path(png), _temp_path(h5)]
+            _plot_losses(temps[0], training, title, run_id)
+            _fsync(temps[0])
+            _write_h5(temps[1], training, gradients or {}, arrays or {}, config or {}, run_id)
+            _fsync(temps[1])
+            os.replace(temps[0], png)
+            os.replace(temps[1], h5)
+            _fsync(out_dir)
+        except BaseException as exc:
+            for tmp in temps:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+            if isinstance(exc, OSError) and not isinstance(exc, GlepError):
+                raise ResultsWriteError(f"cannot write the training results to {out_dir}: {exc.strerror or exc}; "
+                                        "the previous results there, if any, are unchanged") from exc
+            raise
+    return h5, png
