@@ -169,3 +169,26 @@ def test_an_overflowing_echo_is_reported():
         heb(p, 1e300)
     with pytest.raises(SolverError, match="the echo of .* overflowed"):
         heb_update(p, 1e300, 1.0)
+
+
+def test_training_results_are_written_atomically(tmp_path):
+    import h5py
+
+    from glep.estimators.heb import write_training
+    from glep.estimators.output import ResultsWriteError
+
+    p = _xor_problem(0)
+    run = train(p, eta=1e-4, mass=1e-4 / 0.3, iterations=2)
+    h5, png = write_training(tmp_path / "out", run, gradients={"adjoint": mode_adjoint(run.problem)},
+                             arrays={"targets": HIGH * XOR}, config={"seed": 0}, stem="xor")
+    with h5py.File(h5) as f:
+        assert f.attrs["glep_format"] == "glep-heb-training/1" and f["losses"].shape == (2,)
+        assert np.array_equal(f["learning_field"][()], run.problem.learning_field)
+        assert f["gradients/adjoint/learning"].shape == (9,)
+    assert png.stat().st_size > 0 and not list((tmp_path / "out").glob(".*.tmp"))
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ResultsWriteError, match="cannot write the training results to"):
+        write_training(blocker / "out", run)
+    with pytest.raises(InputError, match="training must be the result of glep.estimators.heb.train"):
+        write_training(tmp_path, "run")
