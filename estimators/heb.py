@@ -20,7 +20,9 @@ the final time.  The parameters are the learning field's initial state ``Θ(0)``
 symplectic ``F``, ``F^{-1} ∘ Φ^C_η ∘ F = Φ^{C∘F}_η``: the returned state is the exact time-``η`` flow of the
 pulled-back cost, so the read-out converges to the gradient of the *discrete* loss computed by the discrete
 adjoint, with the bias of the difference quotient only (``tests/test_heb.py``: ≤ 1e-6 relative at centred
-``η = 1e-4``).  A non-symmetric or non-symplectic step would leave an ``O(h^p)`` mismatch instead.
+``η = 1e-4``).  The exactness needs both properties of the step: with a non-symmetric step (Lie splitting) the
+echo is not the inverse, with a non-symplectic one the pulled-back flow is not ``Φ^{C∘F}``; either would make
+the read-out agree with the discrete adjoint only up to the time-step error (not measured here).
 
 **Learning with the echo (the decay step).**  With ``Θ = x + iy`` (``x`` the "position" quadrature that is
 learned, ``y`` its momentum), step 4 changes ``Θ`` by ``−iη ∂C/∂Θ* = (η/2)(∂C/∂y − i ∂C/∂x)``: the momentum

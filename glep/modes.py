@@ -265,7 +265,7 @@ def kerr_cavity_array(lx: int = 4, ly: int = 4, J: float = 10.0, g: float = -2.0
     M[ports, ports] = omega
     M[ports, sites] = M[sites, ports] = kappa
     for label, value in (("inputs", inputs), ("outputs", outputs)):
-        _indices(value, label, n_port)  # port numbers must exist
+        _indices(value, f"{label} (port numbers)", n_port)  # the ports must exist
     return KerrModes(M, np.r_[np.full(n_lat, g), np.full(n_port, gp)], learning=np.arange(n_lat),
                      evaluation=ports, inputs=ports[list(inputs)], outputs=ports[list(outputs)],
                      name=f"{lx}x{ly} Kerr cavity array with {n_port} ports", lattice_shape=(lx, ly))

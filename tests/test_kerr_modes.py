@@ -153,7 +153,7 @@ def test_bad_models_are_refused():
         kerr_lattice(0, 3)
     with pytest.raises(InputError, match="port_sites must be lattice sites"):
         kerr_cavity_array(2, 2, port_sites=[(0, 5)])
-    with pytest.raises(InputError, match="outputs must hold mode indices in"):
+    with pytest.raises(InputError, match=r"outputs \(port numbers\) must hold mode indices in \[0, 4\)"):
         kerr_cavity_array(2, 2, outputs=(7,))
     with pytest.raises(InputError, match="J must be finite"):
         kerr_cavity_array(2, 2, J=np.inf)
