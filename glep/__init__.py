@@ -105,6 +105,21 @@ _LAZY: dict[str, tuple[str, str]] = {
     # their solvers, as strategy objects (solve_bvp(..., solver=...))
     **{name: ("glep.bvp", name) for name in
        ("Newton", "TrustRegion", "ResidualDescent", "GradientFlow", "Deflation", "Continuation")},
+    # complex mode systems (Kerr cavity arrays) and Hamiltonian Echo Backpropagation
+    "KerrModes": ("glep.modes", "KerrModes"),
+    "kerr_cavity_array": ("glep.modes", "kerr_cavity_array"),
+    "kerr_lattice": ("glep.modes", "kerr_lattice"),
+    "IntensityCost": ("glep.modes", "IntensityCost"),
+    "AmplitudeCost": ("glep.modes", "AmplitudeCost"),
+    "StrangKerr": ("glep.ivp.modes", "StrangKerr"),
+    "ModeProblem": ("glep.estimators.heb", "ModeProblem"),
+    "ModeGradient": ("glep.estimators.heb", "ModeGradient"),
+    "heb": ("glep.estimators.heb", "heb"),
+    "HEB": ("glep.estimators.heb", "HEB"),
+    "mode_adjoint": ("glep.estimators.heb", "mode_adjoint"),
+    "ModeAdjoint": ("glep.estimators.heb", "ModeAdjoint"),
+    "heb_update": ("glep.estimators.heb", "heb_update"),
+    "heb_train": ("glep.estimators.heb", "train"),
     # trajectory files
     "save_trajectory": ("glep.io", "save_trajectory"),
     "load_trajectory": ("glep.io", "load_trajectory"),
@@ -112,7 +127,7 @@ _LAZY: dict[str, tuple[str, str]] = {
 
 #: Subpackages and modules reachable as attributes (``glep.models``, ``glep.bvp``...), imported on first use.
 _SUBMODULES = frozenset({
-    "models", "ivp", "bvp", "estimators", "meshes", "io", "ufl_term", "parallel", "config", "cli",
+    "models", "ivp", "bvp", "estimators", "meshes", "io", "ufl_term", "parallel", "config", "cli", "modes",
 })
 
 __all__ = [
@@ -132,6 +147,9 @@ __all__ = [
     # boundary conditions, grids, trajectories
     "CBVP", "CFVP", "CIVP", "PFVP", "DirichletNatural", "Periodic", "Robin",
     "TimeGrid", "Trajectory", "SolverReport", "save_trajectory", "load_trajectory",
+    # complex mode systems and HEB
+    "KerrModes", "kerr_cavity_array", "kerr_lattice", "IntensityCost", "AmplitudeCost", "StrangKerr",
+    "ModeProblem", "ModeGradient", "heb", "HEB", "mode_adjoint", "ModeAdjoint", "heb_update", "heb_train",
     # errors
     "GlepError", "InputError", "NotReversibleError", "SaddleError", "SingularHessianError", "SolverError",
 ]

@@ -50,3 +50,18 @@ def test_bench_import_runs():
     proc = subprocess.run([sys.executable, str(script), "--runs", "1"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "import glep / import numpy =" in proc.stdout and "import glep + finite elements" in proc.stdout
+
+
+def test_bench_heb_smoke(tmp_path):
+    """benchmarks/bench_heb.py --smoke prints its table next to the paper's figure (no timing asserted)."""
+    script = SCRIPT.parent / "bench_heb.py"
+    out_json = tmp_path / "heb.json"
+    proc = subprocess.run([sys.executable, str(script), "--smoke", "--json", str(out_json)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for text in ("forward pass", "training iteration, averaged HEB", "discrete adjoint",
+                 "1.03 s per training iteration", "HEB vs discrete adjoint"):
+        assert text in proc.stdout, proc.stdout
+    data = json.loads(out_json.read_text())
+    assert data["smoke"] and all(math.isfinite(v) and v > 0 for v in data["passes"].values())
+    assert data["heb_vs_adjoint_rel_err"] < 1e-4  # correctness, not speed (η = 1e-4 on a coarse 20-step map)

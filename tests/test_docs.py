@@ -50,7 +50,7 @@ def test_the_guide_runs(tmp_path, monkeypatch):
                          capture_output=True, text=True, timeout=300)
     assert cli.returncode == 0, cli.stderr
     blocks = _python_blocks(DOCS / "guide.md")
-    assert len(blocks) == 4
+    assert len(blocks) == 5
     namespace = {"__name__": "__guide__"}
     outputs = []
     for i, block in enumerate(blocks):
@@ -72,3 +72,6 @@ def test_the_guide_runs(tmp_path, monkeypatch):
     # 4: the results file lists the estimators that ran, and the free trajectory
     assert "pfvp ok" in outputs[3] and "echo ok" in outputs[3], outputs[3]
     assert namespace["free"].q.shape[0] == 41
+    # 5: HEB agrees with the discrete adjoint of the Kerr cavity array; averaged HEB updates lower the loss
+    assert float(re.findall(r"relative error ([0-9.e+-]+)", outputs[4])[0]) < 1e-6, outputs[4]
+    assert namespace["run"].problem.loss() < namespace["run"].losses[0], outputs[4]

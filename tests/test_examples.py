@@ -2,19 +2,23 @@
 finite-element ones (``bvp_*.py``) in tests/test_bvp_examples.py."""
 
 import runpy
+import sys
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 
 FOLDER = Path(__file__).parent.parent / "examples"
 ALL = sorted(FOLDER.glob("*.py"))
 BVP = sorted(FOLDER.glob("bvp_*.py"))  # run by tests/test_bvp_examples.py
-EXAMPLES = [p for p in ALL if p not in BVP]
+HEB_XOR = FOLDER / "heb_xor.py"  # takes an output folder: run by test_heb_xor_learns_and_writes_its_files
+EXAMPLES = [p for p in ALL if p not in BVP and p != HEB_XOR]
 
 
 def test_each_example_is_run_by_exactly_one_test_file():
     assert EXAMPLES and BVP
-    assert sorted(EXAMPLES + BVP) == ALL
+    assert sorted(EXAMPLES + BVP + [HEB_XOR]) == ALL
     assert not set(EXAMPLES) & set(BVP)
 
 
@@ -23,3 +27,19 @@ def test_example_runs(path, monkeypatch, tmp_path, capsys):
     monkeypatch.chdir(tmp_path)
     runpy.run_path(str(path), run_name="__main__")
     assert capsys.readouterr().out.strip()
+
+
+def test_heb_xor_learns_and_writes_its_files(monkeypatch, tmp_path, capsys):
+    """The HEB XOR example reaches 4/4 and writes its loss curve and its HDF5 file (fields, gradients)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [str(HEB_XOR), str(tmp_path / "out")])
+    runpy.run_path(str(HEB_XOR), run_name="__main__")
+    assert "correct: 4/4" in capsys.readouterr().out
+    assert (tmp_path / "out" / "heb_xor_loss.png").stat().st_size > 0
+    with h5py.File(tmp_path / "out" / "heb_xor.h5") as f:
+        assert f.attrs["glep_format"] == "glep-heb-training/1"
+        assert np.array_equal(f["predicted"][()], [0, 1, 1, 0])
+        assert f["losses"][-1] < f["losses"][0]
+        heb, truth = f["gradients/heb/learning"][()], f["gradients/adjoint/learning"][()]
+        assert np.linalg.norm(heb - truth) <= 1e-6 * np.linalg.norm(truth)
+    assert not list((tmp_path / "out").glob(".*.tmp"))  # no temporary file left
