@@ -418,9 +418,9 @@ def _as_estimate(fe: FreeEnergy) -> GradientEstimate:
                                    f"quadrature error ≤ {fe.gradient_error:.1e} (relative, gradient)"])
 
 
-# -- CIVP / CFVP contrast with the residual integrated over β′ ----------------------------------------------
-def _end_residual(problem: Problem, beta: complex) -> np.ndarray:
-    r"""``R_β′`` at the integration end of the nudged trajectory (flat, one entry per parameter).
+# -- contrasts with the boundary residual integrated over β′ ---------------------------------------------------
+def _civp_end_residual(problem: Problem, beta: complex) -> np.ndarray:
+    r"""``R_β′`` at the integration end of the nudged CIVP (CFVP) trajectory (flat, one entry per parameter).
 
     ``R = (d_β π̂_N)ᵀ ∂_θ q_N − (d_θ π̂_N)ᵀ ∂_β q_N`` with ``π̂_N = π_N + β′∇c_T(q_N)``; the
     ``β′∇²c_T`` parts cancel, leaving ``(d_β π_N + ∇c_T)ᵀ ∂_θ q_N − (d_θ π_N)ᵀ ∂_β q_N``.  θ-tangents:
@@ -436,13 +436,48 @@ def _end_residual(problem: Problem, beta: complex) -> np.ndarray:
     return np.einsum("bn,pbn->p", dp, sq) - np.einsum("pbn,bn->p", sp, dq)
 
 
-def integrated_residual(problem: Problem, nudge: Nudge | None = None, *, rtol: float = 1e-10,
-                        nodes: int = 4, max_nodes: int = 128) -> GradientEstimate:
-    r"""CIVP (or CFVP) contrast plus the boundary residual integrated over β′: exactly ``∇J`` at any β.
+def _pfvp_start(problem: Problem, beta: complex):
+    """The mirrored start ``(q_N, −π_N + β′∇c_T(q_N))`` of the nudged PFVP trajectory."""
+    free = problem.free
+    qN = free.Q[-1]
+    return qN, -free.P[-1] + beta * problem.terminal_gradient(qN)
 
-    ``(I(b) − I(a))/(b − a) + mean_{[a,b]} R_β′`` with ``R_β′`` at the integration end
-    (:func:`_end_residual`) by Gauss–Legendre in β′ (converged to ``rtol``, relative).  Cost:
-    ``(P + 2)`` passes per node.  Real nudges only (one-sided or centred).
+
+def _pfvp_end_residual(problem: Problem, beta: complex, chunk: int = 64) -> np.ndarray:
+    r"""``−R_β′(0)`` of the nudged PFVP trajectory: ``R̃`` at the end (``t = 0``) of its mirrored integration.
+
+    The mirrored trajectory starts from ``(q_N(θ), −π_N(θ) + β′∇c_T(q_N(θ)))`` (its boundary momentum
+    ``−π_N`` does not move with β′: no start term), so its θ-tangents start from the free final
+    sensitivities: ``δq̃₀ = ∂_θ q_N``, ``δp̃₀ = −d_θ π_N + β′∇²c_T ∂_θ q_N``.  With ``p̃ = −p``,
+    ``R̃ = (d_β p̃)ᵀ ∂_θ q̃ − (d_θ p̃)ᵀ ∂_β q̃ = −R(0)``.  β-tangent: complex step.
+    """
+    from glep.ivp.sensitivity import parameter_directions, tangent_sweep
+
+    sq, sp = forward_sensitivities(problem)
+    tc = problem.system.terminal_cost
+    dl = Mirrored(problem.base_dl(beta))
+    q0, p0 = _pfvp_start(problem, beta)
+    Q, _ = integrate(dl, q0, p0, store="q")
+    dqN, dpN = np.zeros_like(sq, dtype=Q.dtype), np.zeros_like(sp, dtype=Q.dtype)
+    for start, stop, dtheta in parameter_directions(problem.system.parameters, chunk):
+        dp_start = -sp[start:stop] + (0.0 if tc is None else beta * tc.hessian_action(q0, sq[start:stop]))
+        dqN[start:stop], dpN[start:stop] = tangent_sweep(dl, Q, sq[start:stop], dp_start, dtheta)
+    qc0, pc0 = _pfvp_start(problem, beta + 1j * _CS)
+    qc, pc = integrate(Mirrored(problem.base_dl(beta + 1j * _CS)), qc0, pc0, store=False)
+    dq, dp = np.imag(qc) / _CS, np.imag(pc) / _CS
+    return np.einsum("bn,pbn->p", dp, dqN) - np.einsum("pbn,bn->p", dpN, dq)
+
+
+def integrated_residual(problem: Problem, nudge: Nudge | None = None, *, final_state: bool = False,
+                        rtol: float = 1e-10, nodes: int = 4, max_nodes: int = 128) -> GradientEstimate:
+    r"""A contrast plus its boundary residual integrated over β′: exactly ``∇J`` of its family at any β.
+
+    ``final_state=False``: the CIVP (or CFVP) contrast plus ``mean_{[a,b]} R_β′`` at the integration
+    end (:func:`_civp_end_residual`).  ``final_state=True``: the PFVP contrast plus ``−mean R_β′(0)``
+    (:func:`_pfvp_end_residual`), which replaces PFVP's β′ = 0 term.  Both by Gauss–Legendre in β′
+    (converged to ``rtol``, relative).  Cost: about ``P + 2`` passes per node, whatever β: the
+    point is to confirm which objective the contrast differentiates, not a cheap estimator.
+    Real nudges only (one-sided or centred).
     """
     nudge = nudge or Centred(0.1)
     if not isinstance(nudge, (OneSided, Centred)):
@@ -450,42 +485,58 @@ def integrated_residual(problem: Problem, nudge: Nudge | None = None, *, rtol: f
     t0 = time.perf_counter()
     free = problem.free
     I0 = contrast_integrand(free.dl, free.Q) if nudge.needs_free else None
-    family = nudged_family(problem, nudge, free.q0, lambda b: free.p0, mirrored=problem.final_value)
+    if final_state:
+        problem.require_civp("the PFVP contrast with integrated residual")
+        family = nudged_family(problem, nudge, free.Q[-1], lambda b: _pfvp_start(problem, b)[1], mirrored=True)
+        residual, bc, end = _pfvp_end_residual, "PFVP", "−R(0)"
+    else:
+        family = nudged_family(problem, nudge, free.q0, lambda b: free.p0, mirrored=problem.final_value)
+        residual, bc = _civp_end_residual, problem.boundary_name
+        end = "R(0)" if problem.final_value else "R(T)"
     grad = dict(nudge.combine({b: v[0] for b, v in family.items()}, I0))
-    shapes = problem.system.parameters
     a, b = segment(nudge)
 
     def converged(value, error):
         return bool(np.linalg.norm(error) <= rtol * max(np.linalg.norm(value), 1e-300))
 
-    res = segment_mean(lambda z: _end_residual(problem, z), a, b, converged=converged, nodes=nodes,
-                       max_nodes=max_nodes)
-    for key, g in unflatten(np.real(res.value), shapes).items():
+    res = segment_mean(lambda z: residual(problem, z), a, b, converged=converged, nodes=nodes, max_nodes=max_nodes)
+    for key, g in unflatten(np.real(res.value), problem.system.parameters).items():
         grad[key] = np.real(grad.get(key, 0.0)) + g
-    bc, end = problem.boundary_name, ("R(0)" if problem.final_value else "R(T)")
     rel = float(np.linalg.norm(res.error) / max(np.linalg.norm(res.value), 1e-300))
     return GradientEstimate(f"{bc} + integrated residual", _complete(problem, grad),
                             passes=1 + len(nudge.betas) + res.evaluations * (problem.parameter_count + 2),
                             wall_time=time.perf_counter() - t0, nudge=nudge.label, beta=nudge.beta,
-                            loss=f"{objective_name(nudge)} of the free {bc} family",
+                            loss=f"{objective_name(nudge)} of the {bc} family",
                             notes=[f"exact for {objective_name(nudge)}: contrast + {end} integrated over β′ "
                                    f"(Gauss–Legendre {res.nodes} nodes, quadrature error ≤ {rel:.1e})"])
 
 
 @dataclass(frozen=True)
 class IntegratedResidual(AbstractEstimator):
-    r"""The CIVP (CFVP) contrast with its boundary residual integrated over β′: :func:`integrated_residual`.
+    r"""A contrast with its boundary residual integrated over β′: :func:`integrated_residual` as an object.
 
-    Exact for ``J_β`` (one-sided) or ``J^sym_β`` (centred) of the free boundary condition's family at
-    every β; as β → 0 that is ``dC_h/dθ`` (bias ``O(β)`` / ``O(β²)``).
+    ``final_state=False``: the CIVP (CFVP) contrast + ``R(T)`` (``R(0)``); ``True``: the PFVP
+    contrast + its ``t = 0`` term.  Exact for ``J_β`` (one-sided) or ``J^sym_β`` (centred) of that
+    family at every β; as β → 0 that is ``dC_h/dθ`` (bias ``O(β)`` / ``O(β²)``).  Its cost grows
+    with the number of parameters (tangent sensitivities at every β′ node).
     """
 
+    final_state: bool = False
     rtol: float = 1e-10
-    name: ClassVar[str] = "civp-integrated"
-    label: ClassVar[str] = "CIVP + integrated residual"
     loss: ClassVar[str] = "C_h of the free CIVP (or CFVP) trajectory"
-    nudged_family: ClassVar[str] = "initial-value"
     exact_at_finite_beta: ClassVar[bool] = True
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return "pfvp-integrated" if self.final_state else "civp-integrated"
+
+    @property
+    def label(self) -> str:  # type: ignore[override]
+        return "PFVP + integrated residual" if self.final_state else "CIVP + integrated residual"
+
+    @property
+    def nudged_family(self) -> str:  # type: ignore[override]
+        return "final-state" if self.final_state else "initial-value"
 
     def accepts(self, nudge: Nudge) -> bool:
         return isinstance(nudge, (OneSided, Centred))
@@ -494,7 +545,7 @@ class IntegratedResidual(AbstractEstimator):
         return float("nan")  # known after the quadrature has converged (GradientEstimate.passes)
 
     def estimate(self, problem: Problem, nudge: Nudge, progress: Progress = None) -> GradientEstimate:
-        return integrated_residual(problem, nudge, rtol=self.rtol)
+        return integrated_residual(problem, nudge, final_state=self.final_state, rtol=self.rtol)
 
 
 # -- estimators against both truths ------------------------------------------------------------------------
