@@ -170,6 +170,10 @@ class NudgedFamily(ABC):
     def loss_gradient(self, beta: complex) -> tuple[complex, Gradient]:
         """``(C_h(s_β′), d_θ C_h(s_β′))`` (complex for complex β′)."""
 
+    def release(self) -> None:
+        """Free what the family keeps between β′ (solver objects); nothing by default."""
+        return None
+
 
 class InitialValueFamily(NudgedFamily):
     r"""The problem's own boundary data held fixed: nudged CIVPs (forward) or CFVPs (backward, mirrored).
@@ -258,7 +262,8 @@ class ReducedFamily(NudgedFamily):
         self.name, self.parameters, self.solver_kw = name, reduced.disc.system.parameters, solver_kw
         self.tangent = beta_tangent(reduced, solution.fe.r)
         self.nudged = nudged_problem(reduced, 0.0)
-        self.solved = {0.0: solution.fe.r.copy()}
+        self.r0 = solution.fe.r
+        self.solved = {0.0: self.r0.copy()}
         self.index = self._index(0.0)
 
     def loss_gradient(self, beta):
@@ -287,6 +292,13 @@ class ReducedFamily(NudgedFamily):
         return res.loss, {k: np.asarray(res.theta.get(k, np.zeros(s)), dtype=float)
                           for k, s in self.parameters.items()}
 
+
+    def release(self) -> None:
+        """Free the kept Newton factorisation and the solved vectors (the family can still be queried)."""
+        self.nudged.release_solver()
+        for r in self.solved.values():
+            r.destroy()
+        self.solved = {0.0: self.r0.copy()}
 
     def _index(self, beta: float) -> int:
         """The Morse index (negative inertia of the action Hessian) of the nudged solution at ``beta``."""
@@ -570,27 +582,37 @@ def finite_beta_rows(problem: Problem, estimators: Sequence[AbstractEstimator], 
     r"""Each estimator at each nudge compared with ``∇C`` (its ``truth``) and with ``∇J`` of its family.
 
     ``compare`` metrics (cosine, relative error…) in ``to_C`` and ``to_J``.  ``truths`` caches the
-    truths between calls (keyed by family and nudge), optional.
+    truths between calls for the same problem (keyed by family, truth and nudge), optional.  The
+    family of each estimator is checked before any work.
     """
     truths = {} if truths is None else truths
     rows = []
     for est in estimators:
+        family = family_for(problem, est)
         key_c = ("C", est.truth)
         if key_c not in truths:
             truths[key_c] = est.truth(problem).theta
-        family = family_for(problem, est)
-        for nudge in nudges:
-            if not est.accepts(nudge):
-                continue
-            key_j = (est.nudged_family, type(nudge).__name__, nudge.beta)
-            if key_j not in truths:
-                truths[key_j] = free_energy(family, nudge, rtol=rtol)
-            fe = truths[key_j]
-            g = est.estimate(problem, nudge).theta
-            rows.append(FiniteBetaRow(est.label, family.name, type(nudge).__name__, nudge.beta,
-                                      objective_name(nudge), bool(est.exact_at_finite_beta),
-                                      compare(g, truths[key_c]), compare(g, fe.gradient), fe.value,
-                                      fe.gradient_error))
+        rows += _rows(problem, est, family, nudges, rtol, truths)
+        family.release()
+    return rows
+
+
+def _rows(problem: Problem, est: AbstractEstimator, family: NudgedFamily, nudges: Sequence[Nudge], rtol: float,
+          truths: dict) -> list[FiniteBetaRow]:
+    """:func:`finite_beta_rows` of one estimator."""
+    rows = []
+    key_c = ("C", est.truth)
+    for nudge in nudges:
+        if not est.accepts(nudge):
+            continue
+        key_j = (est.nudged_family, est.truth, type(nudge).__name__, nudge.beta)
+        if key_j not in truths:
+            truths[key_j] = free_energy(family, nudge, rtol=rtol)
+        fe = truths[key_j]
+        g = est.estimate(problem, nudge).theta
+        rows.append(FiniteBetaRow(est.label, family.name, type(nudge).__name__, nudge.beta, objective_name(nudge),
+                                  bool(est.exact_at_finite_beta), compare(g, truths[key_c]), compare(g, fe.gradient),
+                                  fe.value, fe.gradient_error))
     return rows
 
 
