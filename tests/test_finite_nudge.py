@@ -264,7 +264,8 @@ def test_fe_family_refuses_complex_beta_and_a_conjugate_point_on_the_way(cbvp_ca
         free_energy(family, ComplexStep(0.1))
     before = family.loss_gradient(0.3)[0]
     family.release()  # frees the kept factorisation and solutions; still answers, from the free solution
-    assert family.loss_gradient(0.3)[0] == pytest.approx(before, rel=1e-10)
+    # two Newton solves from different guesses, each to rtol 1e-10 on the residual: the loss agrees to ~1e-10
+    assert family.loss_gradient(0.3)[0] == pytest.approx(before, rel=1e-8)
     longer = problem("hru_linear", steps=80, n=3, T=4.0)  # Morse index 2 at β′ = 0, 3 for β′ ≲ −0.3
     with pytest.raises(SolverError, match="changes Morse index from 2 at β′ = 0 to 3"):
         free_energy(family_for(longer, CBVPContrast()), Centred(1.0))
