@@ -15,9 +15,9 @@ tests/test_identities.py does for the bias of the β → 0 estimators).
 import numpy as np
 import pytest
 
-from glep import CFVP, InputError, SolverError
+from glep import CFVP, DirichletNatural, InputError, Periodic, SolverError
 from glep.estimators.base import FunctionEstimator
-from glep.estimators.cbvp import CBVPContrast
+from glep.estimators.cbvp import CBVPContrast, contrast_gradient, solve_free
 from glep.estimators.contrast import CIVPContrast, Echo, PFVPContrast, civp_contrast, pfvp
 from glep.estimators.finite import (
     FinalStateFamily,
@@ -25,6 +25,7 @@ from glep.estimators.finite import (
     InitialValueFamily,
     IntegratedResidual,
     QuadratureError,
+    ReducedFamily,
     family_for,
     finite_beta_rows,
     free_energy,
@@ -165,6 +166,17 @@ def test_cbvp_contrast_is_grad_J_at_any_beta(cbvp_case, scheme, beta):
     pr, est, family = cbvp_case
     truth = converged(free_energy(family, scheme(beta), rtol=QUAD))
     assert rel(est(pr, scheme(beta)).theta, truth) <= 1e-6
+
+
+@pytest.mark.parametrize("bc", [DirichletNatural(0.1 * np.ones(3)), Periodic()], ids=["dirichlet-natural", "periodic"])
+def test_any_residual_free_reduced_problem_is_a_family(bc):
+    """The hook for field models: ReducedFamily takes any residual-free glep.bvp.ReducedProblem."""
+    model = FAMILIES["coupled_oscillators"](n=3, T=2.0)
+    free = solve_free(model.system, model.params, (2.0, 50), bc)
+    family = ReducedFamily(free.problem, free.solution, type(bc).__name__)
+    for nudge in (OneSided(0.5), Centred(1.0)):
+        assert rel(contrast_gradient(free, nudge), converged(free_energy(family, nudge, rtol=QUAD))) <= 1e-6
+    family.release()
 
 
 def test_cbvp_contrast_is_far_from_grad_C_at_finite_beta(cbvp_case):
