@@ -114,8 +114,12 @@ def segment_mean(f: Callable[[complex], np.ndarray], a: complex, b: complex, *, 
 
     Raises :class:`QuadratureError` when ``max_nodes`` is passed first.
     """
-    if int(nodes) != nodes or nodes < 1 or max_nodes < 2 * nodes:
-        raise InputError(f"nodes must be an integer >= 1 and max_nodes >= 2 nodes, got {nodes!r}, {max_nodes!r}")
+    def integer(v) -> bool:
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+    if not (integer(nodes) and integer(max_nodes) and 1 <= nodes and 2 * nodes <= max_nodes):
+        raise InputError(f"nodes must be an integer >= 1 and max_nodes an integer >= 2 nodes, got nodes={nodes!r}, "
+                         f"max_nodes={max_nodes!r}")
 
     def mean(m: int) -> np.ndarray:
         x, w = np.polynomial.legendre.leggauss(m)
@@ -133,9 +137,9 @@ def segment_mean(f: Callable[[complex], np.ndarray], a: complex, b: complex, *, 
         if converged(current, error):
             return SegmentMean(current, error, m, evaluations)
         previous = current
-    raise QuadratureError(f"the Gauss–Legendre mean over β′ ∈ [{a:g}, {b:g}] did not converge with {max_nodes} "
-                          "nodes (last change " f"{float(np.max(error)):.2e}); the nudged family is not smooth in β′ "
-                          "there (a failed or branch-switching nudged solve?): use a smaller β",
+    raise QuadratureError(f"the Gauss–Legendre mean over β′ ∈ [{a:g}, {b:g}] did not converge with {m} nodes "
+                          f"(last change {float(np.max(error)):.2e}); the nudged family is not smooth enough in β′ "
+                          "there (a failed or branch-switching nudged solve?): use a smaller β or more nodes",
                           reason="quadrature not converged")
 
 
@@ -384,6 +388,9 @@ def free_energy(family: NudgedFamily, nudge: Nudge, *, rtol: float = 1e-10, node
     FreeEnergy
     """
     a, b = segment(nudge)
+    if not isinstance(family, NudgedFamily):
+        raise InputError(f"family must be a NudgedFamily (e.g. InitialValueFamily(problem)), "
+                         f"got {type(family).__name__}")
     if np.iscomplexobj(b) and not family.complex_beta:
         raise InputError(f"the {family.name} family nudges with real β′ only: {nudge.label} is not supported")
     if not 0 < rtol < 1:

@@ -208,6 +208,15 @@ def test_non_exact_estimators_differ_from_grad_J_at_the_order_of_the_scheme(ivp_
     assert abs(fit_slope(ORDER_BETAS, errs, ceiling=1.0) - order) <= 0.15
 
 
+@pytest.mark.parametrize("scheme, order", [(OneSided, 1), (Centred, 2)])
+def test_cfvp_with_the_free_residual_differs_from_grad_J_at_the_order_of_the_scheme(scheme, order):
+    pr = cfvp_problem()
+    errs = [rel(civp_contrast(pr, scheme(b), residual=True).theta,
+                converged(free_energy(InitialValueFamily(pr), scheme(b), rtol=QUAD))) for b in ORDER_BETAS]
+    assert errs[0] > 1e-4
+    assert abs(fit_slope(ORDER_BETAS, errs, ceiling=1.0) - order) <= 0.15
+
+
 def test_civp_contrast_without_residual_does_not_converge_to_grad_J(ivp_case):
     errs = [rel(civp_contrast(ivp_case, OneSided(b)).theta, converged(free_energy(InitialValueFamily(ivp_case),
                                                                                      OneSided(b), rtol=QUAD)))
@@ -252,6 +261,10 @@ def test_bad_input_is_refused_with_a_message():
         free_energy(InitialValueFamily(pr), OneSided(0.1), rtol=0.0)
     with pytest.raises(InputError, match="nodes must be an integer"):
         free_energy(InitialValueFamily(pr), OneSided(0.1), nodes=0)
+    with pytest.raises(InputError, match="max_nodes an integer >= 2 nodes"):
+        free_energy(InitialValueFamily(pr), OneSided(0.1), nodes=8, max_nodes=8.0)
+    with pytest.raises(InputError, match="family must be a NudgedFamily"):
+        free_energy(pr, OneSided(0.1))
     with pytest.raises(InputError, match="integrated residual needs a real nudge"):
         integrated_residual(pr, ComplexStep(0.1))
     with pytest.raises(InputError, match="declares no nudged family"):
