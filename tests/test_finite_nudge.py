@@ -188,6 +188,17 @@ def test_cbvp_contrast_is_far_from_grad_C_at_finite_beta(cbvp_case):
     assert abs(fit_slope(ORDER_BETAS, errs, ceiling=1.0) - 1) <= 0.15
 
 
+@pytest.mark.parametrize("seed", [1, 2])
+def test_exactness_at_other_parameter_points_and_signals(seed):
+    """Other random masses, springs, couplings, drive and target: every exact variant stays exact."""
+    pr = small("coupled_oscillators", steps=50, seed=seed)
+    nudge = OneSided(0.5)
+    for est in (CBVPContrast(), IntegratedResidual(rtol=QUAD), IntegratedResidual(final_state=True, rtol=QUAD)):
+        family = family_for(pr, est)
+        assert rel(est(pr, nudge).theta, converged(free_energy(family, nudge, rtol=QUAD))) <= 1e-6
+        family.release()
+
+
 # -- not exact at finite β: the measured difference and its order ---------------------------------------
 NOT_EXACT = {
     "civp + residual": (lambda pr, nu: civp_contrast(pr, nu, residual=True), InitialValueFamily),
