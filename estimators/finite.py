@@ -446,11 +446,11 @@ def _civp_end_residual(problem: Problem, beta: complex) -> np.ndarray:
     forward sensitivities of the nudged discretisation (``P`` passes); β-tangent: complex step.
     """
     free = problem.free
-    dl = problem.dl(beta)
-    Q, _ = integrate(dl, free.q0, free.p0, store="q")
-    sq, sp = final_sensitivities(dl, Q, v0=free.v0)
-    qc, pc = integrate(problem.dl(beta + 1j * _CS), free.q0, free.p0, store=False)
-    dq, dp = np.imag(qc) / _CS, np.imag(pc) / _CS
+    # one complex-step pass: its real part is the nudged trajectory (to O(ε²)), its imaginary part ε ∂_β
+    Qc, pc = integrate(problem.dl(beta + 1j * _CS), free.q0, free.p0, store="q")
+    Q = np.real(Qc)
+    sq, sp = final_sensitivities(problem.dl(beta), Q, v0=free.v0)
+    dq, dp = np.imag(Qc[-1]) / _CS, np.imag(pc) / _CS
     dp = dp + problem.terminal_gradient(Q[-1])
     return np.einsum("bn,pbn->p", dp, sq) - np.einsum("pbn,bn->p", sp, dq)
 
@@ -475,15 +475,15 @@ def _pfvp_end_residual(problem: Problem, beta: complex, chunk: int = 64) -> np.n
     sq, sp = forward_sensitivities(problem)
     tc = problem.system.terminal_cost
     dl = Mirrored(problem.base_dl(beta))
-    q0, p0 = _pfvp_start(problem, beta)
-    Q, _ = integrate(dl, q0, p0, store="q")
-    dqN, dpN = np.zeros_like(sq, dtype=Q.dtype), np.zeros_like(sp, dtype=Q.dtype)
+    q0 = problem.free.Q[-1]
+    # one complex-step pass: its real part is the nudged trajectory (to O(ε²)), its imaginary part ε ∂_β
+    Qc, pc = integrate(Mirrored(problem.base_dl(beta + 1j * _CS)), *_pfvp_start(problem, beta + 1j * _CS), store="q")
+    Q = np.real(Qc)
+    dqN, dpN = np.zeros_like(sq), np.zeros_like(sp)
     for start, stop, dtheta in parameter_directions(problem.system.parameters, chunk):
         dp_start = -sp[start:stop] + (0.0 if tc is None else beta * tc.hessian_action(q0, sq[start:stop]))
         dqN[start:stop], dpN[start:stop] = tangent_sweep(dl, Q, sq[start:stop], dp_start, dtheta)
-    qc0, pc0 = _pfvp_start(problem, beta + 1j * _CS)
-    qc, pc = integrate(Mirrored(problem.base_dl(beta + 1j * _CS)), qc0, pc0, store=False)
-    dq, dp = np.imag(qc) / _CS, np.imag(pc) / _CS
+    dq, dp = np.imag(Qc[-1]) / _CS, np.imag(pc) / _CS
     return np.einsum("bn,pbn->p", dp, dqN) - np.einsum("pbn,bn->p", dpN, dq)
 
 
