@@ -25,7 +25,9 @@ symmetric ``[−β, β]`` (``J^sym_β``), the complex step the segment ``[0, iβ
 * PFVP, echo and RHEL hold the free final state (θ-dependent) at T; at t = 0
   the nudged trajectories move with θ for β′ ≠ 0, so they keep a t = 0 term
   of order β (one-sided) or β² (centred) against ``∇J``: exact for ``∇C``
-  only as β → 0.
+  only as β → 0.  Integrated over β′ that term makes the PFVP contrast exact
+  for ``∇J`` too (``integrated_residual(..., final_state=True)``), which
+  shows the measured difference is exactly that term.
 
 Everything here is discrete (THEORY.md §4): ``C`` is the discrete loss
 ``C_h`` and the truth ``∇J`` is the Gauss–Legendre quadrature in β′ of the
