@@ -60,12 +60,21 @@ class AbstractEstimator(ABC):
         the nudge only); a biased estimator omits part of the gradient.
     truth:
         The ground truth it converges to (when exact).
+    nudged_family:
+        At finite β, the nudged family whose trajectories it uses (``"initial-value"``,
+        ``"final-state"``, ``"cbvp"``; :mod:`glep.estimators.finite`): its contrast approximates
+        ``∇J`` of that family, ``J = mean over β′ of C_h(s_β′)`` (``None``: no finite-β objective).
+    exact_at_finite_beta:
+        Whether that is exact at every finite β (a residual-free family, or the residual
+        integrated over β′), not only as β → 0.
     """
 
     name: ClassVar[str]
     label: ClassVar[str]
     loss: ClassVar[str] = "C_h of the free CIVP trajectory"
     exact: ClassVar[bool] = True
+    nudged_family: ClassVar[str | None] = None
+    exact_at_finite_beta: ClassVar[bool] = False
 
     @property
     def truth(self) -> AbstractTruth:

@@ -243,6 +243,8 @@ class CBVPContrast(_FEOptions, AbstractEstimator):
     name: ClassVar[str] = "cbvp"
     label: ClassVar[str] = "CBVP"
     loss: ClassVar[str] = LOSS
+    nudged_family: ClassVar[str] = "cbvp"
+    exact_at_finite_beta: ClassVar[bool] = True  # residual-free: the contrast is ∇J at every β
 
     @property
     def truth(self) -> FEAdjoint:

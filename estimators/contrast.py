@@ -233,6 +233,7 @@ class CIVPContrast(AbstractEstimator):
 
     residual: bool = False
     loss: ClassVar[str] = "C_h of the free CIVP (or CFVP) trajectory"
+    nudged_family: ClassVar[str] = "initial-value"  # exact for its J only with the residual integrated over β′
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -259,6 +260,7 @@ class PFVPContrast(AbstractEstimator):
 
     name: ClassVar[str] = "pfvp"
     label: ClassVar[str] = "PFVP"
+    nudged_family: ClassVar[str] = "final-state"  # keeps a t = 0 term at finite β
 
     def estimate(self, problem: Problem, nudge: Nudge, progress=None) -> GradientEstimate:
         return pfvp(problem, nudge)
@@ -277,6 +279,7 @@ class Echo(AbstractEstimator):
     warn: bool = True
     name: ClassVar[str] = "echo"
     label: ClassVar[str] = "echo"
+    nudged_family: ClassVar[str] = "final-state"  # the PFVP trajectories (reversible systems)
 
     def estimate(self, problem: Problem, nudge: Nudge, progress=None) -> GradientEstimate:
         with warnings.catch_warnings():

@@ -78,6 +78,7 @@ class RHEL(AbstractEstimator):
 
     name: ClassVar[str] = "rhel"
     label: ClassVar[str] = "RHEL"
+    nudged_family: ClassVar[str] = "final-state"  # the PFVP trajectories (reversible systems)
 
     def estimate(self, problem: Problem, nudge: Nudge, progress=None) -> GradientEstimate:
         return rhel(problem, nudge)

@@ -90,6 +90,12 @@ _LAZY: dict[str, tuple[str, str]] = {
     "Report": ("glep.estimators.compare", "Report"),
     "format_table": ("glep.estimators.compare", "format_table"),
     "agreement": ("glep.estimators.metrics", "compare"),
+    # finite nudging: the objective J each estimator descends exactly at finite β
+    "free_energy": ("glep.estimators.finite", "free_energy"),
+    "FreeEnergyGradient": ("glep.estimators.finite", "FreeEnergyGradient"),
+    "integrated_residual": ("glep.estimators.finite", "integrated_residual"),
+    "IntegratedResidual": ("glep.estimators.finite", "IntegratedResidual"),
+    "finite_beta_rows": ("glep.estimators.finite", "finite_beta_rows"),
     # nudging schemes (finite differences in β)
     "Nudge": ("glep.estimators.nudging", "Nudge"),
     "Centred": ("glep.estimators.nudging", "Centred"),
@@ -135,6 +141,7 @@ __all__ = [
     "Problem", "GradientEstimate", "echo", "pfvp", "civp", "rhel", "cbvp", "adjoint",
     "AbstractEstimator", "CIVPContrast", "PFVPContrast", "Echo", "RHEL", "CBVPContrast", "DiscreteAdjoint", "FEAdjoint",
     "finite_differences", "taylor_test", "compare", "Report", "format_table", "agreement",
+    "free_energy", "FreeEnergyGradient", "integrated_residual", "IntegratedResidual", "finite_beta_rows",
     "Nudge", "Centred", "OneSided", "ComplexStep",
     # solvers
     "integrate", "shoot", "solve_bvp", "find_solutions", "FESolve",

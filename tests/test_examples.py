@@ -22,11 +22,19 @@ def test_each_example_is_run_by_exactly_one_test_file():
     assert not set(EXAMPLES) & set(BVP)
 
 
+#: examples that take an output folder as their first argument -> the files they write there
+WRITES = {"finite_nudging.py": ["finite_nudging.png"]}
+
+
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_example_runs(path, monkeypatch, tmp_path, capsys):
     monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    monkeypatch.setattr(sys, "argv", [str(path)] + ([str(out)] if path.name in WRITES else []))
     runpy.run_path(str(path), run_name="__main__")
     assert capsys.readouterr().out.strip()
+    for name in WRITES.get(path.name, []):
+        assert (out / name).stat().st_size > 0
 
 
 def test_heb_xor_learns_and_writes_its_files(monkeypatch, tmp_path, capsys):
