@@ -25,6 +25,7 @@ from glep.meshes.time_meshes import (
     graded_time_mesh,
     graded_vertices,
     owned_cell_count,
+    space_time_box_mesh,
     space_time_mesh,
     time_mesh_from_vertices,
     time_mesh_vertices,
@@ -32,7 +33,8 @@ from glep.meshes.time_meshes import (
 )
 
 __all__ = [
-    "uniform_time_mesh", "graded_time_mesh", "graded_vertices", "space_time_mesh", "time_mesh_from_vertices",
+    "uniform_time_mesh", "graded_time_mesh", "graded_vertices", "space_time_mesh", "space_time_box_mesh",
+    "time_mesh_from_vertices",
     "time_mesh_vertices", "cell_time_positions", "owned_cell_count",
     "refine_time_mesh", "coarsen_time_mesh", "el_residual_indicator", "el_residual_indicator_nodal",
     "indicator_in_time_order", "indicator_function",
