@@ -54,7 +54,7 @@ _FACET_VERTICES = {CellType.interval: 1, CellType.triangle: 2, CellType.quadrila
                    CellType.tetrahedron: 3, CellType.hexahedron: 4}
 
 __all__ = ["LayerPattern", "interval_pattern", "rectangle_pattern", "box_pattern", "layer_bounds",
-           "layered_mesh", "uniform_times"]
+           "layered_mesh", "uniform_times", "scatter_plane_times"]
 
 
 @dataclass(frozen=True)
@@ -245,3 +245,89 @@ def layered_mesh(comm: MPI.Comm, pattern: LayerPattern, n_t: int, times: Callabl
                                          np.ascontiguousarray(cells_g.reshape(-1), dtype=np.int64),
                                          x.reshape(-1), pattern.gdim)
     return dolfinx.mesh.Mesh(_cpp.mesh.Mesh_float64(comm, topology, geometry), ufl.Mesh(element))
+
+
+def scatter_plane_times(comm: MPI.Comm, t: np.ndarray | None, N: int) -> Callable[[int, int], np.ndarray]:
+    """Send every rank the plane times of its layers and their neighbours (``t``, ``N+1`` values, read on rank 0).
+
+    Rank ``r`` receives ``t[max(k0−1, 0) : min(k1+2, N+1)]`` (``k0, k1`` its layer
+    bounds), enough for its owned and ghost cells; ``O(N)`` data in total.  Returns the
+    ``times(lo, hi)`` callback of :func:`layered_mesh`.
+    """
+    bounds = layer_bounds(N, comm.size)
+    lo = np.maximum(bounds[:-1] - 1, 0)
+    hi = np.minimum(bounds[1:] + 2, N + 1)
+    counts = hi - lo
+    if comm.size == 1:
+        local = np.asarray(t, dtype=float)
+    else:
+        send = None
+        if comm.rank == 0:
+            send = [np.concatenate([t[a:b] for a, b in zip(lo, hi)]), (counts, np.cumsum(counts) - counts),
+                    MPI.DOUBLE]
+        local = np.empty(int(counts[comm.rank]), dtype=float)
+        comm.Scatterv(send, local, root=0)
+    offset = int(lo[comm.rank])
+    return lambda a, b: local[a - offset:b - offset]
+
+
+def _rows_sorted(a: np.ndarray, primary: np.ndarray | None = None) -> np.ndarray:
+    """Permutation sorting the rows of ``a`` lexicographically (``primary`` first, then column 0, 1, …)."""
+    keys = tuple(a[:, j] for j in range(a.shape[1] - 1, -1, -1))
+    return np.lexsort(keys + (() if primary is None else (primary,)))
+
+
+def detect_layers(x: np.ndarray, cells: np.ndarray, cell_type: CellType
+                  ) -> tuple[LayerPattern, np.ndarray] | None:
+    """Recognise a layered mesh in global arrays (as read from a file); ``None`` if it is not one.
+
+    The mesh is layered in its last topological coordinate ``t = x[:, tdim−1]``
+    when (i) the vertices lie on planes ``t_0 < … < t_{n_t}`` each holding the
+    same spatial points ``x[:, :tdim−1]`` (exactly), (ii) coordinates beyond
+    ``tdim`` are zero, (iii) every cell joins two consecutive planes, and
+    (iv) every layer holds the same cells, shifted.  Cost: sorting, ``O(n log n)``.
+
+    Arguments
+    ---------
+    x:
+        ``(n, ≥ tdim)`` vertex coordinates (P1 geometry).
+    cells:
+        ``(n_cells, vertices per cell)`` vertex indices (rows of ``x``).
+    cell_type:
+        Cell type of every cell.
+
+    Returns
+    -------
+    ``(pattern, plane_times)`` or ``None``.
+    """
+    if cell_type not in _FACET_VERTICES or x.ndim != 2 or cells.ndim != 2 or cells.shape[0] == 0:
+        return None
+    tdim = dolfinx.mesh.cell_dim(cell_type)
+    if x.shape[1] < tdim or np.any(x[:, tdim:] != 0.0):
+        return None
+    t, space = x[:, tdim - 1], x[:, :tdim - 1]
+    order = _rows_sorted(space[:, ::-1], primary=t)          # time, then the last spatial coordinate first
+    ts = t[order]
+    starts = np.flatnonzero(np.concatenate([[True], ts[1:] != ts[:-1]]))
+    n_planes, n = starts.size, x.shape[0]
+    nv = n // n_planes
+    if n_planes < 2 or nv * n_planes != n or np.any(np.diff(starts) != nv):
+        return None
+    sp = space[order].reshape(n_planes, nv, tdim - 1)
+    if not np.array_equal(sp, np.broadcast_to(sp[0], sp.shape)):
+        return None
+    if nv > 1 and not np.all(np.any(sp[0][1:] != sp[0][:-1], axis=1)):
+        return None                                            # repeated spatial points
+    new_id = np.empty(n, dtype=np.int64)
+    new_id[order] = np.arange(n, dtype=np.int64)
+    c = new_id[cells]
+    plane = c // nv
+    layer = plane.min(axis=1)
+    n_t = n_planes - 1
+    if np.any(plane.max(axis=1) != layer + 1) or np.any(np.bincount(layer, minlength=n_t) != cells.shape[0] // n_t):
+        return None
+    ref = c - layer[:, None] * nv
+    ref = ref[_rows_sorted(ref, primary=layer)].reshape(n_t, -1, cells.shape[1])
+    if not np.array_equal(ref, np.broadcast_to(ref[0], ref.shape)):
+        return None
+    return LayerPattern(cell_type, np.ascontiguousarray(ref[0]), np.ascontiguousarray(sp[0])), ts[starts]

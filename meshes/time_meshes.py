@@ -26,8 +26,6 @@ and are the bridge between dolfinx's local cell numbering and time order.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import dolfinx.mesh
 import numpy as np
 from mpi4py import MPI
@@ -36,9 +34,9 @@ from glep.errors import InputError
 from glep.meshes._fast import (
     box_pattern,
     interval_pattern,
-    layer_bounds,
     layered_mesh,
     rectangle_pattern,
+    scatter_plane_times,
     uniform_times,
 )
 from glep.validation import check_positive
@@ -69,29 +67,6 @@ def _check_cell_type(cell_type, allowed: tuple[CellType, ...]) -> CellType:
         names = " or ".join(c.name for c in allowed)
         raise InputError(f"cell_type must be dolfinx.mesh.CellType.{names}, got {cell_type!r}")
     return cell_type
-
-
-def _scatter_planes(comm: MPI.Comm, t: np.ndarray | None, N: int) -> Callable[[int, int], np.ndarray]:
-    """Send every rank the vertex times of its layers and their neighbours (``t`` is read on rank 0).
-
-    Rank ``r`` receives ``t[max(k0−1, 0) : min(k1+2, N+1)]`` (``k0, k1`` its layer
-    bounds), enough for its owned and ghost cells; ``O(N)`` data in total.
-    """
-    bounds = layer_bounds(N, comm.size)
-    lo = np.maximum(bounds[:-1] - 1, 0)
-    hi = np.minimum(bounds[1:] + 2, N + 1)
-    counts = hi - lo
-    if comm.size == 1:
-        local = np.asarray(t, dtype=float)
-    else:
-        send = None
-        if comm.rank == 0:
-            send = [np.concatenate([t[a:b] for a, b in zip(lo, hi)]), (counts, np.cumsum(counts) - counts),
-                    MPI.DOUBLE]
-        local = np.empty(int(counts[comm.rank]), dtype=float)
-        comm.Scatterv(send, local, root=0)
-    offset = int(lo[comm.rank])
-    return lambda a, b: local[a - offset:b - offset]
 
 
 def time_mesh_from_vertices(comm: MPI.Comm, t, *, ghost_mode: GhostMode = GhostMode.shared_facet
@@ -126,7 +101,7 @@ def time_mesh_from_vertices(comm: MPI.Comm, t, *, ghost_mode: GhostMode = GhostM
     error, N = comm.bcast((error, N), root=0)     # every rank raises together: no rank is left waiting
     if error is not None:
         raise InputError(error)
-    return layered_mesh(comm, interval_pattern(), N, _scatter_planes(comm, t, N), ghost_mode)
+    return layered_mesh(comm, interval_pattern(), N, scatter_plane_times(comm, t, N), ghost_mode)
 
 
 def uniform_time_mesh(comm: MPI.Comm, T: float, N: int, *, ghost_mode: GhostMode = GhostMode.shared_facet
