@@ -20,9 +20,9 @@ optimal partition and ordering without any graph algorithm:
   the last layer also owns the final plane;
 * cells and vertices are numbered in time order, owned before ghosts (the
   ordering reverse Cuthill–McKee or GPS would find for a path, bandwidth 1);
-* ghost cells are the cells of the two neighbouring layers sharing a facet
-  (``GhostMode.shared_facet``) or a vertex (``shared_vertex``) with an owned
-  cell.
+* ghost cells (``GhostMode.shared_facet``) are the cells of the two
+  neighbouring layers sharing a facet with an owned cell; none for
+  ``GhostMode.none``.
 
 Each rank computes only its own cells and the coordinates of its own planes,
 builds the vertex and cell :class:`~dolfinx.common.IndexMap`\ s directly, and
@@ -149,12 +149,11 @@ def layer_bounds(n_t: int, size: int) -> np.ndarray:
 
 
 def _ghost_layer_cells(pattern: LayerPattern, ghost_mode: GhostMode, upper_plane: bool) -> np.ndarray:
-    """Reference cells touching plane 1 (``upper_plane``) or plane 0 enough to be ghosts across it."""
+    """Reference cells with a facet on plane 1 (``upper_plane``) or plane 0: the ghosts across that plane."""
     if ghost_mode == GhostMode.none:
         return np.empty(0, dtype=np.int64)
     on_plane = (pattern.cells >= pattern.n_v) if upper_plane else (pattern.cells < pattern.n_v)
-    need = _FACET_VERTICES[pattern.cell_type] if ghost_mode == GhostMode.shared_facet else 1
-    return np.flatnonzero(on_plane.sum(axis=1) >= need)
+    return np.flatnonzero(on_plane.sum(axis=1) >= _FACET_VERTICES[pattern.cell_type])
 
 
 def _local_cells(pattern: LayerPattern, n_t: int, k0: int, k1: int, ghost_mode: GhostMode, owner):

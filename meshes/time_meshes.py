@@ -57,7 +57,7 @@ def _check_cells(N, name: str = "N") -> int:
 
 def _check_ghost_mode(ghost_mode) -> GhostMode:
     if not isinstance(ghost_mode, GhostMode):
-        raise InputError(f"ghost_mode must be a dolfinx.mesh.GhostMode (none, shared_facet, shared_vertex), "
+        raise InputError(f"ghost_mode must be a dolfinx.mesh.GhostMode (none or shared_facet), "
                          f"got {ghost_mode!r}")
     return ghost_mode
 
