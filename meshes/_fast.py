@@ -26,8 +26,9 @@ optimal partition and ordering without any graph algorithm:
 
 Each rank computes only its own cells and the coordinates of its own planes,
 builds the vertex and cell :class:`~dolfinx.common.IndexMap`\ s directly, and
-hands them to the dolfinx ``Topology`` constructor and ``create_geometry``
-(the steps ``create_mesh`` performs after partitioning and reordering).  All
+hands them to the dolfinx ``Topology`` and ``Geometry`` constructors (P1
+geometry: the geometry nodes are the vertices, with the vertex index map) —
+what ``create_mesh`` builds after partitioning, reordering and numbering.  All
 work is ``O(cells per rank)``; no rank ever holds the whole mesh.
 """
 
@@ -229,20 +230,19 @@ def layered_mesh(comm: MPI.Comm, pattern: LayerPattern, n_t: int, times: Callabl
                                   _cpp.graph.AdjacencyList_int32(np.ascontiguousarray(cells_l, dtype=np.int32)),
                                   np.ascontiguousarray(cell_index, dtype=np.int64))
 
-    below, above = ghosts_v[ghosts_v < lo_own], ghosts_v[ghosts_v >= hi_own]
-    nodes = np.concatenate([below, np.arange(lo_own, hi_own, dtype=np.int64), above])
+    # P1 geometry: one node per vertex, the vertex numbering and index map, coordinates in local order
+    nodes = np.concatenate([np.arange(lo_own, hi_own, dtype=np.int64), ghosts_v])
     plane, s = np.divmod(nodes, nv)
     x = np.empty((nodes.size, pattern.gdim))
     if nodes.size:
-        kmin = int(plane[0])
-        t = np.asarray(times(kmin, int(plane[-1]) + 1), dtype=float)
+        kmin = int(plane.min())
+        t = np.asarray(times(kmin, int(plane.max()) + 1), dtype=float)
         x[:, :-1] = pattern.space[s]
         x[:, -1] = t[plane - kmin]
     element = basix.ufl.element("Lagrange", pattern.cell_type.name, 1, shape=(pattern.gdim,))
     cmap_el = dolfinx.fem.coordinate_element(element.basix_element)
-    geometry = _cpp.mesh.create_geometry(topology, [cmap_el._cpp_object], nodes,
-                                         np.ascontiguousarray(cells_g.reshape(-1), dtype=np.int64),
-                                         x.reshape(-1), pattern.gdim)
+    geometry = _cpp.mesh.Geometry_float64(vmap, np.ascontiguousarray(cells_l, dtype=np.int32), cmap_el._cpp_object,
+                                          x, nodes)
     return dolfinx.mesh.Mesh(_cpp.mesh.Mesh_float64(comm, topology, geometry), ufl.Mesh(element))
 
 
