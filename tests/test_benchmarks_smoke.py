@@ -50,3 +50,22 @@ def test_bench_import_runs():
     proc = subprocess.run([sys.executable, str(script), "--runs", "1"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "import glep / import numpy =" in proc.stdout and "import glep + finite elements" in proc.stdout
+
+
+def test_bench_meshes_smoke():
+    """benchmarks/bench_meshes.py --smoke prints every table with finite glep times (no timing asserted)."""
+    script = SCRIPT.parent / "bench_meshes.py"
+    proc = subprocess.run([sys.executable, str(script), "--smoke", "--repeats", "1"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = proc.stdout
+    for heading in ("1. Time meshes", "2. Space-time rectangles", "3. Space-time boxes", "4. Write + read"):
+        assert heading in text, text
+    rows = [line.split() for line in text.splitlines()
+            if line.split()[:1] and (line.split()[0].isdigit()
+                                     or line.split()[0] in ("square", "strip", "cube", "uniform", "space-time"))]
+    assert len(rows) == 2 + 5 + 2 + 2, text                  # table rows: 2 sizes, 5 rectangles, 2 boxes, 2 files
+    assert "goal: a 1000-cell time mesh in <= 2 s" in text and "growth exponent" in text
+    for row in rows:
+        figures = [float(v) for v in row if v.replace(".", "", 1).isdigit() and "." in v]
+        assert figures and all(math.isfinite(f) and f >= 0 for f in figures), row
