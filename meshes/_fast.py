@@ -175,6 +175,40 @@ def _local_cells(pattern: LayerPattern, n_t: int, k0: int, k1: int, ghost_mode: 
     return np.concatenate(cells), np.concatenate(index), ghost_owners
 
 
+def _vertex_numbering(cells_g: np.ndarray, nv: int, n_t: int, k0: int, k1: int, owner):
+    """Owned vertex range, ghost vertices (global, sorted) with owners, and the cells in local vertex indices.
+
+    Owned: planes ``k0 … k1−1`` (and the final plane on the rank owning the last layer), local
+    indices ``0 …`` in global order; ghosts: every other vertex of a local cell, after them.
+    """
+    lo_own = k0 * nv
+    hi_own = (k1 + (1 if (k1 == n_t and k1 > k0) else 0)) * nv
+    base = max(k0 - 1, 0) * nv                                  # local cells touch planes k0−1 … k1+1 only
+    width = min(k1 + 2, n_t + 1) * nv - base if k1 > k0 else 0
+    used = np.zeros(width, dtype=bool)
+    used[cells_g.reshape(-1) - base] = True
+    used[lo_own - base:hi_own - base] = False
+    ghosts = np.flatnonzero(used).astype(np.int64) + base
+    ghost_owners = owner(np.minimum(ghosts // nv, n_t - 1)).astype(np.int32)
+    local = np.full(width, -1, dtype=np.int32)
+    local[lo_own - base:hi_own - base] = np.arange(hi_own - lo_own, dtype=np.int32)
+    local[ghosts - base] = np.arange(ghosts.size, dtype=np.int32) + (hi_own - lo_own)
+    cells_l = local[cells_g - base] if cells_g.size else np.empty(cells_g.shape, dtype=np.int32)
+    return lo_own, hi_own, ghosts, ghost_owners, np.ascontiguousarray(cells_l, dtype=np.int32)
+
+
+def _coordinates(pattern: LayerPattern, nodes: np.ndarray, times: Callable[[int, int], np.ndarray]) -> np.ndarray:
+    """``(len(nodes), gdim)``: spatial coordinates of each node's plane vertex, then its plane time."""
+    plane, s = np.divmod(nodes, pattern.n_v)
+    x = np.empty((nodes.size, pattern.gdim))
+    if nodes.size:
+        kmin = int(plane.min())
+        t = np.asarray(times(kmin, int(plane.max()) + 1), dtype=float)
+        x[:, :-1] = pattern.space[s]
+        x[:, -1] = t[plane - kmin]
+    return x
+
+
 def layered_mesh(comm: MPI.Comm, pattern: LayerPattern, n_t: int, times: Callable[[int, int], np.ndarray],
                  ghost_mode: GhostMode = GhostMode.shared_facet) -> dolfinx.mesh.Mesh:
     """The distributed layered mesh of ``n_t`` layers (see module docstring). Collective.
@@ -197,52 +231,26 @@ def layered_mesh(comm: MPI.Comm, pattern: LayerPattern, n_t: int, times: Callabl
     -------
     A :class:`dolfinx.mesh.Mesh` whose local cells and vertices are in time order.
     """
-    size, rank = comm.size, comm.rank
-    bounds = layer_bounds(n_t, size)
-    k0, k1 = int(bounds[rank]), int(bounds[rank + 1])
+    bounds = layer_bounds(n_t, comm.size)
+    k0, k1 = int(bounds[comm.rank]), int(bounds[comm.rank + 1])
 
     def owner(k):
         return np.searchsorted(bounds, k, side="right") - 1
 
-    nv = pattern.n_v
     cells_g, cell_index, cell_owners = _local_cells(pattern, n_t, k0, k1, ghost_mode, owner)
     n_own_c = (k1 - k0) * pattern.n_c
+    lo_own, hi_own, ghosts, ghost_owners, cells_l = _vertex_numbering(cells_g, pattern.n_v, n_t, k0, k1, owner)
 
-    # vertices: owned = planes k0 … k1−1 (and the final plane on the last rank); ghosts = the rest referenced
-    lo_own = k0 * nv
-    hi_own = (k1 + (1 if (k1 == n_t and k1 > k0) else 0)) * nv
-    base = max(k0 - 1, 0) * nv
-    width = (min(k1 + 2, n_t + 1)) * nv - base if k1 > k0 else 0
-    used = np.zeros(max(width, 0), dtype=bool)
-    used[cells_g.reshape(-1) - base] = True
-    used[lo_own - base:hi_own - base] = False
-    ghosts_v = np.flatnonzero(used).astype(np.int64) + base
-    owners_v = owner(np.minimum(ghosts_v // nv, n_t - 1)).astype(np.int32)
-
-    local = np.full(max(width, 0), -1, dtype=np.int32)
-    local[lo_own - base:hi_own - base] = np.arange(hi_own - lo_own, dtype=np.int32)
-    local[ghosts_v - base] = np.arange(ghosts_v.size, dtype=np.int32) + (hi_own - lo_own)
-    cells_l = local[cells_g - base] if cells_g.size else np.empty(cells_g.shape, dtype=np.int32)
-
-    vmap = _cpp.common.IndexMap(comm, hi_own - lo_own, ghosts_v, owners_v, _NBX_TAG)
-    cmap = _cpp.common.IndexMap(comm, n_own_c, cell_index[n_own_c:].astype(np.int64), cell_owners, _NBX_TAG)
-    topology = _cpp.mesh.Topology(pattern.cell_type, vmap, cmap,
-                                  _cpp.graph.AdjacencyList_int32(np.ascontiguousarray(cells_l, dtype=np.int32)),
+    vmap = _cpp.common.IndexMap(comm, hi_own - lo_own, ghosts, ghost_owners, _NBX_TAG)
+    cmap = _cpp.common.IndexMap(comm, n_own_c, np.ascontiguousarray(cell_index[n_own_c:]), cell_owners, _NBX_TAG)
+    topology = _cpp.mesh.Topology(pattern.cell_type, vmap, cmap, _cpp.graph.AdjacencyList_int32(cells_l),
                                   np.ascontiguousarray(cell_index, dtype=np.int64))
-
-    # P1 geometry: one node per vertex, the vertex numbering and index map, coordinates in local order
-    nodes = np.concatenate([np.arange(lo_own, hi_own, dtype=np.int64), ghosts_v])
-    plane, s = np.divmod(nodes, nv)
-    x = np.empty((nodes.size, pattern.gdim))
-    if nodes.size:
-        kmin = int(plane.min())
-        t = np.asarray(times(kmin, int(plane.max()) + 1), dtype=float)
-        x[:, :-1] = pattern.space[s]
-        x[:, -1] = t[plane - kmin]
+    # P1 geometry: the nodes are the vertices, with their numbering and index map
+    nodes = np.concatenate([np.arange(lo_own, hi_own, dtype=np.int64), ghosts])
     element = basix.ufl.element("Lagrange", pattern.cell_type.name, 1, shape=(pattern.gdim,))
     cmap_el = dolfinx.fem.coordinate_element(element.basix_element)
-    geometry = _cpp.mesh.Geometry_float64(vmap, np.ascontiguousarray(cells_l, dtype=np.int32), cmap_el._cpp_object,
-                                          x, nodes)
+    geometry = _cpp.mesh.Geometry_float64(vmap, cells_l, cmap_el._cpp_object, _coordinates(pattern, nodes, times),
+                                          nodes)
     return dolfinx.mesh.Mesh(_cpp.mesh.Mesh_float64(comm, topology, geometry), ufl.Mesh(element))
 
 

@@ -165,6 +165,12 @@ def test_space_time_rectangle_distributed(cell_type, nx, nt, ghost_mode):
     assert area == pytest.approx((L * T) ** 2 / 4, rel=1e-13)
     edge = COMM.allreduce(dolfinx.fem.assemble_scalar(dolfinx.fem.form(x[1] * ufl.ds)))
     assert edge == pytest.approx(L * T + T**2, rel=1e-13)             # top edge L·T, two sides T²/2 each
+    if ghost_mode == GM.shared_facet:                                  # interior facets across the rank boundary
+        serial = gm.space_time_mesh(MPI.COMM_SELF, L, T, nx, nt, cell_type=cell_type)
+        xs = ufl.SpatialCoordinate(serial)
+        inner = COMM.allreduce(dolfinx.fem.assemble_scalar(dolfinx.fem.form(ufl.avg(x[0] * x[1]) * ufl.dS)))
+        ref = dolfinx.fem.assemble_scalar(dolfinx.fem.form(ufl.avg(xs[0] * xs[1]) * ufl.dS))
+        assert inner == pytest.approx(ref, rel=1e-13)
 
 
 @pytest.mark.parametrize("cell_type", [CT.tetrahedron, CT.hexahedron])
