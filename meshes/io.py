@@ -29,6 +29,7 @@ from mpi4py import MPI
 
 from glep.errors import InputError
 from glep.meshes._fast import detect_layers, layered_mesh, scatter_plane_times
+from glep.meshes.time_meshes import _check_ghost_mode
 
 __all__ = ["save_time_mesh", "load_time_mesh", "save_trajectory"]
 
@@ -68,9 +69,15 @@ def _read_layered(f: dolfinx.io.XDMFFile, comm: MPI.Comm, name: str, ghost_mode:
         return None
     cells = _gather_rows(comm, f.read_topology_data(name))
     x = _gather_rows(comm, f.read_geometry_data(name))
-    found = detect_layers(x, cells, cell_type) if comm.rank == 0 else None
-    pattern, times = found if found is not None else (None, None)
-    pattern, n_t = comm.bcast((pattern, None if times is None else times.size - 1), root=0)
+    pattern, times, error = None, None, None
+    if comm.rank == 0:
+        try:
+            pattern, times = detect_layers(x, cells, cell_type) or (None, None)
+        except IndexError as exc:                 # cells naming rows the geometry does not have
+            error = f"the mesh {name!r} in the file is inconsistent: {exc}"
+    pattern, n_t, error = comm.bcast((pattern, None if times is None else times.size - 1, error), root=0)
+    if error is not None:
+        raise InputError(error)
     if pattern is None:
         return None
     return layered_mesh(comm, pattern, n_t, scatter_plane_times(comm, times, n_t), ghost_mode)
@@ -87,6 +94,7 @@ def load_time_mesh(comm: MPI.Comm, path, *, name: str = "mesh",
     not the file's.  Other meshes are read by :meth:`dolfinx.io.XDMFFile.read_mesh`.
     """
     path = _xdmf_path(path)
+    ghost_mode = _check_ghost_mode(ghost_mode)
     if not comm.bcast(path.exists() if comm.rank == 0 else None, root=0):
         raise InputError(f"no mesh file at {str(path)!r}")
     with dolfinx.io.XDMFFile(comm, str(path), "r") as f:

@@ -91,13 +91,17 @@ def time_mesh_from_vertices(comm: MPI.Comm, t, *, ghost_mode: GhostMode = GhostM
     ghost_mode = _check_ghost_mode(ghost_mode)
     error, N = None, None
     if comm.rank == 0:
-        t = np.asarray(t, dtype=float)
-        if t.ndim != 1 or t.size < 2:
-            error = f"vertex times must be a 1-d array of at least 2 values, got shape {t.shape}"
-        elif not np.all(np.isfinite(t)) or np.any(np.diff(t) <= 0):
-            error = "vertex times must be finite and strictly increasing"
+        try:
+            t = np.asarray(t, dtype=float)
+        except (TypeError, ValueError):
+            error = f"t (vertex times) must be an array of numbers, got {type(t).__name__}"
         else:
-            N = t.size - 1
+            if t.ndim != 1 or t.size < 2:
+                error = f"t (vertex times) must be a 1-d array of at least 2 numbers, got shape {t.shape}"
+            elif not np.all(np.isfinite(t)) or np.any(np.diff(t) <= 0):
+                error = "t (vertex times) must be finite and strictly increasing"
+            else:
+                N = t.size - 1
     error, N = comm.bcast((error, N), root=0)     # every rank raises together: no rank is left waiting
     if error is not None:
         raise InputError(error)

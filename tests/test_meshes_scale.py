@@ -13,6 +13,7 @@ import glep  # noqa: F401  isort: skip
 import basix.ufl
 import dolfinx.fem
 import dolfinx.mesh
+import h5py
 import numpy as np
 import pytest
 import ufl
@@ -173,8 +174,10 @@ def test_bad_arguments_name_themselves():
         gm.space_time_box_mesh(COMM, 1.0, -1.0, 1.0, 2, 2, 2)
     with pytest.raises(glep.InputError, match="strictly increasing"):
         gm.time_mesh_from_vertices(COMM, [0.0, 1.0, 1.0])
-    with pytest.raises(glep.InputError, match="at least 2 values"):
+    with pytest.raises(glep.InputError, match=r"t \(vertex times\) must be a 1-d array of at least 2 numbers"):
         gm.time_mesh_from_vertices(COMM, [0.0])
+    with pytest.raises(glep.InputError, match="must be an array of numbers, got list"):
+        gm.time_mesh_from_vertices(COMM, [0.0, "later"])
 
 
 # -- recognising layered meshes in files ---------------------------------------------------------------
@@ -237,6 +240,8 @@ def test_xdmf_roundtrip_rebuilds_the_same_cells(tmp_path, build):
     assert loaded.topology.index_map(tdim).size_global == mesh.topology.index_map(tdim).size_global
 
     assert _canonical_cells(loaded) == _canonical_cells(mesh)               # exact coordinates, same cells
+    with pytest.raises(glep.InputError, match="ghost_mode must be"):
+        gm.load_time_mesh(COMM, path, ghost_mode="none")
 
 
 def test_load_falls_back_to_dolfinx_for_other_meshes(tmp_path):
@@ -249,3 +254,12 @@ def test_load_falls_back_to_dolfinx_for_other_meshes(tmp_path):
     assert loaded.topology.index_map(2).size_global == 4 * 3 * 4
     area = dolfinx.fem.assemble_scalar(dolfinx.fem.form(1.0 * ufl.dx(domain=loaded)))
     assert area == pytest.approx(1.0, rel=1e-13)
+
+
+def test_load_reports_an_inconsistent_file(tmp_path):
+    path = tmp_path / "broken.xdmf"
+    gm.save_time_mesh(gm.uniform_time_mesh(COMM, 1.0, 10), path)
+    with h5py.File(path.with_suffix(".h5"), "r+") as f:
+        f["Mesh/mesh/topology"][3, 1] = 10**6                              # a vertex the geometry does not have
+    with pytest.raises(glep.InputError, match="the mesh 'mesh' in the file is inconsistent"):
+        gm.load_time_mesh(COMM, path)
