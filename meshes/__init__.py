@@ -1,9 +1,10 @@
 r"""Time meshes for the finite-element backend (:mod:`glep.bvp`).
 
 Physical time is the ``x``-coordinate of a dolfinx interval mesh (the
-``y``-coordinate of a space–time rectangle for field equations).  Meshes are
-built from vertex times with :func:`dolfinx.mesh.create_mesh` and distribute
-over MPI ranks; adaptation (:func:`refine_time_mesh`,
+``y``-coordinate of a space–time rectangle, the ``z``-coordinate of a
+space–time box, for field equations).  Meshes are stacks of time layers built
+in linear time, each MPI rank owning a contiguous block of layers in time
+order (:mod:`glep.meshes._fast`); adaptation (:func:`refine_time_mesh`,
 :func:`coarsen_time_mesh`) is driven by a per-cell indicator such as the
 Euler–Lagrange residual estimate :func:`el_residual_indicator`.
 """
