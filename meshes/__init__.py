@@ -1,9 +1,10 @@
 r"""Time meshes for the finite-element backend (:mod:`glep.bvp`).
 
 Physical time is the ``x``-coordinate of a dolfinx interval mesh (the
-``y``-coordinate of a space–time rectangle for field equations).  Meshes are
-built from vertex times with :func:`dolfinx.mesh.create_mesh` and distribute
-over MPI ranks; adaptation (:func:`refine_time_mesh`,
+``y``-coordinate of a space–time rectangle, the ``z``-coordinate of a
+space–time box, for field equations).  Meshes are stacks of time layers built
+in linear time, each MPI rank owning a contiguous block of layers in time
+order (:mod:`glep.meshes._fast`); adaptation (:func:`refine_time_mesh`,
 :func:`coarsen_time_mesh`) is driven by a per-cell indicator such as the
 Euler–Lagrange residual estimate :func:`el_residual_indicator`.
 """
@@ -25,6 +26,7 @@ from glep.meshes.time_meshes import (
     graded_time_mesh,
     graded_vertices,
     owned_cell_count,
+    space_time_box_mesh,
     space_time_mesh,
     time_mesh_from_vertices,
     time_mesh_vertices,
@@ -32,7 +34,8 @@ from glep.meshes.time_meshes import (
 )
 
 __all__ = [
-    "uniform_time_mesh", "graded_time_mesh", "graded_vertices", "space_time_mesh", "time_mesh_from_vertices",
+    "uniform_time_mesh", "graded_time_mesh", "graded_vertices", "space_time_mesh", "space_time_box_mesh",
+    "time_mesh_from_vertices",
     "time_mesh_vertices", "cell_time_positions", "owned_cell_count",
     "refine_time_mesh", "coarsen_time_mesh", "el_residual_indicator", "el_residual_indicator_nodal",
     "indicator_in_time_order", "indicator_function",

@@ -2,7 +2,14 @@ r"""Saving and loading time meshes and trajectories with :mod:`dolfinx.io`.
 
 * :func:`save_time_mesh` / :func:`load_time_mesh`: XDMF (``.xdmf`` + ``.h5``),
   collective over the mesh's communicator; the loaded mesh is re-partitioned
-  over the communicator it is read on (any number of ranks).
+  over the communicator it is read on (any number of ranks, not necessarily
+  the number that wrote it).  A *layered* mesh — identical cell layers stacked
+  between time planes, as every mesh of :mod:`glep.meshes` (time meshes,
+  space–time rectangles and boxes) — is recognised from the file's arrays
+  (:func:`glep.meshes._fast.detect_layers`) and rebuilt in linear time with a
+  contiguous time partition (:func:`glep.meshes._fast.layered_mesh`); any other
+  mesh goes through :meth:`dolfinx.io.XDMFFile.read_mesh` (graph partitioner
+  and reordering).
 * :func:`save_trajectory`: a P1 trajectory function, as XDMF (mesh + nodal
   values, readable with h5py or ParaView) or VTX/ADIOS2 (``.bp``), with
   optionally several time stamps (e.g. the nudged trajectories ``β = 0, ±β``
@@ -17,9 +24,12 @@ from pathlib import Path
 import dolfinx.fem
 import dolfinx.io
 import dolfinx.mesh
+import numpy as np
 from mpi4py import MPI
 
 from glep.errors import InputError
+from glep.meshes._fast import detect_layers, layered_mesh, scatter_plane_times
+from glep.meshes.time_meshes import _check_ghost_mode
 
 __all__ = ["save_time_mesh", "load_time_mesh", "save_trajectory"]
 
@@ -39,15 +49,60 @@ def save_time_mesh(mesh: dolfinx.mesh.Mesh, path, *, name: str = "mesh") -> None
         f.write_mesh(mesh)
 
 
+def _gather_rows(comm: MPI.Comm, local: np.ndarray) -> np.ndarray | None:
+    """The row blocks read by each rank, concatenated in rank order on rank 0 (``None`` elsewhere)."""
+    blocks = comm.gather(local, root=0)
+    return np.concatenate(blocks) if comm.rank == 0 else None
+
+
+def _read_layered(f: dolfinx.io.XDMFFile, comm: MPI.Comm, name: str, ghost_mode: dolfinx.mesh.GhostMode
+                  ) -> dolfinx.mesh.Mesh | None:
+    """Rebuild the mesh ``name`` of an open file as a layered mesh, or ``None`` if it is not one. Collective.
+
+    Every rank reads a block of rows (dolfinx's distributed read); rank 0
+    gathers them (node ``i`` of the cells is row ``i`` of the geometry) and
+    recognises the layers; the plane times are scattered, the one-layer
+    pattern broadcast.
+    """
+    cell_type, degree = f.read_cell_type(name)
+    if degree != 1:
+        return None
+    cells = _gather_rows(comm, f.read_topology_data(name))
+    x = _gather_rows(comm, f.read_geometry_data(name))
+    pattern, times, error = None, None, None
+    if comm.rank == 0:
+        try:
+            pattern, times = detect_layers(x, cells, cell_type) or (None, None)
+        except IndexError as exc:                 # cells naming rows the geometry does not have
+            error = f"the mesh {name!r} in the file is inconsistent: {exc}"
+    pattern, n_t, error = comm.bcast((pattern, None if times is None else times.size - 1, error), root=0)
+    if error is not None:
+        raise InputError(error)
+    if pattern is None:
+        return None
+    return layered_mesh(comm, pattern, n_t, scatter_plane_times(comm, times, n_t), ghost_mode)
+
+
 def load_time_mesh(comm: MPI.Comm, path, *, name: str = "mesh",
                    ghost_mode: dolfinx.mesh.GhostMode = dolfinx.mesh.GhostMode.shared_facet
                    ) -> dolfinx.mesh.Mesh:
-    """Read a mesh written by :func:`save_time_mesh`, distributed over ``comm``. Collective."""
+    """Read a mesh written by :func:`save_time_mesh`, distributed over ``comm``. Collective.
+
+    A layered mesh (every mesh glep builds) is rebuilt with the vertex
+    coordinates of the file, in linear time, rank ``r`` owning a contiguous
+    block of time layers; its local cell and vertex numbering is time order,
+    not the file's.  Other meshes are read by :meth:`dolfinx.io.XDMFFile.read_mesh`.
+    """
     path = _xdmf_path(path)
-    if not path.exists():
+    ghost_mode = _check_ghost_mode(ghost_mode)
+    if not comm.bcast(path.exists() if comm.rank == 0 else None, root=0):
         raise InputError(f"no mesh file at {str(path)!r}")
     with dolfinx.io.XDMFFile(comm, str(path), "r") as f:
-        return f.read_mesh(ghost_mode=ghost_mode, name=name)
+        mesh = _read_layered(f, comm, name, ghost_mode)
+        if mesh is None:
+            mesh = f.read_mesh(ghost_mode=ghost_mode, name=name)
+    mesh.name = name
+    return mesh
 
 
 def save_trajectory(q: dolfinx.fem.Function | Sequence[dolfinx.fem.Function], path, *,

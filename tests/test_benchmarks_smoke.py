@@ -65,3 +65,22 @@ def test_bench_heb_smoke(tmp_path):
     data = json.loads(out_json.read_text())
     assert data["smoke"] and all(math.isfinite(v) and v > 0 for v in data["passes"].values())
     assert data["heb_vs_adjoint_rel_err"] < 1e-4  # correctness, not speed (η = 1e-4 on a coarse 20-step map)
+
+
+def test_bench_meshes_smoke():
+    """benchmarks/bench_meshes.py --smoke prints every table with finite glep times (no timing asserted)."""
+    script = SCRIPT.parent / "bench_meshes.py"
+    proc = subprocess.run([sys.executable, str(script), "--smoke", "--repeats", "1"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = proc.stdout
+    for heading in ("1. Time meshes", "2. Space-time rectangles", "3. Space-time boxes", "4. Write + read"):
+        assert heading in text, text
+    rows = [line.split() for line in text.splitlines()
+            if line.split()[:1] and (line.split()[0].isdigit()
+                                     or line.split()[0] in ("square", "strip", "cube", "uniform", "space-time"))]
+    assert len(rows) == 2 + 5 + 2 + 2, text                  # table rows: 2 sizes, 5 rectangles, 2 boxes, 2 files
+    assert "goal: a 1000-cell time mesh in <= 2 s" in text and "growth exponent" in text
+    for row in rows:
+        figures = [float(v) for v in row if v.replace(".", "", 1).isdigit() and "." in v]
+        assert figures and all(math.isfinite(f) and f >= 0 for f in figures), row
