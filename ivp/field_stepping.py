@@ -59,6 +59,7 @@ import numpy as np
 
 from glep.errors import InputError
 from glep.field_system import FieldGradient, FieldSystem
+from glep.parallel import collective
 
 
 @dataclass
@@ -136,13 +137,14 @@ def leapfrog(system: FieldSystem, q0: np.ndarray, p0: np.ndarray, times: np.ndar
         callback: ``callback(k, t_k, q_k, p_k)`` at every node.
     """
     start = time.perf_counter()
-    beta = _check_beta(beta)
-    times = np.asarray(times, dtype=float)
-    tau = np.asarray(tau, dtype=float)
-    if times.ndim != 1 or tau.shape != (len(times) - 1,) or len(tau) < 1:
-        raise InputError(f"leapfrog needs N+1 input times and N step sizes, got {times.shape} and {tau.shape}")
-    q = system.check_state(q0, "q0").astype(float, copy=True)
-    p = system.check_state(p0, "p0").astype(float, copy=True)
+    with collective(system.comm, "field leapfrog"):  # a bad argument on one rank stops every rank
+        beta = _check_beta(beta)
+        times = np.asarray(times, dtype=float)
+        tau = np.asarray(tau, dtype=float)
+        if times.ndim != 1 or tau.shape != (len(times) - 1,) or len(tau) < 1:
+            raise InputError(f"leapfrog needs N+1 input times and N step sizes, got {times.shape} and {tau.shape}")
+        q = system.check_state(q0, "q0").astype(float, copy=True)
+        p = system.check_state(p0, "p0").astype(float, copy=True)
     w = trapezoid_weights(tau)
     minv = system.minv
     N = len(tau)
