@@ -68,6 +68,7 @@ from dolfinx import fem, la
 from mpi4py import MPI
 from petsc4py import PETSc
 from ufl.algorithms import expand_derivatives
+from ufl.algorithms.analysis import extract_coefficients, extract_constants
 from ufl.constantvalue import Zero
 
 from glep.errors import InputError, SolverError
@@ -290,6 +291,7 @@ class FieldSystem:
         if name not in self.lagrangian.parameters:
             raise InputError(f"unknown parameter {name!r}; the density has {sorted(self.lagrangian.parameters)}")
         target = self.params[name]
+        self._K = None  # the matrix of the quadratic part may depend on θ
         if isinstance(target, fem.Constant):
             if not isinstance(value, (int, float, np.floating, np.integer)):
                 raise InputError(f"scalar parameter {name!r} needs a number, got {type(value).__name__}")
@@ -371,9 +373,17 @@ class FieldSystem:
         U = L0 + (self.source(self.x, self.t) * u if self.source is not None else 0)
         dx = self._dx
         self.U_form = fem.form(U * dx)
+        quadratic, rest = self._split_quadratic(L0)
+        if self.source is not None:
+            rest = rest + self.source(self.x, self.t) * u
+        self._K_form = None if quadratic is None else fem.form(
+            ufl.derivative(ufl.derivative(quadratic * dx, u, v), u, ufl.TrialFunction(self.V)))
+        self._K = None
+        dU = ufl.derivative(rest * dx, u, v)
+        self.F_form = None if _is_zero(rest) else fem.form(dU)
+        self.H_form = None if self.F_form is None or self._hessian_free(rest) else \
+            fem.form(ufl.derivative(dU, u, lam))
         dU = ufl.derivative(U * dx, u, v)
-        self.F_form = fem.form(dU)
-        self.H_form = fem.form(ufl.derivative(dU, u, lam))
         self.theta_forms, self.theta_vjp_forms = {}, {}
         for name, par in self.lagrangian.parameters.items():
             if par.kind == "field":
@@ -392,9 +402,65 @@ class FieldSystem:
             dxr = self._region_measure(cost)
             c = 0.5 * cost.weight * (u - self._target(cost)) ** 2 * dxr
             self._cost_forms[key] = (fem.form(c), fem.form(ufl.derivative(c, u, v)))
-        self._vec = fem.assemble_vector(self.F_form)  # work vector of the state space
+        self._vec = la.vector(self.index_map, 1)  # work vectors of the state space
+        self._vec2 = la.vector(self.index_map, 1)
         self._theta_vecs = {k: fem.assemble_vector(f) for k, f in self.theta_forms.items()
                             if self.lagrangian.parameters[k].kind == "field"}
+
+    def _terms(self, expr) -> list:
+        """The top-level summands of a UFL expression."""
+        if isinstance(expr, ufl.classes.Sum):
+            return [t for op in expr.ufl_operands for t in self._terms(op)]
+        return [] if isinstance(expr, Zero) else [expr]
+
+    def _hessian_free(self, expr) -> bool:
+        """Whether ``∂²_q ∫expr`` vanishes identically."""
+        v, w = ufl.TestFunction(self.V), ufl.TrialFunction(self.V)
+        H = expand_derivatives(ufl.derivative(ufl.derivative(expr, self.u, v), self.u, w))
+        return isinstance(H, Zero)
+
+    def _split_quadratic(self, expr):
+        r"""``expr = quadratic + rest``: the summands homogeneous quadratic in ``φ`` with a time-independent Hessian.
+
+        A summand goes to ``quadratic`` when its ``φ``-Hessian involves neither ``φ`` nor the time
+        constant, and its ``φ``-gradient vanishes at ``φ = 0``; its force is then ``K q`` with a matrix
+        ``K`` assembled once per parameter value (PETSc ``MatMult`` per step instead of an assembly).
+        """
+        v, w = ufl.TestFunction(self.V), ufl.TrialFunction(self.V)
+        quad, rest = [], []
+        for term in self._terms(expr):
+            H = expand_derivatives(ufl.derivative(ufl.derivative(term, self.u, v), self.u, w))
+            ok = not isinstance(H, Zero) and self.u not in extract_coefficients(H) \
+                and self.t not in extract_constants(H)
+            if ok:
+                g0 = expand_derivatives(ufl.replace(ufl.derivative(term, self.u, v), {self.u: ufl.zero()}))
+                ok = isinstance(g0, Zero)
+            (quad if ok else rest).append(term)
+        total = lambda ts: sum(ts[1:], ts[0]) if ts else None  # noqa: E731
+        return total(quad), (total(rest) if rest else ufl.as_ufl(0.0))
+
+    def _stiffness(self):
+        """The matrix ``K = ∂²_q U_quadratic`` (PETSc), assembled at the current parameters on first use."""
+        if self._K is None and self._K_form is not None:
+            import dolfinx.fem.petsc as fpetsc  # noqa: PLC0415
+            from dolfinx.la.petsc import create_vector_wrap  # noqa: PLC0415
+
+            self._K = fpetsc.assemble_matrix(self._K_form)
+            self._K.assemble()
+            self._wrap_in = create_vector_wrap(self._vec2)
+            self._wrap_out = create_vector_wrap(self._vec)
+        return self._K
+
+    def _linear_part(self, x: np.ndarray) -> np.ndarray:
+        """``K x`` (ghosts updated) into the work vector (zeros if there is no quadratic part)."""
+        K = self._stiffness()
+        if K is None:
+            self._vec.array[:] = 0.0
+            return self._vec.array
+        self._vec2.array[:] = x
+        K.mult(self._wrap_in, self._wrap_out)
+        self._vec.scatter_forward()
+        return self._vec.array
 
     def _lump_mass(self) -> None:
         v = ufl.TestFunction(self.V)
@@ -424,7 +490,9 @@ class FieldSystem:
     def force(self, q: np.ndarray, t: float, beta: complex = 0.0) -> np.ndarray:
         """``∂_q U(q, t) + β ∂_q c(q, t)``, zero at Dirichlet dofs (a new local array)."""
         self._set_state(q, t)
-        F = self._assemble(self.F_form, self._vec).copy()
+        F = self._linear_part(q).copy()
+        if self.F_form is not None:
+            F += self._assemble(self.F_form, self._vec)
         if beta != 0 and "running" in self._cost_forms:
             F += beta * self._assemble(self._cost_forms["running"][1], self._vec)
         F[self.bc_dofs] = 0.0
@@ -434,7 +502,9 @@ class FieldSystem:
         """``∂²_q U(q, t) · direction`` (zero at Dirichlet dofs)."""
         self._set_state(q, t)
         self.lam.x.array[:] = direction
-        H = self._assemble(self.H_form, self._vec).copy()
+        H = self._linear_part(direction).copy()
+        if self.H_form is not None:
+            H += self._assemble(self.H_form, self._vec)
         H[self.bc_dofs] = 0.0
         return H
 
