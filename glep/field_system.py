@@ -70,6 +70,9 @@ from petsc4py import PETSc
 from ufl.algorithms import expand_derivatives
 from ufl.algorithms.analysis import extract_coefficients, extract_constants
 from ufl.constantvalue import Zero
+from ufl.corealg.map_dag import map_expr_dag
+from ufl.corealg.multifunction import MultiFunction
+from ufl.corealg.traversal import unique_pre_traversal
 
 from glep.errors import InputError, SolverError
 from glep.fields import FieldLagrangian
@@ -169,6 +172,81 @@ def _separable_reason(lag: FieldLagrangian, gdim: int) -> str | None:
     if not isinstance(value, Zero) and abs(float(value)) > 0.0:
         return "ℒ has a term linear in φ_t"
     return None
+
+
+class _NodalEvaluator(MultiFunction):
+    """Evaluate a point-wise UFL scalar expression with NumPy at the nodes (P1 dofs = mesh vertices).
+
+    ``values`` maps each Coefficient to its local nodal array; constants are read from dolfinx
+    ``Constant.value``; ``x`` is the array of nodal coordinates.  Any other node type raises
+    ``NotImplementedError`` (the summand is then assembled instead).
+    """
+
+    _unary = {"sin": np.sin, "cos": np.cos, "tan": np.tan, "exp": np.exp, "ln": np.log, "sqrt": np.sqrt,
+              "sinh": np.sinh, "cosh": np.cosh, "tanh": np.tanh, "atan": np.arctan, "asin": np.arcsin,
+              "acos": np.arccos, "abs": np.abs}
+
+    def __init__(self, values: dict, x: np.ndarray):
+        super().__init__()
+        self.values, self.x = values, x
+
+    def expr(self, o, *ops):
+        name = type(o).__name__.lower()
+        if name in self._unary and len(ops) == 1:
+            return self._unary[name](ops[0])
+        raise NotImplementedError(type(o).__name__)
+
+    def sum(self, o, a, b):
+        return a + b
+
+    def product(self, o, a, b):
+        return a * b
+
+    def division(self, o, a, b):
+        return a / b
+
+    def power(self, o, a, b):
+        return a**b
+
+    def scalar_value(self, o):
+        return float(o)
+
+    def zero(self, o):
+        if o.ufl_shape:
+            raise NotImplementedError("tensor zero")
+        return 0.0
+
+    def coefficient(self, o):
+        return self.values[o]
+
+    def constant(self, o):
+        value = np.asarray(o.value)
+        if value.shape:
+            raise NotImplementedError("tensor constant")
+        return float(value)
+
+    def variable(self, o, a, label):
+        return a
+
+    def label(self, o):
+        return None
+
+    def multi_index(self, o):
+        return tuple(int(i) for i in o)
+
+    def spatial_coordinate(self, o):
+        return self.x
+
+    def indexed(self, o, a, idx):
+        if a is not self.x or len(idx) != 1:
+            raise NotImplementedError("indexing other than x[i]")
+        return self.x[:, idx[0]]
+
+    def conj(self, o, a):
+        return a
+
+    def real(self, o, a):
+        return a
 
 
 class FieldSystem:
@@ -372,10 +450,13 @@ class FieldSystem:
         self._rho = rho
         U = L0 + (self.source(self.x, self.t) * u if self.source is not None else 0)
         dx = self._dx
-        self.U_form = fem.form(U * dx)
+        self.U_ufl = U * dx  # the potential part ∫U dx (with the sources) as a UFL form
+        self.U_form = fem.form(self.U_ufl)
         quadratic, rest = self._split_quadratic(L0)
         if self.source is not None:
             rest = rest + self.source(self.x, self.t) * u
+        self._nodal_setup(U, rest)
+        rest = self._assembled_rest
         self._K_form = None if quadratic is None else fem.form(
             ufl.derivative(ufl.derivative(quadratic * dx, u, v), u, ufl.TrialFunction(self.V)))
         self._K = None
@@ -386,6 +467,8 @@ class FieldSystem:
         dU = ufl.derivative(U * dx, u, v)
         self.theta_forms, self.theta_vjp_forms = {}, {}
         for name, par in self.lagrangian.parameters.items():
+            if name in self._nodal_theta:
+                continue
             if par.kind == "field":
                 w = ufl.TestFunction(self.spaces[name])
                 self.theta_forms[name] = fem.form(ufl.derivative(U * dx, self.params[name], w))
@@ -404,8 +487,74 @@ class FieldSystem:
             self._cost_forms[key] = (fem.form(c), fem.form(ufl.derivative(c, u, v)))
         self._vec = la.vector(self.index_map, 1)  # work vectors of the state space
         self._vec2 = la.vector(self.index_map, 1)
-        self._theta_vecs = {k: fem.assemble_vector(f) for k, f in self.theta_forms.items()
-                            if self.lagrangian.parameters[k].kind == "field"}
+        self._theta_vecs = {k: la.vector(self.spaces[k].dofmap.index_map, 1) for k in self.spaces}
+
+    def _pointwise(self, term) -> bool:
+        """Whether a summand can be evaluated node by node (P1, vertex quadrature, no derivatives, P1 fields)."""
+        if self.degree != 1 or self._dx.metadata().get("quadrature_rule") != "vertex":
+            return False
+        for node in unique_pre_traversal(term):
+            if isinstance(node, (ufl.classes.Derivative, ufl.classes.Argument)):
+                return False
+            if isinstance(node, ufl.classes.Coefficient) and node is not self.u and \
+                    not any(node is self.params[k] for k in self._same_layout):
+                return False
+        try:
+            self._eval(expand_derivatives(term))
+        except (NotImplementedError, KeyError, TypeError, ValueError):
+            return False
+        return True
+
+    def _eval(self, expr) -> np.ndarray:
+        """A point-wise (derivative-free, expanded) expression at every local node (state-space local length)."""
+        values = {self.u: self.u.x.array, self.lam: self.lam.x.array,
+                  **{self.params[k]: self.params[k].x.array for k in self._same_layout}}
+        out = map_expr_dag(_NodalEvaluator(values, self._nodes), expr, compress=False)
+        return np.broadcast_to(out, (self.n_local,)) if np.ndim(out) == 0 else out
+
+    def _nodal_setup(self, U, rest) -> None:
+        r"""Split off the point-wise summands: by vertex quadrature ``∫ g(φ_h, θ_h, x) N_i = m⁰_i g(q_i, θ_i, x_i)``.
+
+        ``m⁰_i = ∫ N_i dx`` (vertex rule).  Point-wise summands of the force and Hessian, and the
+        θ-derivatives of parameters that enter only point-wise, are then NumPy expressions at the
+        nodes instead of assemblies; everything else is assembled.
+        """
+        one = ufl.as_ufl(1.0)
+        self._nodes = self.V.tabulate_dof_coordinates()[:, :self.gdim]
+        X = self._nodes
+        self._same_layout = [k for k, Q in self.spaces.items() if self.lagrangian.parameters[k].element == ("P", 1)
+                             and np.array_equal(Q.tabulate_dof_coordinates()[:, :self.gdim], X)]
+        self._nodal_force = self._nodal_hess = None
+        self._nodal_theta: dict[str, tuple] = {}
+        self._assembled_rest = rest
+        if self.degree != 1 or self._dx.metadata().get("quadrature_rule") != "vertex":
+            return
+        v = ufl.TestFunction(self.V)
+        m0 = fem.assemble_vector(fem.form(v * self._dx))
+        m0.scatter_reverse(la.InsertMode.add)
+        m0.scatter_forward()
+        self._m0 = m0.array.copy()
+        point, other = [], []
+        for term in self._terms(rest):
+            (point if self._pointwise(term) else other).append(term)
+        if point:
+            P = sum(point[1:], point[0])
+            g1 = expand_derivatives(ufl.derivative(P, self.u, one))
+            self._nodal_force = g1
+            self._nodal_hess = expand_derivatives(ufl.derivative(g1, self.u, one))
+            self._assembled_rest = sum(other[1:], other[0]) if other else ufl.as_ufl(0.0)
+        terms = self._terms(expand_derivatives(U))
+        for name, par in self.lagrangian.parameters.items():
+            var = self._vars[name]
+            dep = [t for t in terms if not _is_zero(self._dtheta(t, name, var))]
+            if dep and all(self._pointwise(t) for t in dep) and (par.kind == "scalar" or name in self._same_layout):
+                d = self._dtheta(sum(dep[1:], dep[0]), name, var)
+                self._nodal_theta[name] = (d, expand_derivatives(ufl.derivative(d, self.u, one)))
+
+    def _dtheta(self, expr, name, var):
+        if self.lagrangian.parameters[name].kind == "scalar":
+            return expand_derivatives(ufl.diff(expr, var))
+        return expand_derivatives(ufl.derivative(expr, self.params[name], ufl.as_ufl(1.0)))
 
     def _terms(self, expr) -> list:
         """The top-level summands of a UFL expression."""
@@ -491,6 +640,8 @@ class FieldSystem:
         """``∂_q U(q, t) + β ∂_q c(q, t)``, zero at Dirichlet dofs (a new local array)."""
         self._set_state(q, t)
         F = self._linear_part(q).copy()
+        if self._nodal_force is not None:
+            F += self._m0 * self._eval(self._nodal_force)
         if self.F_form is not None:
             F += self._assemble(self.F_form, self._vec)
         if beta != 0 and "running" in self._cost_forms:
@@ -503,6 +654,8 @@ class FieldSystem:
         self._set_state(q, t)
         self.lam.x.array[:] = direction
         H = self._linear_part(direction).copy()
+        if self._nodal_hess is not None:
+            H += self._m0 * self._eval(self._nodal_hess) * direction
         if self.H_form is not None:
             H += self._assemble(self.H_form, self._vec)
         H[self.bc_dofs] = 0.0
@@ -513,6 +666,9 @@ class FieldSystem:
         if direction is not None:
             self.lam.x.array[:] = direction
         out: dict[str, object] = {}
+        for name, (d, du) in self._nodal_theta.items():
+            g = self._m0 * (self._eval(d) if direction is None else self._eval(du) * direction)
+            out[name] = g.copy() if name in self._theta_vecs else float(np.sum(g[:self.n_owned]))
         for name, form in forms.items():
             if name in self._theta_vecs:
                 out[name] = self._assemble(form, self._theta_vecs[name]).copy()

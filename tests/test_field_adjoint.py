@@ -38,6 +38,14 @@ def kg_2d(**kw):
                        initial=(lambda x: 2 * np.sin(np.pi * x[0]) * np.sin(np.pi * x[1] / 0.8), 0.0), **kw)
 
 
+def sg_dg0_exact():
+    """Assembled (not node-wise) force, Hessian and θ-derivatives: a DG0 field and UFL-estimated quadrature."""
+    msh = dmesh.create_unit_square(COMM, 4, 3)
+    return FieldSystem(fm.sine_gordon(kappa=lambda x: 1.0 + x[0], element=("DG", 0)), msh, quadrature="exact",
+                       cost=FieldCost(target=lambda x, t: x[1] * t), terminal_cost=FieldCost(target=0.5),
+                       initial=(lambda x: 3 * np.sin(np.pi * x[0]) * np.sin(np.pi * x[1]), 0.0))
+
+
 def loss(sys, q0=None, p0=None):
     return fs.forward(sys, T, N, q0=q0, p0=p0).loss
 
@@ -47,7 +55,8 @@ def taylor_slope(f, c0, dc, eps=(1e-2, 5e-3, 2.5e-3)):
     return float(np.polyfit(np.log(eps), np.log(rem), 1)[0]), rem
 
 
-@pytest.mark.parametrize("make, field, scalar", [(sg_1d, "kappa", None), (kg_2d, "mu", "lam")])
+@pytest.mark.parametrize("make, field, scalar", [(sg_1d, "kappa", None), (kg_2d, "mu", "lam"),
+                                                 (sg_dg0_exact, "kappa", None)])
 def test_taylor_parameters_and_initial_state(make, field, scalar):
     sys = make()
     rng = np.random.default_rng(3 + COMM.rank)

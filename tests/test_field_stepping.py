@@ -192,3 +192,39 @@ def test_field_output(tmp_path):
             assert f.attrs["glep_format"] == "glep-field-results/1"
             assert f["fields/qT"].shape == (sys.ndofs,) and float(f["gradients/lam"][()]) == 0.5
         assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_nodal_evaluation_equals_vertex_quadrature_assembly():
+    """Point-wise summands evaluated at the nodes (NumPy) equal the assembled vertex-quadrature forms."""
+    from dolfinx import fem, la
+
+    msh = dmesh.create_unit_square(COMM, 5, 4)
+    sys = FieldSystem(fm.klein_gordon(mu=lambda x: 1 + x[0] * x[1], lam=0.8), msh, dirichlet=None,
+                      source=lambda x, t: ufl.sin(x[0] + t))
+    assert sys._nodal_force is not None and set(sys._nodal_theta) == {"mu", "lam"} and sys._K is None
+    q, lam = sys.interpolate(lambda x: np.cos(2 * x[0]) + x[1]), sys.interpolate(lambda x: x[0] ** 2 - x[1])
+    U = sys.U_ufl
+    v = ufl.TestFunction(sys.V)
+    sys._set_state(q, 0.3)
+    sys.lam.x.array[:] = lam
+
+    def vec(form, space):
+        b = la.vector(space.dofmap.index_map, 1)
+        fem.assemble_vector(b.array, fem.form(form))
+        b.scatter_reverse(la.InsertMode.add)
+        b.scatter_forward()
+        return b.array
+
+    dU = ufl.derivative(U, sys.u, v)
+    assert np.allclose(sys.force(q, 0.3), vec(dU, sys.V), rtol=1e-12, atol=1e-13)
+    assert np.allclose(sys.hessian_action(q, 0.3, lam), vec(ufl.derivative(dU, sys.u, sys.lam), sys.V),
+                       rtol=1e-12, atol=1e-13)
+    Q = sys.spaces["mu"]
+    w = ufl.TestFunction(Q)
+    g, gv = sys.theta_gradient(q, 0.3), sys.theta_vjp(q, 0.3, lam)
+    sys._set_state(q, 0.3)
+    assert np.allclose(g["mu"], vec(ufl.derivative(U, sys.params["mu"], w), Q), rtol=1e-12, atol=1e-13)
+    assert np.allclose(gv["mu"], vec(ufl.derivative(ufl.derivative(U, sys.u, sys.lam), sys.params["mu"], w), Q),
+                       rtol=1e-12, atol=1e-13)
+    lam_exact = COMM.allreduce(fem.assemble_scalar(fem.form(-0.25 * sys.u**4 * sys._dx)))
+    assert COMM.allreduce(g["lam"]) == pytest.approx(lam_exact, rel=1e-12)
