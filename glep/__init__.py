@@ -105,6 +105,14 @@ _LAZY: dict[str, tuple[str, str]] = {
     # their solvers, as strategy objects (solve_bvp(..., solver=...))
     **{name: ("glep.bvp", name) for name in
        ("Newton", "TrustRegion", "ResidualDescent", "GradientFlow", "Deflation", "Continuation")},
+    # field systems on a spatial mesh, time stepping (load dolfinx and PETSc)
+    "FieldSystem": ("glep.field_system", "FieldSystem"),
+    "FieldCost": ("glep.field_system", "FieldCost"),
+    "FieldGradient": ("glep.field_system", "FieldGradient"),
+    "field_forward": ("glep.ivp.field_stepping", "forward"),
+    "field_adjoint": ("glep.ivp.field_adjoint", "field_adjoint"),
+    "field_pfvp": ("glep.estimators.field_estimators", "field_pfvp"),
+    "field_echo": ("glep.estimators.field_estimators", "field_echo"),
     # trajectory files
     "save_trajectory": ("glep.io", "save_trajectory"),
     "load_trajectory": ("glep.io", "load_trajectory"),
@@ -132,6 +140,8 @@ __all__ = [
     # boundary conditions, grids, trajectories
     "CBVP", "CFVP", "CIVP", "PFVP", "DirichletNatural", "Periodic", "Robin",
     "TimeGrid", "Trajectory", "SolverReport", "save_trajectory", "load_trajectory",
+    # field systems (time stepping)
+    "FieldSystem", "FieldCost", "FieldGradient", "field_forward", "field_adjoint", "field_pfvp", "field_echo",
     # errors
     "GlepError", "InputError", "NotReversibleError", "SaddleError", "SingularHessianError", "SolverError",
 ]
