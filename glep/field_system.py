@@ -430,14 +430,16 @@ class FieldSystem:
         return self.lagrangian(phi, phi_t, ufl.grad(phi), theta, self.x, self.t)
 
     def _region_measure(self, cost: FieldCost):
+        """The measure of the read-out region, with the quadrature of the potential (nodal or UFL-estimated)."""
+        md = self._dx.metadata()
         if cost.region is None:
-            return ufl.dx(domain=self.mesh)
+            return ufl.Measure("dx", domain=self.mesh, metadata=md)
         cells = dolfinx.mesh.locate_entities(self.mesh, self.tdim, cost.region)
         if self.comm.allreduce(len(cells), op=MPI.SUM) == 0:
             raise InputError("FieldCost region contains no cell of the mesh")
         tags = dolfinx.mesh.meshtags(self.mesh, self.tdim, np.sort(cells).astype(np.int32),
                                      np.ones(len(cells), dtype=np.int32))
-        return ufl.Measure("dx", domain=self.mesh, subdomain_data=tags, subdomain_id=1)
+        return ufl.Measure("dx", domain=self.mesh, subdomain_data=tags, subdomain_id=1, metadata=md)
 
     def _target(self, cost: FieldCost):
         return ufl.as_ufl(float(cost.target)) if not callable(cost.target) else cost.target(self.x, self.t)
@@ -478,13 +480,21 @@ class FieldSystem:
                 dUs = expand_derivatives(ufl.diff(U, self._vars[name]))
                 self.theta_forms[name] = fem.form(dUs * dx)
                 self.theta_vjp_forms[name] = fem.form(expand_derivatives(ufl.derivative(dUs, u, lam)) * dx)
-        self._cost_forms = {}
+        self._cost_forms, self._cost_nodal, self._cost_ufl = {}, {}, {}
         for key, cost in (("running", self.cost), ("terminal", self.terminal_cost)):
             if cost is None:
                 continue
             dxr = self._region_measure(cost)
             c = 0.5 * cost.weight * (u - self._target(cost)) ** 2 * dxr
+            self._cost_ufl[key] = c
             self._cost_forms[key] = (fem.form(c), fem.form(ufl.derivative(c, u, v)))
+            y = expand_derivatives(self._target(cost))
+            if self._m0 is not None and self._pointwise(y):
+                # vertex quadrature: c = ½ Σ_i w m⁰_{R,i} (q_i − y(x_i, t))², evaluated at the nodes
+                mR = fem.assemble_vector(fem.form(cost.weight * v * dxr))
+                mR.scatter_reverse(la.InsertMode.add)
+                mR.scatter_forward()
+                self._cost_nodal[key] = (mR.array.copy(), y)
         self._vec = la.vector(self.index_map, 1)  # work vectors of the state space
         self._vec2 = la.vector(self.index_map, 1)
         self._theta_vecs = {k: la.vector(self.spaces[k].dofmap.index_map, 1) for k in self.spaces}
@@ -527,6 +537,7 @@ class FieldSystem:
         self._nodal_force = self._nodal_hess = None
         self._nodal_theta: dict[str, tuple] = {}
         self._assembled_rest = rest
+        self._m0 = None
         if self.degree != 1 or self._dx.metadata().get("quadrature_rule") != "vertex":
             return
         v = ufl.TestFunction(self.V)
@@ -645,7 +656,7 @@ class FieldSystem:
         if self.F_form is not None:
             F += self._assemble(self.F_form, self._vec)
         if beta != 0 and "running" in self._cost_forms:
-            F += beta * self._assemble(self._cost_forms["running"][1], self._vec)
+            F += beta * self._cost_gradient_at_state("running")
         F[self.bc_dofs] = 0.0
         return F
 
@@ -706,14 +717,24 @@ class FieldSystem:
         if which not in self._cost_forms:
             return 0.0
         self._set_state(q, t)
+        if which in self._cost_nodal:
+            mR, y = self._cost_nodal[which]
+            r = (q - self._eval(y))[:self.n_owned]
+            return self.comm.allreduce(0.5 * float(np.dot(mR[:self.n_owned], r * r)), op=MPI.SUM)
         return self.comm.allreduce(fem.assemble_scalar(self._cost_forms[which][0]), op=MPI.SUM)
+
+    def _cost_gradient_at_state(self, which: str) -> np.ndarray:
+        if which in self._cost_nodal:
+            mR, y = self._cost_nodal[which]
+            return mR * (self.u.x.array - self._eval(y))
+        return self._assemble(self._cost_forms[which][1], self._vec)
 
     def cost_gradient(self, q: np.ndarray, t: float, which: str = "running") -> np.ndarray:
         """``∂_q c(q, t)`` (or ``∂_q c_T``), zero at Dirichlet dofs; zeros without that cost."""
         if which not in self._cost_forms:
             return np.zeros(self.n_local)
         self._set_state(q, t)
-        g = self._assemble(self._cost_forms[which][1], self._vec).copy()
+        g = self._cost_gradient_at_state(which).copy()
         g[self.bc_dofs] = 0.0
         return g
 

@@ -200,8 +200,10 @@ def test_nodal_evaluation_equals_vertex_quadrature_assembly():
 
     msh = dmesh.create_unit_square(COMM, 5, 4)
     sys = FieldSystem(fm.klein_gordon(mu=lambda x: 1 + x[0] * x[1], lam=0.8), msh, dirichlet=None,
-                      source=lambda x, t: ufl.sin(x[0] + t))
+                      source=lambda x, t: ufl.sin(x[0] + t),
+                      cost=FieldCost(target=lambda x, t: x[0] * ufl.cos(t), region=lambda x: x[1] <= 0.5 + 1e-12))
     assert sys._nodal_force is not None and set(sys._nodal_theta) == {"mu", "lam"} and sys._K is None
+    assert set(sys._cost_nodal) == {"running"}
     q, lam = sys.interpolate(lambda x: np.cos(2 * x[0]) + x[1]), sys.interpolate(lambda x: x[0] ** 2 - x[1])
     U = sys.U_ufl
     v = ufl.TestFunction(sys.V)
@@ -226,5 +228,9 @@ def test_nodal_evaluation_equals_vertex_quadrature_assembly():
     assert np.allclose(g["mu"], vec(ufl.derivative(U, sys.params["mu"], w), Q), rtol=1e-12, atol=1e-13)
     assert np.allclose(gv["mu"], vec(ufl.derivative(ufl.derivative(U, sys.u, sys.lam), sys.params["mu"], w), Q),
                        rtol=1e-12, atol=1e-13)
+    c, dc = sys.cost_value(q, 0.3), sys.cost_gradient(q, 0.3)
+    sys._set_state(q, 0.3)
+    assert c == pytest.approx(COMM.allreduce(fem.assemble_scalar(sys._cost_forms["running"][0])), rel=1e-12)
+    assert np.allclose(dc, vec(ufl.derivative(sys._cost_ufl["running"], sys.u, v), sys.V), rtol=1e-12, atol=1e-13)
     lam_exact = COMM.allreduce(fem.assemble_scalar(fem.form(-0.25 * sys.u**4 * sys._dx)))
     assert COMM.allreduce(g["lam"]) == pytest.approx(lam_exact, rel=1e-12)
