@@ -113,6 +113,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "field_adjoint": ("glep.ivp.field_adjoint", "field_adjoint"),
     "field_pfvp": ("glep.estimators.field_estimators", "field_pfvp"),
     "field_echo": ("glep.estimators.field_estimators", "field_echo"),
+    "field_civp": ("glep.estimators.field_estimators", "field_civp"),
     # trajectory files
     "save_trajectory": ("glep.io", "save_trajectory"),
     "load_trajectory": ("glep.io", "load_trajectory"),
@@ -142,6 +143,7 @@ __all__ = [
     "TimeGrid", "Trajectory", "SolverReport", "save_trajectory", "load_trajectory",
     # field systems (time stepping)
     "FieldSystem", "FieldCost", "FieldGradient", "field_forward", "field_adjoint", "field_pfvp", "field_echo",
+    "field_civp",
     # errors
     "GlepError", "InputError", "NotReversibleError", "SaddleError", "SingularHessianError", "SolverError",
 ]

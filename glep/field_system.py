@@ -481,6 +481,7 @@ class FieldSystem:
                 self.theta_forms[name] = fem.form(dUs * dx)
                 self.theta_vjp_forms[name] = fem.form(expand_derivatives(ufl.derivative(dUs, u, lam)) * dx)
         self._cost_forms, self._cost_nodal, self._cost_ufl = {}, {}, {}
+        self._jvp_forms: dict = {}
         for key, cost in (("running", self.cost), ("terminal", self.terminal_cost)):
             if cost is None:
                 continue
@@ -697,6 +698,38 @@ class FieldSystem:
     def theta_vjp(self, q: np.ndarray, t: float, direction: np.ndarray) -> dict[str, object]:
         r"""``∂_θ (∂_q U(q, t) · direction)`` in the layout of :meth:`theta_gradient`."""
         return self._theta(self.theta_vjp_forms, q, t, direction)
+
+    def theta_force_jvp(self, q: np.ndarray, t: float, name: str, direction) -> np.ndarray:
+        r"""``∂_θ F(q, t) · δθ`` for parameter ``name`` (``δθ`` a number, or a local dof array of the field).
+
+        The forward tangent of the force (forward sensitivities); its form is compiled on first use.
+        """
+        self._set_state(q, t)
+        par = self.lagrangian.parameters[name]
+        if name in self._nodal_theta:
+            d = self._m0 * self._eval(self._nodal_theta[name][1])
+            out = d * (float(direction) if par.kind == "scalar" else direction)
+        else:
+            form = self._jvp_forms.get(name)
+            v = ufl.TestFunction(self.V)
+            if form is None:
+                if par.kind == "field":
+                    self._jvp_dir = getattr(self, "_jvp_dir", {})
+                    self._jvp_dir[name] = fem.Function(self.spaces[name])
+                    form = fem.form(ufl.derivative(ufl.derivative(self.U_ufl, self.u, v), self.params[name],
+                                                   self._jvp_dir[name]))
+                else:
+                    dUs = expand_derivatives(ufl.diff(self.U_ufl.integrals()[0].integrand(), self._vars[name]))
+                    form = fem.form(expand_derivatives(ufl.derivative(dUs, self.u, v)) * self._dx)
+                self._jvp_forms[name] = form
+            if par.kind == "field":
+                self._jvp_dir[name].x.array[:] = direction
+                out = self._assemble(form, self._vec).copy()
+            else:
+                out = float(direction) * self._assemble(form, self._vec)
+        out = np.array(out, dtype=float)
+        out[self.bc_dofs] = 0.0
+        return out
 
     def reduce_scalars(self, grads: dict[str, object]) -> dict[str, object]:
         """Sum the rank-local scalar entries of a θ-gradient over the ranks (fields unchanged)."""
