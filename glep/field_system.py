@@ -174,12 +174,20 @@ def _separable_reason(lag: FieldLagrangian, gdim: int) -> str | None:
     return None
 
 
-class _NodalEvaluator(MultiFunction):
-    """Evaluate a point-wise UFL scalar expression with NumPy at the nodes (P1 dofs = mesh vertices).
+class _Coordinates:
+    """The node coordinates inside a compiled point-wise expression (only ``x[i]`` is supported)."""
 
-    ``values`` maps each Coefficient to its local nodal array; constants are read from dolfinx
-    ``Constant.value``; ``x`` is the array of nodal coordinates.  Any other node type raises
-    ``NotImplementedError`` (the summand is then assembled instead).
+    def __init__(self, x: np.ndarray):
+        self.x = x
+
+
+class _NodalEvaluator(MultiFunction):
+    """Compile a point-wise UFL scalar expression into a NumPy closure over nodal arrays (P1 dofs = vertices).
+
+    Each handler returns a function of no argument; the closure of the root evaluates the expression
+    at every local node.  ``values`` maps each Coefficient to a function returning its current local
+    nodal array; constants are read from dolfinx ``Constant.value`` at call time; ``x`` is the array of
+    nodal coordinates.  Any other node type raises ``NotImplementedError`` (the summand is then assembled).
     """
 
     _unary = {"sin": np.sin, "cos": np.cos, "tan": np.tan, "exp": np.exp, "ln": np.log, "sqrt": np.sqrt,
@@ -188,42 +196,43 @@ class _NodalEvaluator(MultiFunction):
 
     def __init__(self, values: dict, x: np.ndarray):
         super().__init__()
-        self.values, self.x = values, x
+        self.values, self.x = values, _Coordinates(x)
 
     def expr(self, o, *ops):
         name = type(o).__name__.lower()
-        if name in self._unary and len(ops) == 1:
-            return self._unary[name](ops[0])
+        if name in self._unary and len(ops) == 1 and callable(ops[0]):
+            fn, a = self._unary[name], ops[0]
+            return lambda: fn(a())
         raise NotImplementedError(type(o).__name__)
 
     def sum(self, o, a, b):
-        return a + b
+        return lambda: a() + b()
 
     def product(self, o, a, b):
-        return a * b
+        return lambda: a() * b()
 
     def division(self, o, a, b):
-        return a / b
+        return lambda: a() / b()
 
     def power(self, o, a, b):
-        return a**b
+        return lambda: a() ** b()
 
     def scalar_value(self, o):
-        return float(o)
+        v = float(o)
+        return lambda: v
 
     def zero(self, o):
         if o.ufl_shape:
             raise NotImplementedError("tensor zero")
-        return 0.0
+        return lambda: 0.0
 
     def coefficient(self, o):
         return self.values[o]
 
     def constant(self, o):
-        value = np.asarray(o.value)
-        if value.shape:
+        if np.asarray(o.value).shape:
             raise NotImplementedError("tensor constant")
-        return float(value)
+        return lambda: float(o.value)
 
     def variable(self, o, a, label):
         return a
@@ -238,9 +247,10 @@ class _NodalEvaluator(MultiFunction):
         return self.x
 
     def indexed(self, o, a, idx):
-        if a is not self.x or len(idx) != 1:
+        if not isinstance(a, _Coordinates) or len(idx) != 1:
             raise NotImplementedError("indexing other than x[i]")
-        return self.x[:, idx[0]]
+        col = a.x[:, idx[0]].copy()
+        return lambda: col
 
     def conj(self, o, a):
         return a
@@ -517,10 +527,19 @@ class FieldSystem:
         return True
 
     def _eval(self, expr) -> np.ndarray:
-        """A point-wise (derivative-free, expanded) expression at every local node (state-space local length)."""
-        values = {self.u: self.u.x.array, self.lam: self.lam.x.array,
-                  **{self.params[k]: self.params[k].x.array for k in self._same_layout}}
-        out = map_expr_dag(_NodalEvaluator(values, self._nodes), expr, compress=False)
+        """A point-wise (derivative-free, expanded) expression at every local node (state-space local length).
+
+        The expression is compiled once into a NumPy closure (cached by identity) and called.
+        """
+        entry = self._tapes.get(id(expr))
+        if entry is None:
+            values = {self.u: lambda: self.u.x.array, self.lam: lambda: self.lam.x.array,
+                      **{self.params[k]: (lambda f=self.params[k]: f.x.array) for k in self._same_layout}}
+            fn = map_expr_dag(_NodalEvaluator(values, self._nodes), expr, compress=False)
+            if not callable(fn):
+                raise NotImplementedError("not a scalar expression")
+            entry = self._tapes[id(expr)] = (expr, fn)  # the expression is kept so that its id stays unique
+        out = entry[1]()
         return np.broadcast_to(out, (self.n_local,)) if np.ndim(out) == 0 else out
 
     def _nodal_setup(self, U, rest) -> None:
@@ -532,6 +551,7 @@ class FieldSystem:
         """
         one = ufl.as_ufl(1.0)
         self._nodes = self.V.tabulate_dof_coordinates()[:, :self.gdim]
+        self._tapes: dict[int, tuple] = {}
         X = self._nodes
         self._same_layout = [k for k, Q in self.spaces.items() if self.lagrangian.parameters[k].element == ("P", 1)
                              and np.array_equal(Q.tabulate_dof_coordinates()[:, :self.gdim], X)]
