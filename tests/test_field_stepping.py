@@ -234,3 +234,33 @@ def test_nodal_evaluation_equals_vertex_quadrature_assembly():
     assert np.allclose(dc, vec(ufl.derivative(sys._cost_ufl["running"], sys.u, v), sys.V), rtol=1e-12, atol=1e-13)
     lam_exact = COMM.allreduce(fem.assemble_scalar(fem.form(-0.25 * sys.u**4 * sys._dx)))
     assert COMM.allreduce(g["lam"]) == pytest.approx(lam_exact, rel=1e-12)
+
+
+def _nls_initial(x):
+    u = fm.nls_soliton(x[0], 0.0, eta=1.0, xi=0.5)
+    return np.vstack([u.real, u.imag])
+
+
+def _nls_exact(x, t):
+    env = 1.0 / ufl.cosh(x[0] - t)
+    phase = 0.5 * x[0] + 0.75 * t
+    return ufl.as_vector([env * ufl.cos(phase), env * ufl.sin(phase)])
+
+
+def test_nls_soliton_implicit_midpoint_order_2_and_conjugation_echo():
+    """The non-separable NLS density (first order in time) with the variational midpoint rule and SNES."""
+    from glep.field_system import MidpointFieldSystem
+
+    T, errs, hs = 1.0, [], []
+    for n in (100, 200, 400):
+        sys = MidpointFieldSystem(fm.nls(g=2.0), dmesh.create_interval(COMM, n, [-15.0, 15.0]),
+                                  initial=(_nls_initial, 0.0))
+        fw = fs.midpoint_forward(sys, T, n // 5)
+        errs.append(sys.error_norm(fw.q, _nls_exact, T))
+        hs.append(30.0 / n)
+    assert slope(hs, errs) == pytest.approx(2.0, abs=0.15), errs
+    back = fs.midpoint_echo(sys, fw.q, fw.p, T, n // 5)  # conjugate, run forward, conjugate back
+    q0, p0 = sys.initial_state()
+    assert np.max(np.abs(back.q - q0)) < 1e-11 and np.max(np.abs(back.p - p0)) < 1e-11
+    with pytest.raises(InputError, match="dirichlet must be 'zero' or None"):
+        MidpointFieldSystem(fm.nls(), dmesh.create_unit_interval(COMM, 4), dirichlet=lambda x, t: 0 * x[0])

@@ -74,3 +74,22 @@ def test_bad_state_on_one_rank_raises_on_every_rank():
     q0 = np.zeros(sys.n_local + (1 if COMM.rank == 0 else 0))  # wrong on rank 0 only
     with pytest.raises(GlepError, match="q0 must be a local dof array"):
         fs.forward(sys, T, N, q0=q0)
+
+
+def test_midpoint_nls_distributed_equals_one_rank():
+    from glep.field_system import MidpointFieldSystem
+
+    def initial(x):
+        u = fm.nls_soliton(x[0], 0.0, eta=1.0, xi=0.5)
+        return np.vstack([u.real, u.imag])
+
+    runs = []
+    for comm in (COMM, MPI.COMM_SELF):
+        sys = MidpointFieldSystem(fm.nls(), dmesh.create_interval(comm, 60, [-12.0, 12.0]), initial=(initial, 0.0))
+        fw = fs.midpoint_forward(sys, 0.5, 10)
+        # gather component-wise by coordinates (blocked dofs: two values per node)
+        n = sys.index_map.size_local
+        X = np.concatenate(sys.comm.allgather(sys.V.tabulate_dof_coordinates()[:n, 0]))
+        Q = np.concatenate(sys.comm.allgather(fw.q[:2 * n].reshape(-1, 2)))
+        runs.append(Q[np.argsort(X)])
+    assert rel(runs[0], runs[1]) <= 1e-10
