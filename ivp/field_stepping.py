@@ -44,6 +44,10 @@ API (every state array is the rank's local dof array, owned then ghosts)::
     write_field_results("grad.h5", sys, {"kappa": g}, meta)            # HDF5, atomic
 
 Only real β: the complex step needs complex assembly (not implemented for fields).
+
+Densities that are not separable (several components, first order in time: NLS) are stepped by
+:func:`midpoint_forward` / :func:`midpoint_echo` on a :class:`glep.field_system.MidpointFieldSystem`
+(the implicit-midpoint discrete Lagrangian, one SNES solve per step; no loss or θ-integral yet).
 """
 
 from __future__ import annotations

@@ -184,13 +184,23 @@ def test_field_output(tmp_path):
 
     sys = kg_1d(8)
     with fs.VTXOutput(sys, tmp_path / "phi.bp", every=2) as out:
-        fw = fs.forward(sys, 0.2, 4, loss=False, callback=out)
+        fs.forward(sys, 0.2, 4, loss=False, callback=out)
     assert out.written == 3 and (tmp_path / "phi.bp").is_dir()
-    path = fs.write_field_results(tmp_path / "res.h5", sys, {"lam": 0.5, "q0": fw.q}, {"T": 0.2}, {"qT": fw.q})
+    from glep.ivp.field_adjoint import field_adjoint
+
+    sysk = FieldSystem(fm.sine_gordon(kappa=lambda x: 1 + x[0]), dmesh.create_unit_interval(COMM, 8),
+                       cost=FieldCost(target=0.1), initial=(lambda x: np.sin(np.pi * x[0]), 0.0))
+    g = field_adjoint(sysk, 0.2, 4).theta["kappa"]
+    qT = fs.forward(sysk, 0.2, 4).q
+    path = fs.write_field_results(tmp_path / "res.h5", sysk, {"kappa": g, "lam": 0.5, "q0": qT}, {"T": 0.2},
+                                  {"qT": qT})
     if COMM.rank == 0:
         with h5py.File(path) as f:
             assert f.attrs["glep_format"] == "glep-field-results/1"
-            assert f["fields/qT"].shape == (sys.ndofs,) and float(f["gradients/lam"][()]) == 0.5
+            assert np.allclose(f["fields/qT"][()], sysk.gather(qT)) and float(f["gradients/lam"][()]) == 0.5
+            assert np.allclose(f["gradients/kappa/dual"][()], sysk.gather(g.dual, "kappa"))
+            assert np.allclose(f["gradients/kappa/riesz"][()], sysk.gather(g.riesz, "kappa"))
+            assert "Riesz" in f["gradients/kappa"].attrs["label"] or "riesz" in f["gradients/kappa"].attrs["label"]
         assert not list(tmp_path.glob(".*.tmp"))
 
 
