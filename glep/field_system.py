@@ -183,6 +183,30 @@ class _Coordinates:
         self.x = x
 
 
+class _Const:
+    """A constant leaf of a compiled expression (folded at compile time)."""
+
+    def __init__(self, value: float):
+        self.value = value
+
+    def __call__(self) -> float:
+        return self.value
+
+
+class _Scaled:
+    """``c · f()``: numeric factors of products are collected into ``c`` at compile time."""
+
+    def __init__(self, c: float, f):
+        self.c, self.f = c, f
+
+    def __call__(self):
+        return self.f() if self.c == 1.0 else self.c * self.f()
+
+
+def _split_scale(a) -> tuple[float, object]:
+    return (a.c, a.f) if isinstance(a, _Scaled) else (1.0, a)
+
+
 class _NodalEvaluator(MultiFunction):
     """Compile a point-wise UFL scalar expression into a NumPy closure over nodal arrays (P1 dofs = vertices).
 
@@ -208,25 +232,41 @@ class _NodalEvaluator(MultiFunction):
         raise NotImplementedError(type(o).__name__)
 
     def sum(self, o, a, b):
+        if isinstance(a, _Const) and isinstance(b, _Const):
+            return _Const(a.value + b.value)
         return lambda: a() + b()
 
     def product(self, o, a, b):
-        return lambda: a() * b()
+        if isinstance(a, _Const) and isinstance(b, _Const):
+            return _Const(a.value * b.value)
+        if isinstance(b, _Const):
+            a, b = b, a
+        if isinstance(a, _Const):
+            c, f = _split_scale(b)
+            return _Scaled(a.value * c, f)
+        (ca, fa), (cb, fb) = _split_scale(a), _split_scale(b)
+        return _Scaled(ca * cb, lambda: fa() * fb())
 
     def division(self, o, a, b):
+        if isinstance(a, _Const) and isinstance(b, _Const):
+            return _Const(a.value / b.value)
+        if isinstance(b, _Const):
+            c, f = _split_scale(a)
+            return _Scaled(c / b.value, f)
         return lambda: a() / b()
 
     def power(self, o, a, b):
+        if isinstance(a, _Const) and isinstance(b, _Const):
+            return _Const(a.value**b.value)
         return lambda: a() ** b()
 
     def scalar_value(self, o):
-        v = float(o)
-        return lambda: v
+        return _Const(float(o))
 
     def zero(self, o):
         if o.ufl_shape:
             raise NotImplementedError("tensor zero")
-        return lambda: 0.0
+        return _Const(0.0)
 
     def coefficient(self, o):
         return self.values[o]
@@ -508,8 +548,7 @@ class FieldSystem:
                 mR.scatter_reverse(la.InsertMode.add)
                 mR.scatter_forward()
                 self._cost_nodal[key] = (mR.array.copy(), y)
-        self._vec = la.vector(self.index_map, 1)  # work vectors of the state space
-        self._vec2 = la.vector(self.index_map, 1)
+        self._vec = la.vector(self.index_map, 1)  # work vector of the state space
         self._theta_vecs = {k: la.vector(self.spaces[k].dofmap.index_map, 1) for k in self.spaces}
 
     def _pointwise(self, term) -> bool:
@@ -630,20 +669,18 @@ class FieldSystem:
 
             self._K = fpetsc.assemble_matrix(self._K_form)
             self._K.assemble()
-            self._wrap_in = create_vector_wrap(self._vec2)
+            self._wrap = {"u": create_vector_wrap(self.u.x), "lam": create_vector_wrap(self.lam.x)}
             self._wrap_out = create_vector_wrap(self._vec)
         return self._K
 
-    def _linear_part(self, x: np.ndarray) -> np.ndarray:
-        """``K x`` (ghosts updated) into the work vector (zeros if there is no quadratic part)."""
+    def _linear_part(self, which: str) -> np.ndarray:
+        """``K x`` (ghosts updated; a new array) for ``x`` the state (``"u"``) or the direction (``"lam"``)."""
         K = self._stiffness()
         if K is None:
-            self._vec.array[:] = 0.0
-            return self._vec.array
-        self._vec2.array[:] = x
-        K.mult(self._wrap_in, self._wrap_out)
+            return np.zeros(self.n_local)
+        K.mult(self._wrap[which], self._wrap_out)
         self._vec.scatter_forward()
-        return self._vec.array
+        return self._vec.array.copy()
 
     def _lump_mass(self) -> None:
         v = ufl.TestFunction(self.V)
@@ -673,7 +710,7 @@ class FieldSystem:
     def force(self, q: np.ndarray, t: float, beta: complex = 0.0) -> np.ndarray:
         """``∂_q U(q, t) + β ∂_q c(q, t)``, zero at Dirichlet dofs (a new local array)."""
         self._set_state(q, t)
-        F = self._linear_part(q).copy()
+        F = self._linear_part("u")
         if self._nodal_force is not None:
             F += self._m0 * self._eval(self._nodal_force)
         if self.F_form is not None:
@@ -687,7 +724,7 @@ class FieldSystem:
         """``∂²_q U(q, t) · direction`` (zero at Dirichlet dofs)."""
         self._set_state(q, t)
         self.lam.x.array[:] = direction
-        H = self._linear_part(direction).copy()
+        H = self._linear_part("lam")
         if self._nodal_hess is not None:
             H += self._m0 * self._eval(self._nodal_hess) * direction
         if self.H_form is not None:
