@@ -126,6 +126,15 @@ _LAZY: dict[str, tuple[str, str]] = {
     "ModeAdjoint": ("glep.estimators.heb", "ModeAdjoint"),
     "heb_update": ("glep.estimators.heb", "heb_update"),
     "heb_train": ("glep.estimators.heb", "train"),
+    # field systems on a spatial mesh, time stepping (load dolfinx and PETSc)
+    "FieldSystem": ("glep.field_system", "FieldSystem"),
+    "FieldCost": ("glep.field_system", "FieldCost"),
+    "FieldGradient": ("glep.field_system", "FieldGradient"),
+    "field_forward": ("glep.ivp.field_stepping", "forward"),
+    "field_adjoint": ("glep.ivp.field_adjoint", "field_adjoint"),
+    "field_pfvp": ("glep.estimators.field_estimators", "field_pfvp"),
+    "field_echo": ("glep.estimators.field_estimators", "field_echo"),
+    "field_civp": ("glep.estimators.field_estimators", "field_civp"),
     # trajectory files
     "save_trajectory": ("glep.io", "save_trajectory"),
     "load_trajectory": ("glep.io", "load_trajectory"),
@@ -157,6 +166,9 @@ __all__ = [
     # complex mode systems and HEB
     "KerrModes", "kerr_cavity_array", "kerr_lattice", "IntensityCost", "AmplitudeCost", "StrangKerr",
     "ModeProblem", "ModeGradient", "heb", "HEB", "mode_adjoint", "ModeAdjoint", "heb_update", "heb_train",
+    # field systems (time stepping)
+    "FieldSystem", "FieldCost", "FieldGradient", "field_forward", "field_adjoint", "field_pfvp", "field_echo",
+    "field_civp",
     # errors
     "GlepError", "InputError", "NotReversibleError", "SaddleError", "SingularHessianError", "SolverError",
 ]

@@ -84,3 +84,19 @@ def test_bench_meshes_smoke():
     for row in rows:
         figures = [float(v) for v in row if v.replace(".", "", 1).isdigit() and "." in v]
         assert figures and all(math.isfinite(f) and f >= 0 for f in figures), row
+
+
+@pytest.mark.slow
+def test_bench_fields_smoke(tmp_path):
+    """benchmarks/bench_fields.py --smoke prints its four sections; glep and the hand-written loop agree."""
+    script = SCRIPT.parent / "bench_fields.py"
+    out_json = tmp_path / "fields.json"
+    proc = subprocess.run([sys.executable, str(script), "--smoke", "--json", str(out_json)], capture_output=True,
+                          text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for heading in ("1. Time per leapfrog step", "2. Speed-up", "3. Echo cost in forward passes", "4. Memory"):
+        assert heading in proc.stdout, proc.stdout
+    data = json.loads(out_json.read_text())
+    assert all(row["max_diff"] < 1e-10 for row in data["steps"])  # the same discretisation, stepped twice
+    assert all(math.isfinite(r["echo_passes"]) and r["echo_passes"] > 0 for r in data["echo_cost"])
+    assert data["memory"]["echo_vectors"] < min(r["peak_vectors"] for r in data["memory"]["measured"])
