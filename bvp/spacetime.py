@@ -831,10 +831,10 @@ class SpaceTimeProblem:
     def _theta_forms(self, kind: str) -> dict[str, np.ndarray]:
         out = {k: np.asarray(self._scalar(f"{kind}:{k}")) for k in self.scalars}
         for k, fm in self.fields.items():
-            b = fem.Function(fm.W).x.petsc_vec
+            holder = fem.Function(fm.W)  # owns the array behind the PETSc vector: keep it alive while used
+            b = holder.x.petsc_vec
             self._assemble_vector(f"{kind}:{k}", b)
             out[k] = fm.pull_back(b)
-            b.destroy()
         return out
 
     # -- output ------------------------------------------------------------------------------
