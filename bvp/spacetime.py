@@ -966,15 +966,17 @@ def set_guess(problem: SpaceTimeProblem, guess) -> PETSc.Vec:
     return problem.restrict()
 
 
-def solve(problem: SpaceTimeProblem, guess=None, *, solver: Newton | None = None, morse: bool = False,
+def solve(problem: SpaceTimeProblem, guess=None, *, solver=None, morse: bool = False,
           check_singular: bool = True, singular_tol: float | None = None) -> SpaceTimeSolution:
-    r"""Solve ``F_r = 0`` by Newton's method (PETSc SNES; MUMPS LU unless ``solver.options`` say otherwise).
+    r"""Solve ``F_r = 0`` by Newton's method (PETSc SNES; MUMPS LU unless told otherwise).
 
     Arguments:
         problem: the :class:`SpaceTimeProblem`.
         guess: see :func:`set_guess`.
-        solver: a :class:`glep.bvp.Newton` (tolerances, PETSc ``options`` under the problem's prefix, e.g.
-            ``{"ksp_type": "gmres", "pc_type": "gamg"}`` for an iterative solve).
+        solver: a :class:`glep.bvp.Newton` (direct by default; tolerances and PETSc ``options`` set under the
+            problem's prefix, e.g. ``{"ksp_type": "gmres", "pc_type": "asm"}``) or a
+            :class:`glep.bvp.spacetime_krylov.KrylovNewton` (MINRES preconditioned by the elliptic companion,
+            for 2+1-D problems too large to factorise).
         morse: compute the Morse index (:func:`hessian_report`; symmetric conditions only).
         check_singular: for a symmetric condition (CBVP, periodic) with a direct solver, estimate
             ``|λ_min|`` of ``J_r v = λ M v`` by inverse iteration with the kept factorisation and raise
@@ -982,25 +984,27 @@ def solve(problem: SpaceTimeProblem, guess=None, *, solver: Newton | None = None
         singular_tol: override the tolerance of both checks.
 
     Raises:
-        glep.SolverError: Newton did not converge (a failed linear solve names the likely singular Jacobian).
-        glep.SingularHessianError: the Jacobian is numerically singular (resonance).
+        glep.SolverError: Newton (or its Krylov solver) did not converge.
+        glep.SingularHessianError: a direct solve met a singular Jacobian, or it is numerically singular (resonance).
     """
+    from glep.bvp.spacetime_krylov import KrylovNewton
+
     solver = Newton() if solver is None else solver
-    if not isinstance(solver, Newton):
-        raise InputError(f"solver must be a glep.bvp.Newton, got {type(solver).__name__}")
+    if not isinstance(solver, (Newton, KrylovNewton)):
+        raise InputError(f"solver must be a glep.bvp.Newton or a KrylovNewton, got {type(solver).__name__}")
+    direct = isinstance(solver, Newton) and str(dict(solver.options or {}).get("ksp_type", "preonly")) == "preonly"
     r0 = set_guess(problem, guess)
     try:
         res = solver.solve(problem, r0)
     except SolverError as exc:
-        if "LINEAR" in str(exc.reason):
+        if direct and "LINEAR" in str(exc.reason):
             raise SingularHessianError(
-                f"space-time {problem.spec.label}: the linear solve failed, the Jacobian is singular "
+                f"space-time {problem.spec.label}: the direct linear solve failed, the Jacobian is singular "
                 f"(resonance: for the wave CBVP on [0, L] x [0, T], kcT/L is an integer for a resolved mode k; "
                 f"{exc})", min_eigenvalue=0.0, max_eigenvalue=float("nan"), tolerance=0.0, index=-1) from exc
         raise
     rep = SolverReport(str(res.reason), int(res.iterations), tuple(res.history), res.wall_time)
     est = None
-    direct = not solver.options or str(solver.options.get("ksp_type", "preonly")) == "preonly"
     if check_singular and direct and problem.spec.symmetric and problem._newton_cache is not None:
         est = problem.singularity_check(singular_tol=singular_tol)
     hr = hessian_report(problem, res.r, singular_tol=singular_tol) if morse else None

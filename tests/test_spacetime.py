@@ -20,7 +20,8 @@ from dolfinx.fem import petsc as fpetsc
 from mpi4py import MPI
 
 from glep.bvp import spacetime as st
-from glep.errors import InputError, SingularHessianError
+from glep.bvp.spacetime_krylov import KrylovNewton
+from glep.errors import InputError, SingularHessianError, SolverError
 from glep.field_models import klein_gordon, klein_gordon_standing_wave, sine_gordon, sine_gordon_breather, wave
 from glep.fields import FieldLagrangian
 
@@ -284,6 +285,16 @@ def test_iterative_solver_through_options():
     sol = st.solve(p2, solver=st.Newton(options=opts))
     assert sol.linear_iterations > 1
     assert np.max(np.abs(p2.gather()[1] - direct)) <= 1e-8
+    # the default iterative solver: MINRES preconditioned by the elliptic companion K_t + K_x (CG + GAMG)
+    p3 = st.SpaceTimeProblem(wave(), m, st.SpaceTimeCBVP(exact, exact))
+    sol = st.solve(p3, solver=KrylovNewton())
+    assert sol.linear_iterations > 1
+    assert np.max(np.abs(p3.gather()[1] - direct)) <= 1e-8
+    with pytest.raises(InputError, match="preconditioner must be"):
+        KrylovNewton(preconditioner="ilu")
+    few = KrylovNewton(options={"ksp_max_it": 2})
+    with pytest.raises(SolverError, match="Krylov solver stopped first"):
+        st.solve(st.SpaceTimeProblem(wave(), m, st.SpaceTimeCBVP(exact, exact)), solver=few)
 
 
 # --------------------------------------------------------------------------- bad input
