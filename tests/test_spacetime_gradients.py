@@ -121,3 +121,19 @@ def test_gradient_bad_input():
     nocost = st.SpaceTimeProblem(wave(), m, st.SpaceTimeCBVP())
     with pytest.raises(InputError, match="needs a cost"):
         adjoint_gradient(nocost, st.solve(nocost))
+
+
+def test_piecewise_constant_field_and_triangles():
+    """A DG0 parameter field on quadrilaterals, and a P1 field on triangles: contrast = adjoint."""
+    p = _problem_1d(wave(element=("DG", 0)), params={"kappa": _kappa})
+    assert p.field_coordinates("kappa").shape == (12, 1)  # one value per spatial cell
+    sol = st.solve(p)
+    assert _rel(contrast_gradient(p, sol, 1e-4).flat(), adjoint_gradient(p, sol).flat()) <= 1e-6
+    T = 0.7
+    m = st.spacetime_mesh(COMM, 1.0, T, 10, 8, cell="triangle")
+    p = st.SpaceTimeProblem(wave(), m, st.SpaceTimeCBVP(lambda X: np.sin(np.pi * X[0]), 0.0),
+                            params={"kappa": _kappa}, cost=st.tracking_cost(0.1, region=[(0.2, 0.8), (0.3, T)]))
+    sol = st.solve(p)
+    assert _rel(contrast_gradient(p, sol, 1e-4).flat(), adjoint_gradient(p, sol).flat()) <= 1e-6
+    with pytest.raises(InputError, match="only \\('P', k\\) fields and \\('DG', 0\\)"):
+        st.SpaceTimeProblem(wave(element=("DG", 0)), m, st.SpaceTimeCBVP())
