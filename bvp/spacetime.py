@@ -75,7 +75,7 @@ from dolfinx.fem import petsc as fpetsc
 from mpi4py import MPI
 from petsc4py import PETSc
 
-from glep.bvp.solvers import HessianReport, Newton, inertia
+from glep.bvp.solvers import HessianReport, Newton
 from glep.errors import InputError, SingularHessianError, SolverError
 from glep.fields import FieldLagrangian
 from glep.parallel import agree
@@ -1109,6 +1109,33 @@ def singularity_check(self: SpaceTimeProblem, *, iterations: int = 3,
 SpaceTimeProblem.singularity_check = singularity_check  # a method: defined here, after its helpers
 
 
+def _inertia(A: PETSc.Mat, comm: MPI.Comm) -> tuple[int, int, int]:
+    """``(negative, zero, positive)`` eigenvalue counts of the symmetric indefinite ``A`` by MUMPS ``LDLᵀ``.
+
+    Unlike :func:`glep.bvp.solvers.inertia` (PETSc's own Cholesky on one rank, fine for the banded
+    Jacobians of time meshes), MUMPS pivots (``2 × 2`` blocks), which an indefinite space–time Hessian
+    needs on any number of ranks; null-pivot detection gives the zero count, a sequential root makes the
+    count exact in parallel.
+    """
+    ksp = PETSc.KSP().create(comm)
+    try:
+        ksp.setOperators(A)
+        ksp.setType("preonly")
+        pc = ksp.getPC()
+        pc.setType("cholesky")
+        pc.setFactorSolverType("mumps")
+        pc.setFactorSetUpSolverType()
+        F = pc.getFactorMatrix()
+        F.setMumpsIcntl(24, 1)
+        F.setMumpsIcntl(13, 1)
+        A.setOption(PETSc.Mat.Option.SYMMETRIC, True)
+        ksp.setUp()
+        neg, zero, pos = pc.getFactorMatrix().getInertia()
+    finally:
+        ksp.destroy()
+    return int(neg), int(zero), int(pos)
+
+
 def hessian_report(problem: SpaceTimeProblem, r: PETSc.Vec | None = None, *,
                    singular_tol: float | None = None) -> HessianReport:
     r"""Morse index (negative inertia of ``J_r``, LDLᵀ) with ``λ_min``, ``λ_max`` of ``J_r v = λ M v`` (SLEPc).
@@ -1131,7 +1158,7 @@ def hessian_report(problem: SpaceTimeProblem, r: PETSc.Vec | None = None, *,
     M = problem.gram("L2")
     vecs = []
     try:
-        neg, zero, _ = inertia(J, comm)
+        neg, zero, _ = _inertia(J, comm)
         lam_max, vmax = _eigenpair(J, M, comm, "largest")
         vecs.append(vmax)
         if zero:
