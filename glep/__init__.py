@@ -135,6 +135,15 @@ _LAZY: dict[str, tuple[str, str]] = {
     "field_pfvp": ("glep.estimators.field_estimators", "field_pfvp"),
     "field_echo": ("glep.estimators.field_estimators", "field_echo"),
     "field_civp": ("glep.estimators.field_estimators", "field_civp"),
+    # field equations on space-time meshes (glep.bvp.spacetime)
+    "spacetime_mesh": ("glep.bvp.spacetime", "spacetime_mesh"),
+    "SpaceTimeProblem": ("glep.bvp.spacetime", "SpaceTimeProblem"),
+    "SpaceTimeCBVP": ("glep.bvp.spacetime", "SpaceTimeCBVP"),
+    "SpaceTimeCIVP": ("glep.bvp.spacetime", "SpaceTimeCIVP"),
+    "SpaceTimeCFVP": ("glep.bvp.spacetime", "SpaceTimeCFVP"),
+    "SpaceTimePeriodic": ("glep.bvp.spacetime", "SpaceTimePeriodic"),
+    "solve_spacetime": ("glep.bvp.spacetime", "solve"),
+    "KrylovNewton": ("glep.bvp.spacetime_krylov", "KrylovNewton"),
     # trajectory files
     "save_trajectory": ("glep.io", "save_trajectory"),
     "load_trajectory": ("glep.io", "load_trajectory"),
@@ -155,6 +164,9 @@ __all__ = [
     # solvers
     "integrate", "shoot", "solve_bvp", "find_solutions", "FESolve",
     "Newton", "TrustRegion", "ResidualDescent", "GradientFlow", "Deflation", "Continuation",
+    # field equations on space-time meshes
+    "spacetime_mesh", "SpaceTimeProblem", "SpaceTimeCBVP", "SpaceTimeCIVP", "SpaceTimeCFVP", "SpaceTimePeriodic",
+    "solve_spacetime", "KrylovNewton",
     # systems and terms
     "LagrangianSystem", "Term", "KineticTerm", "PotentialTerm", "FixedPotentialTerm", "UFLTerm",
     "DiagonalMass", "Gyroscopic",
