@@ -44,8 +44,10 @@ product of Gauss–Legendre in space (degree ``2p + 2``) and Gauss–Lobatto wit
 time (the trapezoid rule for ``p = 1``), given to FFCx as a custom rule.  For ``Q1`` this assembles the
 trapezoid discrete action ``Σ_n h[½ (Δq/h)ᵀ M (Δq/h) − ½(V(q_n) + V(q_{n+1}))]`` of the spatial
 finite-element semi-discretisation with consistent mass ``M``: the space–time solution *is* the
-Störmer–Verlet (leapfrog) trajectory; with ``"lobatto"`` (Lobatto in every direction) the spatial mass is
-lumped.  ``"gauss"`` is the default Gauss rule of degree ``2p + 2`` (the only one on simplices).
+Störmer–Verlet (leapfrog) trajectory; with ``"lobatto"`` (Lobatto in every direction, the end slices
+included: terminal cost and momentum densities) the spatial mass is lumped and the discrete action is
+that of :class:`glep.FieldSystem` with its nodal quadrature (``tests/test_field_backends_agree.py``).
+``"gauss"`` is the default Gauss rule of degree ``2p + 2`` (the only one on simplices).
 
 **Parameters.**  A scalar :class:`~glep.fields.FieldParameter` is a ``dolfinx.fem.Constant``; a
 parameter field ``θ(x)`` lives on the spatial mesh (``SpaceTimeMesh.spatial``) and enters the forms as
@@ -277,6 +279,18 @@ def quadrature_metadata(mesh: dolfinx.mesh.Mesh, degree: int, quadrature: str | 
                         "quadrature_degree": 2 * degree + 2}
 
 
+def facet_metadata(degree: int, quadrature: str) -> dict:
+    r"""The quadrature of the end slices ``Ω × {t}`` (terminal cost, momentum densities): the spatial part of the rule.
+
+    ``"lobatto"``: Gauss–Lobatto with ``p + 1`` points per direction, so that ``∫_Ω c_T`` and ``∫_Ω π v`` are
+    lumped like the interior (the time-stepped :class:`glep.FieldSystem` with nodal quadrature); otherwise
+    Gauss of degree ``2p + 2`` (consistent), as in the interior of ``"lobatto-time"`` and ``"gauss"``.
+    """
+    if quadrature == "lobatto":
+        return {"quadrature_rule": "GLL", "quadrature_degree": 2 * degree - 1}
+    return {"quadrature_degree": 2 * degree + 2}
+
+
 # ----------------------------------------------------------------------------- helpers
 def _is_number(v) -> bool:
     return isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool)
@@ -466,6 +480,7 @@ class SpaceTimeProblem:
         self.mesh, self.comm, self.d = stmesh.mesh, stmesh.comm, stmesh.d
         self.degree, self.components = int(degree), lagrangian.components
         self.quadrature, self.metadata = quadrature_metadata(self.mesh, self.degree, quadrature)
+        self.facet_metadata = facet_metadata(self.degree, self.quadrature)
         self.spec = _Spec(condition.label, condition.label in ("CBVP", "Periodic"))
         shape = () if self.components == 1 else (self.components,)
         self.V = fem.functionspace(self.mesh, ("Lagrange", self.degree, shape))
@@ -513,8 +528,7 @@ class SpaceTimeProblem:
                                                     lambda P: np.abs(P[d] - T) <= 1e-12 * max(1.0, abs(T)))
         tags = dolfinx.mesh.meshtags(self.mesh, tdim - 1, np.sort(top).astype(np.int32),
                                      np.ones(len(top), dtype=np.int32))
-        self.ds_T = ufl.Measure("ds", self.mesh, subdomain_data=tags, subdomain_id=1,
-                                metadata={"quadrature_degree": 2 * self.degree + 2})
+        self.ds_T = ufl.Measure("ds", self.mesh, subdomain_data=tags, subdomain_id=1, metadata=self.facet_metadata)
         c = 0 if cost is None else cost(u, x, t)
         cT = 0 if terminal_cost is None else terminal_cost(u, x)
         loss = 0
@@ -624,8 +638,7 @@ class SpaceTimeProblem:
         facets = dolfinx.mesh.locate_entities_boundary(self.mesh, tdim - 1, lambda P: np.isclose(P[d], tval))
         tags = dolfinx.mesh.meshtags(self.mesh, tdim - 1, np.sort(facets).astype(np.int32),
                                      np.ones(len(facets), dtype=np.int32))
-        ds = ufl.Measure("ds", self.mesh, subdomain_data=tags, subdomain_id=1,
-                         metadata={"quadrature_degree": 2 * self.degree + 2})
+        ds = ufl.Measure("ds", self.mesh, subdomain_data=tags, subdomain_id=1, metadata=self.facet_metadata)
         vec = fpetsc.assemble_vector(fem.form(ufl.inner(pi, ufl.TestFunction(self.V)) * ds))
         vec.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
         self.b_end.array[dofs] = sign * vec.array_r[dofs]
@@ -868,7 +881,8 @@ class SpaceTimeProblem:
         pT = self.momenta()["T"]
         state = fem.Function(self.V)
         state.x.array[:] = self.u.x.array
-        kw = dict(params=self.params(), degree=self.degree, quadrature=self.quadrature,
+        params = {k: float(v) if k in self.scalars else v for k, v in self.params().items()}  # scalars: numbers
+        kw = dict(params=params, degree=self.degree, quadrature=self.quadrature,
                   dirichlet=self._dirichlet_function(), cost=self._cost, terminal_cost=self._terminal_cost,
                   beta=0.0, jit_options=self._jit)
         kw.update(overrides)
@@ -1183,5 +1197,5 @@ def hessian_report(problem: SpaceTimeProblem, r: PETSc.Vec | None = None, *,
 
 
 __all__ = ["DiscreteMomentum", "SpaceTimeCBVP", "SpaceTimeCFVP", "SpaceTimeCIVP", "SpaceTimeMesh",
-           "SpaceTimePeriodic", "SpaceTimeProblem", "SpaceTimeSolution", "hessian_report", "quadrature_metadata",
-           "set_guess", "solve", "spacetime_mesh", "tracking_cost"]
+           "SpaceTimePeriodic", "SpaceTimeProblem", "SpaceTimeSolution", "facet_metadata", "hessian_report",
+           "quadrature_metadata", "set_guess", "solve", "spacetime_mesh", "tracking_cost"]

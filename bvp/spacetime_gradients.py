@@ -62,21 +62,26 @@ def _with_riesz(problem: SpaceTimeProblem, dual: dict, loss: float, method: str)
     return SpaceTimeGradient(dual, riesz, loss, method)
 
 
-def adjoint_gradient(problem: SpaceTimeProblem, solution: SpaceTimeSolution | None = None) -> SpaceTimeGradient:
+def adjoint_gradient(problem: SpaceTimeProblem, solution: SpaceTimeSolution | None = None, *,
+                     nudged: bool = False) -> SpaceTimeGradient:
     r"""``dC_h/dθ`` by the discrete adjoint at the free (``β = 0``) solution held in ``problem.u``.
 
     Arguments:
         problem: a solved :class:`SpaceTimeProblem` with a cost.
         solution: if given, its ``φ_h`` is restored first (after nudged solves).
+        nudged: allow ``β ≠ 0``: then the result is ``d_θ C_h(φ^β)``, the gradient of the loss of the *nudged*
+            solution (the Jacobian of ``A_β`` in the adjoint solve), as the finite-β objective needs
+            (:class:`glep.estimators.finite_fields.SpaceTimeFamily`).
 
     Raises:
-        glep.InputError: no cost, or ``β ≠ 0``.
+        glep.InputError: no cost, or ``β ≠ 0`` without ``nudged=True``.
         glep.SolverError: the adjoint solve failed (singular Jacobian).
     """
     if not problem.has_cost:
         raise InputError("the adjoint gradient needs a cost: pass cost= or terminal_cost= to the problem")
-    if problem.beta != 0.0:
-        raise InputError(f"the adjoint gradient is taken at the free solution (beta = 0), got beta = {problem.beta}")
+    if problem.beta != 0.0 and not nudged:
+        raise InputError(f"the adjoint gradient is taken at the free solution (beta = 0), got beta = {problem.beta} "
+                         "(pass nudged=True for the gradient of the nudged solution's loss)")
     if solution is not None:
         problem.lift(solution.r)
     gfull = problem.u.x.petsc_vec.duplicate()
