@@ -5,6 +5,7 @@ tests/mpi/test_field_backends_agree_mpi.py``.  The space-time mesh and the spati
 same ``SpaceTimeMesh.spatial``) are partitioned independently; every comparison is made on gathered arrays
 sorted by coordinates, so it does not depend on the partition.  Tolerances as in the serial test (1e-10 on
 states, 1e-8 on gradients); the distributed results also equal each rank's serial (``COMM_SELF``) ones.
+The finite-β field families (tests/test_finite_nudge_fields.py) are checked distributed as well.
 """
 
 from __future__ import annotations
@@ -74,3 +75,48 @@ def test_distributed_equals_serial(runs):
     for key in ("adj_st", "adj_ts", "pfvp_st", "field_pfvp"):
         assert relative(world[key][0], serial[key][0]) <= GRAD_TOL, key
         assert abs(world[key][1] - serial[key][1]) <= GRAD_TOL * abs(serial[key][1]), key
+
+
+# -- finite nudging of field models, distributed (tests/test_finite_nudge_fields.py) ------------------------------
+def _finite(comm):
+    from field_backends_case import mu, phi0, target_np
+
+    from glep.estimators.finite import free_energy
+    from glep.estimators.finite_fields import (
+        FieldFinalStateFamily,
+        FieldProblem,
+        SpaceTimeFamily,
+        gathered,
+        spacetime_contrast,
+    )
+    from glep.estimators.nudging import OneSided
+    from glep.field_models import klein_gordon
+
+    m = st.spacetime_mesh(comm, 1.0, 0.6, 8, 12)
+    p = st.SpaceTimeProblem(klein_gordon(), m, st.SpaceTimeCBVP(phi0, lambda X: 0.5 * np.sin(2 * np.pi * X[0])),
+                            params={"mu": mu, "lam": 0.8}, cost=st.tracking_cost(target_np))
+    fam = SpaceTimeFamily(p, st.solve(p, solver=TIGHT))
+    nudge = OneSided(0.5)
+    fe = free_energy(fam, nudge, rtol=1e-8)
+    out = {"J": fe.gradient, "contrast": spacetime_contrast(fam, nudge), "quad": fe.gradient_error}
+    case = make_case(comm)
+    ff = FieldFinalStateFamily(FieldProblem(case.system, case.T, case.N))
+    out["pfvp0"] = ff.loss_gradient(0.0)[1]
+    out["adjoint"] = gathered(case.system, field_adjoint(case.system, case.T, case.N).theta)
+    out["pfvp_half"] = ff.loss_gradient(0.5)[1]
+    return out
+
+
+def _flat(g):
+    return np.concatenate([np.ravel(g[k]) for k in sorted(g)])
+
+
+def test_finite_field_families_distributed():
+    """On 2 ranks: the space-time CBVP contrast is ∇J, the final-state family at β′ = 0 is the free adjoint
+    gradient, and every family value equals the serial one."""
+    world, serial = _finite(WORLD), _finite(SELF)
+    assert world["quad"] <= 1e-8
+    assert relative(_flat(world["contrast"]), _flat(world["J"])) <= 1e-6
+    assert relative(_flat(world["pfvp0"]), _flat(world["adjoint"])) <= 1e-10
+    for key in ("J", "pfvp_half"):
+        assert relative(_flat(world[key]), _flat(serial[key])) <= 1e-8, key
