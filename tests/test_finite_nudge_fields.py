@@ -6,7 +6,7 @@ Derivation (docs/theory.md §8): integrating the GLEP identity over β′ along 
 * The space-time CBVP (both ends pinned, θ-independent) has no residual at any β′: its contrast *is* ∇J
   (glep.estimators.finite_fields.SpaceTimeFamily: nudged Newton solves by continuation in β′, FE adjoint of
   the nudged system at each Gauss–Legendre node).  Asserted ≤ 1e-6 at β = 0.1, 0.5, 1, one-sided and centred,
-  after asserting the quadrature's doubling estimate ≤ QUAD = 1e-8.
+  after asserting the quadrature's doubling estimate ≤ QUAD = 1e-8; likewise periodic in time at β = 1.
 * The time-stepped PFVP and echo (field_pfvp, field_echo) keep the t = 0 term R_β′(0) (their nudged
   trajectories start at t = 0 from θ-dependent states when β′ ≠ 0): their distance to ∇J of their family
   (FieldFinalStateFamily) has fitted order 1 (one-sided) and 2 (centred) in β, within ±0.15 as in
@@ -19,6 +19,7 @@ against the free trajectory's adjoint gradient (1e-10: the same discrete quantit
 
 import numpy as np
 import pytest
+import ufl
 from field_backends_case import make_case, mu, phi0, target_np
 from mpi4py import MPI
 
@@ -40,6 +41,7 @@ from glep.estimators.finite_fields import (
 from glep.estimators.metrics import fit_slope
 from glep.estimators.nudging import Centred, ComplexStep, OneSided
 from glep.field_models import klein_gordon
+from glep.fields import FieldLagrangian
 from glep.ivp.field_adjoint import field_adjoint
 from glep.ivp.field_stepping import forward, uniform_times
 from glep.ivp.sensitivity import flatten
@@ -84,6 +86,31 @@ def test_spacetime_cbvp_contrast_is_grad_J(st_family, scheme, beta):
     nudge = scheme(beta)
     truth = converged(free_energy(st_family, nudge, rtol=QUAD))
     assert rel(spacetime_contrast(st_family, nudge), truth) <= 1e-6
+
+
+def _forced_klein_gordon(T: float) -> FieldLagrangian:
+    """Klein–Gordon with the μ field, λ and a time-periodic source ``f φ``, ``f = sin(πx) cos(2πt/T)``."""
+    base = klein_gordon()
+
+    def density(phi, phi_t, grad_phi, theta, x, t):
+        return base.density(phi, phi_t, grad_phi, theta, x, t) + \
+            ufl.sin(np.pi * x[0]) * ufl.cos(2 * np.pi * t / T) * phi
+
+    return FieldLagrangian(density, base.parameters, name="forced klein-gordon", separable=True)
+
+
+@pytest.mark.parametrize("scheme", [OneSided, Centred])
+def test_spacetime_periodic_contrast_is_grad_J(scheme):
+    """Periodic in time is residual-free too (the two ends' momentum terms cancel): exact at β = 1."""
+    T = 1.3
+    m = st.spacetime_mesh(COMM, 1.0, T, 8, 12)
+    p = st.SpaceTimeProblem(_forced_klein_gordon(T), m, st.SpaceTimePeriodic(), params={"mu": mu, "lam": 0.8},
+                            cost=st.tracking_cost(target_np))
+    fam = SpaceTimeFamily(p, st.solve(p, solver=TIGHT))
+    assert fam.name == "space-time Periodic"
+    truth = converged(free_energy(fam, scheme(1.0), rtol=QUAD))
+    assert rel(spacetime_contrast(fam, scheme(1.0)), truth) <= 1e-6
+    fam.release()
 
 
 def test_spacetime_contrast_is_not_grad_C_at_finite_beta(st_family):
