@@ -17,11 +17,13 @@ nudged trajectory and its total θ-gradient (:class:`glep.estimators.finite.Nudg
   of the free final state (:func:`glep.ivp.field_adjoint.final_sensitivities`, one pass per parameter dof;
   :class:`FieldFinalStateFamily` gives the formula).
 
-  ``field_pfvp`` / ``field_echo`` are *not* exact for this ``∇J`` (their nudged trajectories start, at t = 0,
-  from θ-dependent states when β′ ≠ 0): their distance is O(β) one-sided and O(β²) centred, as for ODEs.
+  ``field_pfvp`` / ``field_echo`` are *not* exact for this ``∇J``: they keep the ``t = 0`` term ``R_β′(0)``
+  (a nudged trajectory, β′ ≠ 0, reaches ``t = 0`` at a θ-dependent state), so their distance is O(β)
+  one-sided and O(β²) centred, as for ODEs.
 
-Gradients are flat over ``parameters`` (scalars, then each field's spatial dofs ordered by coordinates, the
-order of ``FieldSystem.gather`` and ``SpaceTimeProblem.field_coordinates``), the same on any number of ranks.
+Gradients are dicts over ``parameters``: a 0-d array per scalar, each field's dual vector over its spatial dofs
+ordered by coordinates (the order of ``FieldSystem.gather`` and ``SpaceTimeProblem.field_coordinates``), the
+same on any number of ranks.
 Real β′ only (field assembly is real).
 """
 
@@ -265,7 +267,8 @@ class FieldFinalStateFamily(NudgedFamily):
         d_θC = θ̄ + Σ_j δθ_j [(∂_jq_N)ᵀ(q̄₀ − β′∇²c_T p̄₀ + ∇c_T(q_N)) + (∂_jp_N)ᵀ p̄₀]
 
     with ``(θ̄, q̄₀, p̄₀)`` the reverse mode of the nudged backward pass (:func:`pass_adjoint`) and the
-    forward tangents ``(∂_jq_N, ∂_jp_N)`` of the free pass for every parameter dof ``j`` (computed once).
+    forward tangents ``(∂_jq_N, ∂_jp_N)`` of the free pass for every parameter dof ``j`` (computed once:
+    one tangent pass per parameter dof, so this truth is meant for small problems, not as an estimator).
     """
 
     complex_beta: ClassVar[bool] = False
@@ -344,10 +347,10 @@ class FieldFinalStateFamily(NudgedFamily):
 
 def gathered(system, theta: dict) -> dict:
     """A field estimate's ``theta`` (floats and :class:`glep.FieldGradient`) as flat arrays ordered by coordinates."""
-    out = {}
-    for k, g in theta.items():
-        out[k] = np.asarray(float(g)) if np.ndim(g) == 0 and not hasattr(g, "dual") else system.gather(g.dual, k)
-    return out
+    from glep.field_system import FieldGradient
+
+    return {k: system.gather(g.dual, k) if isinstance(g, FieldGradient) else np.asarray(float(g))
+            for k, g in theta.items()}
 
 
 #: field estimator -> the key of its nudged family in :data:`glep.estimators.finite.FAMILY_BUILDERS`
