@@ -227,7 +227,8 @@ class _GroupFEAdjoint(_FEOn, FEAdjoint):
 class _GroupCBVP(_FEOn, CBVPContrast):
     @property
     def truth(self) -> FEAdjoint:
-        return _GroupFEAdjoint(self.comm, self.assembler, self.degree, self.quadrature)
+        return _GroupFEAdjoint(comm=self.comm, assembler=self.assembler, degree=self.degree,
+                               quadrature=self.quadrature)
 
 
 #: the rows of ordinary-differential-equation systems (the time-stepping backend; CBVP: finite elements)
@@ -239,7 +240,7 @@ ODE_RULES: dict[str, Rule] = {
     "rhel": Rule(lambda comm: RHEL(), requires=("reversible", "separable", "leapfrog")),
     "cfvp-contrast": Rule(lambda comm: CIVPContrast(), prepare=_cfvp_of),
     "cfvp-residual": Rule(lambda comm: CIVPContrast(residual=True), prepare=_cfvp_of, cost=lambda n: 3.0 + 4 * n),
-    "cbvp": Rule(lambda comm: _GroupCBVP(comm), requires=("unbatched",), distributed=True, cost=lambda n: 300.0),
+    "cbvp": Rule(lambda comm: _GroupCBVP(comm=comm), requires=("unbatched",), distributed=True, cost=lambda n: 300.0),
 }
 
 #: kind name -> :class:`Kind`
@@ -406,18 +407,26 @@ def run_item(item: WorkItem, spec, comm=None) -> dict:
 
 
 def run_meta(comm, group_size: int) -> dict:
-    """Versions, machine and MPI layout of this run (collective: imports PETSc on every rank)."""
+    """Versions, machine and MPI layout of this run.
+
+    Collective: it initialises PETSc and SLEPc on every rank.  Both initialise and finalise collectively
+    on ``COMM_WORLD``, so they must not first load inside an item that runs on one group only (a
+    finite-element row's Morse index loads SLEPc): the job would hang at exit.
+    """
     import dolfinx_solver  # noqa: F401  isort: skip
     import dolfinx
     import h5py
     import mpi4py
     import petsc4py
     import scipy
+    import slepc4py
+    from slepc4py import SLEPc  # noqa: F401  (initialised here, on every rank)
 
     import glep
 
     return {"version_glep": glep.__version__, "version_numpy": np.__version__, "version_scipy": scipy.__version__,
             "version_h5py": h5py.__version__, "version_petsc4py": petsc4py.__version__,
+            "version_slepc4py": slepc4py.__version__,
             "version_dolfinx": dolfinx.__version__, "version_mpi4py": mpi4py.__version__,
             "version_python": platform.python_version(), "machine_platform": platform.platform(),
             "machine_hostname": socket.gethostname(), "mpi_size": int(comm.size), "mpi_group_size": int(group_size)}
@@ -560,7 +569,7 @@ def run_sweep(config, *, resume: bool = False, comm=None, progress: bool = False
     with terminate_as_exit():
         try:
             if comm.size == 1:
-                _serial(todo, config.estimators, writer, step)
+                _serial(todo, config.estimators, comm, writer, step)
             else:
                 error = _parallel(todo, config.estimators, comm, g, writer, step)
         finally:
@@ -581,10 +590,10 @@ def run_sweep(config, *, resume: bool = False, comm=None, progress: bool = False
                         time.perf_counter() - t0, writer.write_time if root else 0.0)
 
 
-def _serial(todo: list[WorkItem], spec, writer: _Writer, step) -> None:
+def _serial(todo: list[WorkItem], spec, comm, writer: _Writer, step) -> None:
     for item in todo:
         step("item started")
-        writer(run_item(item, spec))
+        writer(run_item(item, spec, comm))
 
 
 _TAG = 77
@@ -642,7 +651,7 @@ def _parallel(todo: list[WorkItem], spec, comm, g: int, writer: _Writer | None, 
             if index >= len(todo):
                 break
             step("item started")
-            result = run_item(todo[index], spec, group if g > 1 else None)
+            result = run_item(todo[index], spec, group)
             result["rank"] = comm.rank
             if comm.rank == 0:
                 deliver(result)
