@@ -584,7 +584,7 @@ def run_sweep(config, *, resume: bool = False, comm=None, progress: bool = False
                 if bar is not None:
                     bar.close()
     settle(error, comm, what="the sweep")
-    failed = comm.bcast(writer.failed if root else None, root=0)
+    failed = comm.bcast(sorted(writer.failed) if root else None, root=0)
     done = comm.bcast(writer.count if root else 0, root=0)
     return SweepOutcome(str(config.run.output), len(items), len(items) - len(todo), done, failed,
                         time.perf_counter() - t0, writer.write_time if root else 0.0)
