@@ -6,6 +6,7 @@ The kill-and-resume tests are in tests/test_sweep_kill.py, the MPI ones in tests
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -323,3 +324,18 @@ def test_an_error_on_one_rank_stops_every_rank(tmp_path):
     message = f"glep: error on rank 1 of 2: study file '{tmp_path / 'missing.toml'}' does not exist"
     assert err.count(message) == 1 and err.count("glep: error") == 1, err
     assert not (tmp_path / "out" / "study.h5").exists()
+
+
+def test_the_guides_study_runs_as_written(tmp_path, monkeypatch, capsys):
+    """docs/guide.md, section 7: its TOML study runs and its claims hold (the echo is refused on gyroscopic)."""
+    blocks = re.findall(r"```toml\n(.*?)```", (ROOT / "docs" / "guide.md").read_text(), flags=re.S)
+    assert len(blocks) == 1
+    monkeypatch.chdir(tmp_path)
+    Path("study.toml").write_text(blocks[0])
+    assert main(["sweep", "study.toml", "--quiet"]) == 0
+    study = load_study("guide-study/study.h5")
+    assert study.complete and len(study.items) == 2 * 3 * 3 + 2
+    assert all(it["status"] == "ok" and it["metrics"]["relative_error"] < 1e-6 for it in study.items.values())
+    Path("wrong.toml").write_text(blocks[0].replace('estimators = ["pfvp", "civp-residual"]\n', ""))
+    assert main(["sweep", "wrong.toml", "--output", "other.h5", "--quiet"]) == 2
+    assert "'echo' cannot run on systems[1] (gyroscopic, n=3, seed=0)" in capsys.readouterr().err
