@@ -1,52 +1,55 @@
 r"""The results file of a study (``glep sweep``): one HDF5 file, items committed so that none is ever lost.
 
-Design: a journal of per-item files, merged atomically into the one file
------------------------------------------------------------------------
+Design: an append-only journal, merged atomically into the one file
+-------------------------------------------------------------------
 HDF5 is not crash-safe mid-write: a process killed while it writes into a file can leave the whole
-file unreadable, so the study file is never written in place.  Each finished work item is first
-written to its own small HDF5 file in the journal folder ``<study>.journal/`` — to a hidden temporary
-file, flushed (``fsync``), then renamed into place with ``os.replace``, which is atomic: a journal
-entry exists complete or not at all.  That makes an item durable the moment it finishes, at a cost
-that does not grow with the study (one small file).  Every ``commit_interval`` seconds, and at the
-end, the journal is *merged*: the study file is copied to a temporary file, the journal entries are
-copied into it, it is flushed and renamed over the study file, and only then are the merged entries
-removed.  A kill at any moment leaves the previous study file or the new one, plus journal entries
-that are either not yet merged or merged already (skipped when seen again): no finished item is lost,
-none is stored twice, nothing is half-written.
+file unreadable, so the study file is never written in place.  Each finished work item is appended,
+as one line of JSON written by a single ``write`` call, to the journal ``<study>.journal`` next to
+the study file.  That makes an item safe from a kill of the process the moment it finishes, at a cost
+that does not grow with the study (no file is created, renamed or removed per item; JSON writes floats
+so that they read back bit for bit).  A line cut short by a kill mid-write is incomplete JSON and is
+ignored: its item is simply run again.  Every ``commit_interval`` seconds, and at the end, the journal
+is *merged*: a new study file is written to a temporary file — the committed items and the journal's
+new ones, sorted by item id — flushed (``fsync``) and renamed over the study file (``os.replace``,
+atomic), and only then is the journal emptied.  A kill at any moment leaves the previous study file or
+the new one, and a journal whose lines are either not yet merged or merged already (skipped when seen
+again): no finished item is lost, none is stored twice, nothing is half-written.
 
-The alternative — rewriting the whole file after every item — costs ``O(file size)`` per item
-(quadratic in the number of items) and still loses the items finished since the last rewrite when
-batched; the journal has neither cost nor loss.  The merge copies the file (``O(file size)``), but
-only every ``commit_interval`` seconds, so its share of the run time is bounded
-(``benchmarks/bench_sweep.py`` measures it).
+Alternatives: rewriting the HDF5 file after every item costs ``O(file size)`` per item (quadratic in the
+number of items) and loses the items finished since the last rewrite when batched; one small HDF5 file
+per item in a journal folder costs a file creation, a dozen HDF5 objects and a removal per item —
+measured at 20–30 ms on the development VM, 15–20 % of a small item.  The merge here rewrites the file
+(``O(file size)``) but only every ``commit_interval`` seconds, and writes each column once per merge,
+not one HDF5 object per item (``benchmarks/bench_sweep.py`` measures the share of the run it takes).
+The file is flushed to disk at each merge; a journal line is on disk once the operating system writes
+it back (a power cut, unlike a kill, can lose the journal's tail: those items are run again).
 
 Reading (:func:`load_study`) sees the file and the journal together, so ``glep report`` shows every
 finished item even of a run that was killed before it merged.
 
 Layout (``glep_format = "glep-study/1"``; ``schema_version = 1``)
 -----------------------------------------------------------------
-======================================  ==================================================================
-attributes of ``/``                     ``glep_format``, ``schema_version``, ``name``, ``created``,
-                                        ``study`` (the validated configuration, JSON), ``study_sha256``,
-                                        ``items_total``, ``version_<library>`` (glep, numpy, scipy, h5py,
-                                        petsc4py, dolfinx, mpi4py, python), ``machine_platform``,
-                                        ``machine_hostname``, ``mpi_size``, ``mpi_group_size``,
-                                        ``runs`` (JSON: one entry per start or resume, with its layout)
-``items/<id>``                          one finished work item; attributes ``id``, ``index``, ``status``
-                                        (``ok``/``failed``) and ``record`` (JSON: ``params`` of the item,
-                                        ``reason``, ``label``, ``loss``, ``exact``, ``passes``,
-                                        ``wall_time``, ``item_time``, ``forward_time``,
-                                        ``parameter_count``, ``metrics``, ``slopes``, ``notes``,
-                                        ``point_failures``, ``rank``)
-``items/<id>/betas``                    the β grid of the bias curves
-``items/<id>/errors``                   relative error to the row's ground truth, one row per nudge
-                                        (attribute ``nudges``), one column per β (NaN: failed)
-``items/<id>/gradient``, ``truth``      the estimate at the report's β and its ground truth, parameter
-                                        arrays end to end (attribute ``layout``: names and shapes)
-======================================  ==================================================================
-
-Item ids are ``<index>-<estimator>``, the index of the item in the study's expansion (zero-padded), so
-the file's order is the configuration's, never the order in which items finished.
+=====================================  ==================================================================
+attributes of ``/``                    ``glep_format``, ``schema_version``, ``name``, ``created``,
+                                       ``study`` (the validated configuration, JSON), ``study_sha256``,
+                                       ``items_total``, ``version_<library>`` (glep, numpy, scipy, h5py,
+                                       petsc4py, slepc4py, dolfinx, mpi4py, python), ``machine_platform``,
+                                       ``machine_hostname``, ``mpi_size``, ``mpi_group_size``,
+                                       ``runs`` (JSON: one entry per start or resume, with its layout)
+``items/id``, ``items/index``          one row per finished item, sorted by id: ``<index>-<estimator>``,
+                                       the index of the item in the study's expansion (zero-padded), so
+                                       the order is the configuration's, never the order of completion
+``items/status``                       ``ok`` or ``failed``
+``items/record``                       JSON: the item's ``params``, ``reason``, ``label``, ``loss``,
+                                       ``exact``, ``passes``, ``wall_time``, ``item_time``,
+                                       ``forward_time``, ``parameter_count``, ``metrics``, ``slopes``,
+                                       ``notes``, ``point_failures``, ``rank``, and the layouts below
+``items/betas``                        the β grid of the bias curves (one array per row)
+``items/errors``                       relative error to the row's ground truth, nudge by nudge
+                                       (``error_nudges`` in the record), β by β (NaN: failed)
+``items/gradient``, ``items/truth``    the estimate at the report's β and its ground truth, parameter
+                                       arrays end to end (``gradient_layout``: names and shapes)
+=====================================  ==================================================================
 """
 
 from __future__ import annotations
@@ -56,7 +59,6 @@ import datetime
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -150,65 +152,103 @@ def _write_error(exc: OSError, what: str) -> StudyWriteError:
                            + "; the items committed before are unchanged")
 
 
-# -- one item ---------------------------------------------------------------------------------------
-#: the scalar fields of an item, stored together as the JSON attribute ``record``
-_RECORD = ("status", "reason", "detail", "label", "loss", "exact", "passes", "wall_time", "item_time",
-           "forward_time", "parameter_count", "rank", "params", "metrics", "slopes", "notes", "point_failures")
+# -- one item: encoded as one JSON row (journal line), decoded back to the result dict ---------------------
+#: the scalar fields of an item, stored together as the JSON column ``record``
+_RECORD = ("reason", "detail", "label", "loss", "exact", "passes", "wall_time", "item_time", "forward_time",
+           "parameter_count", "rank", "params", "metrics", "slopes", "notes", "point_failures")
+_ARRAYS = ("betas", "errors", "gradient", "truth")
 
 
-def _flat_arrays(arrays: Mapping) -> tuple[np.ndarray, str]:
-    """Parameter arrays as one vector and the JSON ``[[name, shape], ...]`` that splits it again."""
-    layout = [[k, list(np.shape(v))] for k, v in arrays.items()]
-    flat = np.concatenate([np.asarray(v, dtype=float).ravel() for v in arrays.values()]) if arrays else np.zeros(0)
-    return flat, json.dumps(layout)
+def _layout(arrays: Mapping) -> list:
+    return [[k, list(np.shape(v))] for k, v in arrays.items()]
 
 
-def _split(flat: np.ndarray, layout: str) -> dict[str, np.ndarray]:
+def _concat(arrays) -> list[float]:
+    parts = [np.asarray(v, dtype=float).ravel() for v in arrays]
+    return np.concatenate(parts).tolist() if parts else []
+
+
+def _split(flat: np.ndarray, layout: list) -> dict[str, np.ndarray]:
     out, at = {}, 0
-    for name, shape in json.loads(layout):
+    for name, shape in layout:
         size = int(np.prod(shape)) if shape else 1
         out[name] = flat[at:at + size].reshape(shape)
         at += size
     return out
 
 
-def write_item(g: h5py.Group, result: Mapping) -> None:
-    """Store one work item's result (a dict from :func:`glep.estimators.sweep.run_item`) in group ``g``.
-
-    Few HDF5 objects per item (writing each costs about as much as a small item's arithmetic): the
-    attributes ``id``, ``index``, ``status`` and ``record`` (every other scalar, JSON); the datasets
-    ``betas``, ``errors`` (one row per nudge, named by its attribute ``nudges``) and ``gradient`` and
-    ``truth`` (the parameter arrays end to end, split by their attribute ``layout``).
-    """
-    g.attrs["id"] = str(result["id"])
-    g.attrs["index"] = int(result["index"])
-    g.attrs["status"] = str(result.get("status", ""))
-    g.attrs["record"] = json.dumps({k: result[k] for k in _RECORD if k in result}, default=float)
-    g.create_dataset("betas", data=np.asarray(result.get("betas", []), dtype=float))
+def encode(result: Mapping) -> dict:
+    """A result dict (:func:`glep.estimators.sweep.run_item`) as one JSON-able row (floats exact)."""
+    record = {k: result[k] for k in _RECORD if k in result}
     errors = result.get("errors") or {}
-    e = g.create_dataset("errors", data=np.asarray([np.asarray(v, dtype=float) for v in errors.values()],
-                                                   dtype=float).reshape(len(errors), -1))
-    e.attrs["nudges"] = json.dumps(list(errors))
-    for sub in ("gradient", "truth"):
-        flat, layout = _flat_arrays(result.get(sub) or {})
-        d = g.create_dataset(sub, data=flat)
-        d.attrs["layout"] = layout
+    record["error_nudges"] = list(errors)
+    record["gradient_layout"] = _layout(result.get("gradient") or {})
+    record["truth_layout"] = _layout(result.get("truth") or {})
+    return {"id": str(result["id"]), "index": int(result["index"]), "status": str(result.get("status", "")),
+            "record": json.loads(json.dumps(record, default=float)),
+            "betas": _concat([result.get("betas", [])]), "errors": _concat(errors.values()),
+            "gradient": _concat((result.get("gradient") or {}).values()),
+            "truth": _concat((result.get("truth") or {}).values())}
+
+
+def decode(row: Mapping) -> dict:
+    """The result dict of an encoded row (the inverse of :func:`encode`)."""
+    record = dict(row["record"])
+    nudges = record.pop("error_nudges")
+    out = {**record, "id": row["id"], "index": int(row["index"]), "status": row["status"]}
+    out["betas"] = np.asarray(row["betas"], dtype=float)
+    errors = np.asarray(row["errors"], dtype=float).reshape(len(nudges), -1) if nudges else np.zeros((0, 0))
+    out["errors"] = {n: errors[i] for i, n in enumerate(nudges)}
+    out["gradient"] = _split(np.asarray(row["gradient"], dtype=float), record.pop("gradient_layout"))
+    out["truth"] = _split(np.asarray(row["truth"], dtype=float), record.pop("truth_layout"))
+    out.pop("gradient_layout", None)
+    out.pop("truth_layout", None)
+    return out
 
 
 def _text(value) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
-def read_item(g: h5py.Group) -> dict:
-    """The result dict of one stored item (the inverse of :func:`write_item`)."""
-    out = json.loads(g.attrs["record"])
-    out.update(id=_text(g.attrs["id"]), index=int(g.attrs["index"]), status=_text(g.attrs["status"]))
-    out["betas"] = np.asarray(g["betas"], dtype=float)
-    errors = np.asarray(g["errors"], dtype=float)
-    out["errors"] = {n: errors[i] for i, n in enumerate(json.loads(g["errors"].attrs["nudges"]))}
-    for sub in ("gradient", "truth"):
-        out[sub] = _split(np.asarray(g[sub], dtype=float), g[sub].attrs["layout"])
-    return out
+def _read_rows(f: h5py.File) -> list[dict]:
+    """The encoded rows of the file's ``items`` columns."""
+    g = f["items"]
+    if "id" not in g:
+        return []
+    cols = {k: g[k][()] for k in ("id", "index", "status", "record", *_ARRAYS)}
+    return [{"id": _text(cols["id"][i]), "index": int(cols["index"][i]), "status": _text(cols["status"][i]),
+             "record": json.loads(_text(cols["record"][i])), **{k: cols[k][i] for k in _ARRAYS}}
+            for i in range(len(cols["id"]))]
+
+
+def _write_rows(g: h5py.Group, rows: list[dict]) -> None:
+    """Write the rows as the ``items`` columns (one dataset per column, whatever the number of rows)."""
+    text, floats = h5py.string_dtype(), h5py.vlen_dtype(np.float64)
+    g.create_dataset("id", data=np.array([r["id"] for r in rows], dtype=object), dtype=text)
+    g.create_dataset("index", data=np.array([r["index"] for r in rows], dtype=np.int64))
+    g.create_dataset("status", data=np.array([r["status"] for r in rows], dtype=object), dtype=text)
+    g.create_dataset("record", data=np.array([json.dumps(r["record"]) for r in rows], dtype=object), dtype=text)
+    for key in _ARRAYS:
+        column = np.empty(len(rows), dtype=object)
+        column[:] = [np.asarray(r[key], dtype=np.float64) for r in rows]
+        g.create_dataset(key, data=column, dtype=floats)
+
+
+def read_journal(path: Path) -> list[dict]:
+    """The complete rows of a journal (a line cut short by a kill is not valid JSON and is skipped)."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_bytes().split(b"\n"):
+        if not line:
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and "id" in row:
+            rows.append(row)
+    return rows
 
 
 # -- the study file ---------------------------------------------------------------------------------
@@ -266,7 +306,7 @@ def is_study_file(path: str | Path) -> bool:
 class StudyStore:
     """The writer's handle on a study file and its journal (rank 0 only; see the module docstring).
 
-    Create or reopen with :meth:`open`; :meth:`record` makes one finished item durable,
+    Create or reopen with :meth:`open`; :meth:`record` makes one finished item safe (a journal line),
     :meth:`commit` merges the journal into the file.  ``checkpoint`` (tests) is called with a stage
     name at each step where a kill must be survived.
     """
@@ -278,7 +318,7 @@ class StudyStore:
 
     @property
     def journal(self) -> Path:
-        return journal_folder(self.path)
+        return journal_path(self.path)
 
     @property
     def finished(self) -> set[str]:
@@ -305,37 +345,19 @@ class StudyStore:
                              "another output")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            store.journal.mkdir(exist_ok=True)
         except OSError as exc:
-            raise InputError(f"run.output: cannot create {exc.filename} ({exc.strerror})") from exc
+            raise InputError(f"run.output: cannot create the folder {str(path.parent)!r} ({exc.strerror})") from exc
         run = {"started": _now(), **{k: meta[k] for k in ("mpi_size", "mpi_group_size", "machine_hostname")
                                      if k in meta}}
         if exists:
             store._check_resumable(study)
-            store._scan_journal()
+            store.journaled = {row["id"] for row in read_journal(store.journal)}
             store.commit(run=run)
         else:
-            store._create(study, meta, items_total, run)
+            with contextlib.suppress(FileNotFoundError):
+                store.journal.unlink()  # a journal without its study file belongs to no study
+            store._write(lambda f, old: _new_file(f, study, meta, items_total, run), stage=False)
         return store
-
-    def _create(self, study: Mapping, meta: Mapping, items_total: int, run: dict) -> None:
-        _remove_stale(self.path.parent, self.path.name)
-        try:
-            with _atomic(self.path) as tmp:
-                with h5py.File(tmp, "w") as f:
-                    f.attrs["glep_format"] = FORMAT
-                    f.attrs["schema_version"] = SCHEMA_VERSION
-                    f.attrs["name"] = str(study.get("name", ""))
-                    f.attrs["created"] = _now()
-                    f.attrs["study"] = json.dumps(study, sort_keys=True)
-                    f.attrs["study_sha256"] = _digest(study)
-                    f.attrs["items_total"] = int(items_total)
-                    for key, value in meta.items():
-                        f.attrs[key] = value
-                    f.attrs["runs"] = json.dumps([run])
-                    f.create_group("items")
-        except OSError as exc:
-            raise _write_error(exc, str(self.path)) from exc
 
     def _check_resumable(self, study: Mapping) -> None:
         try:
@@ -348,75 +370,94 @@ class StudyStore:
             if why:
                 raise InputError(f"--resume: {self.path} is not a glep study file ({why})")
             stored = json.loads(f.attrs["study"])
-            self.committed = set(f["items"])
+            self.committed = {_text(x) for x in f["items/id"][()]} if "id" in f["items"] else set()
         diff = config_differences(stored, study)
         if diff:
             raise InputError(f"--resume: the configuration changed since {self.path} was started; these keys "
                              "differ:\n  " + "\n  ".join(diff) + "\nrestore them, or start a new study "
                              "(another run.output)")
 
-    def _scan_journal(self) -> None:
-        _remove_stale(self.journal, "")
-        for entry in sorted(self.journal.glob("*.h5")):
-            try:
-                with h5py.File(entry, "r") as f:
-                    item_id = _text(f.attrs["id"])
-            except (OSError, KeyError):
-                entry.unlink()  # cannot happen after an atomic rename; a damaged disk: the item is redone
-                continue
-            self.journaled.add(item_id)
-
     def record(self, result: Mapping) -> None:
-        """Make one finished item durable: its journal entry, written atomically."""
-        item_id = str(result["id"])
-        target = self.journal / f"{item_id}.h5"
+        """Make one finished item safe: one line appended to the journal by a single ``write``."""
+        row = encode(result)
+        line = (json.dumps(row, separators=(",", ":")) + "\n").encode()
         try:
-            with _atomic(target, durable=False) as tmp:  # flushed to disk by the next commit
-                with h5py.File(tmp, "w") as f:
-                    write_item(f["/"], result)
-                self.checkpoint("journal entry written")
+            fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                os.write(fd, line)
+            finally:
+                os.close(fd)
         except OSError as exc:
-            raise _write_error(exc, f"the journal entry {target}") from exc
-        self.journaled.add(item_id)
+            raise _write_error(exc, f"the journal {self.journal}") from exc
+        self.journaled.add(row["id"])
         self.checkpoint("item recorded")
 
     def commit(self, run: dict | None = None) -> int:
         """Merge the journal into the study file atomically; return the number of items merged."""
-        pending = sorted(self.journaled - self.committed)
-        stale = sorted(self.journaled & self.committed)  # merged by a commit killed before it cleaned up
+        pending = self.journaled - self.committed
         if not pending and run is None:
-            self._drop(stale)
+            self._empty_journal()
             return 0
+        new = {row["id"]: row for row in read_journal(self.journal) if row["id"] in pending}
+
+        def build(f: h5py.File, old: h5py.File) -> None:
+            for key, value in old.attrs.items():
+                f.attrs[key] = value
+            if run is not None:
+                f.attrs["runs"] = json.dumps([*json.loads(old.attrs["runs"]), run])
+            rows = {row["id"]: row for row in _read_rows(old)}
+            self.checkpoint("commit partly written")
+            rows.update(new)
+            _write_rows(f.create_group("items"), [rows[k] for k in sorted(rows)])
+
+        self._write(build)
+        self.committed |= set(new)
+        self.checkpoint("commit replaced")
+        self._empty_journal()
+        return len(new)
+
+    def _write(self, build: Callable, stage: bool = True) -> None:
+        """Write a new study file with ``build(new, old)`` to a temporary file; rename it over the old one."""
         _remove_stale(self.path.parent, self.path.name)
         try:
             with _atomic(self.path) as tmp:
-                shutil.copyfile(self.path, tmp)
-                with h5py.File(tmp, "a") as f:
-                    items = f["items"]
-                    for i, item_id in enumerate(pending):
-                        with h5py.File(self.journal / f"{item_id}.h5", "r") as src:
-                            src.copy(src["/"], items, name=item_id)
-                        if i == 0:
-                            self.checkpoint("commit partly written")
-                    if run is not None:
-                        f.attrs["runs"] = json.dumps([*json.loads(f.attrs["runs"]), run])
-                self.checkpoint("commit written")
+                with h5py.File(tmp, "w") as f:
+                    if self.path.exists():
+                        with h5py.File(self.path, "r") as old:
+                            build(f, old)
+                    else:
+                        build(f, None)
+                if stage:
+                    self.checkpoint("commit written")
         except OSError as exc:
             raise _write_error(exc, str(self.path)) from exc
-        self.committed |= set(pending)
-        self.checkpoint("commit replaced")
-        self._drop(pending + stale)
-        return len(pending)
 
-    def _drop(self, ids: list[str]) -> None:
-        for item_id in ids:
-            with contextlib.suppress(FileNotFoundError):
-                (self.journal / f"{item_id}.h5").unlink()
-        self.journaled -= set(ids)
+    def _empty_journal(self) -> None:
+        """Empty the journal once every line in it is in the study file."""
+        if self.journaled - self.committed:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.truncate(self.journal, 0)
+        self.journaled = set()
 
 
-def journal_folder(path: Path) -> Path:
-    """The journal folder of the study file ``path``: ``<path>.journal``."""
+def _new_file(f: h5py.File, study: Mapping, meta: Mapping, items_total: int, run: dict) -> None:
+    f.attrs["glep_format"] = FORMAT
+    f.attrs["schema_version"] = SCHEMA_VERSION
+    f.attrs["name"] = str(study.get("name", ""))
+    f.attrs["created"] = _now()
+    f.attrs["study"] = json.dumps(study, sort_keys=True)
+    f.attrs["study_sha256"] = _digest(study)
+    f.attrs["items_total"] = int(items_total)
+    for key, value in meta.items():
+        f.attrs[key] = value
+    f.attrs["runs"] = json.dumps([run])
+    _write_rows(f.create_group("items"), [])
+
+
+def journal_path(path: Path) -> Path:
+    """The journal of the study file ``path``: ``<path>.journal``, next to it."""
+    path = Path(path)
     return path.with_name(path.name + ".journal")
 
 
@@ -458,12 +499,10 @@ def load_study(path: str | Path) -> Study:
             raise InputError(f"{path} is not a glep study file ({why})")
         attrs = {k: (_text(v) if isinstance(v, (str, bytes)) else v.item() if hasattr(v, "item") else v)
                  for k, v in f.attrs.items()}
-        items = {name: read_item(g) for name, g in f["items"].items()}
-    journal = journal_folder(path)
-    for entry in sorted(journal.glob("*.h5")) if journal.is_dir() else []:
-        with contextlib.suppress(OSError, KeyError), h5py.File(entry, "r") as g:
-            items.setdefault(_text(g.attrs["id"]), read_item(g))
-    items = dict(sorted(items.items()))
+        rows = {row["id"]: row for row in _read_rows(f)}
+    for row in read_journal(journal_path(path)):
+        rows.setdefault(row["id"], row)
+    items = {k: decode(rows[k]) for k in sorted(rows)}
     return Study(path, attrs, json.loads(attrs["study"]), items)
 
 

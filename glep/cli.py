@@ -214,8 +214,26 @@ def _compare(cfg: dict, out: Path, root: bool, say, t0: float) -> int:
     return 1 if summary else 0
 
 
-def run_sweep(args) -> int:
-    """``glep sweep``: the study validated (every rank agreeing), then run; exit 1 if an item failed."""
+def run_sweep(args, petsc: list[str] = ()) -> int:
+    """``glep sweep``: the study validated (every rank agreeing), then run; exit 1 if an item failed.
+
+    ``-glep_*`` PETSc options reach every finite-element solve, as for ``glep compare``.
+    """
+    previous = None
+    if petsc:
+        from glep.bvp.solvers import set_default_petsc_options
+
+        previous = set_default_petsc_options(command_line_petsc_options(petsc))
+    try:
+        return _sweep(args)
+    finally:
+        if previous is not None:
+            from glep.bvp.solvers import set_default_petsc_options
+
+            set_default_petsc_options(previous)
+
+
+def _sweep(args) -> int:
     from glep.estimators.sweep import run_sweep as sweep
     from glep.parallel import agree, is_root
     from glep.sweep_config import sweep_config
@@ -380,7 +398,7 @@ def _run(argv: list[str] | None) -> int:
             if args.command == "compare":
                 rc = run_compare(args, petsc)
             else:
-                rc = run_sweep(args) if args.command == "sweep" else run_report(args)
+                rc = run_sweep(args, petsc) if args.command == "sweep" else run_report(args)
             sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
         return rc
     except GlepError as exc:
