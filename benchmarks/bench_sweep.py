@@ -48,7 +48,7 @@ def worker(spec: str) -> None:
     outcome = run_sweep(sweep_config(json.loads(spec)))
     if MPI.COMM_WORLD.rank == 0:
         print(json.dumps({"items": outcome.now, "loop_time": outcome.loop_time, "write_time": outcome.write_time,
-                          "wall_time": outcome.wall_time}), flush=True)
+                          "wall_time": outcome.wall_time, "loop_cpu": outcome.loop_cpu}), flush=True)
 
 
 def run(ranks: int, spec: dict) -> dict:
@@ -83,21 +83,28 @@ def main() -> None:
         same = same_numbers(numbers(load_study(cases["1 rank"]["file"])), numbers(load_study(cases["2 ranks"]["file"])))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    print(f"{'run':<26}{'items':>7}{'loop [s]':>10}{'items/s':>9}{'write [s]':>11}{'write share':>13}")
-    print("-" * 76)
+    print(f"{'run':<26}{'items':>7}{'loop [s]':>10}{'items/s':>9}{'cpu/rank [s]':>14}{'write [s]':>11}"
+          f"{'write share':>13}")
+    print("-" * 90)
     for label, c in cases.items():
         c["items_per_s"] = c["items"] / c["loop_time"]
         c["write_share"] = c["write_time"] / c["loop_time"]
-        print(f"{label:<26}{c['items']:>7}{c['loop_time']:>10.2f}{c['items_per_s']:>9.2f}{c['write_time']:>11.3f}"
-              f"{100 * c['write_share']:>12.1f}%")
+        cpu = "/".join(f"{x:.2f}" for x in c["loop_cpu"])
+        print(f"{label:<26}{c['items']:>7}{c['loop_time']:>10.2f}{c['items_per_s']:>9.2f}{cpu:>14}"
+              f"{c['write_time']:>11.3f}{100 * c['write_share']:>12.1f}%")
     speedup = cases["2 ranks"]["items_per_s"] / cases["1 rank"]["items_per_s"]
-    print(f"\nspeed-up of 2 ranks over 1: {speedup:.2f}x (goal >= 1.8x); write share with commit_interval = 10 s: "
-          f"{100 * cases['1 rank']['write_share']:.1f}% (goal <= 5%)")
+    # on cores shared with other jobs the wall clock shows the machine's load; processor time shows the
+    # speed-up the distribution allows on idle cores: the busiest rank's loop against the one rank's
+    cpu_speedup = cases["1 rank"]["loop_cpu"][0] / max(cases["2 ranks"]["loop_cpu"])
+    print(f"\nspeed-up of 2 ranks over 1 (goal >= 1.8x): {speedup:.2f}x wall clock, {cpu_speedup:.2f}x in processor "
+          f"time of the busiest rank\nwrite share with commit_interval = 10 s (goal <= 5%): "
+          f"{100 * cases['1 rank']['write_share']:.1f}% on 1 rank, {100 * cases['2 ranks']['write_share']:.1f}% of "
+          "rank 0's loop on 2 ranks")
     print(f"1- and 2-rank files hold the same numbers: {'yes' if not same else 'NO: ' + '; '.join(same[:3])}")
     print(f"total benchmark time {time.perf_counter() - t0:.1f} s")
     if args.json:
-        args.json.write_text(json.dumps({"mode": "smoke" if args.smoke else "full", "cases": cases,
-                                         "speedup": speedup, "same_numbers": not same}, indent=1))
+        args.json.write_text(json.dumps({"mode": "smoke" if args.smoke else "full", "cases": cases, "speedup": speedup,
+                                         "cpu_speedup": cpu_speedup, "same_numbers": not same}, indent=1))
 
 
 if __name__ == "__main__":

@@ -437,7 +437,8 @@ class SweepOutcome:
     """What a run did: items in the study, finished before this run, run now, and the failed rows.
 
     Times in seconds: ``wall_time`` all of it; ``loop_time`` running, recording and merging the items
-    (the checks and start-up excluded); ``write_time`` the part of it rank 0 spent recording and merging.
+    (the checks and start-up excluded); ``write_time`` the part of it rank 0 spent recording and merging;
+    ``loop_cpu`` the processor time of that loop on each rank (what the speed-up would be on idle cores).
     """
 
     path: str
@@ -448,6 +449,7 @@ class SweepOutcome:
     wall_time: float
     write_time: float = 0.0
     loop_time: float = 0.0
+    loop_cpu: list[float] = field(default_factory=list)
 
     def summary(self) -> str | None:
         """``"2 of 40 items failed: ..."``, or None."""
@@ -571,7 +573,7 @@ def run_sweep(config, *, resume: bool = False, comm=None, progress: bool = False
     bar = _progress_bar(len(items), len(items) - len(todo), progress and root, config.name)
     writer = _Writer(store, config.run.commit_interval, bar, say) if root else None
     error: BaseException | None = None
-    t_loop = time.perf_counter()
+    t_loop, c_loop = time.perf_counter(), time.process_time()
     with terminate_as_exit():
         try:
             if comm.size == 1:
@@ -590,11 +592,13 @@ def run_sweep(config, *, resume: bool = False, comm=None, progress: bool = False
                 if bar is not None:
                     bar.close()
     loop_time = time.perf_counter() - t_loop
+    loop_cpu = comm.allgather(time.process_time() - c_loop)
     settle(error, comm, what="the sweep")
     failed = comm.bcast(sorted(writer.failed) if root else None, root=0)
     done = comm.bcast(writer.count if root else 0, root=0)
     return SweepOutcome(str(config.run.output), len(items), len(items) - len(todo), done, failed,
-                        time.perf_counter() - t0, writer.write_time if root else 0.0, loop_time)
+                        time.perf_counter() - t0, writer.write_time if root else 0.0, loop_time,
+                        loop_cpu)
 
 
 def _serial(todo: list[WorkItem], spec, comm, writer: _Writer, step) -> None:
