@@ -102,7 +102,12 @@ def _fsync(path: Path) -> None:
 def _temp_next_to(target: Path) -> Path:
     """A new empty hidden file ``.<name>.<pid>.<random>.tmp`` next to ``target``."""
     fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp")
-    os.close(fd)
+    try:  # mkstemp creates 0600: give the file the permissions an ordinary open() would (0666 & ~umask)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.fchmod(fd, 0o666 & ~mask)
+    finally:
+        os.close(fd)
     return Path(name)
 
 
