@@ -10,10 +10,12 @@ timing.  The test signals it there, then checks what is on disk, resumes it with
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import h5py
@@ -183,3 +185,47 @@ def test_a_journal_line_cut_short_by_a_kill_is_run_again(reference, tmp_path):
     assert last not in load_study(study).items  # the torn line is not read as an item
     assert main(["sweep", str(cfg), "--resume", "--quiet"]) == 0
     assert same_numbers(numbers(load_study(study)), reference) == []
+
+
+MPIRUN = shutil.which("mpirun", path=str(Path(sys.executable).parent)) or shutil.which("mpirun")
+
+
+@pytest.fixture(scope="module")
+def larger(tmp_path_factory):
+    """A study of 48 items merged every 10 s (the journal fills up), and its uninterrupted numbers."""
+    folder = tmp_path_factory.mktemp("larger")
+    text = STUDY.replace("seeds = [0, 1]", "seeds = [0, 1, 2, 3, 4, 5]").replace("n = [2, 3]", "n = [2, 3, 4]")
+    text = text.replace("commit_interval = 0.0", "commit_interval = 10.0")
+    (folder / "study.toml").write_text(text.format(output=folder / "study.h5"))
+    assert main(["sweep", str(folder / "study.toml"), "--quiet"]) == 0
+    return text, numbers(load_study(folder / "study.h5"))
+
+
+@pytest.mark.skipif(MPIRUN is None, reason="mpirun not found")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_two_rank_sweep_killed_mid_run_resumes_to_the_same_numbers(larger, tmp_path, sig):
+    """mpirun -n 2 glep sweep, signalled once its journal holds 3 items (mpirun forwards SIGTERM to the ranks)."""
+    text, reference = larger
+    cfg = tmp_path / "study.toml"
+    cfg.write_text(text.format(output=tmp_path / "study.h5"))
+    journal = journal_path(tmp_path / "study.h5")
+    cmd = [MPIRUN, "-n", "2", sys.executable, "-m", "glep.cli", "sweep", str(cfg), "--quiet"]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                          env=dict(os.environ, OMP_NUM_THREADS="1")) as proc:
+        try:
+            deadline = time.monotonic() + 120  # a guard against a hang, not a timing of the test
+            while not (journal.exists() and journal.read_bytes().count(b"\n") >= 3):
+                assert proc.poll() is None, proc.communicate()[1]
+                assert time.monotonic() < deadline, "the sweep recorded nothing"
+                time.sleep(0.02)
+            os.killpg(proc.pid, sig) if sig == signal.SIGKILL else proc.send_signal(sig)
+            proc.communicate(timeout=120)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode != 0  # it was stopped before the end
+    done = numbers(load_study(tmp_path / "study.h5"))
+    assert 3 <= len(done) < len(reference) and not same_numbers(done, {k: reference[k] for k in done})
+    assert main(["sweep", str(cfg), "--resume", "--quiet"]) == 0
+    final = load_study(tmp_path / "study.h5")
+    assert final.complete and same_numbers(numbers(final), reference) == []
