@@ -325,48 +325,53 @@ def check_study(config) -> list[WorkItem]:
     checked against the system's kind and the row's requirements.  Raises :class:`InputError`
     naming the key (``estimators.names`` or ``systems[i].estimators``), the system and the reason.
     """
+    from glep.estimators.registry import nudge_from_name
+
     items = expand(config)
+    report_nudge = nudge_from_name(config.estimators.report_nudge, 1.0)
     problems: list[str] = []
-    seen: set = set()
+    built: dict[tuple, tuple | str] = {}  # point (steps aside) -> (kind, problem), or what went wrong
     for item in items:
         p = item.point
         s = config.systems[p.system]
+        sig = (p.system, p.n, p.T, p.batch, p.seed)
+        if sig not in built:
+            built[sig] = _build_for_check(p, s)
+        if isinstance(built[sig], str):
+            problems.append(built[sig])
+            continue
+        kind, problem = built[sig]
         key = f"systems[{p.system}].estimators" if s.estimators else "estimators.names"
         where = f"systems[{p.system}] ({p.label}, n={p.n}, seed={p.seed})"
-        sig = (p.system, p.n, p.T, p.batch, p.seed, item.estimator)
-        if sig in seen:
-            continue
-        seen.add(sig)
-        try:
-            model = build_model(p)
-            kind = kind_of(model)
-        except (GlepError, ValueError) as exc:
-            src = "factory" if s.factory else "options" if isinstance(exc.__cause__, TypeError) else "family"
-            problems.append(f"config key 'systems[{p.system}].{src}': {exc}")
-            continue
         if item.estimator not in kind.rules:
             problems.append(f"config key {key!r}: {item.estimator!r} does not apply to {where}, a {kind.name} "
                             f"system; applicable: {list(kind.rules)}")
             continue
         rule = kind.rules[item.estimator]
-        try:
-            problem = kind.build(model, Point(**{**p.__dict__, "steps": min(s.steps)}))
-        except GlepError as exc:
-            problems.append(f"config key 'systems[{p.system}]': {exc}")
-            continue
         for req in rule.requires:
             why = REQUIREMENTS[req](problem, p)
             if why:
                 problems.append(f"config key {key!r}: {item.estimator!r} cannot run on {where}: {why}")
-        est = rule.make(None)
-        from glep.estimators.registry import nudge_from_name
-
-        if not est.accepts(nudge_from_name(config.estimators.report_nudge, 1.0)):
+        if not rule.make(None).accepts(report_nudge):
             problems.append(f"config key 'estimators.report_nudge': {item.estimator!r} cannot use the "
                             f"{config.estimators.report_nudge!r} nudge")
     if problems:
         raise InputError("\n".join(dict.fromkeys(problems)))
     return items
+
+
+def _build_for_check(p: Point, s) -> tuple | str:
+    """``(kind, problem)`` of a system point at its smallest ``steps``, or the message naming the bad key."""
+    try:
+        model = build_model(p)
+        kind = kind_of(model)
+    except (GlepError, ValueError) as exc:
+        src = "factory" if s.factory else "options" if isinstance(exc.__cause__, TypeError) else "family"
+        return f"config key 'systems[{p.system}].{src}': {exc}"
+    try:
+        return kind, kind.build(model, Point(**{**p.__dict__, "steps": min(s.steps)}))
+    except GlepError as exc:
+        return f"config key 'systems[{p.system}]': {exc}"
 
 
 # -- one work item -----------------------------------------------------------------------------------
