@@ -100,3 +100,18 @@ def test_bench_fields_smoke(tmp_path):
     assert all(row["max_diff"] < 1e-10 for row in data["steps"])  # the same discretisation, stepped twice
     assert all(math.isfinite(r["echo_passes"]) and r["echo_passes"] > 0 for r in data["echo_cost"])
     assert data["memory"]["echo_vectors"] < min(r["peak_vectors"] for r in data["memory"]["measured"])
+
+
+@pytest.mark.slow
+def test_bench_sweep_smoke(tmp_path):
+    """benchmarks/bench_sweep.py --smoke: 1- and 2-rank runs of a tiny study agree (no timing asserted)."""
+    script = SCRIPT.parent / "bench_sweep.py"
+    out_json = tmp_path / "sweep.json"
+    proc = subprocess.run([sys.executable, str(script), "--smoke", "--json", str(out_json)], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "speed-up of 2 ranks over 1" in proc.stdout and "write share" in proc.stdout
+    data = json.loads(out_json.read_text())
+    assert data["same_numbers"] and data["mode"] == "smoke"
+    for case in data["cases"].values():
+        assert case["items"] == 12 and math.isfinite(case["items_per_s"]) and 0 <= case["write_share"] < 1
