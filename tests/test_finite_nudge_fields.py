@@ -233,3 +233,9 @@ def test_bad_input(st_family, ts_case):
     st.solve(case.civp)
     with pytest.raises(InputError, match="residual-free condition"):
         SpaceTimeFamily(case.civp, None)
+    case.civp.set_beta(0.1)
+    with pytest.raises(InputError, match="pass nudged=True"):
+        adjoint_gradient(case.civp)
+    with pytest.raises(InputError, match="starts from the free problem"):
+        SpaceTimeFamily(st.SpaceTimeProblem(case.civp.lagrangian, case.stmesh, st.SpaceTimeCBVP(),
+                                            cost=st.tracking_cost(0.0), beta=0.1), None)
