@@ -380,6 +380,7 @@ def compare_field_estimators(problem, estimators: Sequence[AbstractFieldEstimato
     for est in estimators:
         errors, point_failures = {}, []
         try:
+            est.check(problem, nudge_from_name(report_nudge, report_beta))  # refuses before any pass
             if est.truth not in truths:
                 truths[est.truth] = est.truth(problem)
                 say(f"{est.truth.name} ({truths[est.truth].wall_time:.3f} s)")
