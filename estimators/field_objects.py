@@ -361,18 +361,35 @@ def compare_field_estimators(problem, estimators: Sequence[AbstractFieldEstimato
     work, a failing estimator is a ``"failed"`` row with its reason, a failed β point is NaN.  The table's
     relative error is over the parameters (``theta``); the initial-state errors go to each row's notes.
     """
-    from glep.estimators.compare import FAILURES, Report, Row, _failed_row, _finite, short_reason  # noqa: PLC0415
+    from glep.estimators.compare import (  # noqa: PLC0415
+        FAILURES,
+        Report,
+        Row,
+        _failed_row,
+        _finite,
+        _names,
+        short_reason,
+    )
     from glep.estimators.metrics import compare, fit_slope  # noqa: PLC0415
     from glep.estimators.registry import nudge_from_name  # noqa: PLC0415
 
-    if isinstance(estimators, str) or not estimators or not all(
-            isinstance(e, AbstractFieldEstimator) for e in estimators):
-        raise InputError(f"estimators must be a non-empty list of field estimator objects, got {estimators!r}")
+    odd = [e for e in _names(estimators, "estimators") if not isinstance(e, AbstractFieldEstimator)]
+    if odd:
+        raise InputError(f"estimators: {odd!r} are not field estimator objects (glep.AbstractFieldEstimator; "
+                         f"by name: glep.estimators.registry.FIELD_ESTIMATORS)")
+    estimators = _names(estimators, "estimators")
+    nudges = _names(nudges, "nudges")
     for n in [*nudges, report_nudge]:
-        nudge_from_name(n, 1.0)
-    betas = np.asarray(sorted({float(b) for b in [*betas, report_beta]}, reverse=True))
-    if not np.all(np.isfinite(betas)) or np.any(betas <= 0):
-        raise InputError(f"betas and report_beta must be finite and > 0, got {list(betas)!r}")
+        nudge_from_name(n, 1.0)  # raises InputError naming the choices
+    if isinstance(betas, str) or not isinstance(betas, Sequence | np.ndarray) or not len(betas):
+        raise InputError(f"betas must be a non-empty list of numbers, got {betas!r}")
+    try:
+        values = np.asarray([*betas, report_beta], dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"betas and report_beta must be numbers, got {list(betas)!r}, {report_beta!r}") from exc
+    if not np.all(np.isfinite(values)) or np.any(values <= 0):
+        raise InputError(f"betas and report_beta must be finite and > 0, got {list(betas)!r}, {report_beta!r}")
+    betas = np.asarray(sorted(set(values.tolist()), reverse=True))
     say = progress or (lambda msg: None)
     truths, rows, estimates = {}, [], {}
     forward_time = _forward_time(problem)

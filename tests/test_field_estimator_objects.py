@@ -127,3 +127,20 @@ def test_bad_problems_and_nudges():
         FieldProblem(problem.system, float("nan"), 10)
     with pytest.raises(InputError, match="system must be a glep.FieldSystem"):
         FieldProblem("wave", 1.0, 10)
+
+
+def test_compare_field_estimators_rows_and_refusals():
+    """The report has one row per estimator; a refused problem is a failed row; bad arguments are refused."""
+    from glep.estimators.field_objects import FieldPFVP, compare_field_estimators
+
+    problem = sine_gordon_running(0)
+    report = compare_field_estimators(problem, [FieldPFVP(), FieldHEB()], betas=[1e-3])
+    assert [(r.name, r.status) for r in report.rows] == [("pfvp", "ok"), ("heb", "failed")]
+    assert report.rows[0].metrics["relative_error"] <= TOL
+    assert "HEB takes a terminal cost only" in report.rows[1].reason
+    with pytest.raises(InputError, match="are not field estimator objects"):
+        compare_field_estimators(problem, ["pfvp"])
+    with pytest.raises(InputError, match="betas and report_beta must be finite and > 0"):
+        compare_field_estimators(problem, [FieldPFVP()], betas=[-1e-3])
+    with pytest.raises(InputError, match="nudge must be one of .one-sided., .centred., .complex., got .sideways."):
+        compare_field_estimators(problem, [FieldPFVP()], nudges=["sideways"])
