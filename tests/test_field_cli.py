@@ -80,3 +80,15 @@ def test_heb_on_a_running_cost_is_a_failed_row(tmp_path, capsys):
     assert "1 of 2 estimators failed: heb (InputError: HEB takes a terminal cost only" in captured.err
     report = load_report(out / "results.h5")
     assert [r.status for r in report.rows] == ["ok", "failed"]
+
+
+def test_glep_report_reads_a_field_results_file(tmp_path, capsys):
+    """``glep report`` prints the stored table as it was (the truth's loss is stored: no spurious note)."""
+    out = tmp_path / "out"
+    assert main(["compare", "--system", "kerr", "--n", "2", "--steps", "40", *FAST, "--output", str(out)]) == 0
+    live = capsys.readouterr().out
+    assert main(["report", str(out / "results.h5")]) == 0
+    again = capsys.readouterr().out
+    row = [line for line in again.splitlines() if line.startswith("HEB")][0]
+    assert row.endswith("  exact") and row.split()[1:4] == [line for line in live.splitlines()
+                                                             if line.startswith("HEB")][0].split()[1:4]
