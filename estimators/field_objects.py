@@ -160,7 +160,8 @@ class AbstractFieldEstimator(ABC):
     label: ClassVar[str]
     loss: ClassVar[str] = LOSS
     exact: ClassVar[bool] = True
-    #: whether it returns dC/dq₀ and dC/dp₀
+    #: whether it returns the initial-state gradient (``q0``, ``p0``; for :class:`KerrHEB` the evaluation
+    #: field's ``Ψ(0)``, in ``theta``)
     initial_state: ClassVar[bool] = True
 
     @property
