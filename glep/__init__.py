@@ -145,6 +145,15 @@ _LAZY: dict[str, tuple[str, str]] = {
     "FieldAdjoint": ("glep.estimators.field_objects", "FieldAdjoint"),
     "KerrHEB": ("glep.estimators.field_objects", "KerrHEB"),
     "compare_field_estimators": ("glep.estimators.field_objects", "compare_field_estimators"),
+    # field equations on space-time meshes (glep.bvp.spacetime)
+    "spacetime_mesh": ("glep.bvp.spacetime", "spacetime_mesh"),
+    "SpaceTimeProblem": ("glep.bvp.spacetime", "SpaceTimeProblem"),
+    "SpaceTimeCBVP": ("glep.bvp.spacetime", "SpaceTimeCBVP"),
+    "SpaceTimeCIVP": ("glep.bvp.spacetime", "SpaceTimeCIVP"),
+    "SpaceTimeCFVP": ("glep.bvp.spacetime", "SpaceTimeCFVP"),
+    "SpaceTimePeriodic": ("glep.bvp.spacetime", "SpaceTimePeriodic"),
+    "solve_spacetime": ("glep.bvp.spacetime", "solve"),
+    "KrylovNewton": ("glep.bvp.spacetime_krylov", "KrylovNewton"),
     # trajectory files
     "save_trajectory": ("glep.io", "save_trajectory"),
     "load_trajectory": ("glep.io", "load_trajectory"),
@@ -165,6 +174,9 @@ __all__ = [
     # solvers
     "integrate", "shoot", "solve_bvp", "find_solutions", "FESolve",
     "Newton", "TrustRegion", "ResidualDescent", "GradientFlow", "Deflation", "Continuation",
+    # field equations on space-time meshes
+    "spacetime_mesh", "SpaceTimeProblem", "SpaceTimeCBVP", "SpaceTimeCIVP", "SpaceTimeCFVP", "SpaceTimePeriodic",
+    "solve_spacetime", "KrylovNewton",
     # systems and terms
     "LagrangianSystem", "Term", "KineticTerm", "PotentialTerm", "FixedPotentialTerm", "UFLTerm",
     "DiagonalMass", "Gyroscopic",
