@@ -112,6 +112,7 @@ def save_report(report: Report, path: str | Path, config: dict, trajectories: di
         tg = f.create_group("truth")
         tg.attrs["wall_time"] = report.truth.wall_time
         tg.attrs["passes"] = report.truth.passes
+        tg.attrs["loss"] = report.truth.loss
         for k, v in report.truth.theta.items():
             tg.create_dataset(k, data=v)
         eg = f.create_group("estimators")
@@ -303,6 +304,8 @@ def _read(f: h5py.File) -> Report:
     tg = f["truth"]
     truth = GradientEstimate("adjoint", {k: np.asarray(v) for k, v in tg.items()},
                              passes=float(tg.attrs.get("passes", 0.0)), wall_time=float(tg.attrs.get("wall_time", 0.0)))
+    if "loss" in tg.attrs:  # files written before the truth's loss was stored: the default (C_h of the CIVP)
+        truth.loss = _text(tg.attrs["loss"])
     eg = f["estimators"]
     rows = [_read_row(name, eg[name]) for name in json.loads(eg.attrs["order"])]
     return Report(_text(f.attrs["problem"]), np.asarray(f["betas"], dtype=float), json.loads(f.attrs["nudges"]),

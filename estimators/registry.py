@@ -6,7 +6,9 @@ only the objects exist.  :data:`NUDGES` (defined with the nudges in :mod:`glep.e
 maps a name to the :class:`~glep.estimators.nudging.Nudge` class (a factory
 ``β -> Nudge``),
 :data:`ESTIMATORS` a name to an estimator object
-(:class:`~glep.estimators.base.AbstractEstimator`).
+(:class:`~glep.estimators.base.AbstractEstimator`), and :data:`FIELD_ESTIMATORS` a name to a
+field estimator object (:class:`~glep.estimators.field_objects.AbstractFieldEstimator`, for the
+field systems of :mod:`glep.field_families`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 from glep.estimators.base import AbstractEstimator
 from glep.estimators.cbvp import CBVPContrast
 from glep.estimators.contrast import CIVPContrast, Echo, PFVPContrast
+from glep.estimators.field_objects import FIELD_ESTIMATORS
 from glep.estimators.nudging import NUDGES, nudge_from_name
 from glep.estimators.rhel import RHEL
 
@@ -25,4 +28,4 @@ ESTIMATORS: dict[str, AbstractEstimator] = {est.name: est for est in (
 )}
 
 
-__all__ = ["ESTIMATORS", "NUDGES", "nudge_from_name"]
+__all__ = ["ESTIMATORS", "FIELD_ESTIMATORS", "NUDGES", "nudge_from_name"]

@@ -135,6 +135,16 @@ _LAZY: dict[str, tuple[str, str]] = {
     "field_pfvp": ("glep.estimators.field_estimators", "field_pfvp"),
     "field_echo": ("glep.estimators.field_estimators", "field_echo"),
     "field_civp": ("glep.estimators.field_estimators", "field_civp"),
+    "FieldProblem": ("glep.estimators.field_objects", "FieldProblem"),
+    "AbstractFieldEstimator": ("glep.estimators.field_objects", "AbstractFieldEstimator"),
+    "FieldPFVP": ("glep.estimators.field_objects", "FieldPFVP"),
+    "FieldEcho": ("glep.estimators.field_objects", "FieldEcho"),
+    "FieldRHEL": ("glep.estimators.field_objects", "FieldRHEL"),
+    "FieldCIVPResidual": ("glep.estimators.field_objects", "FieldCIVPResidual"),
+    "FieldHEB": ("glep.estimators.field_objects", "FieldHEB"),
+    "FieldAdjoint": ("glep.estimators.field_objects", "FieldAdjoint"),
+    "KerrHEB": ("glep.estimators.field_objects", "KerrHEB"),
+    "compare_field_estimators": ("glep.estimators.field_objects", "compare_field_estimators"),
     # field equations on space-time meshes (glep.bvp.spacetime)
     "spacetime_mesh": ("glep.bvp.spacetime", "spacetime_mesh"),
     "SpaceTimeProblem": ("glep.bvp.spacetime", "SpaceTimeProblem"),
@@ -180,7 +190,8 @@ __all__ = [
     "ModeProblem", "ModeGradient", "heb", "HEB", "mode_adjoint", "ModeAdjoint", "heb_update", "heb_train",
     # field systems (time stepping)
     "FieldSystem", "FieldCost", "FieldGradient", "field_forward", "field_adjoint", "field_pfvp", "field_echo",
-    "field_civp",
+    "field_civp", "FieldProblem", "AbstractFieldEstimator", "FieldPFVP", "FieldEcho", "FieldRHEL",
+    "FieldCIVPResidual", "FieldHEB", "FieldAdjoint", "KerrHEB", "compare_field_estimators",
     # errors
     "GlepError", "InputError", "NotReversibleError", "SaddleError", "SingularHessianError", "SolverError",
 ]

@@ -58,7 +58,8 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     from glep.config import DEFAULTS
-    from glep.estimators.registry import ESTIMATORS, NUDGES
+    from glep.estimators.registry import ESTIMATORS, FIELD_ESTIMATORS, NUDGES
+    from glep.field_families import FIELD_FAMILIES
     from glep.ivp.integrators import INTEGRATORS
     from glep.models import FAMILIES
 
@@ -77,10 +78,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--config", type=Path, help="TOML file with any of the options below, at top level or in "
                    "a [compare] table (command-line options override it)")
     c.add_argument("--system", metavar="NAME",
-                   help=f"model family: {choices(sorted(FAMILIES))} (default {DEFAULTS['system']})")
-    c.add_argument("--n", help="number of degrees of freedom, >= 2 (default 4)")
+                   help=f"model family: {choices(sorted(FAMILIES))}, or a field system "
+                   f"{choices(FIELD_FAMILIES)} (default {DEFAULTS['system']})")
+    c.add_argument("--n", help="number of degrees of freedom, >= 2 (default 4; field systems: mesh cells, "
+                   "kerr: lattice side, default the system's)")
     c.add_argument("--T", help="horizon T > 0, finite (default: the family's, 10 for oscillators)")
-    c.add_argument("--steps", help="number of time steps N >= 1 (default 400)")
+    c.add_argument("--steps", help="number of time steps N >= 1 (default 400; field systems: the system's)")
     c.add_argument("--batch", help="number of input sequences integrated at once, >= 1 (default none)")
     c.add_argument("--integrator", metavar="NAME",
                    help=f"variational integrator: {choices(sorted(INTEGRATORS))} "
@@ -91,7 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--nudges", nargs="+", metavar="NUDGE",
                    help=f"nudging schemes among {choices(NUDGES)} (default one-sided centred)")
     c.add_argument("--estimators", nargs="+", metavar="NAME",
-                   help=f"estimators to run, among {choices(ESTIMATORS)} (default all)")
+                   help=f"estimators to run, among {choices(ESTIMATORS)}; field systems: "
+                   f"{choices(FIELD_ESTIMATORS)} (default: every one of the system)")
     c.add_argument("--report-beta", help="β > 0 of the table's metrics (default 1e-4, centred)")
     c.add_argument("--output", help="output folder, created if needed (default ./glep-output)")
     c.add_argument("--seed", help="seed >= 0 of the model's random parameters (default 0)")
@@ -196,8 +200,11 @@ def _compare(cfg: dict, out: Path, root: bool, say, t0: float) -> int:
     """The computation and output phases of :func:`run_compare`."""
     from glep.estimators.compare import compare_estimators, failure_summary, format_table
     from glep.estimators.output import versions, write_results
+    from glep.field_families import FIELD_FAMILIES
     from glep.parallel import agree
 
+    if cfg["system"] in FIELD_FAMILIES:
+        return _compare_field(cfg, out, root, say, t0)
     problem = agree(lambda: _build_problem(cfg), what="building the problem")
     say(f"{problem.system.name}: P = {problem.parameter_count} parameters, N = {problem.grid.N} steps, "
         f"T = {problem.grid.T:g}, integrator {problem.integrator.name}")
@@ -210,6 +217,40 @@ def _compare(cfg: dict, out: Path, root: bool, say, t0: float) -> int:
         h5, png = write_results(out, report, cfg, {"free": problem.free_trajectory()}, library_versions)
         say(f"wrote {h5} and {png} ({time.perf_counter() - t0:.1f} s)")
         if summary:  # also with --quiet: only progress is silenced
+            print(f"glep: {summary}", file=sys.stderr, flush=True)
+    return 1 if summary else 0
+
+
+def _compare_field(cfg: dict, out: Path, root: bool, say, t0: float) -> int:
+    """``glep compare --system NAME`` for a field system: its estimators against its discrete adjoint."""
+    from glep.estimators.compare import failure_summary, format_table
+    from glep.estimators.field_objects import compare_field_estimators
+    from glep.estimators.heb import ModeProblem
+    from glep.estimators.output import versions, write_results
+    from glep.estimators.registry import FIELD_ESTIMATORS
+    from glep.field_families import build_field_problem
+    from glep.parallel import agree
+
+    problem = agree(lambda: build_field_problem(cfg["system"], cfg["n"], cfg["T"], cfg["steps"], cfg["seed"]),
+                    what="building the problem")
+    if isinstance(problem, ModeProblem):
+        from glep.estimators.field_objects import KerrHEB
+
+        estimators = [KerrHEB()]
+        name = f"{problem.system.name} (N = {problem.steps}, T = {problem.T:g})"
+    else:
+        estimators = [FIELD_ESTIMATORS[e] for e in cfg["estimators"]]
+        name = problem.name
+    say(f"{name}: {', '.join(e.label for e in estimators)}")
+    report = compare_field_estimators(problem, estimators, betas=cfg["betas"], nudges=cfg["nudges"],
+                                      report_beta=float(cfg["report_beta"]), progress=say, name=name)
+    library_versions = versions()
+    summary = failure_summary(report)
+    if root:
+        print(format_table(report), flush=True)
+        h5, png = write_results(out, report, cfg, None, library_versions)
+        say(f"wrote {h5} and {png} ({time.perf_counter() - t0:.1f} s)")
+        if summary:
             print(f"glep: {summary}", file=sys.stderr, flush=True)
     return 1 if summary else 0
 

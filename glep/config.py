@@ -15,6 +15,12 @@ integer >= 1; ``T`` finite > 0 or absent; ``batch`` an integer >= 1 or absent;
 estimators are those of the one registry, :mod:`glep.estimators.registry`); ``seed`` an
 integer >= 0; a string where a list is expected is an error (no splitting into
 letters); unknown keys are named.
+
+Field systems (:data:`glep.field_families.FIELD_FAMILIES`: ``sine-gordon``, ``klein-gordon``,
+``wave``, ``kerr``) take ``n`` as the number of mesh cells (the lattice side for ``kerr``) and
+only their own estimators (:data:`glep.estimators.registry.FIELD_ESTIMATORS`; ``kerr``: ``heb``);
+``batch`` and ``integrator`` do not apply to them (the leapfrog / Strang steps).  ``n``,
+``steps`` and ``estimators`` left out are the system's defaults.
 """
 
 from __future__ import annotations
@@ -26,10 +32,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from glep.errors import InputError
-from glep.estimators.registry import ESTIMATORS, NUDGES
+from glep.estimators.registry import ESTIMATORS, FIELD_ESTIMATORS, NUDGES
+from glep.field_families import FIELD_FAMILIES
 from glep.ivp.integrators import INTEGRATORS
 from glep.models import FAMILIES
 
@@ -59,10 +66,21 @@ Size = Annotated[int, Field(ge=2), *_Num]  # every model family couples at least
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False), *_Num]
 Finite = Annotated[float, Field(allow_inf_nan=False), *_Num]
 Seed = Annotated[int, Field(ge=0), *_Num]
-System = Literal[tuple(sorted(FAMILIES))]
+System = Literal[tuple(sorted(FAMILIES)) + tuple(FIELD_FAMILIES)]
 Integrator = Literal[tuple(sorted(INTEGRATORS))]
 Nudge = Literal[tuple(NUDGES)]
-Estimator = Literal[tuple(ESTIMATORS)]
+Estimator = Literal[tuple(ESTIMATORS) + tuple(k for k in FIELD_ESTIMATORS if k not in ESTIMATORS)]
+
+#: ``n``, ``steps`` and ``estimators`` of the ODE families when left out
+_ODE_DEFAULTS = {"n": 4, "steps": 400, "estimators": list(ESTIMATORS)}
+
+
+def family_defaults(system: str) -> dict[str, Any]:
+    """``n``, ``steps`` and ``estimators`` of a system when left out (empty for an unknown name)."""
+    if system in FIELD_FAMILIES:
+        fam = FIELD_FAMILIES[system]
+        return {"n": fam.n, "steps": fam.steps, "estimators": list(fam.estimators)}
+    return dict(_ODE_DEFAULTS) if system in FAMILIES else {}
 
 
 def _names(kind):
@@ -75,23 +93,36 @@ class CompareConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     system: System = "coupled_oscillators"
-    n: Size = 4
+    n: Size | None = None
     T: Positive | None = None
-    steps: Count = 400
+    steps: Count | None = None
     batch: Count | None = None
     integrator: Integrator | None = None
     gamma: Finite = 0.1
     betas: Annotated[list[Positive], Field(min_length=1), BeforeValidator(_no_string_list)] = \
         [1e-1, 1e-2, 1e-3, 1e-4, 1e-5]
     nudges: _names(Nudge) = ["one-sided", "centred"]
-    estimators: _names(Estimator) = list(ESTIMATORS)
+    estimators: _names(Estimator) | None = None
     report_beta: Positive = 1e-4
     output: Annotated[str, Field(min_length=1)] = "glep-output"
     seed: Seed = 0
 
+    @model_validator(mode="before")
+    @classmethod
+    def _system_defaults(cls, data: Any) -> Any:
+        """``n``, ``steps``, ``estimators`` left out (or ``None``) take the system's defaults."""
+        if not isinstance(data, Mapping):
+            return data
+        system = _strip(data.get("system") or "coupled_oscillators")
+        fill = family_defaults(system) if isinstance(system, str) else {}
+        return {**{k: v for k, v in fill.items() if data.get(k) is None}, **{k: v for k, v in data.items()
+                                                                                if v is not None or k not in fill}}
+
     @field_validator("nudges", "estimators")
     @classmethod
-    def _distinct(cls, names: list[str]) -> list[str]:
+    def _distinct(cls, names: list[str] | None) -> list[str] | None:
+        if names is None:
+            return names
         repeated = sorted({x for x in names if names.count(x) > 1})
         if repeated:
             raise ValueError(f"each name may appear once, repeated: {repeated}")
@@ -185,9 +216,29 @@ def compare_config(cli: Mapping[str, Any], config: Path | None = None) -> Compar
         if val is not None:
             values[key], sources[key] = val, f"option --{key.replace('_', '-')}"
     try:
-        return CompareConfig(**values)
+        cfg = CompareConfig(**values)
     except ValidationError as exc:
         raise InputError(_format(exc, sources, config)) from None
+    _check_system_options(cfg, sources)
+    return cfg
+
+
+def _check_system_options(cfg: CompareConfig, sources: Mapping[str, str]) -> None:
+    """Options that do not apply to the chosen system (field or ODE) are errors naming the choices."""
+    field = cfg.system in FIELD_FAMILIES
+    if cfg.system == "kerr":
+        allowed = ["heb"]
+    else:
+        allowed = list(FIELD_ESTIMATORS) if field else list(ESTIMATORS)
+    wrong = [e for e in cfg.estimators if e not in allowed]
+    if wrong:
+        where = sources.get("estimators", "config key 'estimators'")
+        raise InputError(f"{where}: {wrong} do not apply to system {cfg.system!r}; choose from {allowed}")
+    if field:
+        for key in ("batch", "integrator"):
+            if getattr(cfg, key) is not None:
+                raise InputError(f"{sources.get(key, f'config key {key!r}')}: does not apply to the field system "
+                                 f"{cfg.system!r} (it steps with its own integrator, one input)")
 
 
 def check_output_folder(path: Path) -> None:

@@ -54,8 +54,8 @@ BAD = [
     ("gamma", ["inf"], "inf", "expected a finite number, got"),
     ("report_beta", ["0"], 0.0, "expected a finite number > 0, got"),
     ("report_beta", ["-1e-4"], -1e-4, "expected a finite number > 0, got"),
-    ("system", ["foo"], "foo", "expected one of 'coupled_oscillators', 'gyroscopic', 'hru_linear', 'hru_logcosh' "
-                              "or 'pendulum_chain', got 'foo'"),
+    ("system", ["foo"], "foo", "expected one of 'coupled_oscillators', 'gyroscopic', 'hru_linear', 'hru_logcosh', "
+                              "'pendulum_chain', 'sine-gordon', 'klein-gordon', 'wave' or 'kerr', got 'foo'"),
     ("system", None, 5, "expected one of 'coupled_oscillators'"),
     ("integrator", ["rk4"], "rk4", "expected one of 'gauss2', 'midpoint', 'stormer-verlet' or 'trapezoid', got 'rk4'"),
     ("betas", ["1e-2", "-1e-3"], [1e-2, -1e-3], "(item 2): expected a finite number > 0, got"),
@@ -67,7 +67,7 @@ BAD = [
      "(item 2): expected one of 'one-sided', 'centred' or 'complex', got 'sideways'"),
     ("nudges", None, "centred", "expected a list, e.g. ['centred'], got the string 'centred'"),
     ("estimators", ["pfvp", "magic"], ["pfvp", "magic"], "(item 2): expected one of 'civp-contrast', "
-                                                          "'civp-residual', 'pfvp', 'echo', 'rhel' or 'cbvp'"),
+                                                          "'civp-residual', 'pfvp', 'echo', 'rhel', 'cbvp' or 'heb'"),
     ("estimators", ["pfvp", "pfvp"], ["pfvp", "pfvp"], "each name may appear once, repeated: ['pfvp']"),
     ("estimators", None, "pfvp", "expected a list, e.g. ['pfvp'], got the string 'pfvp'"),
     ("output", None, 3, "expected a string, got 3"),

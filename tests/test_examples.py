@@ -23,7 +23,31 @@ def test_each_example_is_run_by_exactly_one_test_file():
 
 
 #: examples that take an output folder as their first argument -> the files they write there
-WRITES = {"finite_nudging.py": ["finite_nudging.png"]}
+WRITES = {"finite_nudging.py": ["finite_nudging.png"],
+          "field_wave_training.py": ["field_wave_training.png", "field_wave_training.h5"]}
+
+
+def _check_field_wave_training(out: Path) -> None:
+    """Echo-trained and adjoint-trained wave fields: the same descent, every step an Armijo decrease.
+
+    Each accepted step lowers the loss by at least its guaranteed decrease ``½ s ⟨g, M⁻¹g⟩`` (the Armijo
+    condition, > 0); the echo's gradient equals the adjoint's to O(β²), so its final loss is within 10 % of
+    the adjoint-trained one.
+    """
+    with h5py.File(out / "field_wave_training.h5") as f:
+        runs = {k: {key: f[k][key][()] for key in f[k]} for k in ("echo", "adjoint")}
+    for run in runs.values():
+        losses, decrease = run["losses"], run["guaranteed_decrease"]
+        assert len(losses) >= 2 and np.all(decrease > 0)
+        assert np.all(losses[1:] <= losses[:-1] - decrease), (losses, decrease)
+        assert losses[-1] <= losses[0] - decrease.sum()
+    echo, adjoint = runs["echo"]["losses"][-1], runs["adjoint"]["losses"][-1]
+    assert abs(echo - adjoint) <= 0.1 * adjoint, (echo, adjoint)
+    assert not list(out.glob(".*.tmp"))
+
+
+#: examples whose written files are checked further -> the check
+CHECKS = {"field_wave_training.py": _check_field_wave_training}
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
@@ -35,6 +59,8 @@ def test_example_runs(path, monkeypatch, tmp_path, capsys):
     assert capsys.readouterr().out.strip()
     for name in WRITES.get(path.name, []):
         assert (out / name).stat().st_size > 0
+    if path.name in CHECKS:
+        CHECKS[path.name](out)
 
 
 def test_heb_xor_learns_and_writes_its_files(monkeypatch, tmp_path, capsys):
