@@ -49,9 +49,9 @@ values are imposed, and every gradient-like vector is zero there.
 
 :class:`FieldSystem` takes one real field component with a separable density;
 any other density (several components, first order in time such as
-:func:`glep.field_models.nls`) is stepped by :class:`MidpointFieldSystem`, the
-implicit-midpoint discrete Lagrangian solved by PETSc SNES (stepping and the
-echo only: no adjoint or estimators yet).
+:func:`glep.field_models.nls`) is stepped by :class:`glep.field_midpoint.MidpointFieldSystem`,
+the implicit-midpoint discrete Lagrangian solved by PETSc SNES (also importable from here).
+:class:`FieldArrays` holds what both share: parameters, reductions, Riesz maps.
 """
 
 from __future__ import annotations
@@ -301,7 +301,95 @@ class _NodalEvaluator(MultiFunction):
         return a
 
 
-class FieldSystem:
+class FieldArrays:
+    """Distributed arrays and parameters shared by :class:`FieldSystem` and the midpoint system.
+
+    Needs ``comm``, ``n_owned``, ``lagrangian``, ``params`` (name -> dolfinx Constant or Function),
+    ``spaces`` (parameter-field spaces), ``_theta_vecs`` and ``_riesz_ksp``.
+    """
+
+    def set_parameter(self, name: str, value) -> None:
+        """Set parameter ``name``: a number, a function of the coordinates, or a local dof array of a field."""
+        if name not in self.lagrangian.parameters:
+            raise InputError(f"unknown parameter {name!r}; the density has {sorted(self.lagrangian.parameters)}")
+        target = self.params[name]
+        self._K = None  # the matrix of the quadratic part may depend on θ
+        if isinstance(target, fem.Constant):
+            if not isinstance(value, (int, float, np.floating, np.integer)):
+                raise InputError(f"scalar parameter {name!r} needs a number, got {type(value).__name__}")
+            target.value = float(value)
+            return
+        if isinstance(value, (int, float, np.floating, np.integer)):
+            target.x.array[:] = float(value)
+        elif isinstance(value, np.ndarray):
+            n_owned = target.function_space.dofmap.index_map.size_local
+            n_local = n_owned + target.function_space.dofmap.index_map.num_ghosts
+            if value.shape not in ((n_owned,), (n_local,)):
+                raise InputError(f"parameter field {name!r} needs {n_owned} owned (or {n_local} local) dof values "
+                                 f"on this rank, got shape {value.shape}")
+            target.x.array[:value.size] = value
+            target.x.scatter_forward()
+        elif callable(value):
+            target.interpolate(value)
+        else:
+            raise InputError(f"parameter field {name!r} needs a number, a function of the coordinates or a dof "
+                             f"array, got {type(value).__name__}")
+
+    def parameter_values(self) -> dict[str, object]:
+        """Current parameter values: floats, and local dof arrays (copies) of the fields."""
+        return {k: float(p.value) if isinstance(p, fem.Constant) else p.x.array.copy()
+                for k, p in self.params.items()}
+
+    def reduce_scalars(self, grads: dict[str, object]) -> dict[str, object]:
+        """Sum the rank-local scalar entries of a θ-gradient over the ranks (fields unchanged)."""
+        return {k: (self.comm.allreduce(complex(g) if np.iscomplexobj(g) else float(g), op=MPI.SUM)
+                    if k not in self._theta_vecs else g) for k, g in grads.items()}
+
+    def dot(self, a: np.ndarray, b: np.ndarray) -> float:
+        """``Σ_i a_i b_i`` over the owned dofs of every rank."""
+        return self.comm.allreduce(float(np.dot(a[:self.n_owned], b[:self.n_owned])), op=MPI.SUM)
+
+    def owned(self, a: np.ndarray) -> np.ndarray:
+        return a[:self.n_owned]
+
+    def riesz(self, name: str, dual: np.ndarray) -> np.ndarray:
+        r"""The Riesz representative ``M_Θ⁻¹ g`` of a dual vector ``g`` on parameter field ``name`` (owned dofs).
+
+        ``M_Θ`` is the consistent mass matrix of the parameter space, solved with PETSc CG + Jacobi
+        to a relative residual of 1e-12.  Raises SolverError if CG does not converge.
+        """
+        Q = self.spaces[name]
+        ksp = self._riesz_ksp.get(name)
+        if ksp is None:
+            import dolfinx.fem.petsc as fpetsc  # noqa: PLC0415
+
+            a = fem.form(ufl.TrialFunction(Q) * ufl.TestFunction(Q) * ufl.dx)
+            A = fpetsc.assemble_matrix(a)
+            A.assemble()
+            ksp = PETSc.KSP().create(self.comm)
+            ksp.setOperators(A)
+            ksp.setType("cg")
+            ksp.getPC().setType("jacobi")
+            ksp.setTolerances(rtol=1e-12, atol=0.0, max_it=10000)
+            self._riesz_ksp[name] = ksp
+        A = ksp.getOperators()[0]
+        b, x = A.createVecRight(), A.createVecRight()
+        n = Q.dofmap.index_map.size_local
+        b.array[:] = np.real(np.asarray(dual)[:n])
+        ksp.solve(b, x)
+        if ksp.getConvergedReason() <= 0:
+            raise SolverError(f"Riesz map of the gradient of {name!r}: CG on the mass matrix failed",
+                              reason=ksp.getConvergedReason())
+        return x.array.copy()
+
+    def field_gradient(self, name: str, dual: np.ndarray) -> FieldGradient:
+        """A labelled :class:`FieldGradient` (dual vector and Riesz representative, owned dofs)."""
+        n = self.spaces[name].dofmap.index_map.size_local
+        d = np.real(np.asarray(dual)[:n]).copy()
+        return FieldGradient(d, self.riesz(name, d))
+
+
+class FieldSystem(FieldArrays):
     r"""A separable field Lagrangian discretised in space (see the module docstring).
 
     Arguments:
@@ -345,7 +433,7 @@ class FieldSystem:
         if reason is not None:
             raise InputError(f"field Lagrangian {lagrangian.name!r} is not separable ({reason}): time stepping "
                              "needs ℒ = ½ρ(x)φ_t² − W(φ, ∇φ; θ, x, t); other densities are stepped by "
-                             "glep.field_system.MidpointFieldSystem (implicit midpoint, no adjoint yet)")
+                             "glep.field_midpoint.MidpointFieldSystem (implicit midpoint)")
         if lagrangian.components != 1:
             raise InputError(f"time stepping supports one real field component, got components="
                              f"{lagrangian.components}")
@@ -415,38 +503,6 @@ class FieldSystem:
                 self.params[name] = f
                 self._vars[name] = f
                 self.set_parameter(name, value)
-
-    def set_parameter(self, name: str, value) -> None:
-        """Set parameter ``name``: a number, a function of the coordinates, or a local dof array of a field."""
-        if name not in self.lagrangian.parameters:
-            raise InputError(f"unknown parameter {name!r}; the density has {sorted(self.lagrangian.parameters)}")
-        target = self.params[name]
-        self._K = None  # the matrix of the quadratic part may depend on θ
-        if isinstance(target, fem.Constant):
-            if not isinstance(value, (int, float, np.floating, np.integer)):
-                raise InputError(f"scalar parameter {name!r} needs a number, got {type(value).__name__}")
-            target.value = float(value)
-            return
-        if isinstance(value, (int, float, np.floating, np.integer)):
-            target.x.array[:] = float(value)
-        elif isinstance(value, np.ndarray):
-            n_owned = target.function_space.dofmap.index_map.size_local
-            n_local = n_owned + target.function_space.dofmap.index_map.num_ghosts
-            if value.shape not in ((n_owned,), (n_local,)):
-                raise InputError(f"parameter field {name!r} needs {n_owned} owned (or {n_local} local) dof values "
-                                 f"on this rank, got shape {value.shape}")
-            target.x.array[:value.size] = value
-            target.x.scatter_forward()
-        elif callable(value):
-            target.interpolate(value)
-        else:
-            raise InputError(f"parameter field {name!r} needs a number, a function of the coordinates or a dof "
-                             f"array, got {type(value).__name__}")
-
-    def parameter_values(self) -> dict[str, object]:
-        """Current parameter values: floats, and local dof arrays (copies) of the fields."""
-        return {k: float(p.value) if isinstance(p, fem.Constant) else p.x.array.copy()
-                for k, p in self.params.items()}
 
     def _init_bc(self, dirichlet, marker) -> None:
         self._bc_values = None
@@ -790,11 +846,6 @@ class FieldSystem:
         out[self.bc_dofs] = 0.0
         return out
 
-    def reduce_scalars(self, grads: dict[str, object]) -> dict[str, object]:
-        """Sum the rank-local scalar entries of a θ-gradient over the ranks (fields unchanged)."""
-        return {k: (self.comm.allreduce(complex(g) if np.iscomplexobj(g) else float(g), op=MPI.SUM)
-                    if k not in self._theta_vecs else g) for k, g in grads.items()}
-
     # ------------------------------------------------------------------ costs
     @property
     def has_cost(self) -> bool:
@@ -877,13 +928,6 @@ class FieldSystem:
         return float(np.sqrt(self.comm.allreduce(fem.assemble_scalar(form), op=MPI.SUM)))
 
     # ------------------------------------------------------------------ reductions and output
-    def dot(self, a: np.ndarray, b: np.ndarray) -> float:
-        """``Σ_i a_i b_i`` over the owned dofs of every rank."""
-        return self.comm.allreduce(float(np.dot(a[:self.n_owned], b[:self.n_owned])), op=MPI.SUM)
-
-    def owned(self, a: np.ndarray) -> np.ndarray:
-        return a[:self.n_owned]
-
     def gather(self, a: np.ndarray, space: str | None = None) -> np.ndarray:
         """The global array of ``a`` (owned entries of every rank) ordered by dof coordinates, on every rank.
 
@@ -899,225 +943,18 @@ class FieldSystem:
         order = np.lexsort(np.round(X, 12).T[::-1])
         return vals[order]
 
-    def riesz(self, name: str, dual: np.ndarray) -> np.ndarray:
-        r"""The Riesz representative ``M_Θ⁻¹ g`` of a dual vector ``g`` on parameter field ``name`` (owned dofs).
-
-        ``M_Θ`` is the consistent mass matrix of the parameter space, solved with PETSc CG + Jacobi
-        to a relative residual of 1e-12.  Raises SolverError if CG does not converge.
-        """
-        Q = self.spaces[name]
-        ksp = self._riesz_ksp.get(name)
-        if ksp is None:
-            import dolfinx.fem.petsc as fpetsc  # noqa: PLC0415
-
-            a = fem.form(ufl.TrialFunction(Q) * ufl.TestFunction(Q) * ufl.dx)
-            A = fpetsc.assemble_matrix(a)
-            A.assemble()
-            ksp = PETSc.KSP().create(self.comm)
-            ksp.setOperators(A)
-            ksp.setType("cg")
-            ksp.getPC().setType("jacobi")
-            ksp.setTolerances(rtol=1e-12, atol=0.0, max_it=10000)
-            self._riesz_ksp[name] = ksp
-        A = ksp.getOperators()[0]
-        b, x = A.createVecRight(), A.createVecRight()
-        n = Q.dofmap.index_map.size_local
-        b.array[:] = np.real(np.asarray(dual)[:n])
-        ksp.solve(b, x)
-        if ksp.getConvergedReason() <= 0:
-            raise SolverError(f"Riesz map of the gradient of {name!r}: CG on the mass matrix failed",
-                              reason=ksp.getConvergedReason())
-        return x.array.copy()
-
-    def field_gradient(self, name: str, dual: np.ndarray) -> FieldGradient:
-        """A labelled :class:`FieldGradient` (dual vector and Riesz representative, owned dofs)."""
-        n = self.spaces[name].dofmap.index_map.size_local
-        d = np.real(np.asarray(dual)[:n]).copy()
-        return FieldGradient(d, self.riesz(name, d))
-
     def __repr__(self) -> str:
         return (f"FieldSystem({self.lagrangian.name!r}, {self.tdim}-D {self.mesh.topology.cell_type.name} mesh, "
                 f"P{self.degree}, {self.ndofs} dofs, {self.comm.size} rank(s))")
 
 
-class MidpointFieldSystem:
-    r"""Any density (separable or not, several components) with the implicit-midpoint discrete Lagrangian.
+def __getattr__(name: str):
+    """``MidpointFieldSystem`` moved to :mod:`glep.field_midpoint` (kept importable from here)."""
+    if name == "MidpointFieldSystem":
+        from glep.field_midpoint import MidpointFieldSystem  # noqa: PLC0415
 
-    ``L_d(q₀, q₁) = |τ| ∫_Ω ℒ(φ_m, (φ₁ − φ₀)/τ, ∇φ_m; θ, x, t + τ/2) dx``, ``φ_m = (φ₀ + φ₁)/2``, on
-    Lagrange ``P_k`` (vector-valued for ``components > 1``) with the consistent mass (UFL quadrature).
-    A step solves the discrete Legendre relation ``p₀ + D₁L_d(q₀, q₁) = 0`` for ``q₁`` with PETSc SNES
-    (Newton, LU by MUMPS) and sets ``p₁ = D₂L_d(q₀, q₁)``: the variational midpoint rule; for a
-    density linear in ``φ_t`` with a linear coefficient (NLS, ``ℒ = b a_t − a b_t − H``) it is the
-    implicit midpoint rule of the Hamiltonian PDE.  The initial momentum is the Legendre map
-    ``p₀ = ∫ ∂ℒ/∂φ_t(φ₀, φ̇₀) · N_i``.  Time stepping only for now (no adjoint or estimators).
-
-    Arguments:
-        lagrangian, mesh, degree, theta, comm: as :class:`FieldSystem`.
-        dirichlet: ``"zero"`` (every component zero on the boundary) or ``None`` (natural).
-        initial: ``(φ₀, φ̇₀)``: functions of the coordinates returning ``(components, npoints)`` arrays
-            (``(npoints,)`` for one component) or numbers.
-        rtol: relative tolerance of the Newton solve of each step.
-    """
-
-    def __init__(self, lagrangian: FieldLagrangian, mesh, *, degree: int = 1, dirichlet="zero",
-                 theta: Mapping[str, object] | None = None, initial=(0.0, 0.0), rtol: float = 1e-12,
-                 comm: MPI.Comm = MPI.COMM_WORLD):
-        if not isinstance(lagrangian, FieldLagrangian):
-            raise InputError(f"lagrangian must be a glep.fields.FieldLagrangian, got {type(lagrangian).__name__}")
-        if isinstance(degree, bool) or degree not in (1, 2):
-            raise InputError(f"degree must be 1 or 2, got {degree!r}")
-        if dirichlet not in ("zero", None):
-            raise InputError(f"dirichlet must be 'zero' or None (natural) for the midpoint system, got {dirichlet!r}")
-        if not (isinstance(rtol, float) and 0 < rtol < 1):
-            raise InputError(f"rtol must be a float in (0, 1), got {rtol!r}")
-        self.lagrangian, self.mesh = lagrangian, _as_mesh(mesh, comm)
-        self.comm, self.c = self.mesh.comm, lagrangian.components
-        shape = (self.c,) if self.c > 1 else ()
-        self.V = fem.functionspace(self.mesh, ("P", degree, shape))
-        self.index_map, self.bs = self.V.dofmap.index_map, self.V.dofmap.index_map_bs
-        self.n_owned = self.index_map.size_local * self.bs
-        self.n_local = (self.index_map.size_local + self.index_map.num_ghosts) * self.bs
-        self.ndofs = self.index_map.size_global * self.bs
-        self.x = ufl.SpatialCoordinate(self.mesh)
-        self.t, self.tau = fem.Constant(self.mesh, 0.0), fem.Constant(self.mesh, 1.0)
-        self.q0f, self.q1f = fem.Function(self.V), fem.Function(self.V)
-        self.params = {}
-        for name, par in lagrangian.parameters.items():
-            value = (theta or {}).get(name, par.value)
-            if par.kind == "scalar":
-                self.params[name] = fem.Constant(self.mesh, float(value))
-            else:
-                f = fem.Function(fem.functionspace(self.mesh, par.element), name=name)
-                f.interpolate(value) if callable(value) else f.x.array.fill(float(value))
-                self.params[name] = f
-        self._initial = initial
-        self.bcs = []
-        if dirichlet == "zero":
-            fdim = self.mesh.topology.dim - 1
-            self.mesh.topology.create_connectivity(fdim, fdim + 1)
-            facets = dolfinx.mesh.exterior_facet_indices(self.mesh.topology)
-            dofs = fem.locate_dofs_topological(self.V, fdim, facets)
-            zero = np.zeros(self.c) if self.c > 1 else 0.0
-            self.bcs = [fem.dirichletbc(zero, dofs, self.V) if self.c > 1 else
-                        fem.dirichletbc(PETSc.ScalarType(zero), dofs, self.V)]
-            self.bc_dofs = np.concatenate([np.arange(self.bs) + self.bs * d for d in dofs]) if len(dofs) else \
-                np.zeros(0, dtype=np.int64)
-        else:
-            self.bc_dofs = np.zeros(0, dtype=np.int64)
-        self._compile(rtol)
-
-    def _density(self, phi, phi_t, t):
-        return self.lagrangian(phi, phi_t, ufl.grad(phi), self.params, self.x, t)
-
-    def _compile(self, rtol: float) -> None:
-        v, du = ufl.TestFunction(self.V), ufl.TrialFunction(self.V)
-        q0, q1, tau = self.q0f, self.q1f, self.tau
-        Ld = abs(tau) * self._density(0.5 * (q0 + q1), (q1 - q0) / tau, self.t + 0.5 * tau) * ufl.dx
-        D1 = ufl.derivative(Ld, q0, v)
-        self.D1, self.D2 = fem.form(D1), fem.form(ufl.derivative(Ld, q1, v))
-        self.J = fem.form(ufl.derivative(D1, q1, du))
-        w = fem.Function(self.V)
-        self._vel = w
-        self.legendre = fem.form(ufl.derivative(self._density(q0, w, self.t) * ufl.dx, w, v))
-        self.A = fpetsc_create_matrix(self.J)
-        self.b = self.q1f.x.petsc_vec.copy()
-        self.p0_vec = self.q1f.x.petsc_vec.copy()
-        snes = PETSc.SNES().create(self.comm)
-        snes.setFunction(self._residual, self.b)
-        snes.setJacobian(self._jacobian, self.A)
-        snes.setTolerances(rtol=rtol, atol=1e-13, max_it=50)
-        snes.getKSP().setType("preonly")
-        pc = snes.getKSP().getPC()
-        pc.setType("lu")
-        pc.setFactorSolverType("mumps")
-        snes.getLineSearch().setType("basic")
-        self.snes = snes
-
-    def _residual(self, snes, x, b) -> None:
-        import dolfinx.fem.petsc as fpetsc  # noqa: PLC0415
-
-        self._load(x)
-        with b.localForm() as bl:
-            bl.set(0.0)
-        fpetsc.assemble_vector(b, self.D1)
-        b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
-        b.axpy(1.0, self.p0_vec)
-        fpetsc.set_bc(b, self.bcs, x, -1.0)
-
-    def _load(self, x) -> None:
-        """Make ``q₁`` the SNES iterate ``x`` (owned entries, then ghosts)."""
-        self.q1f.x.array[:self.n_owned] = x.array_r
-        self.q1f.x.scatter_forward()
-
-    def _jacobian(self, snes, x, A, P) -> None:
-        import dolfinx.fem.petsc as fpetsc  # noqa: PLC0415
-
-        self._load(x)
-        A.zeroEntries()
-        fpetsc.assemble_matrix(A, self.J, self.bcs)
-        A.assemble()
-
-    def _vector(self, form) -> np.ndarray:
-        b = la.vector(self.index_map, self.bs)
-        fem.assemble_vector(b.array, form)
-        b.scatter_reverse(la.InsertMode.add)
-        b.scatter_forward()
-        return b.array.copy()
-
-    def _interp(self, value) -> np.ndarray:
-        f = fem.Function(self.V)
-        if callable(value):
-            f.interpolate(value)
-        else:
-            f.x.array[:] = float(value)
-        return f.x.array.copy()
-
-    def initial_state(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(q₀, p₀)``: interpolated ``φ₀`` and the Legendre map of ``(φ₀, φ̇₀)`` (zero at Dirichlet dofs)."""
-        q0 = self._interp(self._initial[0])
-        q0[self.bc_dofs] = 0.0
-        self.q0f.x.array[:] = q0
-        self._vel.x.array[:] = self._interp(self._initial[1])
-        p0 = self._vector(self.legendre)
-        p0[self.bc_dofs] = 0.0
-        return q0, p0
-
-    def step(self, q0: np.ndarray, p0: np.ndarray, t0: float, tau: float) -> tuple[np.ndarray, np.ndarray, int]:
-        """One midpoint step of signed size ``tau`` from ``(q0, p0)`` at ``t0``: ``(q1, p1, Newton iterations)``."""
-        self.t.value, self.tau.value = t0, tau
-        self.q0f.x.array[:] = q0
-        self.q1f.x.array[:] = q0
-        self.p0_vec.array[:] = p0[:self.n_owned]
-        x = self.q1f.x.petsc_vec.copy()
-        self.snes.solve(None, x)
-        self._load(x)
-        reason = self.snes.getConvergedReason()
-        if reason <= 0:
-            raise SolverError(f"midpoint step at t = {t0:g}: Newton did not converge", reason=reason)
-        p1 = self._vector(self.D2)
-        p1[self.bc_dofs] = 0.0
-        return self.q1f.x.array.copy(), p1, self.snes.getIterationNumber()
-
-    def error_norm(self, q: np.ndarray, exact: Callable, t: float = 0.0, degree: int = 8) -> float:
-        """``‖φ_h − φ‖_{L²}`` with ``exact(x, t) -> UFL`` (a vector for several components)."""
-        f = fem.Function(self.V)
-        f.x.array[:] = q
-        tt = fem.Constant(self.mesh, float(t))
-        e = f - exact(self.x, tt)
-        form = fem.form(ufl.inner(e, e) * ufl.dx(metadata={"quadrature_degree": degree}))
-        return float(np.sqrt(self.comm.allreduce(fem.assemble_scalar(form), op=MPI.SUM)))
-
-    def flip(self, q: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Time reversal ``(σ_q q, σ_v p)`` per component (the density's reversal signs)."""
-        sq, sv = (np.asarray(s_, dtype=float) for s_ in self.lagrangian.reversal_signs)
-        return (q.reshape(-1, self.c) * sq).ravel(), (p.reshape(-1, self.c) * sv).ravel()
+        return MidpointFieldSystem
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def fpetsc_create_matrix(form):
-    """An empty PETSc matrix with the sparsity of ``form``."""
-    import dolfinx.fem.petsc as fpetsc  # noqa: PLC0415
-
-    return fpetsc.create_matrix(form)
-
-
-__all__ = ["FieldCost", "FieldGradient", "FieldSystem", "MidpointFieldSystem", "read_mesh"]
+__all__ = ["FieldArrays", "FieldCost", "FieldGradient", "FieldSystem", "MidpointFieldSystem", "read_mesh"]  # noqa: F822
