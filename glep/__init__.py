@@ -135,6 +135,10 @@ _LAZY: dict[str, tuple[str, str]] = {
     "field_pfvp": ("glep.estimators.field_estimators", "field_pfvp"),
     "field_echo": ("glep.estimators.field_estimators", "field_echo"),
     "field_civp": ("glep.estimators.field_estimators", "field_civp"),
+    "MidpointFieldSystem": ("glep.field_midpoint", "MidpointFieldSystem"),
+    "field_midpoint_forward": ("glep.ivp.field_stepping", "midpoint_forward"),
+    "field_midpoint_adjoint": ("glep.ivp.field_midpoint_adjoint", "midpoint_adjoint"),
+    "nls_echo": ("glep.estimators.field_nls", "nls_echo"),
     # trajectory files
     "save_trajectory": ("glep.io", "save_trajectory"),
     "load_trajectory": ("glep.io", "load_trajectory"),
@@ -168,7 +172,7 @@ __all__ = [
     "ModeProblem", "ModeGradient", "heb", "HEB", "mode_adjoint", "ModeAdjoint", "heb_update", "heb_train",
     # field systems (time stepping)
     "FieldSystem", "FieldCost", "FieldGradient", "field_forward", "field_adjoint", "field_pfvp", "field_echo",
-    "field_civp",
+    "field_civp", "MidpointFieldSystem", "field_midpoint_forward", "field_midpoint_adjoint", "nls_echo",
     # errors
     "GlepError", "InputError", "NotReversibleError", "SaddleError", "SingularHessianError", "SolverError",
 ]
