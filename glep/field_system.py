@@ -615,8 +615,12 @@ class FieldSystem(FieldArrays):
             if isinstance(node, (ufl.classes.Derivative, ufl.classes.Argument)):
                 return False
             if isinstance(node, ufl.classes.Coefficient) and node is not self.u and \
-                    not any(node is self.params[k] for k in self._same_layout):
+                    not any(node is self.params[k] for k in (*self._same_layout, *self._lumped)):
                 return False
+        lumped = [k for k in self._lumped if self.params[k] in extract_coefficients(term)]
+        if len(lumped) > 1 or (lumped and not _is_zero(ufl.derivative(ufl.derivative(
+                term, self.params[lumped[0]], ufl.as_ufl(1.0)), self.params[lumped[0]], ufl.as_ufl(1.0)))):
+            return False  # a lumped parameter must enter linearly, alone
         try:
             self._eval(expand_derivatives(term))
         except (NotImplementedError, KeyError, TypeError, ValueError):
@@ -631,7 +635,8 @@ class FieldSystem(FieldArrays):
         entry = self._tapes.get(id(expr))
         if entry is None:
             values = {self.u: lambda: self.u.x.array, self.lam: lambda: self.lam.x.array,
-                      **{self.params[k]: (lambda f=self.params[k]: f.x.array) for k in self._same_layout}}
+                      **{self.params[k]: (lambda f=self.params[k]: f.x.array) for k in self._same_layout},
+                      **{self.params[k]: (lambda k=k: self._to_nodes(k)) for k in self._lumped}}
             fn = map_expr_dag(_NodalEvaluator(values, self._nodes), expr, compress=False)
             if not callable(fn):
                 raise NotImplementedError("not a scalar expression")
@@ -656,6 +661,7 @@ class FieldSystem(FieldArrays):
         self._nodal_theta: dict[str, tuple] = {}
         self._assembled_rest = rest
         self._m0 = None
+        self._lumped: dict[str, object] = {}
         if self.degree != 1 or self._dx.metadata().get("quadrature_rule") != "vertex":
             return
         v = ufl.TestFunction(self.V)
@@ -663,6 +669,7 @@ class FieldSystem(FieldArrays):
         m0.scatter_reverse(la.InsertMode.add)
         m0.scatter_forward()
         self._m0 = m0.array.copy()
+        self._lumped_setup()
         point, other = [], []
         for term in self._terms(rest):
             (point if self._pointwise(term) else other).append(term)
@@ -676,9 +683,53 @@ class FieldSystem(FieldArrays):
         for name, par in self.lagrangian.parameters.items():
             var = self._vars[name]
             dep = [t for t in terms if not _is_zero(self._dtheta(t, name, var))]
-            if dep and all(self._pointwise(t) for t in dep) and (par.kind == "scalar" or name in self._same_layout):
+            if dep and all(self._pointwise(t) for t in dep) and \
+                    (par.kind == "scalar" or name in self._same_layout or name in self._lumped):
                 d = self._dtheta(sum(dep[1:], dep[0]), name, var)
                 self._nodal_theta[name] = (d, expand_derivatives(ufl.derivative(d, self.u, one)))
+
+    def _lumped_setup(self) -> None:
+        r"""Parameter fields in other spaces (``DG0``...) entering the density linearly: nodal by vertex quadrature.
+
+        With the vertex rule, ``∫ θ W(φ_h) N_i dx = W(q_i) (Bᵀθ)_i`` and ``∂_{θ_j} ∫ θ W(φ_h) dx = Σ_i B_ji W(q_i)``,
+        ``B_ji = ∫ N^Θ_j N_i dx`` (vertex rule, assembled once): such a parameter acts at the nodes as
+        ``θ̃ = Bᵀθ / m⁰`` and its θ-derivatives are ``B`` times node-wise arrays (exactly the assembled values).
+        """
+        import dolfinx.fem.petsc as fpetsc  # noqa: PLC0415
+        from dolfinx.la.petsc import create_vector_wrap  # noqa: PLC0415
+
+        for name, Q in self.spaces.items():
+            if name in self._same_layout:
+                continue
+            B = fpetsc.assemble_matrix(fem.form(ufl.TrialFunction(self.V) * ufl.TestFunction(Q) * self._dx))
+            B.assemble()
+            qv, vv = la.vector(Q.dofmap.index_map, 1), la.vector(self.index_map, 1)
+            self._lumped[name] = (B, qv, vv, create_vector_wrap(qv), create_vector_wrap(vv))
+        self._lumped_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _to_nodes(self, name: str, values: np.ndarray | None = None) -> np.ndarray:
+        """``θ̃ = Bᵀθ / m⁰`` of a lumped parameter (``values``: a local array of its space; default its value)."""
+        B, qv, vv, qw, vw = self._lumped[name]
+        theta = self.params[name].x.array
+        if values is None:  # the parameter's own value: cached until it changes
+            cached = self._lumped_cache.get(name)
+            if cached is not None and np.array_equal(cached[0], theta):
+                return cached[1]
+        qv.array[:] = theta if values is None else values
+        B.multTranspose(qw, vw)
+        vv.scatter_forward()
+        out = vv.array / self._m0
+        if values is None:
+            self._lumped_cache[name] = (theta.copy(), out)
+        return out
+
+    def _from_nodes(self, name: str, nodal: np.ndarray) -> np.ndarray:
+        """``B · g`` for a node-wise array ``g`` (a new local array of the parameter space, ghosts updated)."""
+        B, qv, vv, qw, vw = self._lumped[name]
+        vv.array[:] = nodal
+        B.mult(vw, qw)
+        qv.scatter_forward()
+        return qv.array.copy()
 
     def _dtheta(self, expr, name, var):
         if self.lagrangian.parameters[name].kind == "scalar":
@@ -766,6 +817,25 @@ class FieldSystem(FieldArrays):
     def force(self, q: np.ndarray, t: float, beta: complex = 0.0) -> np.ndarray:
         """``∂_q U(q, t) + β ∂_q c(q, t)``, zero at Dirichlet dofs (a new local array)."""
         self._set_state(q, t)
+        return self._force_at_state(beta)
+
+    def force_and_theta(self, q: np.ndarray, t: float, beta: complex = 0.0) -> tuple[np.ndarray, dict]:
+        r"""``(force(q, t, β), theta_gradient(q, t))`` in one node-wise evaluation (the nudged passes).
+
+        The state is loaded once for both.  Parameters acting through ``B`` (:meth:`_lumped_setup`) come back
+        *node-wise* (``W(q)`` on the state space, before ``B``): sums of them over time are mapped once by
+        :meth:`finish_theta` (``Σ_k w_k B W(q_k) = B Σ_k w_k W(q_k)``).  Other entries are final.
+        """
+        self._set_state(q, t)
+        F = self._force_at_state(beta)
+        return F, self._theta_at_state(self.theta_forms, nodal=True)
+
+    def finish_theta(self, acc: dict[str, object]) -> dict[str, object]:
+        """Map the node-wise entries of a sum of :meth:`force_and_theta` θ-derivatives to the parameter spaces."""
+        return {k: self._from_nodes(k, g) if k in self._lumped and k in self._nodal_theta else g
+                for k, g in acc.items()}
+
+    def _force_at_state(self, beta) -> np.ndarray:
         F = self._linear_part("u")
         if self._nodal_force is not None:
             F += self._m0 * self._eval(self._nodal_force)
@@ -792,10 +862,17 @@ class FieldSystem(FieldArrays):
         self._set_state(q, t)
         if direction is not None:
             self.lam.x.array[:] = direction
+        return self._theta_at_state(forms, direction)
+
+    def _theta_at_state(self, forms, direction=None, nodal: bool = False) -> dict[str, object]:
         out: dict[str, object] = {}
         for name, (d, du) in self._nodal_theta.items():
-            g = self._m0 * (self._eval(d) if direction is None else self._eval(du) * direction)
-            out[name] = g.copy() if name in self._theta_vecs else float(np.sum(g[:self.n_owned]))
+            g = self._eval(d) if direction is None else self._eval(du) * direction
+            if name in self._lumped:
+                out[name] = np.array(g, dtype=float) if nodal else self._from_nodes(name, g)
+                continue
+            g = self._m0 * g
+            out[name] = g if name in self._theta_vecs else float(np.sum(g[:self.n_owned]))
         for name, form in forms.items():
             if name in self._theta_vecs:
                 out[name] = self._assemble(form, self._theta_vecs[name]).copy()
@@ -823,6 +900,8 @@ class FieldSystem(FieldArrays):
         par = self.lagrangian.parameters[name]
         if name in self._nodal_theta:
             d = self._m0 * self._eval(self._nodal_theta[name][1])
+            if name in self._lumped:
+                direction = self._to_nodes(name, np.asarray(direction, dtype=float))
             out = d * (float(direction) if par.kind == "scalar" else direction)
         else:
             form = self._jvp_forms.get(name)

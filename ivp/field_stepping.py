@@ -122,7 +122,10 @@ def _accumulate(acc: dict | None, grads: dict, w: float) -> dict:
     if acc is None:
         return {k: w * g for k, g in grads.items()}
     for k, g in grads.items():
-        acc[k] = acc[k] + w * g
+        if isinstance(acc[k], np.ndarray):
+            acc[k] += w * g  # in place (the arrays were created by the first call)
+        else:
+            acc[k] = acc[k] + w * g
     return acc
 
 
@@ -155,17 +158,20 @@ def leapfrog(system: FieldSystem, q0: np.ndarray, p0: np.ndarray, times: np.ndar
     N = len(tau)
     acc, C, stored, n_asm = None, 0.0, ([q.copy()] if store else None), 0
 
-    def node(k: int, q: np.ndarray) -> None:
+    def node(k: int, q: np.ndarray, G: dict | None) -> None:
         nonlocal acc, C, n_asm
         if theta_integral:
-            acc = _accumulate(acc, system.theta_gradient(q, times[k]), w[k])
+            acc = _accumulate(acc, G, w[k])
             n_asm += 1
         if loss and system.has_cost:
             C += w[k] * system.cost_value(q, times[k])
 
-    F = system.force(q, times[0], beta)
+    def force(k: int, q: np.ndarray):  # with θ_integral: force and ∂_θU in one node-wise evaluation
+        return system.force_and_theta(q, times[k], beta) if theta_integral else (system.force(q, times[k], beta), None)
+
+    F, G = force(0, q)
     n_asm += 1 + (beta != 0 and system.has_cost)
-    node(0, q)
+    node(0, q, G)
     if callback is not None:
         callback(0, times[0], q, p)
     for k in range(N):
@@ -173,10 +179,10 @@ def leapfrog(system: FieldSystem, q0: np.ndarray, p0: np.ndarray, times: np.ndar
         p += 0.5 * h * F
         q += h * minv * p
         system.impose(q, times[k + 1])
-        F = system.force(q, times[k + 1], beta)
+        F, G = force(k + 1, q)
         n_asm += 1 + (beta != 0 and system.has_cost)
         p += 0.5 * h * F
-        node(k + 1, q)
+        node(k + 1, q, G)
         if store:
             stored.append(q.copy())
         if callback is not None:
@@ -184,7 +190,7 @@ def leapfrog(system: FieldSystem, q0: np.ndarray, p0: np.ndarray, times: np.ndar
     if loss and terminal and system.has_terminal_cost:
         C += system.cost_value(q, times[-1], "terminal")
     if acc is not None:
-        acc = system.reduce_scalars(acc)
+        acc = system.reduce_scalars(system.finish_theta(acc))
     return FieldPass(times, q, p, acc, C if loss else None, stored, n_asm, time.perf_counter() - start)
 
 
