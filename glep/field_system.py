@@ -822,9 +822,10 @@ class FieldSystem(FieldArrays):
     def force_and_theta(self, q: np.ndarray, t: float, beta: complex = 0.0) -> tuple[np.ndarray, dict]:
         r"""``(force(q, t, β), theta_gradient(q, t))`` in one node-wise evaluation (the nudged passes).
 
-        The state is loaded once for both.  Parameters acting through ``B`` (:meth:`_lumped_setup`) come back
-        *node-wise* (``W(q)`` on the state space, before ``B``): sums of them over time are mapped once by
-        :meth:`finish_theta` (``Σ_k w_k B W(q_k) = B Σ_k w_k W(q_k)``).  Other entries are final.
+        The state is loaded once for both.  Node-wise parameter fields come back *before* their linear map
+        (``W(q)`` on the state space; the map is ``m⁰ ·`` for P1 fields on the state's nodes, ``B`` of
+        :meth:`_lumped_setup` otherwise): sums over time are mapped once by :meth:`finish_theta`
+        (``Σ_k w_k B W(q_k) = B Σ_k w_k W(q_k)``).  Other entries are final.
         """
         self._set_state(q, t)
         F = self._force_at_state(beta)
@@ -832,8 +833,12 @@ class FieldSystem(FieldArrays):
 
     def finish_theta(self, acc: dict[str, object]) -> dict[str, object]:
         """Map the node-wise entries of a sum of :meth:`force_and_theta` θ-derivatives to the parameter spaces."""
-        return {k: self._from_nodes(k, g) if k in self._lumped and k in self._nodal_theta else g
-                for k, g in acc.items()}
+        out = {}
+        for k, g in acc.items():
+            if k in self._nodal_theta and k in self._theta_vecs:
+                g = self._from_nodes(k, g) if k in self._lumped else self._m0 * g
+            out[k] = g
+        return out
 
     def _force_at_state(self, beta) -> np.ndarray:
         F = self._linear_part("u")
@@ -868,8 +873,11 @@ class FieldSystem(FieldArrays):
         out: dict[str, object] = {}
         for name, (d, du) in self._nodal_theta.items():
             g = self._eval(d) if direction is None else self._eval(du) * direction
+            if name in self._theta_vecs and nodal:  # node-wise, before m⁰ or B (applied by finish_theta)
+                out[name] = np.array(g, dtype=float)
+                continue
             if name in self._lumped:
-                out[name] = np.array(g, dtype=float) if nodal else self._from_nodes(name, g)
+                out[name] = self._from_nodes(name, g)
                 continue
             g = self._m0 * g
             out[name] = g if name in self._theta_vecs else float(np.sum(g[:self.n_owned]))
