@@ -34,6 +34,7 @@ from glep.errors import InputError
 from glep.field_system import FieldGradient
 from glep.ivp.field_adjoint import FieldAdjointResult, _run_schedule
 from glep.ivp.field_stepping import uniform_times
+from glep.parallel import collective
 
 
 class _MidpointSweep:
@@ -140,7 +141,8 @@ def midpoint_adjoint(system, T: float, N: int, *, q0=None, p0=None, terminal: bo
         qi, pi = system.initial_state()
         q0 = qi if q0 is None else q0
         p0 = pi if p0 is None else p0
-    sweep = _MidpointSweep(system, q0, p0, T, N, terminal)
+    with collective(system.comm, "midpoint adjoint"):  # a bad state on one rank stops every rank
+        sweep = _MidpointSweep(system, q0, p0, T, N, terminal)
     _run_schedule(sweep, N, None if checkpoints is None or checkpoints >= N else checkpoints)
     theta, dq0, dp0 = sweep.finish()
     out = {}

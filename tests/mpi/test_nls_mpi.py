@@ -68,3 +68,5 @@ def test_bad_state_on_one_rank_raises_on_every_rank():
     q0 = np.zeros(sys.n_local + (1 if COMM.rank == 0 else 0))
     with pytest.raises(GlepError, match="q0 must be a real local dof array"):
         fs.midpoint_forward(sys, T, N, q0=q0, p0=np.zeros(sys.n_local))
+    with pytest.raises(GlepError, match="q0 must be a real local dof array"):
+        midpoint_adjoint(sys, T, N, q0=q0, p0=np.zeros(sys.n_local))
