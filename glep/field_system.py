@@ -36,7 +36,12 @@ consistent mass matrix of ``Θ`` (PETSc CG + Jacobi), :meth:`FieldSystem.riesz`.
 Quadrature: ``"nodal"`` (default) integrates ``U`` with the nodes of the
 element (vertex quadrature for ``P1``, Gauss–Lobatto for ``P2`` on intervals and
 quadrilaterals): consistent with the lumped mass, as in a spectral-element
-method; ``"exact"`` lets UFL estimate the degree.  Lumping by row sums needs
+method; ``"exact"`` lets UFL estimate the degree.  With ``P1`` and the vertex rule, summands
+without derivatives are evaluated node by node (NumPy closures compiled from UFL), including those
+with a parameter field in another space (``DG0``, ``P2``) entering linearly: with
+``B_ji = ∫ N^Θ_j N_i dx`` (vertex rule, assembled once), ``∫ θ W(φ_h) N_i = W(q_i)(Bᵀθ)_i`` and
+``∂_{θ_j} ∫ θ W(φ_h) = Σ_i B_ji W(q_i)``; :meth:`FieldSystem.force_and_theta` returns the force and
+the θ-derivatives of one state together for the nudged passes.  Lumping by row sums needs
 positive entries: ``P2`` on triangles (zero vertex row sums) is refused.
 
 Distributed arrays: every state, momentum or direction is the rank's local
