@@ -29,6 +29,7 @@ import numpy as np
 from glep.errors import InputError
 from glep.estimators.field_estimators import FieldEstimate
 from glep.estimators.nudging import Centred, Nudge
+from glep.field_midpoint import check_midpoint_system
 from glep.field_system import FieldGradient
 from glep.ivp import field_stepping as fs
 from glep.ivp.field_midpoint_adjoint import initial_field_gradient
@@ -60,6 +61,7 @@ def nls_echo(system, T: float, N: int, nudge: Nudge | None = None, *, q0=None, p
         the gradient with respect to the initial field ``u₀``).
     """
     start = time.perf_counter()
+    check_midpoint_system(system, "nls_echo")
     nudge = nudge or Centred(1e-4)
     if not isinstance(nudge, Nudge):
         raise InputError(f"nudge must be a glep Nudge (Centred, OneSided), got {type(nudge).__name__}")

@@ -68,6 +68,10 @@ class MidpointFieldSystem(FieldArrays):
             raise InputError(f"dirichlet must be 'zero' or None (natural) for the midpoint system, got {dirichlet!r}")
         if not (isinstance(rtol, float) and 0 < rtol < 1):
             raise InputError(f"rtol must be a float in (0, 1), got {rtol!r}")
+        if not (isinstance(initial, (tuple, list)) and len(initial) == 2
+                and all(isinstance(v, (int, float)) or callable(v) for v in initial)):
+            raise InputError("initial must be a pair (φ₀, φ̇₀) of numbers or functions of the coordinates, "
+                             f"got {initial!r}")
         for name, c in (("cost", cost), ("terminal_cost", terminal_cost)):
             if c is not None and not isinstance(c, FieldCost):
                 raise InputError(f"{name} must be a FieldCost or None, got {type(c).__name__}")
@@ -414,4 +418,11 @@ class MidpointFieldSystem(FieldArrays):
                 f"{self.comm.size} rank(s))")
 
 
-__all__ = ["MidpointFieldSystem"]
+def check_midpoint_system(system, who: str) -> None:
+    """InputError unless ``system`` is a :class:`MidpointFieldSystem` (``who`` names the caller)."""
+    if not isinstance(system, MidpointFieldSystem):
+        raise InputError(f"{who} needs a glep.field_midpoint.MidpointFieldSystem, got {type(system).__name__} "
+                         "(a FieldSystem is stepped by the leapfrog: field_forward, field_adjoint, field_echo)")
+
+
+__all__ = ["MidpointFieldSystem", "check_midpoint_system"]

@@ -31,6 +31,7 @@ import numpy as np
 from mpi4py import MPI
 
 from glep.errors import InputError
+from glep.field_midpoint import check_midpoint_system
 from glep.field_system import FieldGradient
 from glep.ivp.field_adjoint import FieldAdjointResult, _run_schedule
 from glep.ivp.field_stepping import uniform_times
@@ -133,6 +134,7 @@ def midpoint_adjoint(system, T: float, N: int, *, q0=None, p0=None, terminal: bo
         :func:`initial_field_gradient` of them.
     """
     start = time.perf_counter()
+    check_midpoint_system(system, "midpoint_adjoint")
     uniform_times(T, N)
     if checkpoints is not None and (isinstance(checkpoints, bool) or not isinstance(checkpoints, int)
                                     or checkpoints < 1):

@@ -272,6 +272,9 @@ def midpoint_pass(system, q0, p0, times, tau, *, beta: float = 0.0, sign=None, t
     inside the running cost.  Accumulates ``I = Σ_k ∂_θL_d(q_k, q_{k+1})`` and the loss
     ``C_h = Σ_k ℓ(q_k, q_{k+1}) + c_T(q_N)`` when asked; ``meta["newton_iterations"]`` lists the iterations.
     """
+    from glep.field_midpoint import check_midpoint_system  # noqa: PLC0415
+
+    check_midpoint_system(system, "the midpoint pass")
     start = time.perf_counter()
     with collective(system.comm, "field midpoint"):
         beta = _check_beta(beta)
@@ -309,6 +312,9 @@ def midpoint_pass(system, q0, p0, times, tau, *, beta: float = 0.0, sign=None, t
 def midpoint_forward(system, T: float, N: int, *, q0=None, p0=None, t0: float = 0.0, beta: float = 0.0,
                      theta_integral: bool = False, loss: bool = True, callback=None) -> FieldPass:
     r"""``N`` implicit-midpoint steps of size ``T/N`` from ``(q0, p0)`` (default: the system's initial state)."""
+    from glep.field_midpoint import check_midpoint_system  # noqa: PLC0415
+
+    check_midpoint_system(system, "midpoint_forward")
     times = uniform_times(T, N, t0)
     if q0 is None or p0 is None:
         qi, pi = system.initial_state(t0)
@@ -326,6 +332,9 @@ def midpoint_echo(system, qN, pN, T: float, N: int, *, t0: float = 0.0, beta: fl
     For a reversible density (``ℒ(σφ, −σφ_t) = ℒ(φ, φ_t)``) the echo step is the mirrored (backward) step of the
     flipped state, so the echo is the backward nudged pass of PFVP.
     """
+    from glep.field_midpoint import check_midpoint_system  # noqa: PLC0415
+
+    check_midpoint_system(system, "midpoint_echo")
     q, p = system.flip(np.asarray(qN, dtype=float), np.asarray(pN, dtype=float))
     times = uniform_times(T, N, t0)[::-1].copy()
     res = midpoint_pass(system, q, p, times, np.full(N, float(T) / N), beta=beta,

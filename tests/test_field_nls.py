@@ -19,7 +19,7 @@ from glep.errors import InputError
 from glep.estimators.field_nls import nls_echo
 from glep.estimators.nudging import Centred, ComplexStep
 from glep.field_midpoint import MidpointFieldSystem
-from glep.field_system import FieldCost
+from glep.field_system import FieldCost, FieldSystem
 from glep.ivp import field_stepping as fs
 from glep.ivp.field_midpoint_adjoint import initial_field_gradient, midpoint_adjoint
 
@@ -181,6 +181,13 @@ def test_bad_input():
         fs.midpoint_forward(sys, T, N, q0=np.zeros(3), p0=np.zeros(sys.n_local))
     with pytest.raises(InputError, match="real β"):
         fs.midpoint_forward(sys, T, N, beta=1e-3j)
+    flat = FieldSystem(fm.sine_gordon(), dmesh.create_unit_interval(COMM, 4))
+    for fn, who in ((nls_echo, "nls_echo"), (midpoint_adjoint, "midpoint_adjoint"),
+                    (fs.midpoint_forward, "midpoint_forward")):
+        with pytest.raises(InputError, match=f"{who} needs a glep.field_midpoint.MidpointFieldSystem"):
+            fn(flat, T, N)
+    with pytest.raises(InputError, match="initial must be a pair"):
+        MidpointFieldSystem(fm.nls(), dmesh.create_unit_interval(COMM, 4), initial=(0.0,))
     irreversible = fm.nls()
     object.__setattr__(irreversible, "reversal", ((1, -1), (1, -1)))
     with pytest.raises(InputError, match="the echo needs a reversal"):
