@@ -29,6 +29,13 @@ def _assemble(form, imap):
     return b.array.copy()
 
 
+def _consistent(space, rng):
+    f = fem.Function(space)
+    f.x.array[:] = rng.standard_normal(f.x.array.size)
+    f.x.scatter_forward()
+    return f.x.array.copy()
+
+
 def _systems():
     sq = dmesh.create_unit_square(COMM, 7, 5)
     yield "sine-gordon DG0", FieldSystem(fm.sine_gordon(kappa=lambda x: 1 + x[0], element=("DG", 0)), sq,
@@ -44,9 +51,8 @@ def test_lumped_parameter_kernels_equal_the_assembled_forms(seed):
         assert name in sys._lumped and name in sys._nodal_theta, label  # the node-wise path is taken
         Q = sys.spaces[name]
         sys.set_parameter(name, 1.0 + 0.2 * rng.random(Q.dofmap.index_map.size_local))
-        q = rng.standard_normal(sys.n_local)
-        lam = rng.standard_normal(sys.n_local)
-        dth = rng.standard_normal(Q.dofmap.index_map.size_local + Q.dofmap.index_map.num_ghosts)
+        q, lam = _consistent(sys.V, rng), _consistent(sys.V, rng)  # ghosts equal to their owners' values
+        dth = _consistent(Q, rng)
         sys.impose(q, 0.0)
         sys._set_state(q, 0.0)
         sys.lam.x.array[:] = lam
