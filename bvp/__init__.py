@@ -17,7 +17,9 @@ gives ``∫∂_θL`` along nudged solutions (the GLEP estimators built on them a
 locates folds.  Solvers are objects (``solve_bvp(..., solver=Newton(rtol=1e-12,
 options={"snes_monitor": None}))``, :mod:`glep.bvp.solvers`); PETSc options are given per solve and set
 under the problem's own prefix; a script that wants ``-glep_*`` options from its command line calls
-:func:`use_command_line_options`.
+:func:`use_command_line_options`.  Field equations on ``(d+1)``-dimensional space–time meshes are in
+:mod:`glep.bvp.spacetime` (problems, Newton, Morse indices), :mod:`glep.bvp.spacetime_gradients` (FE
+adjoint, contrasts) and :mod:`glep.bvp.spacetime_krylov` (MINRES for 2+1-D).
 """
 
 import dolfinx_solver  # noqa: F401  isort: skip  (configures PETSc before dolfinx/petsc4py load)
@@ -55,6 +57,22 @@ from glep.bvp.solvers import (
     set_default_petsc_options,
     use_command_line_options,
 )
+from glep.bvp.spacetime import (
+    SpaceTimeCBVP,
+    SpaceTimeCFVP,
+    SpaceTimeCIVP,
+    SpaceTimeMesh,
+    SpaceTimePeriodic,
+    SpaceTimeProblem,
+    SpaceTimeSolution,
+    spacetime_mesh,
+    tracking_cost,
+)
+from glep.bvp.spacetime import solve as solve_spacetime
+from glep.bvp.spacetime_gradients import SpaceTimeGradient, pfvp_contrast_gradient
+from glep.bvp.spacetime_gradients import adjoint_gradient as spacetime_adjoint_gradient
+from glep.bvp.spacetime_gradients import contrast_gradient as spacetime_contrast_gradient
+from glep.bvp.spacetime_krylov import KrylovNewton
 from glep.bvp.vectorised import VectorisedAction
 
 __all__ = [
@@ -68,4 +86,7 @@ __all__ = [
     "natural_continuation", "functional_continuation", "locate_fold",
     "Newton", "TrustRegion", "ResidualDescent", "GradientFlow", "Deflation", "Continuation",
     "set_default_petsc_options", "use_command_line_options",
+    "spacetime_mesh", "SpaceTimeMesh", "SpaceTimeProblem", "SpaceTimeSolution", "SpaceTimeCBVP", "SpaceTimeCIVP",
+    "SpaceTimeCFVP", "SpaceTimePeriodic", "solve_spacetime", "tracking_cost", "KrylovNewton", "SpaceTimeGradient",
+    "spacetime_adjoint_gradient", "spacetime_contrast_gradient", "pfvp_contrast_gradient",
 ]

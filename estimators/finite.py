@@ -36,7 +36,9 @@ CBVP the adjoint of the nudged assembled system), with its quadrature error
 estimated by doubling the number of nodes.  A family is anything that
 answers :meth:`NudgedFamily.loss_gradient` at a β′: field models and HEB
 plug in by implementing it (:class:`ReducedFamily` already takes any
-residual-free :class:`glep.bvp.ReducedProblem`).
+residual-free :class:`glep.bvp.ReducedProblem`; the field families, space–time
+CBVP/periodic and the time-stepped PFVP/echo family, are in
+:mod:`glep.estimators.finite_fields` and registered in :data:`FAMILY_BUILDERS`).
 """
 
 from __future__ import annotations
@@ -330,11 +332,29 @@ def cbvp_family(problem: Problem, estimator=None) -> ReducedFamily:
     return ReducedFamily(free.problem, free.solution, "CBVP")
 
 
-#: family name (an estimator's ``nudged_family``) -> builder ``(problem, estimator) -> NudgedFamily``
+def _spacetime_family(problem, estimator=None) -> NudgedFamily:
+    """Field models on space-time meshes: ``problem`` is the solved free ``SpaceTimeSolution`` (CBVP, periodic)."""
+    from glep.estimators.finite_fields import spacetime_family
+
+    return spacetime_family(problem, estimator)
+
+
+def _field_final_state_family(problem, estimator=None) -> NudgedFamily:
+    """Time-stepped field models: ``problem`` is a ``glep.estimators.finite_fields.FieldProblem``."""
+    from glep.estimators.finite_fields import field_final_state_family
+
+    return field_final_state_family(problem, estimator)
+
+
+#: family name (an estimator's ``nudged_family``) -> builder ``(problem, estimator) -> NudgedFamily``;
+#: the field families (``"spacetime"``, ``"field-final-state"``) are in :mod:`glep.estimators.finite_fields`,
+#: which maps the field estimators to them (``FIELD_ESTIMATOR_FAMILIES``, ``field_family_for``)
 FAMILY_BUILDERS: dict[str, Callable] = {
     "initial-value": lambda problem, estimator=None: InitialValueFamily(problem),
     "final-state": lambda problem, estimator=None: FinalStateFamily(problem),
     "cbvp": cbvp_family,
+    "spacetime": _spacetime_family,
+    "field-final-state": _field_final_state_family,
 }
 
 

@@ -139,6 +139,15 @@ _LAZY: dict[str, tuple[str, str]] = {
     "field_midpoint_forward": ("glep.ivp.field_stepping", "midpoint_forward"),
     "field_midpoint_adjoint": ("glep.ivp.field_midpoint_adjoint", "midpoint_adjoint"),
     "nls_echo": ("glep.estimators.field_nls", "nls_echo"),
+    # field equations on space-time meshes (glep.bvp.spacetime)
+    "spacetime_mesh": ("glep.bvp.spacetime", "spacetime_mesh"),
+    "SpaceTimeProblem": ("glep.bvp.spacetime", "SpaceTimeProblem"),
+    "SpaceTimeCBVP": ("glep.bvp.spacetime", "SpaceTimeCBVP"),
+    "SpaceTimeCIVP": ("glep.bvp.spacetime", "SpaceTimeCIVP"),
+    "SpaceTimeCFVP": ("glep.bvp.spacetime", "SpaceTimeCFVP"),
+    "SpaceTimePeriodic": ("glep.bvp.spacetime", "SpaceTimePeriodic"),
+    "solve_spacetime": ("glep.bvp.spacetime", "solve"),
+    "KrylovNewton": ("glep.bvp.spacetime_krylov", "KrylovNewton"),
     # trajectory files
     "save_trajectory": ("glep.io", "save_trajectory"),
     "load_trajectory": ("glep.io", "load_trajectory"),
@@ -159,6 +168,9 @@ __all__ = [
     # solvers
     "integrate", "shoot", "solve_bvp", "find_solutions", "FESolve",
     "Newton", "TrustRegion", "ResidualDescent", "GradientFlow", "Deflation", "Continuation",
+    # field equations on space-time meshes
+    "spacetime_mesh", "SpaceTimeProblem", "SpaceTimeCBVP", "SpaceTimeCIVP", "SpaceTimeCFVP", "SpaceTimePeriodic",
+    "solve_spacetime", "KrylovNewton",
     # systems and terms
     "LagrangianSystem", "Term", "KineticTerm", "PotentialTerm", "FixedPotentialTerm", "UFLTerm",
     "DiagonalMass", "Gyroscopic",

@@ -98,9 +98,25 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--quiet", action="store_true", help="no progress messages")
     c.epilog = ("PETSc options for the finite-element (CBVP) solves pass through with the glep_ prefix, "
                 "e.g. -glep_snes_monitor or -glep_snes_rtol 1e-12.")
-    r = sub.add_parser("report", help="print the table of a saved results.h5 (no re-run)")
+    s = sub.add_parser("sweep", help="run a declarative study (TOML) into one HDF5 file",
+                       description="Run a study: systems (built-in families or package.module:function), "
+                       "estimator rows, β grids, nudging schemes, seeds, batches and step counts, declared in a "
+                       "TOML file (see examples/sweep.toml). Each finished work item is committed to the study "
+                       "file so that a killed run loses none; --resume continues it. Under mpirun the items are "
+                       "distributed over the ranks.")
+    s.add_argument("config", type=Path, help="the study's TOML file")
+    s.add_argument("--output", help="the study's HDF5 file (default: run.output of the TOML file)")
+    s.add_argument("--group-size", help="MPI ranks per work item, dividing the number of ranks "
+                   "(default: run.group_size of the TOML file, else 1)")
+    s.add_argument("--resume", action="store_true", help="continue the study file, without redoing finished items")
+    s.add_argument("--progress", action="store_true",
+                   help="show the progress bar even when stdout is not a terminal")
+    s.add_argument("--quiet", action="store_true", help="no progress bar or messages")
+    r = sub.add_parser("report", help="print the table of a saved results.h5 or study file (no re-run)")
     r.add_argument("path", type=Path)
-    r.add_argument("--plot", type=Path, help="also redraw the error-versus-β PNG here")
+    r.add_argument("--plot", type=Path, help="also redraw the error-versus-β PNG here (glep compare results)")
+    r.add_argument("--csv", type=Path, help="also write the table as CSV here (study files)")
+    r.add_argument("--plots", type=Path, help="also draw the study's plots into this folder (study files)")
     return p
 
 
@@ -198,14 +214,81 @@ def _compare(cfg: dict, out: Path, root: bool, say, t0: float) -> int:
     return 1 if summary else 0
 
 
+def run_sweep(args, petsc: list[str] = ()) -> int:
+    """``glep sweep``: the study validated (every rank agreeing), then run; exit 1 if an item failed.
+
+    ``-glep_*`` PETSc options reach every finite-element solve, as for ``glep compare``.
+    """
+    previous = None
+    if petsc:
+        from glep.bvp.solvers import set_default_petsc_options
+
+        previous = set_default_petsc_options(command_line_petsc_options(petsc))
+    try:
+        return _sweep(args)
+    finally:
+        if previous is not None:
+            from glep.bvp.solvers import set_default_petsc_options
+
+            set_default_petsc_options(previous)
+
+
+def _sweep(args) -> int:
+    from glep.estimators.sweep import run_sweep as sweep
+    from glep.parallel import agree, is_root
+    from glep.sweep_config import sweep_config
+
+    cfg = agree(lambda: sweep_config(args.config, {"output": args.output, "group_size": args.group_size}),
+                what="reading the study")
+    _same_on_every_rank(cfg.model_dump(), "studies")
+    root = is_root()
+    quiet = args.quiet or not root
+    say = (lambda m: None) if quiet else (lambda m: print(f"[glep] {m}", file=sys.stderr, flush=True))
+    show = not quiet and (args.progress or sys.stdout.isatty())
+    outcome = sweep(cfg, resume=args.resume, progress=show, say=say)
+    summary = outcome.summary()
+    if root:
+        print(f"{cfg.name}: {outcome.now} items run, {outcome.before} finished before, {outcome.total} in the "
+              f"study ({outcome.wall_time:.1f} s): {outcome.path}", flush=True)
+        if summary:
+            print(f"glep: {summary}", file=sys.stderr, flush=True)
+    return 1 if summary else 0
+
+
+def _report_study(args) -> int:
+    from glep.estimators.study import load_study
+    from glep.estimators.sweep_report import markdown, plot_study, to_csv
+
+    study = load_study(args.path)
+    print(markdown(study), flush=True)
+    if args.csv:
+        try:
+            args.csv.write_text(to_csv(study))
+        except OSError as exc:
+            raise InputError(f"--csv: cannot write {str(args.csv)!r} ({exc.strerror})") from exc
+    if args.plots:
+        try:
+            plot_study(study, args.plots)
+        except OSError as exc:
+            raise InputError(f"--plots: cannot write into {str(args.plots)!r} ({exc.strerror})") from exc
+    return 0
+
+
 def run_report(args) -> int:
-    """Print the table of a results file (and its failures on stderr); exit 0 once it is read."""
+    """Print the table of a results or study file (and its failures on stderr); exit 0 once it is read."""
     from glep.estimators.compare import failure_summary, format_table
     from glep.estimators.output import load_report, plot_mismatch, plot_report
+    from glep.estimators.study import is_study_file
     from glep.parallel import is_root
 
     if not is_root():  # rank 0 reads and prints; its errors reach every rank through the agreed block of _run
         return 0
+    if args.path.is_file() and is_study_file(args.path):
+        if args.plot:
+            raise InputError(f"--plot applies to glep compare results; {args.path} is a study (use --plots FOLDER)")
+        return _report_study(args)
+    if args.csv or args.plots:
+        raise InputError(f"--csv and --plots apply to study files (glep sweep); {args.path} is not one")
     report = load_report(args.path)  # InputError for a missing, damaged or foreign file
     print(format_table(report), flush=True)
     summary = failure_summary(report)
@@ -312,7 +395,10 @@ def _run(argv: list[str] | None) -> int:
     try:
         with collective(what="glep"):
             args, petsc = agree(lambda: _parse(argv), what="parsing the command line")
-            rc = run_compare(args, petsc) if args.command == "compare" else run_report(args)
+            if args.command == "compare":
+                rc = run_compare(args, petsc)
+            else:
+                rc = run_sweep(args, petsc) if args.command == "sweep" else run_report(args)
             sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
         return rc
     except GlepError as exc:

@@ -100,3 +100,34 @@ def test_bench_fields_smoke(tmp_path):
     assert all(row["max_diff"] < 1e-10 for row in data["steps"])  # the same discretisation, stepped twice
     assert all(math.isfinite(r["echo_passes"]) and r["echo_passes"] > 0 for r in data["echo_cost"])
     assert data["memory"]["echo_vectors"] < min(r["peak_vectors"] for r in data["memory"]["measured"])
+
+
+@pytest.mark.slow
+def test_bench_spacetime_smoke(tmp_path):
+    """benchmarks/bench_spacetime.py --smoke prints both tables; the solves are correct (no timing asserted)."""
+    script = SCRIPT.parent / "bench_spacetime.py"
+    out_json = tmp_path / "spacetime.json"
+    proc = subprocess.run([sys.executable, str(script), "--smoke", "--json", str(out_json)], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1. 1+1-D wave CBVP" in proc.stdout and "2. 2+1-D wave CBVP" in proc.stdout
+    data = json.loads(out_json.read_text())
+    for rows in (data["1d"], data["2d"]):
+        errors = [r["l2_error"] for r in rows]
+        assert all(math.isfinite(r["solve_s"]) and r["newton"] >= 1 and r["memory_mb"] > 0 for r in rows)
+        assert errors[1] < errors[0]  # the finer mesh is closer to the exact standing wave
+    assert all(r["krylov"] >= 1 for r in data["2d"])
+
+
+def test_bench_sweep_smoke(tmp_path):
+    """benchmarks/bench_sweep.py --smoke: 1- and 2-rank runs of a tiny study agree (no timing asserted)."""
+    script = SCRIPT.parent / "bench_sweep.py"
+    out_json = tmp_path / "sweep.json"
+    proc = subprocess.run([sys.executable, str(script), "--smoke", "--json", str(out_json)], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "speed-up of 2 ranks over 1" in proc.stdout and "write share" in proc.stdout
+    data = json.loads(out_json.read_text())
+    assert data["same_numbers"] and data["mode"] == "smoke"
+    for case in data["cases"].values():
+        assert case["items"] == 12 and math.isfinite(case["items_per_s"]) and 0 <= case["write_share"] < 1

@@ -50,7 +50,7 @@ def test_the_guide_runs(tmp_path, monkeypatch):
                          capture_output=True, text=True, timeout=300)
     assert cli.returncode == 0, cli.stderr
     blocks = _python_blocks(DOCS / "guide.md")
-    assert len(blocks) == 6
+    assert len(blocks) == 7
     namespace = {"__name__": "__guide__"}
     outputs = []
     for i, block in enumerate(blocks):
@@ -78,3 +78,5 @@ def test_the_guide_runs(tmp_path, monkeypatch):
     # 6 (after the finite-nudging section's shell block): the echo on a 2-D sine-Gordon field matches the
     # checkpointed discrete adjoint (serial here: the norms are of this rank's dofs)
     assert float(re.findall(r"relative error ([0-9.e+-]+)", outputs[5])[0]) < 1e-6, outputs[5]
+    # 7: the CBVP contrast on a space-time wave solution matches the FE discrete adjoint
+    assert float(re.findall(r"relative error ([0-9.e+-]+)", outputs[6])[0]) < 1e-6, outputs[6]

@@ -1,0 +1,693 @@
+r"""Sweeps: a declarative study expanded into work items, run serially or over MPI ranks.
+
+A *work item* is one estimator row on one *system point* (a system of the study at one value of each
+grid key: ``n``, ``T``, ``steps``, ``batch``, ``seed``).  It computes, like one row of
+``glep compare``, the estimate at every nudge and β, its relative error to the row's own ground truth
+(the discrete adjoint of the loss it differentiates), the fitted bias slope, the metrics at the
+report's β, the cost in passes and the wall time.  Items are deterministic given their parameters
+(the models draw their parameters from ``seed``), so a study gives the same numbers however its items
+are distributed, and they are stored by item id, never by completion order.
+
+The registry: system kinds and the estimators that apply to them
+----------------------------------------------------------------
+:data:`KINDS` maps a system *kind* (``"ode"`` now; ``"field"`` when field models land) to a
+:class:`Kind`: how a system point becomes a problem, and the estimator rows (:class:`Rule`) that apply
+to it, each with its requirements (:data:`REQUIREMENTS`: ``"reversible"``, ``"separable"``,
+``"leapfrog"``, ``"unbatched"``) checked on the built system before any work starts.
+:data:`FAMILIES` maps a built-in family name to its constructor and :data:`MODEL_KINDS` the type of
+the model a constructor (or a user's ``package.module:function``) returns to its kind.  A field family
+plugs in by adding entries, nothing else::
+
+    KINDS["field"] = Kind("field", build=field_problem, rules={"field-pfvp": Rule(...), "heb": Rule(...)})
+    MODEL_KINDS.append((FieldModel, "field"))
+    FAMILIES["wave"] = glep.field_models.wave_model
+
+and a distributed row (one that solves on a mesh shared by a group of ranks) is a :class:`Rule` with
+``distributed=True``: its ``make`` receives the group's communicator.
+
+Distribution over MPI ranks
+---------------------------
+The ranks are split (``Comm.Split``) into groups of ``run.group_size`` ranks; each group runs one item
+at a time on its own communicator (a finite-element row distributes its mesh over the group).  Items
+are handed out dynamically, largest estimated cost first: a counter in an MPI window on rank 0 is
+incremented with ``Fetch_and_op`` by each group's leader when it needs work (passive target, so rank 0
+need not answer while it computes).  Results go to rank 0, the only writer
+(:class:`glep.estimators.study.StudyStore`), which also computes items of its own and receives the
+others' results between them.  An unexpected error on any rank pushes the counter past the end, so
+every group stops after its current item, and is then raised on every rank
+(:func:`glep.parallel.settle`) — no rank is left waiting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import itertools
+import platform
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from glep.errors import GlepError, InputError
+from glep.estimators.base import AbstractEstimator
+from glep.estimators.cbvp import CBVPContrast, FEAdjoint
+from glep.estimators.contrast import CIVPContrast, Echo, PFVPContrast
+from glep.estimators.ground_truth import DiscreteAdjoint
+from glep.estimators.problem import Problem
+from glep.estimators.rhel import RHEL
+from glep.models import FAMILIES as MODEL_FAMILIES
+from glep.models import Model
+
+# -- system points and work items -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Point:
+    """One system of the study at one value of each grid key."""
+
+    system: int
+    label: str
+    source: str  # a family name or "package.module:function"
+    n: int
+    T: float | None
+    steps: int
+    batch: int | None
+    seed: int
+    integrator: str | None
+    options: tuple = ()  # sorted (key, value) pairs
+
+    def params(self) -> dict:
+        return {"system": self.system, "label": self.label, "source": self.source, "n": self.n, "T": self.T,
+                "steps": self.steps, "batch": self.batch, "seed": self.seed, "integrator": self.integrator,
+                "options": dict(self.options)}
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One estimator row on one system point; ``index`` is its place in the study's expansion."""
+
+    index: int
+    point: Point
+    estimator: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.index:06d}-{self.estimator}"
+
+    def params(self) -> dict:
+        return {**self.point.params(), "estimator": self.estimator}
+
+    def cost(self) -> float:
+        """A rough relative cost (only its order matters: the largest items are handed out first)."""
+        p = self.point
+        return p.steps * p.n * (p.batch or 1) * _rule(self.estimator).relative_cost(p.n)
+
+
+def expand(config) -> list[WorkItem]:
+    """The work items of a validated :class:`glep.sweep_config.SweepConfig`, in a fixed order."""
+    items = []
+    for i, s in enumerate(config.systems):
+        names = s.estimators or config.estimators.names
+        label = s.label or s.family or s.factory
+        grid = itertools.product(s.n, s.T or [None], s.steps, s.batch or [None], s.seeds)
+        for n, T, steps, batch, seed in grid:
+            point = Point(i, label, s.family or s.factory, n, T, steps, batch, seed, s.integrator,
+                          tuple(sorted(s.options.items(), key=lambda kv: kv[0])))
+            for name in names:
+                items.append(WorkItem(len(items), point, name))
+    return items
+
+
+# -- the registry ----------------------------------------------------------------------------------
+
+
+def _reversible(problem: Problem, point: Point) -> str | None:
+    defect = problem.reversibility_defect
+    return None if defect <= 1e-12 else f"the system is not time-reversible (defect {defect:.1e})"
+
+
+def _separable(problem: Problem, point: Point) -> str | None:
+    sys_ = problem.system
+    return None if sys_.is_separable else f"the system is not separable ({sys_.non_separable_reason})"
+
+
+def _leapfrog(problem: Problem, point: Point) -> str | None:
+    name = problem.integrator.name
+    return None if name in ("stormer-verlet", "trapezoid") else \
+        f"it differentiates the Störmer–Verlet loss, not the {name!r} integrator's"
+
+
+def _unbatched(problem: Problem, point: Point) -> str | None:
+    if (point.batch or 1) == 1:
+        return None
+    return f"the finite-element backend solves one trajectory at a time (batch {point.batch})"
+
+
+#: requirement name -> check on a built problem (a reason it fails, or None)
+REQUIREMENTS: dict[str, Callable[[Problem, Point], str | None]] = {
+    "reversible": _reversible, "separable": _separable, "leapfrog": _leapfrog, "unbatched": _unbatched}
+
+
+def _cfvp_of(problem: Problem) -> Problem:
+    """The CFVP through the free CIVP's final state (``q(T)``, ``p(T)`` fixed): the same trajectory."""
+    from glep.boundary import CFVP
+
+    free = problem.free
+    bc = CFVP(free.Q[-1], pT=free.P[-1])
+    return Problem(problem.system, problem.params, bc, problem.grid, problem.integrator, dict(problem.meta))
+
+
+@dataclass(frozen=True)
+class Rule:
+    """An estimator row of a sweep.
+
+    Attributes: ``make(comm)`` the estimator object (``comm``: the item's group communicator, used by
+    distributed rows); ``requires`` names in :data:`REQUIREMENTS`; ``prepare`` turns the system point's
+    problem into the one this row differentiates (e.g. the CFVP); ``distributed`` whether the row
+    solves on the group's communicator; ``cost`` its relative cost per ``steps · n``, a function of
+    ``n`` (for the load balancing).
+    """
+
+    make: Callable[[Any], AbstractEstimator]
+    requires: tuple[str, ...] = ()
+    prepare: Callable[[Problem], Problem] | None = None
+    distributed: bool = False
+    cost: Callable[[int], float] = field(default=lambda n: 3.0)
+
+    def relative_cost(self, n: int) -> float:
+        return self.cost(n)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A kind of system: how a model and a grid point become a problem, and the rows that apply."""
+
+    name: str
+    build: Callable[[Any, Point], Any]
+    rules: dict[str, Rule]
+
+
+def _ode_problem(model: Model, point: Point) -> Problem:
+    return Problem.from_model(model, steps=point.steps, integrator=point.integrator)
+
+
+@dataclass(frozen=True)
+class _FEOn:
+    """The free FE CBVP solved on the item's communicator (not ``COMM_WORLD``): its mesh is the group's."""
+
+    comm: Any = field(default=None, compare=False, hash=False)
+
+    def free_cbvp(self, problem, progress, what):
+        from glep.bvp._mesh import uniform
+        from glep.estimators.cbvp import _monitor, _setup, solve_free
+
+        bc, (T, N), guess = _setup(problem)
+        key = ("free FE CBVP", self.assembler, self.degree, self.quadrature)
+        if key not in problem.cache:
+            mesh = uniform(self.comm, T, N) if self.comm is not None else (T, N)
+            problem.cache[key] = solve_free(problem.system, problem.params, mesh, bc, degree=self.degree,
+                                            quadrature=self.quadrature, assembler=self.assembler, guess=guess,
+                                            **_monitor(progress, what))
+        return problem.cache[key]
+
+
+@dataclass(frozen=True)
+class _GroupFEAdjoint(_FEOn, FEAdjoint):
+    pass
+
+
+@dataclass(frozen=True)
+class _GroupCBVP(_FEOn, CBVPContrast):
+    @property
+    def truth(self) -> FEAdjoint:
+        return _GroupFEAdjoint(comm=self.comm, assembler=self.assembler, degree=self.degree,
+                               quadrature=self.quadrature)
+
+
+#: the rows of ordinary-differential-equation systems (the time-stepping backend; CBVP: finite elements)
+ODE_RULES: dict[str, Rule] = {
+    "civp-contrast": Rule(lambda comm: CIVPContrast()),
+    "civp-residual": Rule(lambda comm: CIVPContrast(residual=True), cost=lambda n: 3.0 + 4 * n),
+    "pfvp": Rule(lambda comm: PFVPContrast()),
+    "echo": Rule(lambda comm: Echo(), requires=("reversible",)),
+    "rhel": Rule(lambda comm: RHEL(), requires=("reversible", "separable", "leapfrog")),
+    "cfvp-contrast": Rule(lambda comm: CIVPContrast(), prepare=_cfvp_of),
+    "cfvp-residual": Rule(lambda comm: CIVPContrast(residual=True), prepare=_cfvp_of, cost=lambda n: 3.0 + 4 * n),
+    "cbvp": Rule(lambda comm: _GroupCBVP(comm=comm), requires=("unbatched",), distributed=True, cost=lambda n: 300.0),
+}
+
+#: kind name -> :class:`Kind`
+KINDS: dict[str, Kind] = {"ode": Kind("ode", _ode_problem, ODE_RULES)}
+#: (model type, kind name): the kind of what a family or a user factory returns (first match)
+MODEL_KINDS: list[tuple[type, str]] = [(Model, "ode")]
+#: built-in family name -> constructor (keywords ``n``, ``seed``, ``T``, ``batch`` and the options)
+FAMILIES: dict[str, Callable[..., Any]] = dict(MODEL_FAMILIES)
+
+
+def estimator_names() -> tuple[str, ...]:
+    """Every row name of every kind (the names a study may list)."""
+    return tuple(dict.fromkeys(name for kind in KINDS.values() for name in kind.rules))
+
+
+def family_names() -> tuple[str, ...]:
+    return tuple(sorted(FAMILIES))
+
+
+def _rule(name: str) -> Rule:
+    for kind in KINDS.values():
+        if name in kind.rules:
+            return kind.rules[name]
+    raise InputError(f"unknown estimator {name!r}; expected among {list(estimator_names())}")
+
+
+def kind_of(model) -> Kind:
+    """The :class:`Kind` of a model (from :data:`MODEL_KINDS`)."""
+    for cls, name in MODEL_KINDS:
+        if isinstance(model, cls):
+            return KINDS[name]
+    known = ", ".join(f"{cls.__module__}.{cls.__qualname__}" for cls, _ in MODEL_KINDS)
+    raise InputError(f"returned a {type(model).__module__}.{type(model).__qualname__}; expected one of: {known}")
+
+
+def load_factory(spec: str) -> Callable[..., Any]:
+    """``package.module:function`` -> the function (imported with importlib; nothing is evaluated)."""
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise InputError(f"cannot import module {module_name!r} ({type(exc).__name__}: {exc})") from exc
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise InputError(f"module {module_name!r} has no function {attr!r}")
+    return fn
+
+
+def build_model(point: Point):
+    """The model of a system point: the family (or factory) called with the grid values and options."""
+    fn = FAMILIES[point.source] if point.source in FAMILIES else load_factory(point.source)
+    kw = {"n": point.n, "seed": point.seed, **dict(point.options)}
+    if point.T is not None:
+        kw["T"] = point.T
+    if point.batch is not None:
+        kw["batch"] = point.batch
+    try:
+        return fn(**kw)
+    except TypeError as exc:  # an option the constructor does not take
+        raise InputError(f"{point.source}(**{kw}) failed: {exc}") from exc
+
+
+def build(point: Point, estimator: str):
+    """``(kind, rule, problem)`` of one work item (the problem the row differentiates)."""
+    model = build_model(point)
+    kind = kind_of(model)
+    if estimator not in kind.rules:
+        raise InputError(f"estimator {estimator!r} does not apply to {kind.name} systems; "
+                         f"applicable: {list(kind.rules)}")
+    rule = kind.rules[estimator]
+    problem = kind.build(model, point)
+    return kind, rule, problem
+
+
+# -- checks before any work -------------------------------------------------------------------------
+
+
+def check_study(config) -> list[WorkItem]:
+    """Every combination the pydantic model cannot see, checked on the built systems; returns the items.
+
+    Each system point (at its smallest ``steps``) is built once and every row of that system is
+    checked against the system's kind and the row's requirements.  Raises :class:`InputError`
+    naming the key (``estimators.names`` or ``systems[i].estimators``), the system and the reason.
+    """
+    from glep.estimators.registry import nudge_from_name
+
+    items = expand(config)
+    report_nudge = nudge_from_name(config.estimators.report_nudge, 1.0)
+    problems: list[str] = []
+    built: dict[tuple, tuple | str] = {}  # point (steps aside) -> (kind, problem), or what went wrong
+    for item in items:
+        p = item.point
+        s = config.systems[p.system]
+        sig = (p.system, p.n, p.T, p.batch, p.seed)
+        if sig not in built:
+            built[sig] = _build_for_check(p, s)
+        if isinstance(built[sig], str):
+            problems.append(built[sig])
+            continue
+        kind, problem = built[sig]
+        key = f"systems[{p.system}].estimators" if s.estimators else "estimators.names"
+        where = f"systems[{p.system}] ({p.label}, n={p.n}, seed={p.seed})"
+        if item.estimator not in kind.rules:
+            problems.append(f"config key {key!r}: {item.estimator!r} does not apply to {where}, a {kind.name} "
+                            f"system; applicable: {list(kind.rules)}")
+            continue
+        rule = kind.rules[item.estimator]
+        for req in rule.requires:
+            why = REQUIREMENTS[req](problem, p)
+            if why:
+                problems.append(f"config key {key!r}: {item.estimator!r} cannot run on {where}: {why}")
+        if not rule.make(None).accepts(report_nudge):
+            problems.append(f"config key 'estimators.report_nudge': {item.estimator!r} cannot use the "
+                            f"{config.estimators.report_nudge!r} nudge")
+    if problems:
+        raise InputError("\n".join(dict.fromkeys(problems)))
+    return items
+
+
+def _build_for_check(p: Point, s) -> tuple | str:
+    """``(kind, problem)`` of a system point at its smallest ``steps``, or the message naming the bad key."""
+    try:
+        model = build_model(p)
+        kind = kind_of(model)
+    except (GlepError, ValueError) as exc:
+        src = "factory" if s.factory else "options" if isinstance(exc.__cause__, TypeError) else "family"
+        return f"config key 'systems[{p.system}].{src}': {exc}"
+    try:
+        return kind, kind.build(model, Point(**{**p.__dict__, "steps": min(s.steps)}))
+    except GlepError as exc:
+        return f"config key 'systems[{p.system}]': {exc}"
+
+
+# -- one work item -----------------------------------------------------------------------------------
+
+
+def run_item(item: WorkItem, spec, comm=None) -> dict:
+    """Compute one work item: the row of ``glep compare`` for one estimator on one system point.
+
+    ``spec`` is the study's :class:`glep.sweep_config.EstimatorSpec`; ``comm`` the group's
+    communicator (distributed rows solve on it).  An estimator that fails gives ``status "failed"``
+    and its reason (not an exception); an error in building the problem is raised.
+    """
+    from glep.estimators.compare import compare_estimators
+
+    t0 = time.perf_counter()
+    _, rule, problem = build(item.point, item.estimator)
+    if rule.prepare is not None:
+        problem = rule.prepare(problem)
+    est = rule.make(comm)
+    report = compare_estimators(problem, estimators=[est], betas=spec.betas, nudges=spec.nudges,
+                                report_nudge=spec.report_nudge, report_beta=spec.report_beta)
+    row = report.rows[0]
+    out = {"id": item.id, "index": item.index, "params": item.params(), "status": row.status,
+           "reason": row.reason, "detail": row.detail, "label": row.label, "loss": row.loss or est.loss,
+           "exact": bool(row.exact), "passes": row.passes, "wall_time": row.wall_time,
+           "forward_time": report.forward_time, "parameter_count": problem.parameter_count,
+           "metrics": row.metrics, "slopes": row.slopes, "notes": row.notes, "point_failures": row.point_failures,
+           "betas": np.asarray(report.betas, dtype=float), "errors": dict(row.errors), "gradient": {}, "truth": {}}
+    if spec.store_gradients and not row.failed:
+        out["gradient"] = dict(report.estimates[row.name].theta)
+        if est.truth == DiscreteAdjoint():
+            out["truth"] = dict(report.truth.theta)
+    out["item_time"] = time.perf_counter() - t0
+    return out
+
+
+# -- the run ---------------------------------------------------------------------------------------------
+
+
+def run_meta(comm, group_size: int) -> dict:
+    """Versions, machine and MPI layout of this run.
+
+    Collective: it initialises PETSc and SLEPc on every rank.  Both initialise and finalise collectively
+    on ``COMM_WORLD``, so they must not first load inside an item that runs on one group only (a
+    finite-element row's Morse index loads SLEPc): the job would hang at exit.
+    """
+    import dolfinx_solver  # noqa: F401  isort: skip
+    import dolfinx
+    import h5py
+    import mpi4py
+    import petsc4py
+    import scipy
+    import slepc4py
+    from slepc4py import SLEPc  # noqa: F401  (initialised here, on every rank)
+
+    import glep
+
+    return {"version_glep": glep.__version__, "version_numpy": np.__version__, "version_scipy": scipy.__version__,
+            "version_h5py": h5py.__version__, "version_petsc4py": petsc4py.__version__,
+            "version_slepc4py": slepc4py.__version__,
+            "version_dolfinx": dolfinx.__version__, "version_mpi4py": mpi4py.__version__,
+            "version_python": platform.python_version(), "machine_platform": platform.platform(),
+            "machine_hostname": socket.gethostname(), "mpi_size": int(comm.size), "mpi_group_size": int(group_size)}
+
+
+@dataclass
+class SweepOutcome:
+    """What a run did: items in the study, finished before this run, run now, and the failed rows.
+
+    Times in seconds: ``wall_time`` all of it; ``loop_time`` running, recording and merging the items
+    (the checks and start-up excluded); ``write_time`` the part of it rank 0 spent recording and merging;
+    ``loop_cpu`` the processor time of that loop on each rank (what the speed-up would be on idle cores).
+    """
+
+    path: str
+    total: int
+    before: int
+    now: int
+    failed: list[tuple[str, str]]
+    wall_time: float
+    write_time: float = 0.0
+    loop_time: float = 0.0
+    loop_cpu: list[float] = field(default_factory=list)
+
+    def summary(self) -> str | None:
+        """``"2 of 40 items failed: ..."``, or None."""
+        if not self.failed:
+            return None
+        shown = ", ".join(f"{i} ({r})" for i, r in self.failed[:5])
+        more = f", and {len(self.failed) - 5} more" if len(self.failed) > 5 else ""
+        return f"{len(self.failed)} of {self.total} items failed: {shown}{more}"
+
+
+class _Writer:
+    """Rank 0's side: record results, commit every ``interval`` seconds, show progress."""
+
+    def __init__(self, store, interval: float, bar, say):
+        self.store, self.interval, self.bar, self.say = store, interval, bar, say
+        self.last = time.perf_counter()
+        self.failed: list[tuple[str, str]] = []
+        self.count = 0
+        self.write_time = 0.0
+
+    def __call__(self, result: Mapping) -> None:
+        t = time.perf_counter()
+        self.store.record(result)
+        if t - self.last >= self.interval:
+            self.store.commit()
+            self.last = time.perf_counter()
+        self.write_time += time.perf_counter() - t
+        self.count += 1
+        if result["status"] != "ok":
+            self.failed.append((result["id"], result["reason"]))
+            self.say(f"{result['id']}: FAILED ({result['reason']})")
+        if self.bar is not None:
+            self.bar.update(1)
+
+
+@contextlib.contextmanager
+def terminate_as_exit():
+    """SIGTERM exits through Python (status 143), so that the journal is merged and temporary files removed.
+
+    Only where SIGTERM still has its default action and in the main thread; restored afterwards.
+    """
+    def exit_143(signum, frame):
+        raise SystemExit(128 + signal.SIGTERM)
+
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+        replace = previous == signal.SIG_DFL and threading.current_thread() is threading.main_thread()
+    except (ValueError, AttributeError):
+        replace = False
+    if replace:
+        signal.signal(signal.SIGTERM, exit_143)
+    try:
+        yield
+    finally:
+        if replace:
+            signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _signals_blocked():
+    """Hold SIGTERM and SIGINT while the journal is merged at the end (a second signal waits for it)."""
+    sigs = {signal.SIGTERM, signal.SIGINT}
+    try:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    except (AttributeError, ValueError):
+        old = None
+    try:
+        yield
+    finally:
+        if old is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _progress_bar(total: int, initial: int, show: bool, desc: str):
+    if not show:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="item", file=sys.stderr, dynamic_ncols=True)
+
+
+def run_sweep(config, *, resume: bool = False, comm=None, progress: bool = False,
+              say: Callable[[str], None] | None = None,
+              checkpoint: Callable[[str], None] | None = None) -> SweepOutcome:
+    """Run a validated study (:class:`glep.sweep_config.SweepConfig`) into its study file.
+
+    Every rank of ``comm`` (default ``COMM_WORLD``) calls it.  Checks (:func:`check_study`), the MPI
+    layout and the study file are agreed before any work starts; ``resume`` continues a study file
+    without redoing its finished items (refused if the configuration changed).  ``progress``: a
+    progress bar with the time remaining on rank 0 (tqdm, on stderr); ``say``: messages;
+    ``checkpoint`` (tests): called with a stage name at each step a kill must survive.
+    Returns a :class:`SweepOutcome` (on every rank; ``failed`` lists failed rows).
+    """
+    from mpi4py import MPI
+
+    from glep.estimators.study import StudyStore
+    from glep.parallel import agree, settle
+
+    comm = MPI.COMM_WORLD if comm is None else comm
+    root = comm.rank == 0
+    say = say or (lambda msg: None)
+    step = checkpoint or (lambda stage: None)
+    t0 = time.perf_counter()
+    g = config.run.group_size
+
+    def check():
+        if comm.size % g:
+            raise InputError(f"config key 'run.group_size': {g} does not divide the {comm.size} MPI ranks")
+        return check_study(config) if root else None
+
+    items = agree(check, comm, what="checking the study")
+    items = expand(config) if items is None else items
+    meta = agree(lambda: run_meta(comm, g), comm, what="reading the library versions")
+    store = agree(lambda: StudyStore.open(config.run.output, config.study_dict(), meta, len(items), resume=resume,
+                                          checkpoint=step) if root else None, comm, what="opening the study file")
+    finished = comm.bcast(store.finished if root else None, root=0)
+    todo = sorted((it for it in items if it.id not in finished), key=lambda it: (-it.cost(), it.index))
+    if root:
+        say(f"{config.name}: {len(items)} items, {len(items) - len(todo)} finished before, {len(todo)} to run "
+            f"on {comm.size} rank(s) in groups of {g}")
+    bar = _progress_bar(len(items), len(items) - len(todo), progress and root, config.name)
+    writer = _Writer(store, config.run.commit_interval, bar, say) if root else None
+    error: BaseException | None = None
+    t_loop, c_loop = time.perf_counter(), time.process_time()
+    with terminate_as_exit():
+        try:
+            if comm.size == 1:
+                _serial(todo, config.estimators, comm, writer, step)
+            else:
+                error = _parallel(todo, config.estimators, comm, g, writer, step)
+        finally:
+            if root:
+                with _signals_blocked():
+                    t = time.perf_counter()
+                    try:
+                        store.commit()
+                    except GlepError as exc:
+                        error = error or exc
+                    writer.write_time += time.perf_counter() - t
+                if bar is not None:
+                    bar.close()
+    loop_time = time.perf_counter() - t_loop
+    loop_cpu = comm.allgather(time.process_time() - c_loop)
+    settle(error, comm, what="the sweep")
+    failed = comm.bcast(sorted(writer.failed) if root else None, root=0)
+    done = comm.bcast(writer.count if root else 0, root=0)
+    return SweepOutcome(str(config.run.output), len(items), len(items) - len(todo), done, failed,
+                        time.perf_counter() - t0, writer.write_time if root else 0.0, loop_time,
+                        loop_cpu)
+
+
+def _serial(todo: list[WorkItem], spec, comm, writer: _Writer, step) -> None:
+    for item in todo:
+        step("item started")
+        writer(run_item(item, spec, comm))
+
+
+_TAG = 77
+_ABORT = 1 << 40
+
+
+def _parallel(todo: list[WorkItem], spec, comm, g: int, writer: _Writer | None, step) -> BaseException | None:
+    """Dynamic distribution (see the module docstring); returns this rank's error, if any (not raised)."""
+    from mpi4py import MPI
+
+    group = comm.Split(comm.rank // g, comm.rank)
+    leader = group.rank == 0
+    leaders = comm.size // g
+    win = MPI.Win.Allocate(8 if comm.rank == 0 else 0, 8, comm=comm)
+    if comm.rank == 0:
+        np.frombuffer(win.tomemory(), dtype="i8")[0] = 0
+    comm.Barrier()
+    win.Lock_all()
+
+    def fetch(add: int = 1) -> int:
+        one, got = np.array([add], dtype="i8"), np.zeros(1, dtype="i8")
+        win.Fetch_and_op(one, got, 0, 0, MPI.SUM)
+        win.Flush(0)
+        return int(got[0])
+
+    error: BaseException | None = None
+    sends = []
+    done_from = 0
+
+    def receive(block: bool) -> None:
+        nonlocal done_from, error
+        while block or comm.iprobe(source=MPI.ANY_SOURCE, tag=_TAG):
+            kind, payload = comm.recv(source=MPI.ANY_SOURCE, tag=_TAG)
+            if kind == "done":
+                done_from += 1
+                if block and done_from == leaders - 1:
+                    return
+                continue
+            deliver(payload)
+
+    def deliver(result) -> None:
+        """Rank 0: record a result; a failure to write stops every group after its item (settled later)."""
+        nonlocal error
+        if error is not None:
+            return
+        try:
+            writer(result)
+        except Exception as exc:  # noqa: BLE001 - raised on every rank by settle() in run_sweep
+            error = exc
+            fetch(_ABORT)
+
+    try:
+        while True:
+            index = group.bcast(fetch() if leader else None, root=0)
+            if index >= len(todo):
+                break
+            step("item started")
+            result = run_item(todo[index], spec, group)
+            result["rank"] = comm.rank
+            if comm.rank == 0:
+                deliver(result)
+            elif leader:
+                sends.append(comm.isend(("result", result), dest=0, tag=_TAG))
+            if comm.rank == 0:
+                receive(block=False)
+    except Exception as exc:  # noqa: BLE001 - raised on every rank by settle() in run_sweep
+        error = exc
+        fetch(_ABORT)
+    if leader and comm.rank != 0:
+        sends.append(comm.isend(("done", None), dest=0, tag=_TAG))
+    if comm.rank == 0 and leaders > 1 and done_from < leaders - 1:
+        receive(block=True)
+    MPI.Request.Waitall(sends)
+    win.Unlock_all()
+    win.Free()
+    group.Free()
+    return error
+
+
+__all__ = ["FAMILIES", "KINDS", "MODEL_KINDS", "REQUIREMENTS", "Kind", "Point", "Rule", "SweepOutcome",
+           "WorkItem", "build", "check_study", "estimator_names", "expand", "run_item", "run_sweep"]
