@@ -4,6 +4,8 @@ Run::
 
     .venv/bin/python benchmarks/bench_fields.py            # 10⁴ … 10⁶ dofs, 2-rank speed-up at 10⁶ (a few minutes)
     .venv/bin/python benchmarks/bench_fields.py --smoke    # small sizes (tests/test_benchmarks_smoke.py)
+    .venv/bin/python benchmarks/bench_fields.py --only echo   # section 3 alone (echo cost at 10⁵ dofs)
+    .venv/bin/python benchmarks/bench_fields.py --only nls    # section 5 alone (NLS echo and adjoint)
 
 Prints:
 
@@ -15,7 +17,8 @@ Prints:
 3. the echo's cost in forward passes (wall time of the echo estimate / one forward pass) for parameter
    fields with few and many dofs (DG0 and P1 κ), next to the discrete adjoint's;
 4. memory: the adjoint's peak number of stored state vectors with and without binomial checkpointing
-   (measured on a run, and counted from the schedule at 10⁶ dofs × 10³ steps) against the echo's constant.
+   (measured on a run, and counted from the schedule at 10⁶ dofs × 10³ steps) against the echo's constant;
+5. the NLS field (implicit midpoint): the conjugation echo's and the discrete adjoint's cost in forward passes.
 """
 
 from __future__ import annotations
@@ -151,6 +154,8 @@ def section_speedup(n: int, steps: int, one_rank: dict) -> dict:
 def section_echo_cost(n: int, steps: int) -> list[dict]:
     say(f"\n3. Echo cost in forward passes (2-D sine-Gordon, {steps} steps, centred β)")
     say(f"{'parameter field':>16} {'P (dofs)':>9} {'forward s':>10} {'echo/forward':>13} {'adjoint/forward':>16}")
+    say("(one forward pass: field_forward with the running loss; the echo: 1 free pass + 2 nudged echoes, whose "
+        "force and ∂_θU come from one node-wise evaluation, FieldSystem.force_and_theta)")
     rows = []
     for element in (("DG", 0), ("P", 1)):
         sys_ = sg_square(n, kappa=1.0, element=element, cost=True)
@@ -172,6 +177,48 @@ def section_echo_cost(n: int, steps: int) -> list[dict]:
                      "adjoint_passes": ta / tf})
         say(f"{rows[-1]['element']:>16} {P:>9} {tf:>10.3f} {te / tf:>13.2f} {ta / tf:>16.2f}")
     return rows
+
+
+def nls_square(n: int):
+    """2-D NLS on the unit square (P1, zero Dirichlet values), DG0 potential, running and terminal costs."""
+    from glep.field_midpoint import MidpointFieldSystem  # noqa: PLC0415
+
+    def initial(x):
+        env = np.exp(-8 * ((x[0] - 0.5) ** 2 + (x[1] - 0.5) ** 2))
+        return np.vstack([2 * env * np.cos(3 * x[0]), 2 * env * np.sin(3 * x[0])])
+
+    target = lambda x, t: ufl.as_vector([0.1 * x[0], 0.0])  # noqa: E731
+    return MidpointFieldSystem(fm.nls(g=1.5, potential=lambda x: 1.0 + x[1], element=("DG", 0)),
+                               dmesh.create_unit_square(COMM, n, n), initial=(initial, 0.0),
+                               cost=FieldCost(target=target), terminal_cost=FieldCost(target=target))
+
+
+def section_nls(n: int, steps: int) -> dict:
+    """The NLS echo (conjugation) and the midpoint adjoint, in forward passes (Newton solves dominate)."""
+    from glep.estimators.field_nls import nls_echo  # noqa: PLC0415
+    from glep.ivp.field_midpoint_adjoint import midpoint_adjoint  # noqa: PLC0415
+
+    say(f"\n5. NLS (implicit midpoint, MUMPS), 2-D, {steps} steps, centred β: cost in forward passes")
+    sys_ = nls_square(n)
+    T = 0.05
+    fs.midpoint_forward(sys_, T, 2)
+    tf = te = ta = np.inf
+    for _ in range(REPEATS):
+        t0 = time.perf_counter()
+        fw = fs.midpoint_forward(sys_, T, steps)
+        tf = min(tf, time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        nls_echo(sys_, T, steps, riesz=False)
+        te = min(te, time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        midpoint_adjoint(sys_, T, steps, riesz=False)
+        ta = min(ta, time.perf_counter() - t0)
+    its = float(np.mean(fw.meta["newton_iterations"]))
+    row = {"dofs": sys_.ndofs, "forward": tf, "echo_passes": te / tf, "adjoint_passes": ta / tf,
+           "newton_per_step": its}
+    say(f"{sys_.ndofs} dofs: forward {tf:.3f} s ({its:.1f} Newton iterations per step), echo/forward "
+        f"{te / tf:.2f}, adjoint/forward {ta / tf:.2f}")
+    return row
 
 
 def schedule_peak(N: int, snaps: int | None) -> tuple[int, int]:
@@ -228,6 +275,7 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help="small sizes (seconds)")
     ap.add_argument("--json", type=Path, help="write the numbers as JSON")
     ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--only", choices=("echo", "nls"), help="run one section: 'echo' (3) or 'nls' (5)")
     ap.add_argument("--child-steps", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     global REPEATS
@@ -243,6 +291,13 @@ def main() -> None:
             print(json.dumps({"dofs": sys_.ndofs, "glep": tg, "baseline": tb}))
         return
     start = time.perf_counter()
+    if args.only is not None:
+        data = {"echo_cost": section_echo_cost(20 if args.smoke else 316, 10 if args.smoke else 20)} \
+            if args.only == "echo" else {"nls": section_nls(8 if args.smoke else 32, 4 if args.smoke else 20)}
+        say(f"\ntotal benchmark time {time.perf_counter() - start:.1f} s")
+        if args.json and ROOT:
+            args.json.write_text(json.dumps(data, indent=1))
+        return
     sizes = (30, 60) if args.smoke else (100, 316, 1000)
     steps = 5 if args.smoke else args.steps
     data = {"mode": "smoke" if args.smoke else "full"}
@@ -250,6 +305,8 @@ def main() -> None:
     data["speedup"] = section_speedup(sizes[-1], steps, data["steps"][-1])
     data["echo_cost"] = section_echo_cost(20 if args.smoke else 316, 10 if args.smoke else 20)
     data["memory"] = section_memory(20 if args.smoke else 100, 20 if args.smoke else 200)
+    if not args.smoke:  # (the NLS forms take seconds to compile: left out of the smoke run)
+        data["nls"] = section_nls(32, 20)
     say(f"\ntotal benchmark time {time.perf_counter() - start:.1f} s")
     if args.json and ROOT:
         args.json.write_text(json.dumps(data, indent=1))

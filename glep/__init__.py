@@ -145,6 +145,10 @@ _LAZY: dict[str, tuple[str, str]] = {
     "FieldAdjoint": ("glep.estimators.field_objects", "FieldAdjoint"),
     "KerrHEB": ("glep.estimators.field_objects", "KerrHEB"),
     "compare_field_estimators": ("glep.estimators.field_objects", "compare_field_estimators"),
+    "MidpointFieldSystem": ("glep.field_midpoint", "MidpointFieldSystem"),
+    "field_midpoint_forward": ("glep.ivp.field_stepping", "midpoint_forward"),
+    "field_midpoint_adjoint": ("glep.ivp.field_midpoint_adjoint", "midpoint_adjoint"),
+    "nls_echo": ("glep.estimators.field_nls", "nls_echo"),
     # field equations on space-time meshes (glep.bvp.spacetime)
     "spacetime_mesh": ("glep.bvp.spacetime", "spacetime_mesh"),
     "SpaceTimeProblem": ("glep.bvp.spacetime", "SpaceTimeProblem"),
@@ -192,6 +196,7 @@ __all__ = [
     "FieldSystem", "FieldCost", "FieldGradient", "field_forward", "field_adjoint", "field_pfvp", "field_echo",
     "field_civp", "FieldProblem", "AbstractFieldEstimator", "FieldPFVP", "FieldEcho", "FieldRHEL",
     "FieldCIVPResidual", "FieldHEB", "FieldAdjoint", "KerrHEB", "compare_field_estimators",
+    "field_civp", "MidpointFieldSystem", "field_midpoint_forward", "field_midpoint_adjoint", "nls_echo",
     # errors
     "GlepError", "InputError", "NotReversibleError", "SaddleError", "SingularHessianError", "SolverError",
 ]

@@ -36,7 +36,12 @@ consistent mass matrix of ``Θ`` (PETSc CG + Jacobi), :meth:`FieldSystem.riesz`.
 Quadrature: ``"nodal"`` (default) integrates ``U`` with the nodes of the
 element (vertex quadrature for ``P1``, Gauss–Lobatto for ``P2`` on intervals and
 quadrilaterals): consistent with the lumped mass, as in a spectral-element
-method; ``"exact"`` lets UFL estimate the degree.  Lumping by row sums needs
+method; ``"exact"`` lets UFL estimate the degree.  With ``P1`` and the vertex rule, summands
+without derivatives are evaluated node by node (NumPy closures compiled from UFL), including those
+with a parameter field in another space (``DG0``, ``P2``) entering linearly: with
+``B_ji = ∫ N^Θ_j N_i dx`` (vertex rule, assembled once), ``∫ θ W(φ_h) N_i = W(q_i)(Bᵀθ)_i`` and
+``∂_{θ_j} ∫ θ W(φ_h) = Σ_i B_ji W(q_i)``; :meth:`FieldSystem.force_and_theta` returns the force and
+the θ-derivatives of one state together for the nudged passes.  Lumping by row sums needs
 positive entries: ``P2`` on triangles (zero vertex row sums) is refused.
 
 Distributed arrays: every state, momentum or direction is the rank's local
@@ -49,9 +54,9 @@ values are imposed, and every gradient-like vector is zero there.
 
 :class:`FieldSystem` takes one real field component with a separable density;
 any other density (several components, first order in time such as
-:func:`glep.field_models.nls`) is stepped by :class:`MidpointFieldSystem`, the
-implicit-midpoint discrete Lagrangian solved by PETSc SNES (stepping and the
-echo only: no adjoint or estimators yet).
+:func:`glep.field_models.nls`) is stepped by :class:`glep.field_midpoint.MidpointFieldSystem`,
+the implicit-midpoint discrete Lagrangian solved by PETSc SNES (also importable from here).
+:class:`FieldArrays` holds what both share: parameters, reductions, Riesz maps.
 """
 
 from __future__ import annotations
@@ -301,7 +306,95 @@ class _NodalEvaluator(MultiFunction):
         return a
 
 
-class FieldSystem:
+class FieldArrays:
+    """Distributed arrays and parameters shared by :class:`FieldSystem` and the midpoint system.
+
+    Needs ``comm``, ``n_owned``, ``lagrangian``, ``params`` (name -> dolfinx Constant or Function),
+    ``spaces`` (parameter-field spaces), ``_theta_vecs`` and ``_riesz_ksp``.
+    """
+
+    def set_parameter(self, name: str, value) -> None:
+        """Set parameter ``name``: a number, a function of the coordinates, or a local dof array of a field."""
+        if name not in self.lagrangian.parameters:
+            raise InputError(f"unknown parameter {name!r}; the density has {sorted(self.lagrangian.parameters)}")
+        target = self.params[name]
+        self._K = None  # the matrix of the quadratic part may depend on θ
+        if isinstance(target, fem.Constant):
+            if not isinstance(value, (int, float, np.floating, np.integer)):
+                raise InputError(f"scalar parameter {name!r} needs a number, got {type(value).__name__}")
+            target.value = float(value)
+            return
+        if isinstance(value, (int, float, np.floating, np.integer)):
+            target.x.array[:] = float(value)
+        elif isinstance(value, np.ndarray):
+            n_owned = target.function_space.dofmap.index_map.size_local
+            n_local = n_owned + target.function_space.dofmap.index_map.num_ghosts
+            if value.shape not in ((n_owned,), (n_local,)):
+                raise InputError(f"parameter field {name!r} needs {n_owned} owned (or {n_local} local) dof values "
+                                 f"on this rank, got shape {value.shape}")
+            target.x.array[:value.size] = value
+            target.x.scatter_forward()
+        elif callable(value):
+            target.interpolate(value)
+        else:
+            raise InputError(f"parameter field {name!r} needs a number, a function of the coordinates or a dof "
+                             f"array, got {type(value).__name__}")
+
+    def parameter_values(self) -> dict[str, object]:
+        """Current parameter values: floats, and local dof arrays (copies) of the fields."""
+        return {k: float(p.value) if isinstance(p, fem.Constant) else p.x.array.copy()
+                for k, p in self.params.items()}
+
+    def reduce_scalars(self, grads: dict[str, object]) -> dict[str, object]:
+        """Sum the rank-local scalar entries of a θ-gradient over the ranks (fields unchanged)."""
+        return {k: (self.comm.allreduce(complex(g) if np.iscomplexobj(g) else float(g), op=MPI.SUM)
+                    if k not in self._theta_vecs else g) for k, g in grads.items()}
+
+    def dot(self, a: np.ndarray, b: np.ndarray) -> float:
+        """``Σ_i a_i b_i`` over the owned dofs of every rank."""
+        return self.comm.allreduce(float(np.dot(a[:self.n_owned], b[:self.n_owned])), op=MPI.SUM)
+
+    def owned(self, a: np.ndarray) -> np.ndarray:
+        return a[:self.n_owned]
+
+    def riesz(self, name: str, dual: np.ndarray) -> np.ndarray:
+        r"""The Riesz representative ``M_Θ⁻¹ g`` of a dual vector ``g`` on parameter field ``name`` (owned dofs).
+
+        ``M_Θ`` is the consistent mass matrix of the parameter space, solved with PETSc CG + Jacobi
+        to a relative residual of 1e-12.  Raises SolverError if CG does not converge.
+        """
+        Q = self.spaces[name]
+        ksp = self._riesz_ksp.get(name)
+        if ksp is None:
+            import dolfinx.fem.petsc as fpetsc  # noqa: PLC0415
+
+            a = fem.form(ufl.TrialFunction(Q) * ufl.TestFunction(Q) * ufl.dx)
+            A = fpetsc.assemble_matrix(a)
+            A.assemble()
+            ksp = PETSc.KSP().create(self.comm)
+            ksp.setOperators(A)
+            ksp.setType("cg")
+            ksp.getPC().setType("jacobi")
+            ksp.setTolerances(rtol=1e-12, atol=0.0, max_it=10000)
+            self._riesz_ksp[name] = ksp
+        A = ksp.getOperators()[0]
+        b, x = A.createVecRight(), A.createVecRight()
+        n = Q.dofmap.index_map.size_local
+        b.array[:] = np.real(np.asarray(dual)[:n])
+        ksp.solve(b, x)
+        if ksp.getConvergedReason() <= 0:
+            raise SolverError(f"Riesz map of the gradient of {name!r}: CG on the mass matrix failed",
+                              reason=ksp.getConvergedReason())
+        return x.array.copy()
+
+    def field_gradient(self, name: str, dual: np.ndarray) -> FieldGradient:
+        """A labelled :class:`FieldGradient` (dual vector and Riesz representative, owned dofs)."""
+        n = self.spaces[name].dofmap.index_map.size_local
+        d = np.real(np.asarray(dual)[:n]).copy()
+        return FieldGradient(d, self.riesz(name, d))
+
+
+class FieldSystem(FieldArrays):
     r"""A separable field Lagrangian discretised in space (see the module docstring).
 
     Arguments:
@@ -345,7 +438,7 @@ class FieldSystem:
         if reason is not None:
             raise InputError(f"field Lagrangian {lagrangian.name!r} is not separable ({reason}): time stepping "
                              "needs ℒ = ½ρ(x)φ_t² − W(φ, ∇φ; θ, x, t); other densities are stepped by "
-                             "glep.field_system.MidpointFieldSystem (implicit midpoint, no adjoint yet)")
+                             "glep.field_midpoint.MidpointFieldSystem (implicit midpoint)")
         if lagrangian.components != 1:
             raise InputError(f"time stepping supports one real field component, got components="
                              f"{lagrangian.components}")
@@ -415,38 +508,6 @@ class FieldSystem:
                 self.params[name] = f
                 self._vars[name] = f
                 self.set_parameter(name, value)
-
-    def set_parameter(self, name: str, value) -> None:
-        """Set parameter ``name``: a number, a function of the coordinates, or a local dof array of a field."""
-        if name not in self.lagrangian.parameters:
-            raise InputError(f"unknown parameter {name!r}; the density has {sorted(self.lagrangian.parameters)}")
-        target = self.params[name]
-        self._K = None  # the matrix of the quadratic part may depend on θ
-        if isinstance(target, fem.Constant):
-            if not isinstance(value, (int, float, np.floating, np.integer)):
-                raise InputError(f"scalar parameter {name!r} needs a number, got {type(value).__name__}")
-            target.value = float(value)
-            return
-        if isinstance(value, (int, float, np.floating, np.integer)):
-            target.x.array[:] = float(value)
-        elif isinstance(value, np.ndarray):
-            n_owned = target.function_space.dofmap.index_map.size_local
-            n_local = n_owned + target.function_space.dofmap.index_map.num_ghosts
-            if value.shape not in ((n_owned,), (n_local,)):
-                raise InputError(f"parameter field {name!r} needs {n_owned} owned (or {n_local} local) dof values "
-                                 f"on this rank, got shape {value.shape}")
-            target.x.array[:value.size] = value
-            target.x.scatter_forward()
-        elif callable(value):
-            target.interpolate(value)
-        else:
-            raise InputError(f"parameter field {name!r} needs a number, a function of the coordinates or a dof "
-                             f"array, got {type(value).__name__}")
-
-    def parameter_values(self) -> dict[str, object]:
-        """Current parameter values: floats, and local dof arrays (copies) of the fields."""
-        return {k: float(p.value) if isinstance(p, fem.Constant) else p.x.array.copy()
-                for k, p in self.params.items()}
 
     def _init_bc(self, dirichlet, marker) -> None:
         self._bc_values = None
@@ -559,8 +620,12 @@ class FieldSystem:
             if isinstance(node, (ufl.classes.Derivative, ufl.classes.Argument)):
                 return False
             if isinstance(node, ufl.classes.Coefficient) and node is not self.u and \
-                    not any(node is self.params[k] for k in self._same_layout):
+                    not any(node is self.params[k] for k in (*self._same_layout, *self._lumped)):
                 return False
+        lumped = [k for k in self._lumped if self.params[k] in extract_coefficients(term)]
+        if len(lumped) > 1 or (lumped and not _is_zero(ufl.derivative(ufl.derivative(
+                term, self.params[lumped[0]], ufl.as_ufl(1.0)), self.params[lumped[0]], ufl.as_ufl(1.0)))):
+            return False  # a lumped parameter must enter linearly, alone
         try:
             self._eval(expand_derivatives(term))
         except (NotImplementedError, KeyError, TypeError, ValueError):
@@ -575,7 +640,8 @@ class FieldSystem:
         entry = self._tapes.get(id(expr))
         if entry is None:
             values = {self.u: lambda: self.u.x.array, self.lam: lambda: self.lam.x.array,
-                      **{self.params[k]: (lambda f=self.params[k]: f.x.array) for k in self._same_layout}}
+                      **{self.params[k]: (lambda f=self.params[k]: f.x.array) for k in self._same_layout},
+                      **{self.params[k]: (lambda k=k: self._to_nodes(k)) for k in self._lumped}}
             fn = map_expr_dag(_NodalEvaluator(values, self._nodes), expr, compress=False)
             if not callable(fn):
                 raise NotImplementedError("not a scalar expression")
@@ -600,6 +666,7 @@ class FieldSystem:
         self._nodal_theta: dict[str, tuple] = {}
         self._assembled_rest = rest
         self._m0 = None
+        self._lumped: dict[str, object] = {}
         if self.degree != 1 or self._dx.metadata().get("quadrature_rule") != "vertex":
             return
         v = ufl.TestFunction(self.V)
@@ -607,6 +674,7 @@ class FieldSystem:
         m0.scatter_reverse(la.InsertMode.add)
         m0.scatter_forward()
         self._m0 = m0.array.copy()
+        self._lumped_setup()
         point, other = [], []
         for term in self._terms(rest):
             (point if self._pointwise(term) else other).append(term)
@@ -620,9 +688,53 @@ class FieldSystem:
         for name, par in self.lagrangian.parameters.items():
             var = self._vars[name]
             dep = [t for t in terms if not _is_zero(self._dtheta(t, name, var))]
-            if dep and all(self._pointwise(t) for t in dep) and (par.kind == "scalar" or name in self._same_layout):
+            if dep and all(self._pointwise(t) for t in dep) and \
+                    (par.kind == "scalar" or name in self._same_layout or name in self._lumped):
                 d = self._dtheta(sum(dep[1:], dep[0]), name, var)
                 self._nodal_theta[name] = (d, expand_derivatives(ufl.derivative(d, self.u, one)))
+
+    def _lumped_setup(self) -> None:
+        r"""Parameter fields in other spaces (``DG0``...) entering the density linearly: nodal by vertex quadrature.
+
+        With the vertex rule, ``∫ θ W(φ_h) N_i dx = W(q_i) (Bᵀθ)_i`` and ``∂_{θ_j} ∫ θ W(φ_h) dx = Σ_i B_ji W(q_i)``,
+        ``B_ji = ∫ N^Θ_j N_i dx`` (vertex rule, assembled once): such a parameter acts at the nodes as
+        ``θ̃ = Bᵀθ / m⁰`` and its θ-derivatives are ``B`` times node-wise arrays (exactly the assembled values).
+        """
+        import dolfinx.fem.petsc as fpetsc  # noqa: PLC0415
+        from dolfinx.la.petsc import create_vector_wrap  # noqa: PLC0415
+
+        for name, Q in self.spaces.items():
+            if name in self._same_layout:
+                continue
+            B = fpetsc.assemble_matrix(fem.form(ufl.TrialFunction(self.V) * ufl.TestFunction(Q) * self._dx))
+            B.assemble()
+            qv, vv = la.vector(Q.dofmap.index_map, 1), la.vector(self.index_map, 1)
+            self._lumped[name] = (B, qv, vv, create_vector_wrap(qv), create_vector_wrap(vv))
+        self._lumped_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _to_nodes(self, name: str, values: np.ndarray | None = None) -> np.ndarray:
+        """``θ̃ = Bᵀθ / m⁰`` of a lumped parameter (``values``: a local array of its space; default its value)."""
+        B, qv, vv, qw, vw = self._lumped[name]
+        theta = self.params[name].x.array
+        if values is None:  # the parameter's own value: cached until it changes
+            cached = self._lumped_cache.get(name)
+            if cached is not None and np.array_equal(cached[0], theta):
+                return cached[1]
+        qv.array[:] = theta if values is None else values
+        B.multTranspose(qw, vw)
+        vv.scatter_forward()
+        out = vv.array / self._m0
+        if values is None:
+            self._lumped_cache[name] = (theta.copy(), out)
+        return out
+
+    def _from_nodes(self, name: str, nodal: np.ndarray) -> np.ndarray:
+        """``B · g`` for a node-wise array ``g`` (a new local array of the parameter space, ghosts updated)."""
+        B, qv, vv, qw, vw = self._lumped[name]
+        vv.array[:] = nodal
+        B.mult(vw, qw)
+        qv.scatter_forward()
+        return qv.array.copy()
 
     def _dtheta(self, expr, name, var):
         if self.lagrangian.parameters[name].kind == "scalar":
@@ -710,6 +822,30 @@ class FieldSystem:
     def force(self, q: np.ndarray, t: float, beta: complex = 0.0) -> np.ndarray:
         """``∂_q U(q, t) + β ∂_q c(q, t)``, zero at Dirichlet dofs (a new local array)."""
         self._set_state(q, t)
+        return self._force_at_state(beta)
+
+    def force_and_theta(self, q: np.ndarray, t: float, beta: complex = 0.0) -> tuple[np.ndarray, dict]:
+        r"""``(force(q, t, β), theta_gradient(q, t))`` in one node-wise evaluation (the nudged passes).
+
+        The state is loaded once for both.  Node-wise parameter fields come back *before* their linear map
+        (``W(q)`` on the state space; the map is ``m⁰ ·`` for P1 fields on the state's nodes, ``B`` of
+        :meth:`_lumped_setup` otherwise): sums over time are mapped once by :meth:`finish_theta`
+        (``Σ_k w_k B W(q_k) = B Σ_k w_k W(q_k)``).  Other entries are final.
+        """
+        self._set_state(q, t)
+        F = self._force_at_state(beta)
+        return F, self._theta_at_state(self.theta_forms, nodal=True)
+
+    def finish_theta(self, acc: dict[str, object]) -> dict[str, object]:
+        """Map the node-wise entries of a sum of :meth:`force_and_theta` θ-derivatives to the parameter spaces."""
+        out = {}
+        for k, g in acc.items():
+            if k in self._nodal_theta and k in self._theta_vecs:
+                g = self._from_nodes(k, g) if k in self._lumped else self._m0 * g
+            out[k] = g
+        return out
+
+    def _force_at_state(self, beta) -> np.ndarray:
         F = self._linear_part("u")
         if self._nodal_force is not None:
             F += self._m0 * self._eval(self._nodal_force)
@@ -736,10 +872,20 @@ class FieldSystem:
         self._set_state(q, t)
         if direction is not None:
             self.lam.x.array[:] = direction
+        return self._theta_at_state(forms, direction)
+
+    def _theta_at_state(self, forms, direction=None, nodal: bool = False) -> dict[str, object]:
         out: dict[str, object] = {}
         for name, (d, du) in self._nodal_theta.items():
-            g = self._m0 * (self._eval(d) if direction is None else self._eval(du) * direction)
-            out[name] = g.copy() if name in self._theta_vecs else float(np.sum(g[:self.n_owned]))
+            g = self._eval(d) if direction is None else self._eval(du) * direction
+            if name in self._theta_vecs and nodal:  # node-wise, before m⁰ or B (applied by finish_theta)
+                out[name] = np.array(g, dtype=float)
+                continue
+            if name in self._lumped:
+                out[name] = self._from_nodes(name, g)
+                continue
+            g = self._m0 * g
+            out[name] = g if name in self._theta_vecs else float(np.sum(g[:self.n_owned]))
         for name, form in forms.items():
             if name in self._theta_vecs:
                 out[name] = self._assemble(form, self._theta_vecs[name]).copy()
@@ -767,6 +913,8 @@ class FieldSystem:
         par = self.lagrangian.parameters[name]
         if name in self._nodal_theta:
             d = self._m0 * self._eval(self._nodal_theta[name][1])
+            if name in self._lumped:
+                direction = self._to_nodes(name, np.asarray(direction, dtype=float))
             out = d * (float(direction) if par.kind == "scalar" else direction)
         else:
             form = self._jvp_forms.get(name)
@@ -789,11 +937,6 @@ class FieldSystem:
         out = np.array(out, dtype=float)
         out[self.bc_dofs] = 0.0
         return out
-
-    def reduce_scalars(self, grads: dict[str, object]) -> dict[str, object]:
-        """Sum the rank-local scalar entries of a θ-gradient over the ranks (fields unchanged)."""
-        return {k: (self.comm.allreduce(complex(g) if np.iscomplexobj(g) else float(g), op=MPI.SUM)
-                    if k not in self._theta_vecs else g) for k, g in grads.items()}
 
     # ------------------------------------------------------------------ costs
     @property
@@ -877,13 +1020,6 @@ class FieldSystem:
         return float(np.sqrt(self.comm.allreduce(fem.assemble_scalar(form), op=MPI.SUM)))
 
     # ------------------------------------------------------------------ reductions and output
-    def dot(self, a: np.ndarray, b: np.ndarray) -> float:
-        """``Σ_i a_i b_i`` over the owned dofs of every rank."""
-        return self.comm.allreduce(float(np.dot(a[:self.n_owned], b[:self.n_owned])), op=MPI.SUM)
-
-    def owned(self, a: np.ndarray) -> np.ndarray:
-        return a[:self.n_owned]
-
     def gather(self, a: np.ndarray, space: str | None = None) -> np.ndarray:
         """The global array of ``a`` (owned entries of every rank) ordered by dof coordinates, on every rank.
 
@@ -899,225 +1035,18 @@ class FieldSystem:
         order = np.lexsort(np.round(X, 12).T[::-1])
         return vals[order]
 
-    def riesz(self, name: str, dual: np.ndarray) -> np.ndarray:
-        r"""The Riesz representative ``M_Θ⁻¹ g`` of a dual vector ``g`` on parameter field ``name`` (owned dofs).
-
-        ``M_Θ`` is the consistent mass matrix of the parameter space, solved with PETSc CG + Jacobi
-        to a relative residual of 1e-12.  Raises SolverError if CG does not converge.
-        """
-        Q = self.spaces[name]
-        ksp = self._riesz_ksp.get(name)
-        if ksp is None:
-            import dolfinx.fem.petsc as fpetsc  # noqa: PLC0415
-
-            a = fem.form(ufl.TrialFunction(Q) * ufl.TestFunction(Q) * ufl.dx)
-            A = fpetsc.assemble_matrix(a)
-            A.assemble()
-            ksp = PETSc.KSP().create(self.comm)
-            ksp.setOperators(A)
-            ksp.setType("cg")
-            ksp.getPC().setType("jacobi")
-            ksp.setTolerances(rtol=1e-12, atol=0.0, max_it=10000)
-            self._riesz_ksp[name] = ksp
-        A = ksp.getOperators()[0]
-        b, x = A.createVecRight(), A.createVecRight()
-        n = Q.dofmap.index_map.size_local
-        b.array[:] = np.real(np.asarray(dual)[:n])
-        ksp.solve(b, x)
-        if ksp.getConvergedReason() <= 0:
-            raise SolverError(f"Riesz map of the gradient of {name!r}: CG on the mass matrix failed",
-                              reason=ksp.getConvergedReason())
-        return x.array.copy()
-
-    def field_gradient(self, name: str, dual: np.ndarray) -> FieldGradient:
-        """A labelled :class:`FieldGradient` (dual vector and Riesz representative, owned dofs)."""
-        n = self.spaces[name].dofmap.index_map.size_local
-        d = np.real(np.asarray(dual)[:n]).copy()
-        return FieldGradient(d, self.riesz(name, d))
-
     def __repr__(self) -> str:
         return (f"FieldSystem({self.lagrangian.name!r}, {self.tdim}-D {self.mesh.topology.cell_type.name} mesh, "
                 f"P{self.degree}, {self.ndofs} dofs, {self.comm.size} rank(s))")
 
 
-class MidpointFieldSystem:
-    r"""Any density (separable or not, several components) with the implicit-midpoint discrete Lagrangian.
+def __getattr__(name: str):
+    """``MidpointFieldSystem`` moved to :mod:`glep.field_midpoint` (kept importable from here)."""
+    if name == "MidpointFieldSystem":
+        from glep.field_midpoint import MidpointFieldSystem  # noqa: PLC0415
 
-    ``L_d(q₀, q₁) = |τ| ∫_Ω ℒ(φ_m, (φ₁ − φ₀)/τ, ∇φ_m; θ, x, t + τ/2) dx``, ``φ_m = (φ₀ + φ₁)/2``, on
-    Lagrange ``P_k`` (vector-valued for ``components > 1``) with the consistent mass (UFL quadrature).
-    A step solves the discrete Legendre relation ``p₀ + D₁L_d(q₀, q₁) = 0`` for ``q₁`` with PETSc SNES
-    (Newton, LU by MUMPS) and sets ``p₁ = D₂L_d(q₀, q₁)``: the variational midpoint rule; for a
-    density linear in ``φ_t`` with a linear coefficient (NLS, ``ℒ = b a_t − a b_t − H``) it is the
-    implicit midpoint rule of the Hamiltonian PDE.  The initial momentum is the Legendre map
-    ``p₀ = ∫ ∂ℒ/∂φ_t(φ₀, φ̇₀) · N_i``.  Time stepping only for now (no adjoint or estimators).
-
-    Arguments:
-        lagrangian, mesh, degree, theta, comm: as :class:`FieldSystem`.
-        dirichlet: ``"zero"`` (every component zero on the boundary) or ``None`` (natural).
-        initial: ``(φ₀, φ̇₀)``: functions of the coordinates returning ``(components, npoints)`` arrays
-            (``(npoints,)`` for one component) or numbers.
-        rtol: relative tolerance of the Newton solve of each step.
-    """
-
-    def __init__(self, lagrangian: FieldLagrangian, mesh, *, degree: int = 1, dirichlet="zero",
-                 theta: Mapping[str, object] | None = None, initial=(0.0, 0.0), rtol: float = 1e-12,
-                 comm: MPI.Comm = MPI.COMM_WORLD):
-        if not isinstance(lagrangian, FieldLagrangian):
-            raise InputError(f"lagrangian must be a glep.fields.FieldLagrangian, got {type(lagrangian).__name__}")
-        if isinstance(degree, bool) or degree not in (1, 2):
-            raise InputError(f"degree must be 1 or 2, got {degree!r}")
-        if dirichlet not in ("zero", None):
-            raise InputError(f"dirichlet must be 'zero' or None (natural) for the midpoint system, got {dirichlet!r}")
-        if not (isinstance(rtol, float) and 0 < rtol < 1):
-            raise InputError(f"rtol must be a float in (0, 1), got {rtol!r}")
-        self.lagrangian, self.mesh = lagrangian, _as_mesh(mesh, comm)
-        self.comm, self.c = self.mesh.comm, lagrangian.components
-        shape = (self.c,) if self.c > 1 else ()
-        self.V = fem.functionspace(self.mesh, ("P", degree, shape))
-        self.index_map, self.bs = self.V.dofmap.index_map, self.V.dofmap.index_map_bs
-        self.n_owned = self.index_map.size_local * self.bs
-        self.n_local = (self.index_map.size_local + self.index_map.num_ghosts) * self.bs
-        self.ndofs = self.index_map.size_global * self.bs
-        self.x = ufl.SpatialCoordinate(self.mesh)
-        self.t, self.tau = fem.Constant(self.mesh, 0.0), fem.Constant(self.mesh, 1.0)
-        self.q0f, self.q1f = fem.Function(self.V), fem.Function(self.V)
-        self.params = {}
-        for name, par in lagrangian.parameters.items():
-            value = (theta or {}).get(name, par.value)
-            if par.kind == "scalar":
-                self.params[name] = fem.Constant(self.mesh, float(value))
-            else:
-                f = fem.Function(fem.functionspace(self.mesh, par.element), name=name)
-                f.interpolate(value) if callable(value) else f.x.array.fill(float(value))
-                self.params[name] = f
-        self._initial = initial
-        self.bcs = []
-        if dirichlet == "zero":
-            fdim = self.mesh.topology.dim - 1
-            self.mesh.topology.create_connectivity(fdim, fdim + 1)
-            facets = dolfinx.mesh.exterior_facet_indices(self.mesh.topology)
-            dofs = fem.locate_dofs_topological(self.V, fdim, facets)
-            zero = np.zeros(self.c) if self.c > 1 else 0.0
-            self.bcs = [fem.dirichletbc(zero, dofs, self.V) if self.c > 1 else
-                        fem.dirichletbc(PETSc.ScalarType(zero), dofs, self.V)]
-            self.bc_dofs = np.concatenate([np.arange(self.bs) + self.bs * d for d in dofs]) if len(dofs) else \
-                np.zeros(0, dtype=np.int64)
-        else:
-            self.bc_dofs = np.zeros(0, dtype=np.int64)
-        self._compile(rtol)
-
-    def _density(self, phi, phi_t, t):
-        return self.lagrangian(phi, phi_t, ufl.grad(phi), self.params, self.x, t)
-
-    def _compile(self, rtol: float) -> None:
-        v, du = ufl.TestFunction(self.V), ufl.TrialFunction(self.V)
-        q0, q1, tau = self.q0f, self.q1f, self.tau
-        Ld = abs(tau) * self._density(0.5 * (q0 + q1), (q1 - q0) / tau, self.t + 0.5 * tau) * ufl.dx
-        D1 = ufl.derivative(Ld, q0, v)
-        self.D1, self.D2 = fem.form(D1), fem.form(ufl.derivative(Ld, q1, v))
-        self.J = fem.form(ufl.derivative(D1, q1, du))
-        w = fem.Function(self.V)
-        self._vel = w
-        self.legendre = fem.form(ufl.derivative(self._density(q0, w, self.t) * ufl.dx, w, v))
-        self.A = fpetsc_create_matrix(self.J)
-        self.b = self.q1f.x.petsc_vec.copy()
-        self.p0_vec = self.q1f.x.petsc_vec.copy()
-        snes = PETSc.SNES().create(self.comm)
-        snes.setFunction(self._residual, self.b)
-        snes.setJacobian(self._jacobian, self.A)
-        snes.setTolerances(rtol=rtol, atol=1e-13, max_it=50)
-        snes.getKSP().setType("preonly")
-        pc = snes.getKSP().getPC()
-        pc.setType("lu")
-        pc.setFactorSolverType("mumps")
-        snes.getLineSearch().setType("basic")
-        self.snes = snes
-
-    def _residual(self, snes, x, b) -> None:
-        import dolfinx.fem.petsc as fpetsc  # noqa: PLC0415
-
-        self._load(x)
-        with b.localForm() as bl:
-            bl.set(0.0)
-        fpetsc.assemble_vector(b, self.D1)
-        b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
-        b.axpy(1.0, self.p0_vec)
-        fpetsc.set_bc(b, self.bcs, x, -1.0)
-
-    def _load(self, x) -> None:
-        """Make ``q₁`` the SNES iterate ``x`` (owned entries, then ghosts)."""
-        self.q1f.x.array[:self.n_owned] = x.array_r
-        self.q1f.x.scatter_forward()
-
-    def _jacobian(self, snes, x, A, P) -> None:
-        import dolfinx.fem.petsc as fpetsc  # noqa: PLC0415
-
-        self._load(x)
-        A.zeroEntries()
-        fpetsc.assemble_matrix(A, self.J, self.bcs)
-        A.assemble()
-
-    def _vector(self, form) -> np.ndarray:
-        b = la.vector(self.index_map, self.bs)
-        fem.assemble_vector(b.array, form)
-        b.scatter_reverse(la.InsertMode.add)
-        b.scatter_forward()
-        return b.array.copy()
-
-    def _interp(self, value) -> np.ndarray:
-        f = fem.Function(self.V)
-        if callable(value):
-            f.interpolate(value)
-        else:
-            f.x.array[:] = float(value)
-        return f.x.array.copy()
-
-    def initial_state(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(q₀, p₀)``: interpolated ``φ₀`` and the Legendre map of ``(φ₀, φ̇₀)`` (zero at Dirichlet dofs)."""
-        q0 = self._interp(self._initial[0])
-        q0[self.bc_dofs] = 0.0
-        self.q0f.x.array[:] = q0
-        self._vel.x.array[:] = self._interp(self._initial[1])
-        p0 = self._vector(self.legendre)
-        p0[self.bc_dofs] = 0.0
-        return q0, p0
-
-    def step(self, q0: np.ndarray, p0: np.ndarray, t0: float, tau: float) -> tuple[np.ndarray, np.ndarray, int]:
-        """One midpoint step of signed size ``tau`` from ``(q0, p0)`` at ``t0``: ``(q1, p1, Newton iterations)``."""
-        self.t.value, self.tau.value = t0, tau
-        self.q0f.x.array[:] = q0
-        self.q1f.x.array[:] = q0
-        self.p0_vec.array[:] = p0[:self.n_owned]
-        x = self.q1f.x.petsc_vec.copy()
-        self.snes.solve(None, x)
-        self._load(x)
-        reason = self.snes.getConvergedReason()
-        if reason <= 0:
-            raise SolverError(f"midpoint step at t = {t0:g}: Newton did not converge", reason=reason)
-        p1 = self._vector(self.D2)
-        p1[self.bc_dofs] = 0.0
-        return self.q1f.x.array.copy(), p1, self.snes.getIterationNumber()
-
-    def error_norm(self, q: np.ndarray, exact: Callable, t: float = 0.0, degree: int = 8) -> float:
-        """``‖φ_h − φ‖_{L²}`` with ``exact(x, t) -> UFL`` (a vector for several components)."""
-        f = fem.Function(self.V)
-        f.x.array[:] = q
-        tt = fem.Constant(self.mesh, float(t))
-        e = f - exact(self.x, tt)
-        form = fem.form(ufl.inner(e, e) * ufl.dx(metadata={"quadrature_degree": degree}))
-        return float(np.sqrt(self.comm.allreduce(fem.assemble_scalar(form), op=MPI.SUM)))
-
-    def flip(self, q: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Time reversal ``(σ_q q, σ_v p)`` per component (the density's reversal signs)."""
-        sq, sv = (np.asarray(s_, dtype=float) for s_ in self.lagrangian.reversal_signs)
-        return (q.reshape(-1, self.c) * sq).ravel(), (p.reshape(-1, self.c) * sv).ravel()
+        return MidpointFieldSystem
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def fpetsc_create_matrix(form):
-    """An empty PETSc matrix with the sparsity of ``form``."""
-    import dolfinx.fem.petsc as fpetsc  # noqa: PLC0415
-
-    return fpetsc.create_matrix(form)
-
-
-__all__ = ["FieldCost", "FieldGradient", "FieldSystem", "MidpointFieldSystem", "read_mesh"]
+__all__ = ["FieldArrays", "FieldCost", "FieldGradient", "FieldSystem", "MidpointFieldSystem", "read_mesh"]  # noqa: F822

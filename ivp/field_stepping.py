@@ -46,8 +46,9 @@ API (every state array is the rank's local dof array, owned then ghosts)::
 Only real β: the complex step needs complex assembly (not implemented for fields).
 
 Densities that are not separable (several components, first order in time: NLS) are stepped by
-:func:`midpoint_forward` / :func:`midpoint_echo` on a :class:`glep.field_system.MidpointFieldSystem`
-(the implicit-midpoint discrete Lagrangian, one SNES solve per step; no loss or θ-integral yet).
+:func:`midpoint_forward` / :func:`midpoint_echo` (one engine, :func:`midpoint_pass`) on a
+:class:`glep.field_midpoint.MidpointFieldSystem` (the implicit-midpoint discrete Lagrangian, one SNES solve
+per step, with the nudge, the loss and the θ-integral ``Σ_k ∂_θL_d``).
 """
 
 from __future__ import annotations
@@ -121,7 +122,10 @@ def _accumulate(acc: dict | None, grads: dict, w: float) -> dict:
     if acc is None:
         return {k: w * g for k, g in grads.items()}
     for k, g in grads.items():
-        acc[k] = acc[k] + w * g
+        if isinstance(acc[k], np.ndarray):
+            acc[k] += w * g  # in place (the arrays were created by the first call)
+        else:
+            acc[k] = acc[k] + w * g
     return acc
 
 
@@ -154,17 +158,20 @@ def leapfrog(system: FieldSystem, q0: np.ndarray, p0: np.ndarray, times: np.ndar
     N = len(tau)
     acc, C, stored, n_asm = None, 0.0, ([q.copy()] if store else None), 0
 
-    def node(k: int, q: np.ndarray) -> None:
+    def node(k: int, q: np.ndarray, G: dict | None) -> None:
         nonlocal acc, C, n_asm
         if theta_integral:
-            acc = _accumulate(acc, system.theta_gradient(q, times[k]), w[k])
+            acc = _accumulate(acc, G, w[k])
             n_asm += 1
         if loss and system.has_cost:
             C += w[k] * system.cost_value(q, times[k])
 
-    F = system.force(q, times[0], beta)
+    def force(k: int, q: np.ndarray):  # with θ_integral: force and ∂_θU in one node-wise evaluation
+        return system.force_and_theta(q, times[k], beta) if theta_integral else (system.force(q, times[k], beta), None)
+
+    F, G = force(0, q)
     n_asm += 1 + (beta != 0 and system.has_cost)
-    node(0, q)
+    node(0, q, G)
     if callback is not None:
         callback(0, times[0], q, p)
     for k in range(N):
@@ -172,10 +179,10 @@ def leapfrog(system: FieldSystem, q0: np.ndarray, p0: np.ndarray, times: np.ndar
         p += 0.5 * h * F
         q += h * minv * p
         system.impose(q, times[k + 1])
-        F = system.force(q, times[k + 1], beta)
+        F, G = force(k + 1, q)
         n_asm += 1 + (beta != 0 and system.has_cost)
         p += 0.5 * h * F
-        node(k + 1, q)
+        node(k + 1, q, G)
         if store:
             stored.append(q.copy())
         if callback is not None:
@@ -183,7 +190,7 @@ def leapfrog(system: FieldSystem, q0: np.ndarray, p0: np.ndarray, times: np.ndar
     if loss and terminal and system.has_terminal_cost:
         C += system.cost_value(q, times[-1], "terminal")
     if acc is not None:
-        acc = system.reduce_scalars(acc)
+        acc = system.reduce_scalars(system.finish_theta(acc))
     return FieldPass(times, q, p, acc, C if loss else None, stored, n_asm, time.perf_counter() - start)
 
 
@@ -256,42 +263,82 @@ def energy(system: FieldSystem, q: np.ndarray, p: np.ndarray, t: float) -> float
 
 
 # ---------------------------------------------------------------------------------------------- midpoint
-def midpoint_forward(system, T: float, N: int, *, q0=None, p0=None, t0: float = 0.0, callback=None) -> FieldPass:
-    r"""``N`` implicit-midpoint steps of a :class:`glep.field_system.MidpointFieldSystem` (any density).
+def midpoint_pass(system, q0, p0, times, tau, *, beta: float = 0.0, sign=None, theta_integral: bool = False,
+                  loss: bool = False, terminal: bool = True, callback=None) -> FieldPass:
+    r"""Implicit-midpoint steps of a :class:`glep.field_midpoint.MidpointFieldSystem` (any density).
 
-    Each step solves ``p_k + D₁L_d(q_k, q_{k+1}) = 0`` with SNES; ``meta["newton_iterations"]`` lists
-    the iterations.  Returns the final ``(q, p)``; no loss or θ-integral (stepping only).
+    Step ``k`` solves ``p_k + D₁L_d^β(q_k, q_{k+1}) = 0`` (SNES) with signed size ``tau[k]``, the density and
+    targets read at ``(times[k] + times[k+1])/2``; ``sign`` (the position reversal signs, echo only) is applied
+    inside the running cost.  Accumulates ``I = Σ_k ∂_θL_d(q_k, q_{k+1})`` and the loss
+    ``C_h = Σ_k ℓ(q_k, q_{k+1}) + c_T(q_N)`` when asked; ``meta["newton_iterations"]`` lists the iterations.
     """
+    from glep.field_midpoint import check_midpoint_system  # noqa: PLC0415
+
+    check_midpoint_system(system, "the midpoint pass")
     start = time.perf_counter()
-    times = uniform_times(T, N, t0)
-    if q0 is None or p0 is None:
-        qi, pi = system.initial_state()
-        q0 = qi if q0 is None else q0
-        p0 = pi if p0 is None else p0
-    return _midpoint(system, np.array(q0, dtype=float), np.array(p0, dtype=float), times, np.diff(times),
-                     callback, start)
-
-
-def _midpoint(system, q, p, times, tau, callback, start) -> FieldPass:
-    its = []
+    with collective(system.comm, "field midpoint"):
+        beta = _check_beta(beta)
+        times, tau = np.asarray(times, dtype=float), np.asarray(tau, dtype=float)
+        if times.ndim != 1 or tau.shape != (len(times) - 1,) or len(tau) < 1:
+            raise InputError(f"the midpoint pass needs N+1 input times and N step sizes, got {times.shape} and "
+                             f"{tau.shape}")
+        q = system.check_state(q0, "q0").astype(float, copy=True)
+        p = system.check_state(p0, "p0").astype(float, copy=True)
+    system.sign.value[:] = 1.0 if sign is None else np.asarray(sign, dtype=float)
+    its, acc, C = [], None, 0.0
     if callback is not None:
         callback(0, times[0], q, p)
-    for k in range(len(tau)):
-        q, p, n = system.step(q, p, times[k], tau[k])
-        its.append(n)
-        if callback is not None:
-            callback(k + 1, times[k + 1], q, p)
-    return FieldPass(times, q, p, assemblies=int(sum(its)), wall_time=time.perf_counter() - start,
-                     meta={"newton_iterations": its})
+    try:
+        for k in range(len(tau)):
+            q, p, n = system.step(q, p, times[k], tau[k], t_mid=0.5 * (times[k] + times[k + 1]), beta=beta)
+            its.append(n)
+            if theta_integral:  # the forms hold (q_k, q_{k+1}) of this step
+                acc = _accumulate(acc, system.theta_vectors(system.theta_forms), 1.0)
+            if loss and system.has_cost:
+                C += system.scalar(system.ell)
+            if callback is not None:
+                callback(k + 1, times[k + 1], q, p)
+    finally:
+        system.sign.value[:] = 1.0
+        system.beta.value = 0.0
+    if loss and terminal:
+        C += system.terminal_value(q, times[-1])
+    if acc is not None:
+        acc = system.reduce_scalars(acc)
+    return FieldPass(times, q, p, acc, C if loss else None, assemblies=int(sum(its)),
+                     wall_time=time.perf_counter() - start, meta={"newton_iterations": its})
 
 
-def midpoint_echo(system, qN, pN, T: float, N: int, *, t0: float = 0.0) -> FieldPass:
-    """Flip with the density's reversal signs (complex conjugation for NLS), ``N`` forward midpoint steps with
-    inputs replayed in reverse, flip back."""
-    start = time.perf_counter()
+def midpoint_forward(system, T: float, N: int, *, q0=None, p0=None, t0: float = 0.0, beta: float = 0.0,
+                     theta_integral: bool = False, loss: bool = True, callback=None) -> FieldPass:
+    r"""``N`` implicit-midpoint steps of size ``T/N`` from ``(q0, p0)`` (default: the system's initial state)."""
+    from glep.field_midpoint import check_midpoint_system  # noqa: PLC0415
+
+    check_midpoint_system(system, "midpoint_forward")
+    times = uniform_times(T, N, t0)
+    if q0 is None or p0 is None:
+        qi, pi = system.initial_state(t0)
+        q0 = qi if q0 is None else q0
+        p0 = pi if p0 is None else p0
+    return midpoint_pass(system, q0, p0, times, np.diff(times), beta=beta, theta_integral=theta_integral,
+                         loss=loss, callback=callback)
+
+
+def midpoint_echo(system, qN, pN, T: float, N: int, *, t0: float = 0.0, beta: float = 0.0,
+                  theta_integral: bool = False) -> FieldPass:
+    r"""The echo of the midpoint pass: flip with the density's reversal signs (complex conjugation for NLS), run
+    ``N`` *forward* midpoint steps with inputs replayed in reverse and the cost on the flipped state, flip back.
+
+    For a reversible density (``ℒ(σφ, −σφ_t) = ℒ(φ, φ_t)``) the echo step is the mirrored (backward) step of the
+    flipped state, so the echo is the backward nudged pass of PFVP.
+    """
+    from glep.field_midpoint import check_midpoint_system  # noqa: PLC0415
+
+    check_midpoint_system(system, "midpoint_echo")
     q, p = system.flip(np.asarray(qN, dtype=float), np.asarray(pN, dtype=float))
     times = uniform_times(T, N, t0)[::-1].copy()
-    res = _midpoint(system, q, p, times, np.full(N, float(T) / N), None, start)
+    res = midpoint_pass(system, q, p, times, np.full(N, float(T) / N), beta=beta,
+                        sign=system.lagrangian.reversal_signs[0], theta_integral=theta_integral)
     res.q, res.p = system.flip(res.q, res.p)
     return res
 
@@ -382,4 +429,5 @@ def write_field_results(path: str | Path, system: FieldSystem, gradients: dict, 
 
 
 __all__ = ["FieldPass", "VTXOutput", "backward", "echo", "energy", "flip", "forward", "leapfrog", "midpoint_echo",
-           "midpoint_forward", "retrace_error", "trapezoid_weights", "uniform_times", "write_field_results"]
+           "midpoint_forward", "midpoint_pass", "retrace_error", "trapezoid_weights", "uniform_times",
+           "write_field_results"]
