@@ -297,9 +297,9 @@ def load_checkpoint(out: Path, config) -> tuple[int, dict[str, dict]]:
     return step, state
 
 
-def write_results(out: Path, runs: dict[str, Run], config, step: int, shapes: dict) -> tuple[Path, Path]:
-    """``train.h5`` and ``learning_curves.png``, each written atomically (rank 0 only)."""
-    from glep.estimators.output import _temp_path, versions
+def write_results(out: Path, runs: dict[str, Run], config, step: int, shapes: dict, lib: dict) -> tuple[Path, Path]:
+    """``train.h5`` and ``learning_curves.png``, each written atomically (rank 0 only); ``lib`` the versions."""
+    from glep.estimators.output import _temp_path
 
     png = out / PLOT
     tmp = _temp_path(png)
@@ -310,7 +310,6 @@ def write_results(out: Path, runs: dict[str, Run], config, step: int, shapes: di
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
-    lib = versions()
 
     def fill(f):
         _write_runs(f, runs, config, step, shapes, "results")
@@ -466,7 +465,10 @@ def run_training(config, *, resume: bool = False, comm=None, say: Callable[[str]
                   what="writing the checkpoint")
     outcome = TrainingOutcome(runs, step, step == tr.iterations, shapes)
     if outcome.finished:
-        files = agree(lambda: write_results(out, runs, config, step, shapes) if root else None, comm,
+        from glep.estimators.output import versions
+
+        lib = versions()  # imports PETSc, which is collective: on every rank
+        files = agree(lambda: write_results(out, runs, config, step, shapes, lib) if root else None, comm,
                       what="writing the results")
         outcome.results, outcome.plot = files if files else (None, None)
     outcome.wall_time = time.perf_counter() - t0
