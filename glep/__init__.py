@@ -135,6 +135,12 @@ _LAZY: dict[str, tuple[str, str]] = {
     "field_pfvp": ("glep.estimators.field_estimators", "field_pfvp"),
     "field_echo": ("glep.estimators.field_estimators", "field_echo"),
     "field_civp": ("glep.estimators.field_estimators", "field_civp"),
+    # training on built-in sequence tasks (glep train)
+    "make_task": ("glep.tasks", "make_task"),
+    "SequenceTask": ("glep.tasks", "SequenceTask"),
+    "TrainConfig": ("glep.train_config", "TrainConfig"),
+    "train_config": ("glep.train_config", "train_config"),
+    "run_training": ("glep.estimators.train", "run_training"),
     # trajectory files
     "save_trajectory": ("glep.io", "save_trajectory"),
     "load_trajectory": ("glep.io", "load_trajectory"),
@@ -169,6 +175,8 @@ __all__ = [
     # field systems (time stepping)
     "FieldSystem", "FieldCost", "FieldGradient", "field_forward", "field_adjoint", "field_pfvp", "field_echo",
     "field_civp",
+    # training (glep train)
+    "make_task", "SequenceTask", "TrainConfig", "train_config", "run_training",
     # errors
     "GlepError", "InputError", "NotReversibleError", "SaddleError", "SingularHessianError", "SolverError",
 ]

@@ -6,6 +6,7 @@ to a final loss within 10 % of the adjoint run's, on both built-in tasks and sev
 """
 
 import json
+import tomllib
 from pathlib import Path
 
 import h5py
@@ -196,3 +197,11 @@ def test_tasks_are_deterministic_and_the_teacher_fits():
     assert set(c.train.labels) == {0, 1, 2}
     with pytest.raises(InputError, match="n must be >= classes"):
         make_task("sinusoid-classes", n=3, classes=3)
+
+
+def test_the_guides_configuration_is_the_examples_run():
+    text = (ROOT / "docs" / "guide.md").read_text().split("## 12. Training")[1]
+    block = text.split("```toml\n")[1].split("```")[0]
+    guide = train_config(tomllib.loads(block))
+    example = train_config(tomllib.loads(EXAMPLE.read_text()))
+    assert guide.training_dict() == example.training_dict()
