@@ -355,7 +355,7 @@ def plot_curves(runs: dict[str, Run], path, config) -> None:
         axes[0].plot(np.arange(len(h.train_loss)), h.train_loss, alpha=0.25, color=style["color"])
         if name != "adjoint":
             gap = np.abs(np.array(h.validation_loss) - ref.validation_loss) / np.array(ref.validation_loss)
-            axes[1].semilogy(h.eval_step, np.maximum(gap, 1e-17), marker="o", ms=3, label=name, color=f"C{i}")
+            axes[1].semilogy(h.eval_step, np.where(gap > 0, gap, np.nan), marker="o", ms=3, label=name, color=f"C{i}")
             if objective:
                 axes[2].plot(h.eval_step, h.objective, marker="s", ms=3, color=f"C{i}", label=f"{name} J_β")
                 axes[2].plot(h.eval_step, h.validation_loss, ls=":", color=f"C{i}", label=f"{name} C")

@@ -139,7 +139,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "make_task": ("glep.tasks", "make_task"),
     "SequenceTask": ("glep.tasks", "SequenceTask"),
     "TrainConfig": ("glep.train_config", "TrainConfig"),
-    "train_config": ("glep.train_config", "train_config"),
+    "training_config": ("glep.train_config", "train_config"),
     "run_training": ("glep.estimators.train", "run_training"),
     # trajectory files
     "save_trajectory": ("glep.io", "save_trajectory"),
@@ -176,7 +176,7 @@ __all__ = [
     "FieldSystem", "FieldCost", "FieldGradient", "field_forward", "field_adjoint", "field_pfvp", "field_echo",
     "field_civp",
     # training (glep train)
-    "make_task", "SequenceTask", "TrainConfig", "train_config", "run_training",
+    "make_task", "SequenceTask", "TrainConfig", "training_config", "run_training",
     # errors
     "GlepError", "InputError", "NotReversibleError", "SaddleError", "SingularHessianError", "SolverError",
 ]
