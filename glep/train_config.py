@@ -32,6 +32,7 @@ batch, a nudge an estimator does not take), naming the key.
 from __future__ import annotations
 
 import json
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -42,7 +43,7 @@ from glep.config import Count, Finite, Positive, Seed, Size, _describe, _no_stri
 from glep.errors import InputError
 from glep.estimators.registry import NUDGES
 from glep.ivp.integrators import INTEGRATORS
-from glep.sweep_config import key_path, read_study
+from glep.sweep_config import key_path
 from glep.tasks import TASKS
 
 #: the reference run's name (always trained)
@@ -205,6 +206,21 @@ def _format(exc: ValidationError, where: str) -> str:
     return "\n".join(lines)
 
 
+def read_training(path: Path) -> dict[str, Any]:
+    """The TOML file of a training run, as a dict (:class:`InputError` naming the file if unreadable)."""
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError as exc:
+        raise InputError(f"configuration file {str(path)!r} does not exist") from exc
+    except IsADirectoryError as exc:
+        raise InputError(f"{str(path)!r} is a folder, not a TOML configuration file") from exc
+    except OSError as exc:
+        raise InputError(f"cannot read {str(path)!r} ({exc.strerror})") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path} is not valid TOML: {exc}") from exc
+
+
 def train_config(data: Mapping[str, Any] | Path, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
     """Validate a training configuration (a TOML path or its dict); ``overrides`` sets ``run`` keys.
 
@@ -212,7 +228,7 @@ def train_config(data: Mapping[str, Any] | Path, overrides: Mapping[str, Any] | 
     """
     where = ""
     if isinstance(data, Path):
-        where, data = f"{data}: ", read_study(data)
+        where, data = f"{data}: ", read_training(data)
     values = dict(data)
     run = {k: v for k, v in (overrides or {}).items() if v is not None}
     if run:
