@@ -207,7 +207,7 @@ def check_training(config, comm=None):
     nudge = nudge_from_name(config.estimators.nudge, config.estimators.beta)
     tr = config.training
     problem = task.problem(task.params, "train", minibatch(tr.seed, 0, config.task.train_size, tr.batch_size))
-    point = SimpleNamespace(batch=tr.batch_size)
+    point = SimpleNamespace(batch=tr.batch_size)  # what the sweep's requirement checks read
     for name in config.estimators.names:
         rule, est = _estimator(name)
         for req in rule.requires:

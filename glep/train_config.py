@@ -50,11 +50,15 @@ from glep.tasks import TASKS
 REFERENCE = "adjoint"
 
 
-def trainable_estimators() -> tuple[str, ...]:
-    """The estimator names ``glep train`` accepts (the time-stepping rows of ``glep sweep``)."""
-    from glep.estimators.sweep import ODE_RULES
+#: the rows of ``glep sweep`` that differentiate the task's own loss, ``C_h`` of the free CIVP
+TRAINABLE = ("civp-contrast", "civp-residual", "pfvp", "echo", "rhel")
+#: rows that differentiate the loss of another boundary problem through the free trajectory's ends
+OTHER_LOSS = {"cfvp-contrast": "the CFVP", "cfvp-residual": "the CFVP", "cbvp": "the finite-element CBVP"}
 
-    return tuple(ODE_RULES)
+
+def trainable_estimators() -> tuple[str, ...]:
+    """The estimator names ``glep train`` accepts: those whose gradient is ``dC_h/dθ`` of the task's CIVP."""
+    return TRAINABLE
 
 
 Nudge = Literal[tuple(NUDGES)]
@@ -118,6 +122,11 @@ class EstimatorSpec(_Strict):
     @classmethod
     def _known(cls, names):
         known = trainable_estimators()
+        other = [x for x in names if x in OTHER_LOSS]
+        if other:
+            raise ValueError(f"{other[0]!r} differentiates the loss of {OTHER_LOSS[other[0]]} through the free "
+                             "trajectory's end data, not the task's C_h (the CIVP from rest): its run would descend "
+                             f"another function; train with one of {', '.join(map(repr, known))}")
         bad = [x for x in names if x not in known and x != REFERENCE]
         if bad:
             raise ValueError(f"unknown estimator(s) {bad}; expected among {', '.join(map(repr, known))} "

@@ -117,6 +117,9 @@ def test_resume_refuses_another_configuration(tmp_path):
     ({"optimizer": {"name": "rmsprop"}}, r"config key 'optimizer.name': expected one of"),
     ({"estimators": {"names": ["echo", "heb"]}}, r"config key 'estimators.names': unknown estimator\(s\) \['heb'\]"),
     ({"estimators": {"names": "echo"}}, r"config key 'estimators.names': expected a list"),
+    ({"estimators": {"names": ["cbvp"]}}, r"config key 'estimators.names': 'cbvp' differentiates the loss of the "
+                                          r"finite-element CBVP"),
+    ({"estimators": {"names": ["pfvp", "cfvp-residual"]}}, r"'cfvp-residual' differentiates the loss of the CFVP"),
     ({"task": {"classes": 3}}, r"config key 'task.classes': applies to the task 'sinusoid-classes' only"),
     ({"task": {"name": "sinusoid-classes", "n": 3}}, r"config key 'task.n'.*expected n >= 4"),
     ({"training": {"batch_size": 9}}, r"config key 'training.batch_size': expected at most task.train_size = 8"),
