@@ -231,17 +231,33 @@ def _atomic_h5(path: Path, fill: Callable) -> None:
 
     from glep.estimators.output import _fsync, _temp_path
 
-    tmp = _temp_path(path)
+    with _writing(path):
+        tmp = _temp_path(path)
+        try:
+            with h5py.File(tmp, "w") as f:
+                fill(f)
+            _fsync(tmp)
+            os.replace(tmp, path)
+            _fsync(path.parent)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
+
+
+@contextlib.contextmanager
+def _writing(path: Path):
+    """An ``OSError`` while writing ``path`` becomes a :class:`ResultsWriteError` naming it (a user-facing error)."""
+    from glep.errors import GlepError
+    from glep.estimators.output import ResultsWriteError
+
     try:
-        with h5py.File(tmp, "w") as f:
-            fill(f)
-        _fsync(tmp)
-        os.replace(tmp, path)
-        _fsync(path.parent)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
+        yield
+    except OSError as exc:
+        if isinstance(exc, GlepError):
+            raise
+        raise ResultsWriteError(f"cannot write {path}: {exc.strerror or exc}; the previous file there, if any, "
+                                "is unchanged") from exc
 
 
 def _write_runs(f, runs: dict[str, Run], config, step: int, shapes: dict, kind: str) -> None:
@@ -302,14 +318,15 @@ def write_results(out: Path, runs: dict[str, Run], config, step: int, shapes: di
     from glep.estimators.output import _temp_path
 
     png = out / PLOT
-    tmp = _temp_path(png)
-    try:
-        plot_curves(runs, tmp, config)
-        os.replace(tmp, png)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
+    with _writing(png):
+        tmp = _temp_path(png)
+        try:
+            plot_curves(runs, tmp, config)
+            os.replace(tmp, png)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
 
     def fill(f):
         _write_runs(f, runs, config, step, shapes, "results")

@@ -15,6 +15,7 @@ import pytest
 
 from glep.cli import main
 from glep.errors import InputError
+from glep.estimators.output import ResultsWriteError
 from glep.estimators.train import (
     CHECKPOINT,
     PLOT,
@@ -208,3 +209,21 @@ def test_the_guides_configuration_is_the_examples_run():
     guide = train_config(tomllib.loads(block))
     example = train_config(tomllib.loads(EXAMPLE.read_text()))
     assert guide.training_dict() == example.training_dict()
+
+
+def test_a_failed_checkpoint_write_keeps_the_previous_one(tmp_path):
+    from glep.estimators import train as train_module
+
+    cfg = train_config(small(tmp_path, estimators={"names": ["echo"]}))
+    run_training(cfg, stop_after=2)
+    before = (tmp_path / CHECKPOINT).read_bytes()
+
+    def broken(f):
+        f["partial"] = np.zeros(3)
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(ResultsWriteError, match="cannot write .*checkpoint.h5: No space left on device; the previous"):
+        train_module._atomic_h5(tmp_path / CHECKPOINT, broken)
+    assert (tmp_path / CHECKPOINT).read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+    assert run_training(cfg, resume=True).finished
