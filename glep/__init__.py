@@ -158,6 +158,12 @@ _LAZY: dict[str, tuple[str, str]] = {
     "SpaceTimePeriodic": ("glep.bvp.spacetime", "SpaceTimePeriodic"),
     "solve_spacetime": ("glep.bvp.spacetime", "solve"),
     "KrylovNewton": ("glep.bvp.spacetime_krylov", "KrylovNewton"),
+    # training on built-in sequence tasks (glep train)
+    "make_task": ("glep.tasks", "make_task"),
+    "SequenceTask": ("glep.tasks", "SequenceTask"),
+    "TrainConfig": ("glep.train_config", "TrainConfig"),
+    "training_config": ("glep.train_config", "train_config"),
+    "run_training": ("glep.estimators.train", "run_training"),
     # trajectory files
     "save_trajectory": ("glep.io", "save_trajectory"),
     "load_trajectory": ("glep.io", "load_trajectory"),
@@ -196,7 +202,9 @@ __all__ = [
     "FieldSystem", "FieldCost", "FieldGradient", "field_forward", "field_adjoint", "field_pfvp", "field_echo",
     "field_civp", "FieldProblem", "AbstractFieldEstimator", "FieldPFVP", "FieldEcho", "FieldRHEL",
     "FieldCIVPResidual", "FieldHEB", "FieldAdjoint", "KerrHEB", "compare_field_estimators",
-    "field_civp", "MidpointFieldSystem", "field_midpoint_forward", "field_midpoint_adjoint", "nls_echo",
+    "MidpointFieldSystem", "field_midpoint_forward", "field_midpoint_adjoint", "nls_echo",
+    # training (glep train)
+    "make_task", "SequenceTask", "TrainConfig", "training_config", "run_training",
     # errors
     "GlepError", "InputError", "NotReversibleError", "SaddleError", "SingularHessianError", "SolverError",
 ]

@@ -116,6 +116,16 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--progress", action="store_true",
                    help="show the progress bar even when stdout is not a terminal")
     s.add_argument("--quiet", action="store_true", help="no progress bar or messages")
+    t = sub.add_parser("train", help="train a model on a built-in task with chosen estimators (TOML)",
+                       description="Train a network on a built-in sequence task with each chosen estimator and with "
+                       "the discrete adjoint (the reference), from the same initialisation on the same minibatches "
+                       "(see examples/train.toml). Under mpirun each minibatch is split over the ranks and the "
+                       "gradients are summed. Writes checkpoint.h5 every training.checkpoint_every updates, then "
+                       "train.h5 and learning_curves.png; --resume continues from the checkpoint.")
+    t.add_argument("config", type=Path, help="the training's TOML file")
+    t.add_argument("--output", help="output folder (default: run.output of the TOML file)")
+    t.add_argument("--resume", action="store_true", help="continue from the output folder's checkpoint.h5")
+    t.add_argument("--quiet", action="store_true", help="no progress messages")
     r = sub.add_parser("report", help="print the table of a saved results.h5 or study file (no re-run)")
     r.add_argument("path", type=Path)
     r.add_argument("--plot", type=Path, help="also redraw the error-versus-β PNG here (glep compare results)")
@@ -296,6 +306,24 @@ def _sweep(args) -> int:
     return 1 if summary else 0
 
 
+def run_train(args) -> int:
+    """``glep train``: the configuration validated and checked (every rank agreeing), then the training."""
+    from glep.estimators.train import format_table, run_training
+    from glep.parallel import agree, is_root
+    from glep.train_config import train_config
+
+    cfg = agree(lambda: train_config(args.config, {"output": args.output}), what="reading the configuration")
+    _same_on_every_rank(cfg.model_dump(), "training configurations")
+    root = is_root()
+    quiet = args.quiet or not root
+    say = (lambda m: None) if quiet else (lambda m: print(f"[glep] {m}", file=sys.stderr, flush=True))
+    outcome = run_training(cfg, resume=args.resume, say=say)
+    if root:
+        print(format_table(outcome), flush=True)
+        say(f"wrote {outcome.results} and {outcome.plot} ({outcome.wall_time:.1f} s)")
+    return 0
+
+
 def _report_study(args) -> int:
     from glep.estimators.study import load_study
     from glep.estimators.sweep_report import markdown, plot_study, to_csv
@@ -438,6 +466,8 @@ def _run(argv: list[str] | None) -> int:
             args, petsc = agree(lambda: _parse(argv), what="parsing the command line")
             if args.command == "compare":
                 rc = run_compare(args, petsc)
+            elif args.command == "train":
+                rc = run_train(args)
             else:
                 rc = run_sweep(args, petsc) if args.command == "sweep" else run_report(args)
             sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
