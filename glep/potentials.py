@@ -1,7 +1,12 @@
 r"""Built-in potential terms ``V(q, θ, t)`` (``L_i = −V``).
 
-Each is written once with NumPy (vectorised over a batch, fast at ``n`` in the
-hundreds) and once in UFL (``ufl_potential``).  The test-suite checks every
+Each is written once against an array namespace ``xp`` (NumPy, or
+``jax.numpy`` on the compiled path of :mod:`glep.ivp.compiled`: the value, the
+gradient and ``∂_θ`` are the same code on both; vectorised over a batch, fast at
+``n`` in the hundreds) and once in UFL (``ufl_potential``).  ``force_kernel``
+is the NumPy stepping loop's closure of the force with everything that depends
+on ``θ`` alone (signs, symmetrised matrices) computed once, bit for bit equal
+to ``−potential_gradient``.  The test-suite checks every
 NumPy derivative against the UFL expression differentiated by ``ufl.diff``
 (:class:`glep.UFLTerm`), so the hand-written fast paths cannot drift from the
 single symbolic definition.
@@ -14,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from glep.errors import InputError
-from glep.terms import FixedPotentialTerm, PotentialTerm, batch_sum
+from glep.terms import FixedPotentialTerm, PotentialTerm, array_namespace, batch_sum
 
 if TYPE_CHECKING:  # UFL and scipy.sparse are imported on first use: `import glep` stays light
     import scipy.sparse as sp
@@ -29,6 +34,8 @@ def _apply_rows(S: sp.csr_array, D: np.ndarray, X: np.ndarray) -> np.ndarray:
     rows) and with ``n = 200`` wastes ``n``-fold work on the zeros of an
     incidence matrix.
     """
+    if not isinstance(X, np.ndarray) and array_namespace(X) is not np:  # a JAX array: dense
+        return X @ D.T
     X = np.asarray(X)
     lead = X.shape[:-1]
     X2 = X.reshape(-1, X.shape[-1])
@@ -46,10 +53,14 @@ class Harmonic(PotentialTerm):
         self.parameters = {name: (n,)}
 
     def potential(self, q, theta, x, t):
-        return 0.5 * np.sum(theta[self.name] * q * q, axis=-1)
+        return 0.5 * array_namespace(q).sum(theta[self.name] * q * q, axis=-1)
 
     def potential_gradient(self, q, theta, x, t):
         return theta[self.name] * q
+
+    def force_kernel(self, theta):
+        mk = -np.asarray(theta[self.name])
+        return lambda q, x, t: mk * q
 
     def potential_hessian_action(self, q, theta, x, t, dq):
         return theta[self.name] * dq
@@ -103,10 +114,14 @@ class SpringCoupling(PotentialTerm):
 
     def potential(self, q, theta, x, t):
         d = self._diff(q)
-        return 0.5 * np.sum(theta[self.name] * d * d, axis=-1)
+        return 0.5 * array_namespace(q).sum(theta[self.name] * d * d, axis=-1)
 
     def potential_gradient(self, q, theta, x, t):
         return self._back(theta[self.name] * self._diff(q))
+
+    def force_kernel(self, theta):
+        mJ = -np.asarray(theta[self.name])
+        return lambda q, x, t: self._back(mJ * self._diff(q))
 
     def potential_hessian_action(self, q, theta, x, t, dq):
         return self._back(theta[self.name] * self._diff(dq))
@@ -142,10 +157,14 @@ class Quartic(FixedPotentialTerm):
         self.alpha = float(alpha)
 
     def potential(self, q, theta, x, t):
-        return 0.25 * self.alpha * np.sum(q**4, axis=-1)
+        return 0.25 * self.alpha * array_namespace(q).sum(q**4, axis=-1)
 
     def potential_gradient(self, q, theta, x, t):
         return self.alpha * q * q * q
+
+    def force_kernel(self, theta):
+        ma = -self.alpha
+        return lambda q, x, t: ma * q * q * q
 
     def potential_hessian_action(self, q, theta, x, t, dq):
         return 3.0 * self.alpha * (q * q) * dq
@@ -175,10 +194,14 @@ class QuadraticForm(PotentialTerm):
         return 0.5 * (A + A.T)
 
     def potential(self, q, theta, x, t):
-        return 0.5 * np.sum(q * (q @ theta[self.name].T), axis=-1)
+        return 0.5 * array_namespace(q).sum(q * (q @ theta[self.name].T), axis=-1)
 
     def potential_gradient(self, q, theta, x, t):
         return q @ self._sym(theta)
+
+    def force_kernel(self, theta):
+        mS = -self._sym(theta)
+        return lambda q, x, t: q @ mS
 
     def potential_hessian_action(self, q, theta, x, t, dq):
         return dq @ self._sym(theta)
@@ -189,7 +212,7 @@ class QuadraticForm(PotentialTerm):
 
     def potential_theta_gradient(self, q, theta, x, t):
         qq = q.reshape(-1, self.n)
-        return {self.name: 0.5 * qq.T @ qq}
+        return {self.name: 0.5 * (qq.T @ qq)}
 
     def potential_theta_vjp(self, q, theta, x, t, a):
         qq, aa = q.reshape(-1, self.n), a.reshape(-1, self.n)
@@ -222,10 +245,14 @@ class InputDrive(PotentialTerm):
         self.parameters = {name: (n, self.m)}
 
     def potential(self, q, theta, x, t):
-        return -np.sum(q * (x[self.input] @ theta[self.name].T), axis=-1)
+        return -array_namespace(q).sum(q * (x[self.input] @ theta[self.name].T), axis=-1)
 
     def potential_gradient(self, q, theta, x, t):
         return -(x[self.input] @ theta[self.name].T)  # (B or 1, n): broadcasts against q
+
+    def force_kernel(self, theta):
+        BT, key = np.asarray(theta[self.name]).T, self.input
+        return lambda q, x, t: x[key] @ BT
 
     def potential_hessian_action(self, q, theta, x, t, dq):
         return np.zeros_like(dq)
@@ -235,7 +262,7 @@ class InputDrive(PotentialTerm):
         return empty, empty, np.zeros(0)
 
     def potential_theta_gradient(self, q, theta, x, t):
-        u = np.broadcast_to(x[self.input], q.shape[:-1] + (self.m,))
+        u = array_namespace(q).broadcast_to(x[self.input], q.shape[:-1] + (self.m,))
         return {self.name: -q.reshape(-1, self.n).T @ u.reshape(-1, self.m)}
 
     def potential_theta_vjp(self, q, theta, x, t, a):
@@ -255,9 +282,10 @@ class InputDrive(PotentialTerm):
 
 
 def _log_cosh(z):
-    if np.iscomplexobj(z):
-        return np.log(np.cosh(z))
-    return np.logaddexp(z, -z) - np.log(2.0)
+    xp = array_namespace(z)
+    if xp.iscomplexobj(z):
+        return xp.log(xp.cosh(z))
+    return xp.logaddexp(z, -z) - np.log(2.0)
 
 
 class LogCoshLayer(PotentialTerm):
@@ -277,10 +305,15 @@ class LogCoshLayer(PotentialTerm):
         return q @ theta[self.weight].T + theta[self.bias]
 
     def potential(self, q, theta, x, t):
-        return np.sum(_log_cosh(self._z(q, theta)), axis=-1)
+        return array_namespace(q).sum(_log_cosh(self._z(q, theta)), axis=-1)
 
     def potential_gradient(self, q, theta, x, t):
-        return np.tanh(self._z(q, theta)) @ theta[self.weight]
+        return array_namespace(q).tanh(self._z(q, theta)) @ theta[self.weight]
+
+    def force_kernel(self, theta):
+        W, b = np.asarray(theta[self.weight]), np.asarray(theta[self.bias])
+        mW = -W
+        return lambda q, x, t: np.tanh(q @ W.T + b) @ mW
 
     def potential_hessian_action(self, q, theta, x, t, dq):
         W = theta[self.weight]
@@ -288,7 +321,7 @@ class LogCoshLayer(PotentialTerm):
         return (s2 * (dq @ W.T)) @ W
 
     def potential_theta_gradient(self, q, theta, x, t):
-        s = np.tanh(self._z(q, theta)).reshape(-1, self.h)
+        s = array_namespace(q).tanh(self._z(q, theta)).reshape(-1, self.h)
         return {self.weight: s.T @ q.reshape(-1, self.n), self.bias: s.sum(axis=0)}
 
     def potential_theta_vjp(self, q, theta, x, t, a):
@@ -331,10 +364,15 @@ class Pendulum(PotentialTerm):
         self.parameters = {name: (n,)}
 
     def potential(self, q, theta, x, t):
-        return np.sum(theta[self.name] * (1.0 - np.cos(q)), axis=-1)
+        xp = array_namespace(q)
+        return xp.sum(theta[self.name] * (1.0 - xp.cos(q)), axis=-1)
 
     def potential_gradient(self, q, theta, x, t):
-        return theta[self.name] * np.sin(q)
+        return theta[self.name] * array_namespace(q).sin(q)
+
+    def force_kernel(self, theta):
+        mw = -np.asarray(theta[self.name])
+        return lambda q, x, t: mw * np.sin(q)
 
     def potential_hessian_action(self, q, theta, x, t, dq):
         return theta[self.name] * np.cos(q) * dq
@@ -344,7 +382,7 @@ class Pendulum(PotentialTerm):
         return idx, idx, theta[self.name] * np.cos(q)
 
     def potential_theta_gradient(self, q, theta, x, t):
-        return {self.name: batch_sum(1.0 - np.cos(q), 1)}
+        return {self.name: batch_sum(1.0 - array_namespace(q).cos(q), 1)}
 
     def potential_theta_vjp(self, q, theta, x, t, a):
         return {self.name: batch_sum(np.sin(q) * a, 1)}
