@@ -25,6 +25,8 @@ class DiagonalMass(KineticTerm):
         Fixed masses (used when ``name is None``); default ones.
     """
 
+    array_api = True
+
     def __init__(self, n: int, name: str | None = "m", masses=None):
         super().__init__(n)
         self.name = name

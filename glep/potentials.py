@@ -47,6 +47,8 @@ def _apply_rows(S: sp.csr_array, D: np.ndarray, X: np.ndarray) -> np.ndarray:
 class Harmonic(PotentialTerm):
     r"""On-site springs ``V = ½ Σ_i k_i q_i²`` with trainable stiffnesses ``k``."""
 
+    array_api = True
+
     def __init__(self, n: int, name: str = "k"):
         super().__init__(n)
         self.name = name
@@ -88,6 +90,8 @@ class Harmonic(PotentialTerm):
 
 class SpringCoupling(PotentialTerm):
     r"""Couplings ``V = ½ Σ_e J_e (q_{i_e} − q_{j_e})²`` on the edges ``(i_e, j_e)``."""
+
+    array_api = True
 
     def __init__(self, n: int, edges, name: str = "J"):
         super().__init__(n)
@@ -152,6 +156,8 @@ class SpringCoupling(PotentialTerm):
 class Quartic(FixedPotentialTerm):
     r"""A fixed anharmonicity ``V = (α/4) Σ_i q_i⁴`` (no trainable parameter)."""
 
+    array_api = True
+
     def __init__(self, n: int, alpha: float = 0.1):
         super().__init__(n)
         self.alpha = float(alpha)
@@ -183,6 +189,8 @@ class QuadraticForm(PotentialTerm):
     Only the symmetric part of ``A`` acts; the gradient with respect to ``A``
     is ``½ q qᵀ`` (integrated over time and summed over the batch).
     """
+
+    array_api = True
 
     def __init__(self, n: int, name: str = "A"):
         super().__init__(n)
@@ -234,6 +242,8 @@ class QuadraticForm(PotentialTerm):
 
 class InputDrive(PotentialTerm):
     r"""Linear drive by an input signal: ``V = −qᵀ B u(t)`` with trainable ``B`` (n × m)."""
+
+    array_api = True
 
     def __init__(self, n: int, m: int, input: str = "u", name: str = "B"):
         super().__init__(n)
@@ -294,6 +304,8 @@ class LogCoshLayer(PotentialTerm):
     The nonlinear Hamiltonian recurrent unit: its force ``−Wᵀ tanh(Wq + b)``
     is a one-hidden-layer network of the state.
     """
+
+    array_api = True
 
     def __init__(self, n: int, hidden: int, weight: str = "W", bias: str = "b"):
         super().__init__(n)
@@ -357,6 +369,8 @@ class LogCoshLayer(PotentialTerm):
 
 class Pendulum(PotentialTerm):
     r"""Gravity on a chain of pendula: ``V = Σ_i w_i (1 − cos q_i)``, trainable ``w``."""
+
+    array_api = True
 
     def __init__(self, n: int, name: str = "w"):
         super().__init__(n)

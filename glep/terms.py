@@ -81,6 +81,10 @@ class Term(ABC):
     #: axes, like :class:`glep.UFLTerm`), keep it false and are evaluated on many time nodes in
     #: one call with ``t`` the array of node times.
     explicit_time: bool = False
+    #: Whether the term's value, ``gradient``, ``theta_gradient`` (and, for a kinetic term,
+    #: ``mass_apply``/``mass_solve``) are written against :func:`array_namespace`, so that the
+    #: compiled path (:mod:`glep.ivp.compiled`, JAX) can run and differentiate them.
+    array_api: bool = False
 
     def __init__(self, n: int):
         self.n = int(n)

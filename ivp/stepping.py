@@ -46,8 +46,13 @@ def integrate(dl, q0, p0, *, store: bool | str = True, callback=None):
 
     Returns ``(Q, P)`` of shape ``(N+1, B, n)``; with ``store="q"`` only the
     positions are kept (``(Q, p_N)``), and with ``store=False`` only the final
-    state ``(q_N, p_N)``.
+    state ``(q_N, p_N)``.  An explicit discrete Lagrangian with ``backend="jax"``
+    runs the compiled loop of :mod:`glep.ivp.compiled` (without a ``callback``).
     """
+    if getattr(dl, "backend", "numpy") == "jax" and dl.explicit and callback is None:
+        from glep.ivp import compiled
+
+        return compiled.integrate(dl, q0, p0, store=store)
     N = dl.N
     dtype = np.result_type(q0, p0, dl.beta)
     q = np.array(q0, dtype=dtype)
