@@ -92,6 +92,8 @@ class _Pieces:
         self.cost = system.cost
         #: the keys of ``I = Σ_k ∂_θL_d`` (those of the terms with parameters, as on the NumPy path)
         self.contrast_keys = [k for t in self.pots + [self.kin] for k in t.parameters]
+        #: a mass without parameters: its kernels (the identity for unit masses), prepared once
+        self._fixed = None if self.kin.parameters else self.kin.mass_kernels({})
 
     def force(self, q, th, x, t, beta):
         """``∂_q L_β = −∇V + β∇c`` (``beta`` a scalar, ``None`` for no nudge)."""
@@ -102,13 +104,13 @@ class _Pieces:
         if beta is not None and self.cost is not None:
             c, pull = jax.vjp(lambda y: self.cost.cost(y, x, t), q)  # ∇c (holomorphic for complex steps)
             out = out + beta * pull(jax.numpy.ones_like(c))[0]
-        return out + 0.0 * q
+        return out if np.shape(out) == np.shape(q) else out + jax.numpy.zeros_like(q)
 
     def solve(self, p, th):
-        return self.kin.mass_solve(p, th)
+        return self._fixed[0](p) if self._fixed else self.kin.mass_solve(p, th)
 
     def apply(self, v, th):
-        return self.kin.mass_apply(v, th)
+        return self._fixed[1](v) if self._fixed else self.kin.mass_apply(v, th)
 
     def node_theta(self, q, th, x, t) -> dict:
         """``Σ_batch ∂_θ L_pot(q, x, t)`` of the trainable potential terms."""
@@ -130,9 +132,12 @@ _PIECES: dict = {}
 
 
 def _pieces(system) -> _Pieces:
-    key = id(system)
+    """The pieces of ``system``, shared by every system made of the same term and cost objects (the
+    time-reversed system of the echo, a system with other signals): compiled once for all of them."""
+    key = (tuple(id(t) for t in system.terms), id(system.cost))
     hit = _PIECES.get(key)
-    if hit is None or hit.system is not system:
+    if hit is None or any(a is not b for a, b in zip(hit.system.terms, system.terms)) \
+            or hit.system.cost is not system.cost:
         hit = _Pieces(system)
         _PIECES[key] = hit
     return hit
@@ -225,43 +230,47 @@ def integrate(dl, q0, p0, *, store: bool | str = True):
 
 
 # -- nudged families with the contrast accumulated in the scan --------------------------------------
-def _family_impl(pieces, h, th, q0s, p0s, X, times, w, betas):
+def _family_impl(pieces, h, th, q0s, p0s, X, times, betas):
     """``C`` trajectories (copies ``c`` of the batch, nudged at ``betas[c]``) and their contrasts
-    ``I_c = Σ_j w_j Σ_batch ∂_θL_pot(q_j) + Σ_k h Σ_batch ∂_θT(v̄_k)``, without storing them."""
+    ``I_c = Σ_j w_j Σ_batch ∂_θL_pot(q_j) + Σ_k h Σ_batch ∂_θT(v̄_k)`` (trapezoid weights ``w_j``).
+
+    The state has shape ``(C, B, n)``: one force evaluation for every copy (the inputs broadcast
+    over the copy axis, β of shape ``(C, 1, 1)``), and the contrasts are the same θ-derivatives
+    mapped over the copy axis (``jax.vmap``) at the same positions, so that the compiler shares
+    their products with the force's (e.g. ``tanh(Wq + b)``).
+    """
     jax = _jax()
+    jnp = jax.numpy
     C = q0s.shape[0]
-    x0 = _at(X, 0)
+    N = times.shape[0] - 1
+    beta = None
+    if any(b is not None for b in betas):
+        beta = jnp.stack([jnp.asarray(0.0 if b is None else b, q0s.dtype) for b in betas])[:, None, None]
 
-    def forces(qs, x, t):
-        return [pieces.force(qs[c], th, x, t, betas[c]) for c in range(C)]
+    def node(q, x, t):
+        return jax.vmap(lambda qc: pieces.node_theta(qc, th, x, t))(q)
 
-    def node(qs, x, t, wj):
-        return [{k: wj * g for k, g in pieces.node_theta(qs[c], th, x, t).items()} for c in range(C)]
-
-    F0 = forces(q0s, x0, times[0])
-    acc0 = node(q0s, x0, times[0], w[0])
+    def kinetic(vbar):
+        return jax.vmap(lambda vc: pieces.kinetic_theta(vc, th))(vbar)
 
     def step(carry, xs):
-        qs, ps, Fs, acc = carry
-        x1, t1, w1 = xs
-        out_q, out_p, out_F, out_acc = [], [], [], []
-        for c in range(C):
-            vbar = pieces.solve(ps[c] + 0.5 * h * Fs[c], th)
-            q1 = qs[c] + h * vbar
-            F1 = pieces.force(q1, th, x1, t1, betas[c])
-            out_q.append(q1)
-            out_p.append(pieces.apply(vbar, th) + 0.5 * h * F1)
-            out_F.append(F1)
-            a = _add_tree(acc[c], pieces.kinetic_theta(vbar, th), h)
-            out_acc.append(_add_tree(a, pieces.node_theta(q1, th, x1, t1), w1))
-        return (out_q, out_p, out_F, out_acc), None
+        q, p, F, acc = carry
+        x1, t1 = xs
+        vbar = pieces.solve(p + 0.5 * h * F, th)
+        q1 = q + h * vbar
+        F1 = pieces.force(q1, th, x1, t1, beta)
+        p1 = pieces.apply(vbar, th) + 0.5 * h * F1
+        acc = _add_tree(_add_tree(acc, kinetic(vbar), h), node(q1, x1, t1), h)
+        return (q1, p1, F1, acc), None
 
+    x0 = _at(X, 0)
+    F0 = pieces.force(q0s, th, x0, times[0], beta)
+    zero = {k: jnp.zeros((C,) + np.shape(th[k]), q0s.dtype) for k in pieces.contrast_keys}
+    acc = _add_tree(zero, node(q0s, x0, times[0]), 0.5 * h)  # node 0: weight h/2
     X1 = {k: a[1:] for k, a in X.items()}
-    # the kinetic part has keys the node part lacks: every copy starts with zeros of every key
-    zero = _zeros_like_theta(th, pieces.contrast_keys, q0s.dtype)
-    init = ([q0s[c] for c in range(C)], [p0s[c] for c in range(C)], F0, [_add_tree(zero, a) for a in acc0])
-    (qs, ps, _, acc), _ = jax.lax.scan(step, init, (X1, times[1:], w[1:]))
-    return acc, qs, ps
+    (q, p, _, acc), _ = jax.lax.scan(step, (q0s, p0s, F0, acc), (X1, times[1:]))
+    acc = _add_tree(acc, node(q, _at(X, N), times[N]), -0.5 * h)  # node N: weight h/2, not h
+    return acc, q, p
 
 
 def nudged_family(dl, q0s, p0s, betas) -> list[tuple[dict, np.ndarray, np.ndarray]]:
@@ -282,9 +291,9 @@ def nudged_family(dl, q0s, p0s, betas) -> list[tuple[dict, np.ndarray, np.ndarra
     bet = tuple(None if (b == 0 or not cost) else complex(b) if np.iscomplexobj(b) else float(b) for b in betas)
     with jax.enable_x64(True):
         fn = _jitted("family", _pieces(dl.system), float(dl.h))
-        acc, qs, ps = fn(dl.theta, q0s, p0s, X, times, dl.node_weights(), _betas_arg(bet, dtype))
-        return [({k: np.asarray(v) for k, v in acc[c].items()}, np.asarray(qs[c]), np.asarray(ps[c]))
-                for c in range(len(betas))]
+        acc, qs, ps = fn(dl.theta, q0s, p0s, X, times, _betas_arg(bet, dtype))
+        acc = {k: np.asarray(v) for k, v in acc.items()}
+        return [({k: v[c] for k, v in acc.items()}, np.asarray(qs[c]), np.asarray(ps[c])) for c in range(len(betas))]
 
 
 def _betas_arg(betas, dtype):
