@@ -97,6 +97,8 @@ _LAZY: dict[str, tuple[str, str]] = {
     "ComplexStep": ("glep.estimators.nudging", "ComplexStep"),
     # time stepping
     "integrate": ("glep.ivp.stepping", "integrate"),
+    # Störmer–Verlet, on the NumPy path or compiled (StormerVerlet(backend="jax"), the extra glep[jax])
+    "StormerVerlet": ("glep.ivp.integrators", "StormerVerlet"),
     "shoot": ("glep.ivp.shooting", "shoot_cbvp"),
     # finite-element whole-trajectory solves (load dolfinx and PETSc)
     "solve_bvp": ("glep.bvp", "solve_bvp"),
@@ -122,7 +124,7 @@ __all__ = [
     "finite_differences", "taylor_test", "compare", "Report", "format_table", "agreement",
     "Nudge", "Centred", "OneSided", "ComplexStep",
     # solvers
-    "integrate", "shoot", "solve_bvp", "find_solutions", "FESolve",
+    "integrate", "StormerVerlet", "shoot", "solve_bvp", "find_solutions", "FESolve",
     "Newton", "TrustRegion", "ResidualDescent", "GradientFlow", "Deflation", "Continuation",
     # systems and terms
     "LagrangianSystem", "Term", "KineticTerm", "PotentialTerm", "FixedPotentialTerm", "UFLTerm",
