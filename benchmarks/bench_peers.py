@@ -273,24 +273,48 @@ def timings(n, hidden, batch, steps, repeats) -> dict:
 
 # -- peak memory, one case per interpreter ----------------------------------------------------------
 def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: kB
+    """The current resident set size (Linux ``/proc/self/statm``), MB."""
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+class _PeakRSS:
+    """The largest resident set size seen while the block runs (a thread polls it every millisecond)."""
+
+    def __enter__(self):
+        import threading
+
+        self.start = self.peak = _rss_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def _poll(self):
+        while not self._stop.wait(0.001):
+            self.peak = max(self.peak, _rss_mb())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_mb())
 
 
 def child(name, n, hidden, batch, steps) -> None:
     """Run one case twice in this (fresh) interpreter (the first run compiles); print the second run's
-    wall time and the growth of the peak RSS over both (JSON)."""
+    wall time and the peak resident set over both runs minus the resident set before them (JSON)."""
     import jax
 
     table, _ = cases(n, hidden, batch, steps, peers=name.startswith(("jax", "diffrax")))
     fn = _x64(table[name])
     with jax.enable_x64(True):
         jax.block_until_ready(jax.numpy.ones(4) * 2.0)  # the runtime is up before the baseline
-    base = _rss_mb()
-    fn()
-    t0 = time.perf_counter()
-    fn()
-    wall = time.perf_counter() - t0
-    print(json.dumps({"case": name, "steps": steps, "wall_s": wall, "peak_mb": _rss_mb() - base}))
+    with _PeakRSS() as rss:
+        fn()
+        t0 = time.perf_counter()
+        fn()
+        wall = time.perf_counter() - t0
+    print(json.dumps({"case": name, "steps": steps, "wall_s": wall, "peak_mb": rss.peak - rss.start}))
 
 
 MEMORY_CASES = ("glep numpy: echo", "glep numpy: adjoint", "glep jax: echo", "glep jax: RHEL",
@@ -335,6 +359,7 @@ def main(argv=None) -> int:
     ap.add_argument("--memory-size", default="16x16x16")
     ap.add_argument("--horizons", default="1000,10000,100000")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--only-memory", action="store_true", help="section 3 only")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--size", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -350,7 +375,7 @@ def main(argv=None) -> int:
     results: dict = {"agreement": {}, "timings": {}, "memory": []}
 
     print("\n1. Agreement (checked before timing): each gradient against glep numpy's discrete adjoint")
-    for n, hidden, batch in sizes:
+    for n, hidden, batch in [] if args.only_memory else sizes:
         steps = min(args.steps, 200)
         agr = agreement(n, hidden, batch, steps)
         results["agreement"][f"{n}x{hidden}x{batch}"] = agr
@@ -359,7 +384,7 @@ def main(argv=None) -> int:
         table(["case", "max|g − g_adjoint| / max|g_adjoint|"], [[k, f"{v:.1e}"] for k, v in agr["grad_rel"].items()])
 
     print(f"\n2. Wall time [s], {args.steps} steps, best of {args.repeats} (interleaved; compilation excluded)")
-    for n, hidden, batch in sizes:
+    for n, hidden, batch in [] if args.only_memory else sizes:
         best = timings(n, hidden, batch, args.steps, args.repeats)
         results["timings"][f"{n}x{hidden}x{batch}"] = best
         loop, bptt = best["numpy loop: forward"], best.get("jax: BPTT gradient", float("nan"))
@@ -370,7 +395,8 @@ def main(argv=None) -> int:
     n, hidden, batch = parse_size(args.memory_size)
     horizons = [int(s) for s in args.horizons.split(",")]
     print(f"\n3. Peak memory against the horizon (n = {n}, hidden = {hidden}, batch = {batch}; one fresh "
-          "interpreter per case: growth of the peak RSS over its baseline, MB; wall time of that one run)")
+          "interpreter per case, run twice (the first run compiles): peak resident set during the two runs minus the "
+          "resident set before them, MB (compilation included); wall time of the second run)")
     rows = memory(n, hidden, batch, horizons, MEMORY_CASES[2::3] if args.smoke else MEMORY_CASES)
     results["memory"] = rows
     names = list(dict.fromkeys(r["case"] for r in rows))

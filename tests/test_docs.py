@@ -50,7 +50,11 @@ def test_the_guide_runs(tmp_path, monkeypatch):
                          capture_output=True, text=True, timeout=300)
     assert cli.returncode == 0, cli.stderr
     blocks = _python_blocks(DOCS / "guide.md")
-    assert len(blocks) == 4
+    assert len(blocks) == 5
+    import importlib.util
+
+    if importlib.util.find_spec("jax") is None:  # block 5 needs the optional extra glep[jax]
+        blocks = blocks[:4]
     namespace = {"__name__": "__guide__"}
     outputs = []
     for i, block in enumerate(blocks):
@@ -72,3 +76,7 @@ def test_the_guide_runs(tmp_path, monkeypatch):
     # 4: the results file lists the estimators that ran, and the free trajectory
     assert "pfvp ok" in outputs[3] and "echo ok" in outputs[3], outputs[3]
     assert namespace["free"].q.shape[0] == 41
+    # 5: the compiled path's echo equals the NumPy path's (the block asserts it to 1e-12)
+    if len(blocks) == 5:
+        assert namespace["compiled"].integrator.backend == "jax" and set(namespace["fast"].theta) == set(
+            namespace["slow"].theta)
