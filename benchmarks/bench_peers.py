@@ -360,6 +360,7 @@ def main(argv=None) -> int:
     ap.add_argument("--horizons", default="1000,10000,100000")
     ap.add_argument("--json", default=None)
     ap.add_argument("--only-memory", action="store_true", help="section 3 only")
+    ap.add_argument("--memory-cases", default=",".join(MEMORY_CASES), help="section 3's cases, comma-separated")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--size", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -397,7 +398,8 @@ def main(argv=None) -> int:
     print(f"\n3. Peak memory against the horizon (n = {n}, hidden = {hidden}, batch = {batch}; one fresh "
           "interpreter per case, run twice (the first run compiles): peak resident set during the two runs minus the "
           "resident set before them, MB (compilation included); wall time of the second run)")
-    rows = memory(n, hidden, batch, horizons, MEMORY_CASES[2::3] if args.smoke else MEMORY_CASES)
+    chosen = tuple(args.memory_cases.split(","))
+    rows = memory(n, hidden, batch, horizons, chosen[2::3] if args.smoke else chosen)
     results["memory"] = rows
     names = list(dict.fromkeys(r["case"] for r in rows))
     grid = {(r["case"], r["steps"]): r for r in rows}

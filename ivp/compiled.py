@@ -172,10 +172,32 @@ def _beta(dl):
     return beta  # one value per batch member, (B, 1)
 
 
+# -- inputs, sampled block by block ------------------------------------------------------------------
+#: steps per compiled block of the forward loop and the nudged families: the inputs are sampled one
+#: block at a time, so that nothing the loops hold grows with the number of steps
+BLOCK = 2048
+
+
+def _inputs(dl, sel):
+    """The signals at the node times ``sel`` (a slice or index) of ``dl``'s chain, and those times."""
+    t = np.atleast_1d(np.asarray(dl._chain(), dtype=float)[sel])
+    return {k: s.sample(t) for k, s in dl.system.signals.items()}, t
+
+
+def _blocks(dl):
+    """``(X, t)`` at the nodes ``j0+1 … j1`` of consecutive blocks of at most :data:`BLOCK` steps."""
+    for j0 in range(0, dl.N, BLOCK):
+        yield _inputs(dl, slice(j0 + 1, min(j0 + BLOCK, dl.N) + 1))
+
+
 # -- forward integration --------------------------------------------------------------------------
-def _forward_impl(pieces, h, store, th, q0, p0, X, times, beta):
+def _forward_init(pieces, th, q0, x0, t0, beta):
+    return pieces.force(q0, th, _at(x0, 0), t0[0], beta)
+
+
+def _forward_impl(pieces, h, store, th, q, p, F, X1, T1, beta):
+    """Störmer–Verlet over one block of steps (inputs ``X1`` at the block's end nodes)."""
     jax = _jax()
-    F0 = pieces.force(q0, th, _at(X, 0), times[0], beta)
 
     def step(carry, xs):
         q, p, F = carry
@@ -186,9 +208,7 @@ def _forward_impl(pieces, h, store, th, q0, p0, X, times, beta):
         p1 = pieces.apply(vbar, th) + 0.5 * h * F1
         return (q1, p1, F1), ((q1, p1) if store else None)
 
-    X1 = {k: a[1:] for k, a in X.items()}
-    (qN, pN, _), ys = jax.lax.scan(step, (q0, p0, F0), (X1, times[1:]))
-    return qN, pN, ys
+    return jax.lax.scan(step, (q, p, F), (X1, T1))
 
 
 _JITS: dict = {}
@@ -200,7 +220,8 @@ def _jitted(name, pieces, *static):
     key = (name, id(pieces), static)
     fn = _JITS.get(key)
     if fn is None or fn[0] is not pieces:
-        impl = {"forward": _forward_impl, "family": _family_impl, "adjoint": _adjoint_impl,
+        impl = {"forward init": _forward_init, "forward": _forward_impl, "family init": _family_init,
+                "family": _family_impl, "family end": _family_end, "adjoint": _adjoint_impl,
                 "tangent": _tangent_impl}[name]
         fn = (pieces, jax.jit(partial(impl, pieces, *static)))
         _JITS[key] = fn
@@ -208,50 +229,67 @@ def _jitted(name, pieces, *static):
 
 
 def integrate(dl, q0, p0, *, store: bool | str = True):
-    """:func:`glep.ivp.stepping.integrate` of an explicit discrete Lagrangian, compiled (same returns)."""
+    """:func:`glep.ivp.stepping.integrate` of an explicit discrete Lagrangian, compiled (same returns).
+
+    The steps run in blocks of :data:`BLOCK`, the inputs sampled block by block: without ``store``
+    the memory does not grow with the number of steps.
+    """
     jax = _jax()
     check_supported(dl.system)
-    X, times = _node_data(dl)
     dtype = np.result_type(q0, p0, dl.beta)
+    q0, p0 = np.asarray(q0, dtype), np.asarray(p0, dtype)
+    pieces, h, beta = _pieces(dl.system), float(dl.h), _beta(dl)
+    Qs, Ps = [q0[None]], [p0[None]]
     with jax.enable_x64(True):
-        fn = _jitted("forward", _pieces(dl.system), float(dl.h), bool(store))
-        qN, pN, ys = fn(dl.theta, np.asarray(q0, dtype), np.asarray(p0, dtype), X, times, _beta(dl))
-        qN, pN = np.asarray(qN), np.asarray(pN)
-        if not (np.all(np.isfinite(qN)) and np.all(np.isfinite(pN))):
-            from glep.errors import SolverError
+        F = _jitted("forward init", pieces)(dl.theta, q0, *_inputs(dl, slice(0, 1)), beta)
+        q, p = q0, p0
+        for X1, T1 in _blocks(dl):
+            (q, p, F), ys = _jitted("forward", pieces, h, bool(store))(dl.theta, q, p, F, X1, T1, beta)
+            if store:
+                Qs.append(np.asarray(ys[0]))
+                Ps.append(np.asarray(ys[1]))
+        qN, pN = np.asarray(q), np.asarray(p)
+    if not (np.all(np.isfinite(qN)) and np.all(np.isfinite(pN))):
+        from glep.errors import SolverError
 
-            raise SolverError("trajectory became non-finite; reduce the step size", reason="overflow")
-        if not store:
-            return qN, pN
-        Q = np.concatenate([np.asarray(q0, dtype)[None], np.asarray(ys[0])])
-        if store == "q":
-            return Q, pN
-        return Q, np.concatenate([np.asarray(p0, dtype)[None], np.asarray(ys[1])])
+        raise SolverError("trajectory became non-finite; reduce the step size", reason="overflow")
+    if not store:
+        return qN, pN
+    Q = np.concatenate(Qs)
+    return (Q, pN) if store == "q" else (Q, np.concatenate(Ps))
 
 
 # -- nudged families with the contrast accumulated in the scan --------------------------------------
-def _family_impl(pieces, h, th, q0s, p0s, X, times, betas):
-    """``C`` trajectories (copies ``c`` of the batch, nudged at ``betas[c]``) and their contrasts
-    ``I_c = Σ_j w_j Σ_batch ∂_θL_pot(q_j) + Σ_k h Σ_batch ∂_θT(v̄_k)`` (trapezoid weights ``w_j``).
+def _beta_column(betas, dtype):
+    """Nudges ``(C, 1, 1)`` for the stacked copies (``None`` when no copy is nudged)."""
+    jnp = _jax().numpy
+    if all(b is None for b in betas):
+        return None
+    return jnp.stack([jnp.asarray(0.0 if b is None else b, dtype) for b in betas])[:, None, None]
 
-    The state has shape ``(C, B, n)``: one force evaluation for every copy (the inputs broadcast
-    over the copy axis, β of shape ``(C, 1, 1)``), and the contrasts are the same θ-derivatives
-    mapped over the copy axis (``jax.vmap``) at the same positions, so that the compiler shares
-    their products with the force's (e.g. ``tanh(Wq + b)``).
-    """
+
+def _node_contrast(pieces, th, q, x, t):
+    """``Σ_batch ∂_θL_pot`` at the positions ``q`` ``(C, B, n)``, copy by copy (``jax.vmap``: the compiler
+    shares its products with the force's at the same positions, e.g. ``tanh(Wq + b)``)."""
     jax = _jax()
-    jnp = jax.numpy
-    C = q0s.shape[0]
-    N = times.shape[0] - 1
-    beta = None
-    if any(b is not None for b in betas):
-        beta = jnp.stack([jnp.asarray(0.0 if b is None else b, q0s.dtype) for b in betas])[:, None, None]
+    return jax.vmap(lambda qc: pieces.node_theta(qc, th, x, t))(q)
 
-    def node(q, x, t):
-        return jax.vmap(lambda qc: pieces.node_theta(qc, th, x, t))(q)
 
-    def kinetic(vbar):
-        return jax.vmap(lambda vc: pieces.kinetic_theta(vc, th))(vbar)
+def _family_init(pieces, h, th, q0s, x0, t0, betas):
+    """Force and contrast (node 0, weight ``h/2``) at the start of ``C`` stacked copies."""
+    jnp = _jax().numpy
+    x0, t0 = _at(x0, 0), t0[0]
+    F0 = pieces.force(q0s, th, x0, t0, _beta_column(betas, q0s.dtype))
+    zero = {k: jnp.zeros((q0s.shape[0],) + np.shape(th[k]), q0s.dtype) for k in pieces.contrast_keys}
+    return F0, _add_tree(zero, _node_contrast(pieces, th, q0s, x0, t0), 0.5 * h)
+
+
+def _family_impl(pieces, h, th, q, p, F, acc, X1, T1, betas):
+    r"""One block of steps of ``C`` trajectories (copies of the batch, nudged at ``betas[c]``, state
+    ``(C, B, n)``: one force evaluation for every copy, the inputs broadcast over the copy axis), adding
+    to each copy's contrast ``I_c = Σ_j w_j Σ_batch ∂_θL_pot(q_j) + Σ_k h Σ_batch ∂_θT(v̄_k)``."""
+    jax = _jax()
+    beta = _beta_column(betas, q.dtype)
 
     def step(carry, xs):
         q, p, F, acc = carry
@@ -260,17 +298,16 @@ def _family_impl(pieces, h, th, q0s, p0s, X, times, betas):
         q1 = q + h * vbar
         F1 = pieces.force(q1, th, x1, t1, beta)
         p1 = pieces.apply(vbar, th) + 0.5 * h * F1
-        acc = _add_tree(_add_tree(acc, kinetic(vbar), h), node(q1, x1, t1), h)
+        kinetic = jax.vmap(lambda vc: pieces.kinetic_theta(vc, th))(vbar)
+        acc = _add_tree(_add_tree(acc, kinetic, h), _node_contrast(pieces, th, q1, x1, t1), h)
         return (q1, p1, F1, acc), None
 
-    x0 = _at(X, 0)
-    F0 = pieces.force(q0s, th, x0, times[0], beta)
-    zero = {k: jnp.zeros((C,) + np.shape(th[k]), q0s.dtype) for k in pieces.contrast_keys}
-    acc = _add_tree(zero, node(q0s, x0, times[0]), 0.5 * h)  # node 0: weight h/2
-    X1 = {k: a[1:] for k, a in X.items()}
-    (q, p, _, acc), _ = jax.lax.scan(step, (q0s, p0s, F0, acc), (X1, times[1:]))
-    acc = _add_tree(acc, node(q, _at(X, N), times[N]), -0.5 * h)  # node N: weight h/2, not h
-    return acc, q, p
+    return jax.lax.scan(step, (q, p, F, acc), (X1, T1))[0]
+
+
+def _family_end(pieces, h, th, q, acc, xN, tN):
+    """The last node has weight ``h/2``, not ``h``."""
+    return _add_tree(acc, _node_contrast(pieces, th, q, _at(xN, 0), tN[0]), -0.5 * h)
 
 
 def nudged_family(dl, q0s, p0s, betas) -> list[tuple[dict, np.ndarray, np.ndarray]]:
@@ -279,21 +316,24 @@ def nudged_family(dl, q0s, p0s, betas) -> list[tuple[dict, np.ndarray, np.ndarra
     ``dl`` is the un-nudged discrete Lagrangian (forward, time-reversed for the
     echo, or mirrored for backward integration). Returns per copy ``(I(β_c),
     q_N, p_N)`` with ``I = Σ_k Σ_batch ∂_θL_d(q_k, q_{k+1})`` summed inside the
-    scan: memory independent of the number of steps.
+    scan, the inputs sampled block by block: memory independent of the number of steps.
     """
     jax = _jax()
     check_supported(dl.system)
-    X, times = _node_data(dl)
     dtype = np.result_type(np.asarray(q0s[0]), np.asarray(p0s[0]), *[np.asarray(b) for b in betas])
-    q0s = np.stack([np.asarray(q, dtype) for q in q0s])
-    p0s = np.stack([np.asarray(p, dtype) for p in p0s])
+    q = np.stack([np.asarray(v, dtype) for v in q0s])
+    p = np.stack([np.asarray(v, dtype) for v in p0s])
     cost = dl.system.cost is not None
-    bet = tuple(None if (b == 0 or not cost) else complex(b) if np.iscomplexobj(b) else float(b) for b in betas)
+    bet = _betas_arg(tuple(None if (b == 0 or not cost) else b for b in betas), dtype)
+    pieces, h, th = _pieces(dl.system), float(dl.h), dl.theta
     with jax.enable_x64(True):
-        fn = _jitted("family", _pieces(dl.system), float(dl.h))
-        acc, qs, ps = fn(dl.theta, q0s, p0s, X, times, _betas_arg(bet, dtype))
+        F, acc = _jitted("family init", pieces, h)(th, q, *_inputs(dl, slice(0, 1)), bet)
+        for X1, T1 in _blocks(dl):
+            q, p, F, acc = _jitted("family", pieces, h)(th, q, p, F, acc, X1, T1, bet)
+        acc = _jitted("family end", pieces, h)(th, q, acc, *_inputs(dl, slice(dl.N, dl.N + 1)))
         acc = {k: np.asarray(v) for k, v in acc.items()}
-        return [({k: v[c] for k, v in acc.items()}, np.asarray(qs[c]), np.asarray(ps[c])) for c in range(len(betas))]
+        q, p = np.asarray(q), np.asarray(p)
+    return [({k: v[c] for k, v in acc.items()}, q[c], p[c]) for c in range(len(betas))]
 
 
 def _betas_arg(betas, dtype):
