@@ -588,10 +588,13 @@ class DiscreteLagrangian(AbstractDiscreteLagrangian):
         if self._force_kernel is None:
             kernel = position_force_kernel(self.system, self.theta, self.beta)
             X = self.all_node_inputs()
-            names, arrays, times = list(X), list(X.values()), self._chain().tolist()
+            items, times = list(X.items()), self._chain().tolist()
 
             def force(j: int, q):
-                return kernel(q, {name: a[j] for name, a in zip(names, arrays)}, times[j])
+                x = {}  # a new dict per node: callers may keep it
+                for name, a in items:
+                    x[name] = a[j]
+                return kernel(q, x, times[j])
 
             self._force_kernel = force
         return self._force_kernel

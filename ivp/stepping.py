@@ -73,13 +73,15 @@ def integrate(dl, q0, p0, *, store: bool | str = True, callback=None):
         force, (solve, apply), h = dl.node_force(), dl.mass_kernels(), dl.h
         hh = 0.5 * h
         F = force(0, q)
+        plain = Q is None and callback is None  # nothing to record per step
         for k in range(N):  # explicit_step with the prepared kernels: the same operations, in order
             vbar = solve(p + hh * F)
             q = q + h * vbar
             F = force(k + 1, q)
             p = apply(vbar) + hh * F
-            record(k + 1, q, p)
-            if k % 64 == 63 and not np.all(np.isfinite(q)):
+            if not plain:
+                record(k + 1, q, p)
+            if k & 63 == 63 and not np.isfinite(q).all():
                 break
         if not (np.all(np.isfinite(q)) and np.all(np.isfinite(p))):
             where = "" if Q is None else f" at step {int(np.argmax(~np.isfinite(Q).reshape(N + 1, -1).all(1)))}"
