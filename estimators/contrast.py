@@ -60,6 +60,13 @@ def nudged_family(problem: Problem, nudge: Nudge, q0, p0_of, *, mirrored: bool =
     betas = nudge.betas
     B = q0.shape[0]
     copies = len(betas)
+    if _compiled(problem):  # one compiled scan, the contrast summed inside it (memory independent of N)
+        from glep.ivp.compiled import nudged_family as compiled_family
+
+        plain = problem.base_dl(0.0, system=system)
+        out = compiled_family(Mirrored(plain) if mirrored else plain, [q0] * copies, [p0_of(b) for b in betas],
+                              betas)
+        return dict(zip(betas, out))
     stacked = system.with_signals(**{k: s.tiled(copies) for k, s in system.signals.items()}) \
         if copies > 1 else system
     beta = np.concatenate([np.full((B, 1), b) for b in betas]) if copies > 1 else betas[0]
@@ -72,6 +79,33 @@ def nudged_family(problem: Problem, nudge: Nudge, q0, p0_of, *, mirrored: bool =
     plain = Mirrored(plain) if mirrored else plain
     return {b: (contrast_integrand(plain, Q[:, i * B:(i + 1) * B]), Q[-1, i * B:(i + 1) * B],
                 p_end[i * B:(i + 1) * B]) for i, b in enumerate(betas)}
+
+
+def _compiled(problem: Problem) -> bool:
+    """Whether the problem's integrator runs on the compiled (JAX) path."""
+    return getattr(problem.integrator, "backend", "numpy") == "jax"
+
+
+def _free_ends(problem: Problem, needs_free: bool):
+    """``(q₀, p₀, v₀, q_N, π_N, I₀)`` of the free pass (``I₀`` only when the nudge reads it).
+
+    On the compiled path, unless the problem already holds its free trajectory,
+    the free pass keeps only its end state (and sums ``I₀`` in its scan): memory
+    independent of the number of steps.
+    """
+    if not _compiled(problem) or "free" in problem.__dict__:
+        free = problem.free
+        I0 = contrast_integrand(free.dl, free.Q) if needs_free else None
+        return free.q0, free.p0, free.v0, free.Q[-1], free.P[-1], I0
+    q0, p0, v0 = problem.boundary.states(problem.system, problem.theta)
+    dl = problem.dl(0.0)
+    if needs_free:
+        from glep.ivp.compiled import nudged_family as compiled_family
+
+        (I0, qN, pN), = compiled_family(dl, [q0], [p0], [0.0])
+        return q0, p0, v0, qN, pN, I0
+    qN, pN = integrate(dl, q0, p0, store=False)
+    return q0, p0, v0, qN, pN, None
 
 
 def _complete(problem: Problem, grad: dict) -> dict[str, np.ndarray]:
@@ -135,26 +169,23 @@ def civp_contrast(problem: Problem, nudge: Nudge | None = None, *, residual: boo
 
 def _final_value_family(problem: Problem, nudge: Nudge, *, echo: bool):
     """Integrate the nudged final-value trajectories (backward, or the echo); return the β-derivatives."""
-    free = problem.free
-    qN, piN = free.Q[-1], free.P[-1]
-    I0 = contrast_integrand(free.dl, free.Q) if nudge.needs_free else None
+    q0, p0, v0, qN, piN, I0 = _free_ends(problem, nudge.needs_free)
     start = lambda b: -piN + b * _terminal_grad(problem, qN)  # noqa: E731
     if echo:  # the same system run forward, inputs and targets replayed in reverse
         values = nudged_family(problem, nudge, qN, start, system=problem.system.time_reversed(problem.grid.T))
     else:  # backward integration: the mirrored discrete Lagrangian
         values = nudged_family(problem, nudge, qN, start, mirrored=True)
-    return nudge.combine(values, (I0, free.q0, -free.p0))
+    return nudge.combine(values, (I0, q0, -p0)), (q0, v0)
 
 
 def _pfvp_assemble(problem: Problem, name: str, nudge: Nudge, derivs, t0, notes):
-    dI, dq0, dpe = derivs
-    free = problem.free
+    (dI, dq0, dpe), (q0, v0) = derivs
     grad = dict(dI)
-    if free.v0 is not None:
+    if v0 is not None:
         # −R(0) = (∂_θ ∂_v L(q0, v0))ᵀ ∂_β q0 for a velocity-fixed CIVP
         sys = problem.system
         x0 = sys.inputs_at(0.0)
-        for key, g in sys.theta_vjp(free.q0, free.v0, problem.theta, x0, 0.0, None, dq0).items():
+        for key, g in sys.theta_vjp(q0, v0, problem.theta, x0, 0.0, None, dq0).items():
             add_into(grad, key, g)
     return GradientEstimate(name, _complete(problem, grad), q0=np.real(dpe), p0=np.real(dq0),
                             passes=1 + len(nudge.betas), wall_time=time.perf_counter() - t0,

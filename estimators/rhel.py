@@ -33,7 +33,7 @@ def rhel(problem: Problem, nudge: Nudge | None = None, *, tol: float = 1e-12) ->
     """RHEL gradient of ``C_h`` with respect to θ and the initial phase-space state."""
     nudge = nudge or Centred(1e-4)
     problem.require_civp("rhel")
-    sys, theta, grid = problem.system, problem.theta, problem.grid
+    sys, theta = problem.system, problem.theta
     defect = problem.reversibility_defect
     if defect > tol:
         raise NotReversibleError(f"rhel: {sys.name} is not time-reversible (defect {defect:.2e}); "
@@ -48,20 +48,9 @@ def rhel(problem: Problem, nudge: Nudge | None = None, *, tol: float = 1e-12) ->
                          f"the separable {sys.name})")
     t0 = time.perf_counter()
     q0, p0, v0 = problem.boundary.states(sys, theta)
-    Q, pT, dH0 = leapfrog(sys, theta, grid, q0, p0, 0.0, theta_dH=nudge.needs_free, store_momenta=False)
-    qT = Q[-1]
-    rev = sys.time_reversed(grid.T)
-    tc = sys.terminal_cost
-    # both echoes in one batched leapfrog: ε is one value per batch member
-    eps, B = nudge.betas, qT.shape[0]
-    stacked = rev.with_signals(**{k: s.tiled(len(eps)) for k, s in rev.signals.items()}) if len(eps) > 1 else rev
-    eps_arr = np.concatenate([np.full((B, 1), e) for e in eps]) if len(eps) > 1 else eps[0]
-    start_p = np.concatenate([-pT + (0.0 if tc is None else e * tc.gradient(qT)) for e in eps])
-    Qe, pe, _ = leapfrog(stacked, theta, grid, np.concatenate([qT] * len(eps)), start_p, eps_arr,
-                         store_momenta=False)
-    values = {e: (theta_dH_sum(rev, theta, grid, Qe[:, i * B:(i + 1) * B]), Qe[-1, i * B:(i + 1) * B],
-                  pe[i * B:(i + 1) * B]) for i, e in enumerate(eps)}
-    ddH, dqe, dpe = nudge.combine(values, (dH0, Q[0], -p0))
+    run = _compiled_echoes if getattr(problem.integrator, "backend", "numpy") == "jax" else _leapfrog_echoes
+    values, dH0 = run(problem, nudge, q0, p0)
+    ddH, dqe, dpe = nudge.combine(values, (dH0, q0, -p0))
     grad = {k: -g for k, g in ddH.items()}
     dq0, dp0 = np.real(dpe), np.real(dqe)
     if v0 is not None:
@@ -70,6 +59,44 @@ def rhel(problem: Problem, nudge: Nudge | None = None, *, tol: float = 1e-12) ->
     return GradientEstimate("RHEL", _complete(problem, grad), q0=dq0, p0=dp0, passes=1 + len(nudge.betas),
                             wall_time=time.perf_counter() - t0, nudge=nudge.label, beta=nudge.beta,
                             notes=["exact: Hamiltonian leapfrog echo, 3 passes"])
+
+
+def _leapfrog_echoes(problem: Problem, nudge: Nudge, q0, p0):
+    """The free leapfrog and both echoes (one batched leapfrog: ε is one value per batch member)."""
+    sys, theta, grid = problem.system, problem.theta, problem.grid
+    Q, pT, dH0 = leapfrog(sys, theta, grid, q0, p0, 0.0, theta_dH=nudge.needs_free, store_momenta=False)
+    qT = Q[-1]
+    rev = sys.time_reversed(grid.T)
+    tc = sys.terminal_cost
+    eps, B = nudge.betas, qT.shape[0]
+    stacked = rev.with_signals(**{k: s.tiled(len(eps)) for k, s in rev.signals.items()}) if len(eps) > 1 else rev
+    eps_arr = np.concatenate([np.full((B, 1), e) for e in eps]) if len(eps) > 1 else eps[0]
+    start_p = np.concatenate([-pT + (0.0 if tc is None else e * tc.gradient(qT)) for e in eps])
+    Qe, pe, _ = leapfrog(stacked, theta, grid, np.concatenate([qT] * len(eps)), start_p, eps_arr,
+                         store_momenta=False)
+    values = {e: (theta_dH_sum(rev, theta, grid, Qe[:, i * B:(i + 1) * B]), Qe[-1, i * B:(i + 1) * B],
+                  pe[i * B:(i + 1) * B]) for i, e in enumerate(eps)}
+    return values, dH0
+
+
+def _compiled_echoes(problem: Problem, nudge: Nudge, q0, p0):
+    r"""The same three passes on the compiled path (:mod:`glep.ivp.compiled`): the leapfrog of ``H − εc``
+    is Störmer–Verlet of ``L + εc``, and ``Σ_k h ∂_θH = −Σ_k ∂_θL_d`` is summed inside the scan, so
+    no trajectory is stored."""
+    from glep.ivp.compiled import nudged_family
+    from glep.ivp.stepping import integrate
+
+    sys, grid = problem.system, problem.grid
+    dl = problem.base_dl(0.0)
+    if nudge.needs_free:
+        (I0, qT, pT), = nudged_family(dl, [q0], [p0], [0.0])
+        dH0 = {k: -g for k, g in I0.items()}
+    else:
+        (qT, pT), dH0 = integrate(dl, q0, p0, store=False), None
+    tc, eps = sys.terminal_cost, nudge.betas
+    starts = [-pT + (0.0 if tc is None else e * tc.gradient(qT)) for e in eps]
+    out = nudged_family(problem.base_dl(0.0, system=sys.time_reversed(grid.T)), [qT] * len(eps), starts, eps)
+    return {e: ({k: -g for k, g in I.items()}, qe, pe) for e, (I, qe, pe) in zip(eps, out)}, dH0
 
 
 @dataclass(frozen=True)

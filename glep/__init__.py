@@ -103,6 +103,8 @@ _LAZY: dict[str, tuple[str, str]] = {
     "ComplexStep": ("glep.estimators.nudging", "ComplexStep"),
     # time stepping
     "integrate": ("glep.ivp.stepping", "integrate"),
+    # Störmer–Verlet, on the NumPy path or compiled (StormerVerlet(backend="jax"), the extra glep[jax])
+    "StormerVerlet": ("glep.ivp.integrators", "StormerVerlet"),
     "shoot": ("glep.ivp.shooting", "shoot_cbvp"),
     # finite-element whole-trajectory solves (load dolfinx and PETSc)
     "solve_bvp": ("glep.bvp", "solve_bvp"),
@@ -182,7 +184,7 @@ __all__ = [
     "free_energy", "FreeEnergyGradient", "integrated_residual", "IntegratedResidual", "finite_beta_rows",
     "Nudge", "Centred", "OneSided", "ComplexStep",
     # solvers
-    "integrate", "shoot", "solve_bvp", "find_solutions", "FESolve",
+    "integrate", "StormerVerlet", "shoot", "solve_bvp", "find_solutions", "FESolve",
     "Newton", "TrustRegion", "ResidualDescent", "GradientFlow", "Deflation", "Continuation",
     # field equations on space-time meshes
     "spacetime_mesh", "SpaceTimeProblem", "SpaceTimeCBVP", "SpaceTimeCIVP", "SpaceTimeCFVP", "SpaceTimePeriodic",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from glep.errors import InputError
-from glep.terms import KineticTerm
+from glep.terms import KineticTerm, array_namespace
 from glep.validation import as_finite_array
 
 
@@ -24,6 +24,8 @@ class DiagonalMass(KineticTerm):
     masses:
         Fixed masses (used when ``name is None``); default ones.
     """
+
+    array_api = True
 
     def __init__(self, n: int, name: str | None = "m", masses=None):
         super().__init__(n)
@@ -54,10 +56,17 @@ class DiagonalMass(KineticTerm):
     def mass_solve(self, p, theta):
         return p / self._m(theta)
 
+    def mass_kernels(self, theta):
+        """``(p ↦ p/m, v ↦ m v)``; the identity for unit masses (bit for bit the same values)."""
+        m = np.asarray(self._m(theta))
+        if np.all(m == 1.0):
+            return _identity, _identity
+        return (lambda p: p / m), (lambda v: m * v)
+
     def mass_theta_vjp(self, v, b):
         if not self.name:
             return {}
-        return {self.name: np.sum(v * b, axis=tuple(range(v.ndim - 1)))}
+        return {self.name: array_namespace(v).sum(v * b, axis=tuple(range(v.ndim - 1)))}
 
     def mass_theta_jvp(self, v, dtheta):
         if not self.name or self.name not in dtheta:
@@ -70,3 +79,7 @@ class DiagonalMass(KineticTerm):
 
         m = theta[self.name] if self.name else ufl.as_vector(self._fixed.tolist())
         return 0.5 * ufl.dot(m, ufl.elem_mult(v, v))
+
+
+def _identity(a):
+    return a

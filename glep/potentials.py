@@ -1,7 +1,12 @@
 r"""Built-in potential terms ``V(q, θ, t)`` (``L_i = −V``).
 
-Each is written once with NumPy (vectorised over a batch, fast at ``n`` in the
-hundreds) and once in UFL (``ufl_potential``).  The test-suite checks every
+Each is written once against an array namespace ``xp`` (NumPy, or
+``jax.numpy`` on the compiled path of :mod:`glep.ivp.compiled`: the value, the
+gradient and ``∂_θ`` are the same code on both; vectorised over a batch, fast at
+``n`` in the hundreds) and once in UFL (``ufl_potential``).  ``force_kernel``
+is the NumPy stepping loop's closure of the force with everything that depends
+on ``θ`` alone (signs, symmetrised matrices) computed once, bit for bit equal
+to ``−potential_gradient``.  The test-suite checks every
 NumPy derivative against the UFL expression differentiated by ``ufl.diff``
 (:class:`glep.UFLTerm`), so the hand-written fast paths cannot drift from the
 single symbolic definition.
@@ -14,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from glep.errors import InputError
-from glep.terms import FixedPotentialTerm, PotentialTerm, batch_sum
+from glep.terms import FixedPotentialTerm, PotentialTerm, array_namespace, batch_sum
 
 if TYPE_CHECKING:  # UFL and scipy.sparse are imported on first use: `import glep` stays light
     import scipy.sparse as sp
@@ -29,6 +34,8 @@ def _apply_rows(S: sp.csr_array, D: np.ndarray, X: np.ndarray) -> np.ndarray:
     rows) and with ``n = 200`` wastes ``n``-fold work on the zeros of an
     incidence matrix.
     """
+    if not isinstance(X, np.ndarray) and array_namespace(X) is not np:  # a JAX array: dense
+        return X @ D.T
     X = np.asarray(X)
     lead = X.shape[:-1]
     X2 = X.reshape(-1, X.shape[-1])
@@ -40,16 +47,22 @@ def _apply_rows(S: sp.csr_array, D: np.ndarray, X: np.ndarray) -> np.ndarray:
 class Harmonic(PotentialTerm):
     r"""On-site springs ``V = ½ Σ_i k_i q_i²`` with trainable stiffnesses ``k``."""
 
+    array_api = True
+
     def __init__(self, n: int, name: str = "k"):
         super().__init__(n)
         self.name = name
         self.parameters = {name: (n,)}
 
     def potential(self, q, theta, x, t):
-        return 0.5 * np.sum(theta[self.name] * q * q, axis=-1)
+        return 0.5 * array_namespace(q).sum(theta[self.name] * q * q, axis=-1)
 
     def potential_gradient(self, q, theta, x, t):
         return theta[self.name] * q
+
+    def force_kernel(self, theta):
+        mk = -np.asarray(theta[self.name])
+        return lambda q, x, t: mk * q
 
     def potential_hessian_action(self, q, theta, x, t, dq):
         return theta[self.name] * dq
@@ -78,6 +91,8 @@ class Harmonic(PotentialTerm):
 class SpringCoupling(PotentialTerm):
     r"""Couplings ``V = ½ Σ_e J_e (q_{i_e} − q_{j_e})²`` on the edges ``(i_e, j_e)``."""
 
+    array_api = True
+
     def __init__(self, n: int, edges, name: str = "J"):
         super().__init__(n)
         edges = np.asarray(edges, dtype=int).reshape(-1, 2)
@@ -103,10 +118,14 @@ class SpringCoupling(PotentialTerm):
 
     def potential(self, q, theta, x, t):
         d = self._diff(q)
-        return 0.5 * np.sum(theta[self.name] * d * d, axis=-1)
+        return 0.5 * array_namespace(q).sum(theta[self.name] * d * d, axis=-1)
 
     def potential_gradient(self, q, theta, x, t):
         return self._back(theta[self.name] * self._diff(q))
+
+    def force_kernel(self, theta):
+        mJ = -np.asarray(theta[self.name])
+        return lambda q, x, t: self._back(mJ * self._diff(q))
 
     def potential_hessian_action(self, q, theta, x, t, dq):
         return self._back(theta[self.name] * self._diff(dq))
@@ -137,15 +156,21 @@ class SpringCoupling(PotentialTerm):
 class Quartic(FixedPotentialTerm):
     r"""A fixed anharmonicity ``V = (α/4) Σ_i q_i⁴`` (no trainable parameter)."""
 
+    array_api = True
+
     def __init__(self, n: int, alpha: float = 0.1):
         super().__init__(n)
         self.alpha = float(alpha)
 
     def potential(self, q, theta, x, t):
-        return 0.25 * self.alpha * np.sum(q**4, axis=-1)
+        return 0.25 * self.alpha * array_namespace(q).sum(q**4, axis=-1)
 
     def potential_gradient(self, q, theta, x, t):
         return self.alpha * q * q * q
+
+    def force_kernel(self, theta):
+        ma = -self.alpha
+        return lambda q, x, t: ma * q * q * q
 
     def potential_hessian_action(self, q, theta, x, t, dq):
         return 3.0 * self.alpha * (q * q) * dq
@@ -165,6 +190,8 @@ class QuadraticForm(PotentialTerm):
     is ``½ q qᵀ`` (integrated over time and summed over the batch).
     """
 
+    array_api = True
+
     def __init__(self, n: int, name: str = "A"):
         super().__init__(n)
         self.name = name
@@ -175,10 +202,14 @@ class QuadraticForm(PotentialTerm):
         return 0.5 * (A + A.T)
 
     def potential(self, q, theta, x, t):
-        return 0.5 * np.sum(q * (q @ theta[self.name].T), axis=-1)
+        return 0.5 * array_namespace(q).sum(q * (q @ theta[self.name].T), axis=-1)
 
     def potential_gradient(self, q, theta, x, t):
         return q @ self._sym(theta)
+
+    def force_kernel(self, theta):
+        mS = -self._sym(theta)
+        return lambda q, x, t: q @ mS
 
     def potential_hessian_action(self, q, theta, x, t, dq):
         return dq @ self._sym(theta)
@@ -189,7 +220,7 @@ class QuadraticForm(PotentialTerm):
 
     def potential_theta_gradient(self, q, theta, x, t):
         qq = q.reshape(-1, self.n)
-        return {self.name: 0.5 * qq.T @ qq}
+        return {self.name: 0.5 * (qq.T @ qq)}
 
     def potential_theta_vjp(self, q, theta, x, t, a):
         qq, aa = q.reshape(-1, self.n), a.reshape(-1, self.n)
@@ -212,6 +243,8 @@ class QuadraticForm(PotentialTerm):
 class InputDrive(PotentialTerm):
     r"""Linear drive by an input signal: ``V = −qᵀ B u(t)`` with trainable ``B`` (n × m)."""
 
+    array_api = True
+
     def __init__(self, n: int, m: int, input: str = "u", name: str = "B"):
         super().__init__(n)
         self.m = int(m)
@@ -222,10 +255,14 @@ class InputDrive(PotentialTerm):
         self.parameters = {name: (n, self.m)}
 
     def potential(self, q, theta, x, t):
-        return -np.sum(q * (x[self.input] @ theta[self.name].T), axis=-1)
+        return -array_namespace(q).sum(q * (x[self.input] @ theta[self.name].T), axis=-1)
 
     def potential_gradient(self, q, theta, x, t):
         return -(x[self.input] @ theta[self.name].T)  # (B or 1, n): broadcasts against q
+
+    def force_kernel(self, theta):
+        BT, key = np.asarray(theta[self.name]).T, self.input
+        return lambda q, x, t: x[key] @ BT
 
     def potential_hessian_action(self, q, theta, x, t, dq):
         return np.zeros_like(dq)
@@ -235,7 +272,7 @@ class InputDrive(PotentialTerm):
         return empty, empty, np.zeros(0)
 
     def potential_theta_gradient(self, q, theta, x, t):
-        u = np.broadcast_to(x[self.input], q.shape[:-1] + (self.m,))
+        u = array_namespace(q).broadcast_to(x[self.input], q.shape[:-1] + (self.m,))
         return {self.name: -q.reshape(-1, self.n).T @ u.reshape(-1, self.m)}
 
     def potential_theta_vjp(self, q, theta, x, t, a):
@@ -255,9 +292,10 @@ class InputDrive(PotentialTerm):
 
 
 def _log_cosh(z):
-    if np.iscomplexobj(z):
-        return np.log(np.cosh(z))
-    return np.logaddexp(z, -z) - np.log(2.0)
+    xp = array_namespace(z)
+    if xp.iscomplexobj(z):
+        return xp.log(xp.cosh(z))
+    return xp.logaddexp(z, -z) - np.log(2.0)
 
 
 class LogCoshLayer(PotentialTerm):
@@ -266,6 +304,8 @@ class LogCoshLayer(PotentialTerm):
     The nonlinear Hamiltonian recurrent unit: its force ``−Wᵀ tanh(Wq + b)``
     is a one-hidden-layer network of the state.
     """
+
+    array_api = True
 
     def __init__(self, n: int, hidden: int, weight: str = "W", bias: str = "b"):
         super().__init__(n)
@@ -277,10 +317,15 @@ class LogCoshLayer(PotentialTerm):
         return q @ theta[self.weight].T + theta[self.bias]
 
     def potential(self, q, theta, x, t):
-        return np.sum(_log_cosh(self._z(q, theta)), axis=-1)
+        return array_namespace(q).sum(_log_cosh(self._z(q, theta)), axis=-1)
 
     def potential_gradient(self, q, theta, x, t):
-        return np.tanh(self._z(q, theta)) @ theta[self.weight]
+        return array_namespace(q).tanh(self._z(q, theta)) @ theta[self.weight]
+
+    def force_kernel(self, theta):
+        W, b = np.asarray(theta[self.weight]), np.asarray(theta[self.bias])
+        mW = -W
+        return lambda q, x, t: np.tanh(q @ W.T + b) @ mW
 
     def potential_hessian_action(self, q, theta, x, t, dq):
         W = theta[self.weight]
@@ -288,7 +333,7 @@ class LogCoshLayer(PotentialTerm):
         return (s2 * (dq @ W.T)) @ W
 
     def potential_theta_gradient(self, q, theta, x, t):
-        s = np.tanh(self._z(q, theta)).reshape(-1, self.h)
+        s = array_namespace(q).tanh(self._z(q, theta)).reshape(-1, self.h)
         return {self.weight: s.T @ q.reshape(-1, self.n), self.bias: s.sum(axis=0)}
 
     def potential_theta_vjp(self, q, theta, x, t, a):
@@ -325,16 +370,23 @@ class LogCoshLayer(PotentialTerm):
 class Pendulum(PotentialTerm):
     r"""Gravity on a chain of pendula: ``V = Σ_i w_i (1 − cos q_i)``, trainable ``w``."""
 
+    array_api = True
+
     def __init__(self, n: int, name: str = "w"):
         super().__init__(n)
         self.name = name
         self.parameters = {name: (n,)}
 
     def potential(self, q, theta, x, t):
-        return np.sum(theta[self.name] * (1.0 - np.cos(q)), axis=-1)
+        xp = array_namespace(q)
+        return xp.sum(theta[self.name] * (1.0 - xp.cos(q)), axis=-1)
 
     def potential_gradient(self, q, theta, x, t):
-        return theta[self.name] * np.sin(q)
+        return theta[self.name] * array_namespace(q).sin(q)
+
+    def force_kernel(self, theta):
+        mw = -np.asarray(theta[self.name])
+        return lambda q, x, t: mw * np.sin(q)
 
     def potential_hessian_action(self, q, theta, x, t, dq):
         return theta[self.name] * np.cos(q) * dq
@@ -344,7 +396,7 @@ class Pendulum(PotentialTerm):
         return idx, idx, theta[self.name] * np.cos(q)
 
     def potential_theta_gradient(self, q, theta, x, t):
-        return {self.name: batch_sum(1.0 - np.cos(q), 1)}
+        return {self.name: batch_sum(1.0 - array_namespace(q).cos(q), 1)}
 
     def potential_theta_vjp(self, q, theta, x, t, a):
         return {self.name: batch_sum(np.sin(q) * a, 1)}

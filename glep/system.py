@@ -332,6 +332,48 @@ def position_force(system: LagrangianSystem, q, theta, x, t, beta=0.0):
     return out if out.shape == q.shape else out + np.zeros_like(q)
 
 
+def position_force_kernel(system: LagrangianSystem, theta, beta=0.0):
+    """``(q, x, t) ↦ ∂_q L_β``: :func:`position_force` with everything that depends on ``θ`` and ``β``
+    alone prepared once (each term's :meth:`~glep.terms.Term.force_kernel`), the same values bit for bit.
+
+    The explicit stepping loops call it once per step.
+    """
+    parts = []
+    for term in system.terms:
+        if not term.depends_on_velocity:
+            kernel = term.force_kernel(theta)
+            parts.append(kernel if kernel is not None else _gradient_kernel(term, theta))
+    cost = system.cost if nudged(beta) and system.cost is not None else None
+
+    def force(q, x, t):
+        out, owned = None, False
+        for kernel in parts:
+            g = kernel(q, x, t)
+            if g is None:
+                continue
+            if out is None:
+                out = g
+            elif owned and out.shape == q.shape and g.dtype == out.dtype:
+                out += g  # our own sum: added in place (same values as out + g)
+            else:
+                out, owned = out + g, True
+        if out is None:
+            out, owned = np.zeros_like(q), True
+        if cost is not None:
+            dtype = np.result_type(out, q, beta)
+            if not owned or out.shape != q.shape or out.dtype != dtype:
+                out = np.broadcast_to(out, q.shape).astype(dtype)
+            cost.add_gradient(out, q, x, t, beta)
+            return out
+        return out if out.shape == q.shape else out + np.zeros_like(q)
+
+    return force
+
+
+def _gradient_kernel(term: Term, theta):
+    return lambda q, x, t: term.gradient(q, None, theta, x, t)[0]
+
+
 def position_hessian_action(system: LagrangianSystem, q, theta, x, t, dq, beta=0.0):
     """``∂_qq L_β · dq`` of the velocity-independent terms."""
     out = None

@@ -33,6 +33,22 @@ Params = Mapping[str, Array]
 Inputs = Mapping[str, Array]
 
 
+def array_namespace(*arrays):
+    """The array namespace of the arguments: :mod:`numpy`, or :mod:`jax.numpy` when one is a JAX array.
+
+    Built-in terms write their values and first derivatives once against this
+    namespace (``xp.tanh``, ``xp.sum``...), so the NumPy path and the compiled
+    path of :mod:`glep.ivp.compiled` (JAX tracers) execute the same definition.
+    JAX is imported only when a JAX array is seen.
+    """
+    for a in arrays:
+        if type(a) is not np.ndarray and type(a).__module__.startswith("jax"):
+            import jax.numpy as jnp
+
+            return jnp
+    return np
+
+
 def batch_sum(arr: Array, param_ndim: int) -> Array:
     """Sum every leading axis of ``arr`` except the trailing ``param_ndim``."""
     lead = arr.ndim - param_ndim
@@ -65,6 +81,10 @@ class Term(ABC):
     #: axes, like :class:`glep.UFLTerm`), keep it false and are evaluated on many time nodes in
     #: one call with ``t`` the array of node times.
     explicit_time: bool = False
+    #: Whether the term's value, ``gradient``, ``theta_gradient`` (and, for a kinetic term,
+    #: ``mass_apply``/``mass_solve``) are written against :func:`array_namespace`, so that the
+    #: compiled path (:mod:`glep.ivp.compiled`, JAX) can run and differentiate them.
+    array_api: bool = False
 
     def __init__(self, n: int):
         self.n = int(n)
@@ -100,6 +120,15 @@ class Term(ABC):
     @abstractmethod
     def ufl_lagrangian(self, q, v, theta, x, t):
         """The term as a UFL scalar expression of UFL ``q, v`` (shape ``(n,)``)."""
+
+    def force_kernel(self, theta: Params):
+        """Optional fast ``(q, x, t) ↦ ∂_q L_i`` with everything that depends on ``θ`` alone precomputed.
+
+        The explicit (Störmer–Verlet) stepping loop calls it once per step; a kernel must return
+        exactly (bit for bit) ``self.gradient(q, None, θ, x, t)[0]``.  ``None`` (the default): the
+        loop calls :meth:`gradient`.
+        """
+        return None
 
     def describe(self) -> str:
         return type(self).__name__
@@ -211,6 +240,10 @@ class KineticTerm(Term):
     def mass_solve(self, p, theta) -> Array:
         """``M(θ)⁻¹ p``."""
 
+    def mass_kernels(self, theta: Params):
+        """``(p ↦ M⁻¹p, v ↦ Mv)`` with ``θ`` fixed (the stepping loop's closures; default the methods)."""
+        return (lambda p: self.mass_solve(p, theta)), (lambda v: self.mass_apply(v, theta))
+
     @abstractmethod
     def mass_theta_vjp(self, v, b) -> dict[str, Array]:
         """``Σ_batch ∂_θ (vᵀ M(θ) b)``."""
@@ -220,7 +253,7 @@ class KineticTerm(Term):
         """``(∂_θ M · δθ) v`` with a leading tangent axis."""
 
     def lagrangian(self, q, v, theta, x, t):
-        return 0.5 * np.sum(v * self.mass_apply(v, theta), axis=-1)
+        return 0.5 * array_namespace(v).sum(v * self.mass_apply(v, theta), axis=-1)
 
     def gradient(self, q, v, theta, x, t):
         return None, self.mass_apply(v, theta)

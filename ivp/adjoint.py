@@ -160,7 +160,12 @@ def adjoint_gradient(dl, Q, *, v0=None, terminal: bool = True, generic: bool = F
         Force the generic recursion even for Störmer–Verlet (for testing).
     """
     G, loss = loss_gradient_nodes(dl, Q, terminal)
-    if dl.explicit and not generic:
+    if dl.explicit and not generic and getattr(dl, "backend", "numpy") == "jax":
+        from glep.ivp.compiled import explicit_adjoint
+
+        lam0, mu, theta = explicit_adjoint(dl, Q, G)  # the same recursion as a compiled reverse scan
+        lam = lam0[None]
+    elif dl.explicit and not generic:
         lam, mu, theta = _explicit_adjoint(dl, Q, G)
     else:
         lam, mu, theta = _generic_adjoint(dl, Q, G)

@@ -45,7 +45,14 @@ import numpy as np
 
 from glep.errors import InputError
 from glep.grid import TimeGrid
-from glep.system import LagrangianSystem, nudged, position_force, position_hessian_action, position_theta_jvp
+from glep.system import (
+    LagrangianSystem,
+    nudged,
+    position_force,
+    position_force_kernel,
+    position_hessian_action,
+    position_theta_jvp,
+)
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,9 @@ class QuadratureRule:
         """The rule under ``c ↦ 1 − c`` (itself for the symmetric rules of this module)."""
         return QuadratureRule(self.name, tuple(1.0 - c for c in reversed(self.nodes)), tuple(reversed(self.weights)))
 
+
+#: where the explicit stepping, adjoint and sensitivities run (see :class:`DiscreteLagrangian`)
+BACKENDS = ("numpy", "jax")
 
 TRAPEZOID = QuadratureRule("trapezoid (Lobatto 2)", (0.0, 1.0), (0.5, 0.5))
 MIDPOINT = QuadratureRule("midpoint (Gauss 1)", (0.5,), (1.0,))
@@ -271,11 +281,15 @@ class DiscreteLagrangian(AbstractDiscreteLagrangian):
     sampler:
         ``t ↦ {signal: values}`` for an array of times (one per batch member);
         needed for the cell layout (default: ``system.inputs_at`` at a scalar ``t``).
+    backend:
+        ``"numpy"`` (default) or ``"jax"``: where :func:`glep.ivp.stepping.integrate`, the adjoint and
+        the sensitivities of an explicit discrete Lagrangian run (``"jax"``: the jit-compiled
+        loops of :mod:`glep.ivp.compiled`, an optional extra); the generic (implicit) path is NumPy.
     """
 
     def __init__(self, system: LagrangianSystem, theta, grid: TimeGrid | StepMesh,
                  rule: QuadratureRule = TRAPEZOID, beta: complex = 0.0, fast: bool = True,
-                 sampler: Callable[[np.ndarray], dict] | None = None):
+                 sampler: Callable[[np.ndarray], dict] | None = None, backend: str = "numpy"):
         if isinstance(grid, TimeGrid):
             self.grid, mesh = grid, StepMesh.from_grid(grid)
         elif isinstance(grid, StepMesh):
@@ -295,17 +309,21 @@ class DiscreteLagrangian(AbstractDiscreteLagrangian):
         self._w = np.asarray(rule.weights)
         self._node_x: dict | None = None
         self._stacked_x: dict = {}
+        self._force_kernel = None
+        if backend not in BACKENDS:
+            raise InputError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        self.backend = backend
 
     # -- the same discrete Lagrangian on other steps --------------------------
     def segment(self, k0: int, k1: int) -> DiscreteLagrangian:
         """Steps ``k0 … k1−1``, re-indexed from 0 (a shooting segment)."""
         return DiscreteLagrangian(self.system, self.theta, self.mesh.sub(k0, k1), self.rule, self.beta,
-                                  self.fast, self.sampler)
+                                  self.fast, self.sampler, self.backend)
 
     def mirrored(self) -> DiscreteLagrangian:
         """``L̃_d(a, b, j) = L_d(b, a, N−1−j)``: reversed chain, negative steps, reflected rule."""
         return DiscreteLagrangian(self.system, self.theta, self.mesh.reversed(), self.rule.reflected(),
-                                  self.beta, self.fast, self.sampler)
+                                  self.beta, self.fast, self.sampler, self.backend)
 
     # -- steps and inputs -----------------------------------------------------
     def _step(self, k):
@@ -563,6 +581,27 @@ class DiscreteLagrangian(AbstractDiscreteLagrangian):
         """``∂_q L_β`` at node ``k + end`` (separable systems)."""
         j = k + end
         return position_force(self.system, q, self.theta, self.node_inputs(j), self.node_time(j), self.beta)
+
+    def node_force(self):
+        """``(j, q) ↦ ∂_q L_β`` at node ``j``: :meth:`force` with the terms' kernels prepared once
+        (:func:`glep.system.position_force_kernel`) and the node inputs sampled once."""
+        if self._force_kernel is None:
+            kernel = position_force_kernel(self.system, self.theta, self.beta)
+            X = self.all_node_inputs()
+            items, times = list(X.items()), self._chain().tolist()
+
+            def force(j: int, q):
+                x = {}  # a new dict per node: callers may keep it
+                for name, a in items:
+                    x[name] = a[j]
+                return kernel(q, x, times[j])
+
+            self._force_kernel = force
+        return self._force_kernel
+
+    def mass_kernels(self):
+        """``(p ↦ M⁻¹p, v ↦ Mv)`` at this ``θ`` (:meth:`glep.terms.KineticTerm.mass_kernels`)."""
+        return self.system.kinetic.mass_kernels(self.theta)
 
     def force_hessian_action(self, k: int, end: int, q, dq):
         j = k + end

@@ -17,7 +17,7 @@ import numpy as np
 
 from glep.errors import InputError
 from glep.ivp.discrete import trapezoid_node_sum
-from glep.system import position_force
+from glep.system import position_force_kernel
 from glep.terms import add_into
 
 
@@ -73,16 +73,18 @@ def leapfrog(system, theta, grid, q0, p0, eps: complex = 0.0, *, theta_dH: bool 
     if store_momenta:
         P = np.empty_like(Q)
         P[0] = p
-    times = grid.times
-    X = {k: s.sample(times) for k, s in system.signals.items()}
+    times = grid.times.tolist()
+    X = {k: s.sample(grid.times) for k, s in system.signals.items()}
+    kernel = position_force_kernel(system, theta, eps)  # θ- and ε-only work done once
+    solve, _ = kin.mass_kernels(theta)
 
     def force(q, k):
-        return position_force(system, q, theta, {name: a[k] for name, a in X.items()}, times[k], eps)
+        return kernel(q, {name: a[k] for name, a in X.items()}, times[k])
 
     F = force(Q[0], 0)
     for k in range(N):
         p_half = p + 0.5 * h * F
-        Q[k + 1] = Q[k] + h * kin.mass_solve(p_half, theta)
+        Q[k + 1] = Q[k] + h * solve(p_half)
         F = force(Q[k + 1], k + 1)
         p = p_half + 0.5 * h * F
         if store_momenta:

@@ -6,27 +6,30 @@ from dataclasses import dataclass
 
 from glep.errors import InputError
 from glep.grid import TimeGrid
-from glep.ivp.discrete import GAUSS2, MIDPOINT, TRAPEZOID, DiscreteLagrangian, QuadratureRule
+from glep.ivp.discrete import BACKENDS, GAUSS2, MIDPOINT, TRAPEZOID, DiscreteLagrangian, QuadratureRule
 from glep.system import LagrangianSystem
 
 
 @dataclass(frozen=True)
 class Integrator:
     """A variational integrator: a quadrature rule for ``L_d`` (and whether the
-    explicit Störmer–Verlet path may be used)."""
+    explicit Störmer–Verlet path may be used), and where its loops run: ``backend="numpy"``
+    or ``"jax"`` (the jit-compiled loops of :mod:`glep.ivp.compiled`, explicit path only)."""
 
     rule: QuadratureRule = TRAPEZOID
     fast: bool = True
     name: str = "trapezoid"
+    backend: str = "numpy"
 
     def discrete_lagrangian(self, system: LagrangianSystem, theta, grid: TimeGrid,
                             beta: complex = 0.0) -> DiscreteLagrangian:
-        return DiscreteLagrangian(system, theta, grid, self.rule, beta, fast=self.fast)
+        return DiscreteLagrangian(system, theta, grid, self.rule, beta, fast=self.fast, backend=self.backend)
 
 
-def StormerVerlet() -> Integrator:
-    """Störmer–Verlet: the trapezoid discrete Lagrangian of a separable system (explicit)."""
-    return Integrator(TRAPEZOID, True, "stormer-verlet")
+def StormerVerlet(backend: str = "numpy") -> Integrator:
+    """Störmer–Verlet: the trapezoid discrete Lagrangian of a separable system (explicit);
+    ``backend="jax"`` runs it compiled (:mod:`glep.ivp.compiled`, the optional extra ``glep[jax]``)."""
+    return Integrator(TRAPEZOID, True, "stormer-verlet", backend)
 
 
 def ImplicitMidpoint() -> Integrator:
@@ -64,4 +67,13 @@ def integrator_for(system: LagrangianSystem, name: str | Integrator | None = Non
         raise InputError("integrator 'stormer-verlet' needs a separable Lagrangian ½vᵀMv − V(q, t); "
                          f"{system.name} is not separable: {system.non_separable_reason}. Use 'midpoint' "
                          "(the default for a non-separable system) or 'trapezoid'")
+    if integ.backend not in BACKENDS:
+        raise InputError(f"integrator backend must be one of {BACKENDS}, got {integ.backend!r}")
+    if integ.backend == "jax":
+        if integ.rule != TRAPEZOID or not integ.fast:
+            raise InputError(f"backend='jax' compiles the explicit Störmer–Verlet loop; integrator {integ.name!r} "
+                             "is implicit: use StormerVerlet(backend='jax') or backend='numpy'")
+        from glep.ivp.compiled import check_supported
+
+        check_supported(system)
     return integ

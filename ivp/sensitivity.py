@@ -50,6 +50,10 @@ def tangent_sweep(dl, Q, dq0, dp0, dtheta=None, *, store: bool = False):
     Returns the final ``(δq_N, δp_N)``, or the whole histories of shape
     ``(N+1, K, B, n)`` when ``store`` is true.
     """
+    if dl.explicit and not store and getattr(dl, "backend", "numpy") == "jax":
+        from glep.ivp.compiled import tangent_sweep as compiled_sweep
+
+        return compiled_sweep(dl, Q, dq0, dp0, dtheta)
     if dl.explicit:
         return _explicit_tangent_sweep(dl, Q, dq0, dp0, dtheta, store)
     dq, dp = dq0, dp0

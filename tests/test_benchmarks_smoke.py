@@ -131,3 +131,24 @@ def test_bench_sweep_smoke(tmp_path):
     assert data["same_numbers"] and data["mode"] == "smoke"
     for case in data["cases"].values():
         assert case["items"] == 12 and math.isfinite(case["items_per_s"]) and 0 <= case["write_share"] < 1
+
+
+@pytest.mark.slow
+def test_bench_peers_smoke(tmp_path):
+    """benchmarks/bench_peers.py --smoke: agreement first, then timings and memory (no timing asserted)."""
+    pytest.importorskip("jax", reason="bench_peers compares with JAX peers: pip install 'glep[jax]'")
+    script = SCRIPT.parent / "bench_peers.py"
+    out_json = tmp_path / "peers.json"
+    proc = subprocess.run([sys.executable, str(script), "--smoke", "--json", str(out_json)],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for heading in ("1. Agreement", "2. Wall time", "3. Peak memory", "total benchmark time"):
+        assert heading in proc.stdout, proc.stdout
+    data = json.loads(out_json.read_text())
+    for agr in data["agreement"].values():
+        assert agr["loss_rel"] < 1e-12 and agr["forward_max_abs"] < 1e-12
+        for name, err in agr["grad_rel"].items():
+            # exact gradients to round-off; the nudged estimators to their O(β²) bias (β = 1e-4)
+            assert err < (1e-12 if "adjoint" in name or "BPTT" in name or "diffrax" in name else 1e-6), name
+    for row in data["memory"]:
+        assert "error" not in row and math.isfinite(row["peak_mb"])

@@ -7,6 +7,8 @@ loss, the centred bias is O(β²) ≈ 1e-8), show the bias orders of its nudges
 biased CIVP contrast says it is not exact and is off by the omitted R(T).
 """
 
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -30,6 +32,7 @@ from glep.estimators import (
     compare_estimators,
 )
 from glep.estimators.metrics import fit_slope
+from glep.ivp import StormerVerlet
 from glep.models import coupled_oscillators, pendulum_chain
 
 EXACT = [CIVPContrast(residual=True), PFVPContrast(), Echo(), RHEL(), CBVPContrast()]
@@ -39,9 +42,19 @@ BETAS = 2e-2 * 0.5 ** np.arange(4)
 FAMILIES = {"oscillators": lambda: coupled_oscillators(3, T=1.0), "pendulums": lambda: pendulum_chain(3, T=1.0)}
 
 
-@pytest.fixture(scope="module", params=list(FAMILIES))
+_NO_JAX = importlib.util.find_spec("jax") is None
+#: every family on both paths: NumPy, and compiled (skipped, with the reason, without the extra)
+_CASES = [pytest.param((family, backend), id=f"{family}-{backend}",
+                       marks=pytest.mark.skipif(backend == "jax" and _NO_JAX,
+                                                reason="the compiled path needs the optional extra JAX: "
+                                                       "pip install 'glep[jax]'"))
+          for family in FAMILIES for backend in ("numpy", "jax")]
+
+
+@pytest.fixture(scope="module", params=_CASES)
 def problem(request):
-    return Problem.from_model(FAMILIES[request.param](), steps=100)
+    family, backend = request.param
+    return Problem.from_model(FAMILIES[family](), steps=100, integrator=StormerVerlet(backend=backend))
 
 
 @pytest.fixture(scope="module")
