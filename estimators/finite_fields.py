@@ -29,12 +29,12 @@ Real β′ only (field assembly is real).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
 from glep.errors import InputError, SolverError
+from glep.estimators.field_objects import FieldProblem
 from glep.estimators.finite import NudgedFamily
 from glep.estimators.nudging import Centred, Nudge, OneSided
 
@@ -247,15 +247,6 @@ def pass_adjoint(system, stored: list, times: np.ndarray, tau: np.ndarray, *, be
             qbar = qbar + w[k] * system.cost_gradient(q0, times[k])
         add(system.theta_vjp(q0, times[k], pbar), 0.5 * h)
     return system.reduce_scalars(theta), qbar, pbar
-
-
-@dataclass
-class FieldProblem:
-    """A time-stepped field problem: ``system`` (:class:`glep.FieldSystem`), ``N`` leapfrog steps over ``[0, T]``."""
-
-    system: object
-    T: float
-    N: int
 
 
 class FieldFinalStateFamily(NudgedFamily):

@@ -239,3 +239,25 @@ def test_bad_input(st_family, ts_case):
     with pytest.raises(InputError, match="starts from the free problem"):
         SpaceTimeFamily(st.SpaceTimeProblem(case.civp.lagrangian, case.stmesh, st.SpaceTimeCBVP(),
                                             cost=st.tracking_cost(0.0), beta=0.1), None)
+
+
+def test_field_heb_differs_from_grad_J_at_the_order_of_the_scheme():
+    """HEB (a terminal cost only: the error injected at T) is the final-state family's contrast, so at finite β
+    it descends neither C nor J_β exactly: its distance to ∇J_β has the order of the nudging scheme."""
+    from dolfinx import mesh as dmesh
+    from field_backends_case import LAM, N_T, N_X, T_END, phidot0, terminal_target
+
+    from glep.estimators.field_objects import FieldHEB
+    from glep.field_system import FieldCost, FieldSystem
+
+    sys = FieldSystem(klein_gordon(), dmesh.create_interval(COMM, N_X, [0.0, 1.0]), theta={"mu": mu, "lam": LAM},
+                      initial=(phi0, phidot0), terminal_cost=FieldCost(target=lambda x, t: terminal_target(x)))
+    problem = FieldProblem(sys, T_END, N_T)
+    fam = FieldFinalStateFamily(problem)
+    for scheme, order in ((OneSided, 1), (Centred, 2)):
+        errs = []
+        for b in ORDER_BETAS:
+            truth = converged(free_energy(fam, scheme(b), rtol=QUAD))
+            errs.append(rel(FieldHEB().estimate(problem, scheme(b)).theta, truth))
+        assert errs[0] > 1e-4  # measurably not exact at finite β
+        assert abs(fit_slope(ORDER_BETAS, errs, ceiling=1.0) - order) <= 0.15, errs

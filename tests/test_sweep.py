@@ -333,7 +333,8 @@ def test_an_error_on_one_rank_stops_every_rank(tmp_path):
 
 def test_the_guides_study_runs_as_written(tmp_path, monkeypatch, capsys):
     """docs/guide.md, section 11: its TOML study runs and its claims hold (the echo is refused on gyroscopic)."""
-    blocks = re.findall(r"```toml\n(.*?)```", (ROOT / "docs" / "guide.md").read_text(), flags=re.S)
+    section = (ROOT / "docs" / "guide.md").read_text().split("## 11. Studies")[1].split("\n## ")[0]
+    blocks = re.findall(r"```toml\n(.*?)```", section, flags=re.S)
     assert len(blocks) == 1
     monkeypatch.chdir(tmp_path)
     Path("study.toml").write_text(blocks[0])
