@@ -151,6 +151,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "field_midpoint_forward": ("glep.ivp.field_stepping", "midpoint_forward"),
     "field_midpoint_adjoint": ("glep.ivp.field_midpoint_adjoint", "midpoint_adjoint"),
     "nls_echo": ("glep.estimators.field_nls", "nls_echo"),
+    "plot_field_history": ("glep.field_plots", "plot_field_history"),
     # field equations on space-time meshes (glep.bvp.spacetime)
     "spacetime_mesh": ("glep.bvp.spacetime", "spacetime_mesh"),
     "SpaceTimeProblem": ("glep.bvp.spacetime", "SpaceTimeProblem"),
@@ -205,6 +206,7 @@ __all__ = [
     "field_civp", "FieldProblem", "AbstractFieldEstimator", "FieldPFVP", "FieldEcho", "FieldRHEL",
     "FieldCIVPResidual", "FieldHEB", "FieldAdjoint", "KerrHEB", "compare_field_estimators",
     "MidpointFieldSystem", "field_midpoint_forward", "field_midpoint_adjoint", "nls_echo",
+    "plot_field_history",
     # training (glep train)
     "make_task", "SequenceTask", "TrainConfig", "training_config", "run_training",
     # errors
