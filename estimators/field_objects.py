@@ -74,10 +74,12 @@ class FieldProblem:
     checkpoints: int | None = None
 
     def __post_init__(self):
-        from glep.field_system import FieldSystem  # noqa: PLC0415 (dolfinx loads with the first field problem)
+        from glep.field_midpoint import MidpointFieldSystem  # noqa: PLC0415 (dolfinx loads with the first problem)
+        from glep.field_system import FieldSystem  # noqa: PLC0415
 
-        if not isinstance(self.system, FieldSystem):
-            raise InputError(f"system must be a glep.FieldSystem, got {type(self.system).__name__}")
+        if not isinstance(self.system, FieldSystem | MidpointFieldSystem):
+            raise InputError(f"system must be a glep.FieldSystem (leapfrog) or a glep.MidpointFieldSystem "
+                             f"(implicit midpoint), got {type(self.system).__name__}")
         if isinstance(self.T, bool) or not isinstance(self.T, (int, float)) or not np.isfinite(self.T) or self.T <= 0:
             raise InputError(f"T must be a finite number > 0, got {self.T!r}")
         if isinstance(self.N, bool) or not isinstance(self.N, (int, np.integer)) or self.N < 1:
@@ -88,6 +90,13 @@ class FieldProblem:
     @property
     def name(self) -> str:
         return f"{self.system.lagrangian.name} field ({self.system.ndofs} dofs, N = {self.N}, T = {self.T:g})"
+
+    @property
+    def midpoint(self) -> bool:
+        """Whether the system is stepped by the implicit midpoint rule (a non-separable density: NLS)."""
+        from glep.field_midpoint import MidpointFieldSystem  # noqa: PLC0415
+
+        return isinstance(self.system, MidpointFieldSystem)
 
     @property
     def parameter_count(self) -> int:
@@ -142,12 +151,16 @@ class FieldAdjoint(AbstractFieldTruth):
     loss: ClassVar[str] = LOSS
 
     def __call__(self, problem: FieldProblem, progress: Progress = None) -> GradientEstimate:
-        from glep.ivp.field_adjoint import field_adjoint  # noqa: PLC0415
+        if problem.midpoint:
+            from glep.ivp.field_midpoint_adjoint import midpoint_adjoint as adjoint  # noqa: PLC0415
+        else:
+            from glep.ivp.field_adjoint import field_adjoint as adjoint  # noqa: PLC0415
 
-        res = field_adjoint(problem.system, problem.T, problem.N, checkpoints=problem.checkpoints, riesz=False)
+        res = adjoint(problem.system, problem.T, problem.N, checkpoints=problem.checkpoints, riesz=False)
         steps = res.memory.get("forward_steps", problem.N)
+        rule = "implicit midpoint" if problem.midpoint else "leapfrog"
         return as_estimate(problem, res, "discrete adjoint", passes=1 + steps / problem.N,
-                           notes=["ground truth: discrete adjoint of the leapfrog"])
+                           notes=[f"ground truth: discrete adjoint of the {rule}"])
 
 
 # -- estimators -----------------------------------------------------------------------------------------------
@@ -163,6 +176,8 @@ class AbstractFieldEstimator(ABC):
     #: whether it returns the initial-state gradient (``q0``, ``p0``; for :class:`KerrHEB` the evaluation
     #: field's ``Ψ(0)``, in ``theta``)
     initial_state: ClassVar[bool] = True
+    #: whether it runs on a :class:`glep.MidpointFieldSystem` (the conjugation echo of a complex field)
+    midpoint: ClassVar[bool] = False
 
     @property
     def truth(self) -> AbstractFieldTruth:
@@ -180,6 +195,10 @@ class AbstractFieldEstimator(ABC):
         """Raise :class:`InputError` for a problem or nudge this estimator cannot take (before any work)."""
         if not isinstance(problem, FieldProblem):
             raise InputError(f"{self.label}: problem must be a glep.FieldProblem, got {type(problem).__name__}")
+        if problem.midpoint and not self.midpoint:
+            raise InputError(f"{self.label}: not available for a glep.MidpointFieldSystem (implicit midpoint, e.g. "
+                             "NLS): its backward pass is the conjugation echo — use 'echo' (or 'heb' with a "
+                             "terminal cost only)")
         if not self.accepts(nudge):
             raise InputError(f"{self.label}: nudge must be a real glep Nudge (Centred or OneSided), got {nudge!r}")
 
@@ -202,9 +221,14 @@ class _EchoFamily(AbstractFieldEstimator):
     note: ClassVar[str] = ""
 
     def _run(self, problem: FieldProblem, nudge: Nudge) -> GradientEstimate:
-        from glep.estimators.field_estimators import field_pfvp  # noqa: PLC0415
+        if problem.midpoint:  # the conjugation echo of the midpoint rule (estimators/field_nls.py)
+            from glep.estimators.field_nls import nls_echo  # noqa: PLC0415
 
-        res = field_pfvp(problem.system, problem.T, problem.N, nudge, echo=self.echo, riesz=False)
+            res = nls_echo(problem.system, problem.T, problem.N, nudge, riesz=False)
+        else:
+            from glep.estimators.field_estimators import field_pfvp  # noqa: PLC0415
+
+            res = field_pfvp(problem.system, problem.T, problem.N, nudge, echo=self.echo, riesz=False)
         return as_estimate(problem, res, self.label, passes=res.passes, nudge=nudge.label, beta=nudge.beta,
                            notes=[self.note])
 
@@ -226,6 +250,7 @@ class FieldEcho(_EchoFamily):
     name: ClassVar[str] = "echo"
     label: ClassVar[str] = "echo"
     note: ClassVar[str] = "exact (time-reversible separable density): forward passes only"
+    midpoint: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
@@ -263,6 +288,7 @@ class FieldHEB(_EchoFamily):
     name: ClassVar[str] = "heb"
     label: ClassVar[str] = "HEB"
     note: ClassVar[str] = "exact: error injected as a momentum impulse at T, echo, read-out at t = 0"
+    midpoint: ClassVar[bool] = True
 
     def check(self, problem, nudge: Nudge) -> None:
         super().check(problem, nudge)
@@ -344,9 +370,9 @@ def _forward_time(problem) -> float:
     """Seconds of one free forward pass (the unit of the table's ``time/fwd``)."""
     t0 = time.perf_counter()
     if isinstance(problem, FieldProblem):
-        from glep.ivp.field_stepping import forward  # noqa: PLC0415
+        from glep.ivp.field_stepping import forward, midpoint_forward  # noqa: PLC0415
 
-        forward(problem.system, problem.T, problem.N)
+        (midpoint_forward if problem.midpoint else forward)(problem.system, problem.T, problem.N)
     else:
         problem.final_state()
     return time.perf_counter() - t0

@@ -17,8 +17,9 @@ integer >= 0; a string where a list is expected is an error (no splitting into
 letters); unknown keys are named.
 
 Field systems (:data:`glep.field_families.FIELD_FAMILIES`: ``sine-gordon``, ``klein-gordon``,
-``wave``, ``kerr``) take ``n`` as the number of mesh cells (the lattice side for ``kerr``) and
-only their own estimators (:data:`glep.estimators.registry.FIELD_ESTIMATORS`; ``kerr``: ``heb``);
+``wave``, ``nls``, ``kerr``) take ``n`` as the number of mesh cells (the lattice side for ``kerr``) and
+only their own estimators (:data:`glep.estimators.registry.FIELD_ESTIMATORS`; ``kerr``: ``heb``;
+``nls``: ``echo``, ``heb``);
 ``batch`` and ``integrator`` do not apply to them (the leapfrog / Strang steps).  ``n``,
 ``steps`` and ``estimators`` left out are the system's defaults.
 """
@@ -226,8 +227,8 @@ def compare_config(cli: Mapping[str, Any], config: Path | None = None) -> Compar
 def _check_system_options(cfg: CompareConfig, sources: Mapping[str, str]) -> None:
     """Options that do not apply to the chosen system (field or ODE) are errors naming the choices."""
     field = cfg.system in FIELD_FAMILIES
-    if cfg.system == "kerr":
-        allowed = ["heb"]
+    if cfg.system in ("kerr", "nls"):  # HEB of the Strang map; the conjugation echo of the midpoint rule
+        allowed = list(FIELD_FAMILIES[cfg.system].estimators)
     else:
         allowed = list(FIELD_ESTIMATORS) if field else list(ESTIMATORS)
     wrong = [e for e in cfg.estimators if e not in allowed]

@@ -15,6 +15,9 @@ name              problem (1-D mesh of ``n`` cells; trainable field; inputs; rea
 ``wave``          ``φ_tt = (κ(x)φ_x)_x`` on ``[0, 1]``, fixed ends, a source                CIVP + residual, PFVP,
                   ``sin 6t`` near ``x = 0``, running read-out ``y = 0.1 sin 2πt`` on        echo, RHEL
                   ``x ≥ 0.7``
+``nls``           focusing NLS ``i u_t + u_xx − V(x)u + 2|u|²u = 0`` on ``[−8, 8]`` from a    echo, HEB (conjugation
+                  soliton (implicit midpoint, complex field ``u = a + ib``), terminal       echo vs the midpoint
+                  read-out on ``x ≥ −2``                                                    adjoint)
 ``kerr``          the ``n × n`` Kerr cavity array of :mod:`glep.estimators.heb` (XOR in      HEB (vs the adjoint of
                   intensities, :func:`glep.kerr_cavity_array`; complex modes)               the Strang map)
 ================  ==================================================================  ========================
@@ -120,6 +123,30 @@ def wave_problem(n: int = 20, T: float = 1.0, steps: int = 40, seed: int = 0):
     return FieldProblem(system, T, steps)
 
 
+def nls_problem(n: int = 32, T: float = 0.4, steps: int = 8, seed: int = 0):
+    """The ``nls`` family: a focusing NLS soliton on ``[−8, 8]`` (implicit midpoint), potential field ``V(x)``."""
+    import dolfinx_solver  # noqa: F401, I001  isort: skip
+    import ufl
+    from dolfinx import mesh
+    from mpi4py import MPI
+
+    from glep import field_models as fm
+    from glep.estimators.field_objects import FieldProblem
+    from glep.field_midpoint import MidpointFieldSystem
+    from glep.field_system import FieldCost
+
+    def initial(x):
+        u = fm.nls_soliton(x[0], 0.0, eta=1.0, xi=0.5)
+        return np.vstack([u.real, u.imag])
+
+    msh = mesh.create_interval(MPI.COMM_WORLD, n, [-8.0, 8.0])
+    target = FieldCost(target=lambda x, t: ufl.as_vector([0.3 * ufl.exp(-x[0] ** 2), 0.1]),
+                       region=lambda x: x[0] >= -2.0)
+    system = MidpointFieldSystem(fm.nls(g=2.0), msh, initial=(initial, 0.0), terminal_cost=target)
+    _random_field(system, "V", lambda x: 0.1 * np.cos(x[0]), seed)
+    return FieldProblem(system, T, steps)
+
+
 def kerr_problem(n: int = 3, T: float = 20.0, steps: int = 200, seed: int = 0):
     """The ``kerr`` family: the ``n × n`` cavity array learning XOR (docs/guide.md §7), a seeded ``Θ(0)``."""
     from glep.estimators.heb import ModeProblem
@@ -139,6 +166,7 @@ FIELD_FAMILIES: dict[str, FieldFamily] = {f.name: f for f in (
     FieldFamily("sine-gordon", sine_gordon_problem, 16, 0.8, 32, _GLEP),
     FieldFamily("klein-gordon", klein_gordon_problem, 32, 1.0, 40, (*_GLEP, "heb")),
     FieldFamily("wave", wave_problem, 20, 1.0, 40, _GLEP),
+    FieldFamily("nls", nls_problem, 32, 0.4, 8, ("echo", "heb")),
     FieldFamily("kerr", kerr_problem, 3, 20.0, 200, ("heb",)),
 )}
 
@@ -156,4 +184,4 @@ def build_field_problem(name: str, n: int | None = None, T: float | None = None,
 
 
 __all__ = ["FIELD_FAMILIES", "FieldFamily", "build_field_problem", "klein_gordon_problem", "kerr_problem",
-           "sine_gordon_problem", "wave_problem"]
+           "nls_problem", "sine_gordon_problem", "wave_problem"]

@@ -55,7 +55,7 @@ BAD = [
     ("report_beta", ["0"], 0.0, "expected a finite number > 0, got"),
     ("report_beta", ["-1e-4"], -1e-4, "expected a finite number > 0, got"),
     ("system", ["foo"], "foo", "expected one of 'coupled_oscillators', 'gyroscopic', 'hru_linear', 'hru_logcosh', "
-                              "'pendulum_chain', 'sine-gordon', 'klein-gordon', 'wave' or 'kerr', got 'foo'"),
+                              "'pendulum_chain', 'sine-gordon', 'klein-gordon', 'wave', 'nls' or 'kerr', got 'foo'"),
     ("system", None, 5, "expected one of 'coupled_oscillators'"),
     ("integrator", ["rk4"], "rk4", "expected one of 'gauss2', 'midpoint', 'stormer-verlet' or 'trapezoid', got 'rk4'"),
     ("betas", ["1e-2", "-1e-3"], [1e-2, -1e-3], "(item 2): expected a finite number > 0, got"),

@@ -29,6 +29,7 @@ from glep.estimators.field_objects import (
 from glep.estimators.heb import ModeProblem
 from glep.estimators.metrics import compare
 from glep.estimators.nudging import Centred, ComplexStep, OneSided
+from glep.field_families import nls_problem
 from glep.field_system import FieldCost, FieldSystem
 
 COMM = MPI.COMM_WORLD
@@ -67,9 +68,23 @@ def kerr(seed: int) -> ModeProblem:
                        T=2.0, steps=40)
 
 
-# every estimator with every problem it applies to (HEB: terminal cost only)
+def nls_terminal(seed: int) -> FieldProblem:
+    """The NLS family of ``glep compare --system nls`` (implicit midpoint, complex field), a seeded V(x)."""
+    return nls_problem(n=16, T=0.3, steps=6, seed=seed)
+
+
+# every estimator with every problem it applies to (HEB: terminal cost only; the midpoint rule: echo and HEB)
 CASES = [(e, p) for e in FIELD_ESTIMATORS.values() for p in (sine_gordon_running, phi4_terminal)
-         if not (isinstance(e, FieldHEB) and p is sine_gordon_running)] + [(KerrHEB(), kerr)]
+         if not (isinstance(e, FieldHEB) and p is sine_gordon_running)] + [(KerrHEB(), kerr)] + [
+    (FIELD_ESTIMATORS[name], nls_terminal) for name in ("echo", "heb")]
+
+
+def test_the_midpoint_rule_takes_only_the_echo_and_heb():
+    """PFVP by backward integration, RHEL's leapfrog and the CIVP tangents are refused for NLS, naming the way."""
+    problem = nls_terminal(0)
+    for name in ("pfvp", "rhel", "civp-residual"):
+        with pytest.raises(InputError, match="not available for a glep.MidpointFieldSystem .* use 'echo'"):
+            FIELD_ESTIMATORS[name](problem, Centred(1e-4))
 
 
 @pytest.mark.parametrize("seed", [0, 1])
