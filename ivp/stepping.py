@@ -53,13 +53,13 @@ def _unit_mass_loop(force, q, p, F, h: float, N: int):
     vbar, tmp = np.empty_like(q), np.empty_like(q)
     mul, add, isfinite = np.multiply, np.add, np.isfinite
     for k in range(N):
-        mul(hh, F, out=tmp)
-        add(p, tmp, out=vbar)
-        mul(h, vbar, out=tmp)
-        add(q, tmp, out=q)
+        mul(hh, F, tmp)
+        add(p, tmp, vbar)
+        mul(h, vbar, tmp)
+        add(q, tmp, q)
         F = force(k + 1, q)
-        mul(hh, F, out=tmp)
-        add(vbar, tmp, out=p)
+        mul(hh, F, tmp)
+        add(vbar, tmp, p)
         if k & 63 == 63 and not isfinite(q).all():
             break
     return q, p
