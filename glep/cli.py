@@ -88,6 +88,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--integrator", metavar="NAME",
                    help=f"variational integrator: {choices(sorted(INTEGRATORS))} "
                    "(default Störmer–Verlet if separable, else midpoint)")
+    c.add_argument("--backend", metavar="NAME",
+                   help="where the Störmer–Verlet loops run: {numpy, jax} (jax: jit-compiled, needs the "
+                   "optional extra glep[jax]; default numpy)")
     c.add_argument("--gamma", help="magnetic strength of the 'gyroscopic' family, finite (default 0.1)")
     c.add_argument("--betas", nargs="+", metavar="BETA",
                    help="nudging strengths > 0 for the bias curves (default 1e-1 ... 1e-5)")
@@ -143,17 +146,17 @@ def _config(args) -> dict:
 
 
 def _build_problem(cfg: dict):
-    from glep.estimators.problem import Problem
-    from glep.models import FAMILIES
+    """The problem of an ODE family; ``backend`` chooses where the (Störmer–Verlet) loops run."""
+    import dataclasses
 
-    family = FAMILIES[cfg["system"]]
-    kw = {"n": cfg["n"], "batch": cfg["batch"], "seed": cfg["seed"]}
-    if cfg["system"] == "gyroscopic":
-        kw["gamma"] = cfg["gamma"]
-    if cfg["T"] is not None:
-        kw["T"] = cfg["T"]
-    model = family(**kw)
-    return Problem.from_model(model, steps=cfg["steps"], integrator=cfg["integrator"])
+    from glep.config import ode_model
+    from glep.estimators.problem import Problem
+    from glep.ivp.integrators import INTEGRATORS
+
+    integrator = cfg["integrator"]
+    if cfg["backend"] != "numpy":
+        integrator = dataclasses.replace(INTEGRATORS[integrator or "stormer-verlet"](), backend=cfg["backend"])
+    return Problem.from_model(ode_model(cfg), steps=cfg["steps"], integrator=integrator)
 
 
 def _same_on_every_rank(options: dict, what: str = "options") -> None:
@@ -217,7 +220,7 @@ def _compare(cfg: dict, out: Path, root: bool, say, t0: float) -> int:
         return _compare_field(cfg, out, root, say, t0)
     problem = agree(lambda: _build_problem(cfg), what="building the problem")
     say(f"{problem.system.name}: P = {problem.parameter_count} parameters, N = {problem.grid.N} steps, "
-        f"T = {problem.grid.T:g}, integrator {problem.integrator.name}")
+        f"T = {problem.grid.T:g}, integrator {problem.integrator.name} ({problem.integrator.backend})")
     report = compare_estimators(problem, estimators=cfg["estimators"], betas=cfg["betas"], nudges=cfg["nudges"],
                                 report_beta=float(cfg["report_beta"]), progress=say)
     library_versions = versions()  # imports PETSc (collective): on every rank

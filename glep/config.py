@@ -13,14 +13,16 @@ integer >= 1; ``T`` finite > 0 or absent; ``batch`` an integer >= 1 or absent;
 ``report_beta`` finite > 0; ``system``, ``integrator``, ``nudges`` and
 ``estimators`` among their known names (listed in the message; nudges and
 estimators are those of the one registry, :mod:`glep.estimators.registry`); ``seed`` an
-integer >= 0; a string where a list is expected is an error (no splitting into
-letters); unknown keys are named.
+integer >= 0; ``backend`` ``"numpy"`` (default) or ``"jax"`` (the jit-compiled Störmer–Verlet loops of
+:mod:`glep.ivp.compiled`: refused, naming the option and the reason, when JAX is not installed, the
+integrator is implicit or the system cannot be compiled); a string where a list is expected is an
+error (no splitting into letters); unknown keys are named.
 
 Field systems (:data:`glep.field_families.FIELD_FAMILIES`: ``sine-gordon``, ``klein-gordon``,
 ``wave``, ``nls``, ``kerr``) take ``n`` as the number of mesh cells (the lattice side for ``kerr``) and
 only their own estimators (:data:`glep.estimators.registry.FIELD_ESTIMATORS`; ``kerr``: ``heb``;
-``nls``: ``echo``, ``heb``);
-``batch`` and ``integrator`` do not apply to them (the leapfrog / Strang steps).  ``n``,
+``nls``: ``echo``, ``heb``); ``batch``, ``integrator`` and ``backend = "jax"`` do not apply to them
+(the leapfrog / midpoint / Strang steps).  ``n``,
 ``steps`` and ``estimators`` left out are the system's defaults.
 """
 
@@ -38,6 +40,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from glep.errors import InputError
 from glep.estimators.registry import ESTIMATORS, FIELD_ESTIMATORS, NUDGES
 from glep.field_families import FIELD_FAMILIES
+from glep.ivp.discrete import BACKENDS
 from glep.ivp.integrators import INTEGRATORS
 from glep.models import FAMILIES
 
@@ -69,6 +72,7 @@ Finite = Annotated[float, Field(allow_inf_nan=False), *_Num]
 Seed = Annotated[int, Field(ge=0), *_Num]
 System = Literal[tuple(sorted(FAMILIES)) + tuple(FIELD_FAMILIES)]
 Integrator = Literal[tuple(sorted(INTEGRATORS))]
+Backend = Literal[BACKENDS]
 Nudge = Literal[tuple(NUDGES)]
 Estimator = Literal[tuple(ESTIMATORS) + tuple(k for k in FIELD_ESTIMATORS if k not in ESTIMATORS)]
 
@@ -99,6 +103,7 @@ class CompareConfig(BaseModel):
     steps: Count | None = None
     batch: Count | None = None
     integrator: Integrator | None = None
+    backend: Backend = "numpy"
     gamma: Finite = 0.1
     betas: Annotated[list[Positive], Field(min_length=1), BeforeValidator(_no_string_list)] = \
         [1e-1, 1e-2, 1e-3, 1e-4, 1e-5]
@@ -221,7 +226,43 @@ def compare_config(cli: Mapping[str, Any], config: Path | None = None) -> Compar
     except ValidationError as exc:
         raise InputError(_format(exc, sources, config)) from None
     _check_system_options(cfg, sources)
+    _check_backend(cfg, sources)
     return cfg
+
+
+def ode_model(cfg: Mapping[str, Any]):
+    """The model of an ODE family (``cfg``: the validated options, :meth:`CompareConfig.model_dump`)."""
+    from glep.models import FAMILIES
+
+    kw = {"n": cfg["n"], "batch": cfg["batch"], "seed": cfg["seed"]}
+    if cfg["system"] == "gyroscopic":
+        kw["gamma"] = cfg["gamma"]
+    if cfg["T"] is not None:
+        kw["T"] = cfg["T"]
+    return FAMILIES[cfg["system"]](**kw)
+
+
+BACKEND_KEY, INTEGRATOR_KEY = "config key 'backend'", "config key 'integrator'"
+
+
+def _check_backend(cfg: CompareConfig, sources: Mapping[str, str]) -> None:
+    """``backend = "jax"`` needs JAX, the explicit Störmer–Verlet loop and a system the compiled path can run."""
+    if cfg.backend == "numpy":
+        return
+    from glep.ivp import compiled
+
+    where = sources.get("backend", BACKEND_KEY)
+    if not compiled.available():
+        raise InputError(f"{where}: backend 'jax' needs the optional extra JAX (pip install 'glep[jax]'), "
+                         "which is not installed; use backend 'numpy'")
+    if cfg.integrator is not None and cfg.integrator not in ("stormer-verlet", "trapezoid"):
+        raise InputError(f"{where}: backend 'jax' compiles the explicit Störmer–Verlet loop; "
+                         f"{sources.get('integrator', INTEGRATOR_KEY)} {cfg.integrator!r} is implicit "
+                         "(use 'stormer-verlet' or backend 'numpy')")
+    reason = compiled.unsupported_reason(ode_model(cfg.model_dump()).system)
+    if reason is not None:
+        raise InputError(f"{where}: backend 'jax' cannot run the system {cfg.system!r}: {reason}; "
+                         "use backend 'numpy'")
 
 
 def _check_system_options(cfg: CompareConfig, sources: Mapping[str, str]) -> None:
@@ -236,6 +277,10 @@ def _check_system_options(cfg: CompareConfig, sources: Mapping[str, str]) -> Non
         where = sources.get("estimators", "config key 'estimators'")
         raise InputError(f"{where}: {wrong} do not apply to system {cfg.system!r}; choose from {allowed}")
     if field:
+        if cfg.backend != "numpy":
+            raise InputError(f"{sources.get('backend', BACKEND_KEY)}: backend {cfg.backend!r} does not "
+                             f"apply to the field system {cfg.system!r} (the compiled path is the ODE "
+                             "Störmer–Verlet loop)")
         for key in ("batch", "integrator"):
             if getattr(cfg, key) is not None:
                 raise InputError(f"{sources.get(key, f'config key {key!r}')}: does not apply to the field system "
