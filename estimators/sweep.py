@@ -682,9 +682,11 @@ def run_sweep(config, *, resume: bool = False, comm=None, progress: bool = False
             raise InputError(f"config key 'run.group_size': {g} does not divide the {comm.size} MPI ranks")
         return check_study(config) if root else None
 
+    # PETSc and SLEPc first, on every rank: the checks build field meshes on rank 0 alone (on COMM_SELF),
+    # and loading PETSc there first would wait for the other ranks (its initialisation is collective)
+    meta = agree(lambda: run_meta(comm, g), comm, what="reading the library versions")
     items = agree(check, comm, what="checking the study")
     items = expand(config) if items is None else items
-    meta = agree(lambda: run_meta(comm, g), comm, what="reading the library versions")
     store = agree(lambda: StudyStore.open(config.run.output, config.study_dict(), meta, len(items), resume=resume,
                                           checkpoint=step) if root else None, comm, what="opening the study file")
     finished = comm.bcast(store.finished if root else None, root=0)
