@@ -10,20 +10,30 @@ are distributed, and they are stored by item id, never by completion order.
 
 The registry: system kinds and the estimators that apply to them
 ----------------------------------------------------------------
-:data:`KINDS` maps a system *kind* (``"ode"`` now; ``"field"`` when field models land) to a
+:data:`KINDS` maps a system *kind* (``"ode"``, ``"field"``, ``"modes"``) to a
 :class:`Kind`: how a system point becomes a problem, and the estimator rows (:class:`Rule`) that apply
 to it, each with its requirements (:data:`REQUIREMENTS`: ``"reversible"``, ``"separable"``,
-``"leapfrog"``, ``"unbatched"``) checked on the built system before any work starts.
+``"leapfrog"``, ``"unbatched"``, ``"terminal-cost"``) checked on the built system before any work starts.
 :data:`FAMILIES` maps a built-in family name to its constructor and :data:`MODEL_KINDS` the type of
 the model a constructor (or a user's ``package.module:function``) returns to its kind.  A field family
 plugs in by adding entries, nothing else::
 
-    KINDS["field"] = Kind("field", build=field_problem, rules={"field-pfvp": Rule(...), "heb": Rule(...)})
+    KINDS["field"] = Kind("field", _field_problem, FIELD_RULES, compare=_field_compare, on_comm=True)
     MODEL_KINDS.append((FieldModel, "field"))
-    FAMILIES["wave"] = glep.field_models.wave_model
+    FAMILIES["wave"] = _field_family("wave")
 
 and a distributed row (one that solves on a mesh shared by a group of ranks) is a :class:`Rule` with
-``distributed=True``: its ``make`` receives the group's communicator.
+``distributed=True``: its ``make`` receives the group's communicator (and a kind with ``on_comm=True``
+builds its problems on it).
+
+Field systems (:mod:`glep.field_families`) are registered this way: ``sine-gordon``, ``klein-gordon``
+and ``wave`` are of kind ``"field"`` (grid keys: ``n`` the cells of the 1-D mesh, ``T``, ``steps`` the
+leapfrog steps, ``seeds`` the draw of the parameter field; no ``batch``, no ``integrator``), with the
+rows ``field-civp-residual``, ``field-pfvp``, ``field-echo``, ``field-rhel`` and ``heb`` (terminal cost
+only), each compared like ``glep compare --system`` with the discrete adjoint of the field leapfrog;
+``kerr`` (``n`` the side of the cavity array) is of kind ``"modes"`` with the row ``heb`` against the
+adjoint of the Strang map.  An ODE row on a field system, or a field row on an ODE system, is refused
+by :func:`check_study` naming the key.
 
 Distribution over MPI ranks
 ---------------------------
@@ -59,9 +69,11 @@ from glep.errors import GlepError, InputError
 from glep.estimators.base import AbstractEstimator
 from glep.estimators.cbvp import CBVPContrast, FEAdjoint
 from glep.estimators.contrast import CIVPContrast, Echo, PFVPContrast
+from glep.estimators.field_objects import FieldCIVPResidual, FieldEcho, FieldHEB, FieldPFVP, FieldRHEL, KerrHEB
 from glep.estimators.ground_truth import DiscreteAdjoint
 from glep.estimators.problem import Problem
 from glep.estimators.rhel import RHEL
+from glep.field_families import FIELD_FAMILIES
 from glep.models import FAMILIES as MODEL_FAMILIES
 from glep.models import Model
 
@@ -150,9 +162,20 @@ def _unbatched(problem: Problem, point: Point) -> str | None:
     return f"the finite-element backend solves one trajectory at a time (batch {point.batch})"
 
 
+def _terminal_cost(problem, point: Point) -> str | None:
+    """HEB injects the error of a terminal cost at ``T``: a running cost, or none at all, is refused."""
+    s = problem.system
+    if s.has_cost:
+        return "HEB takes a terminal cost only, and this field has a running cost"
+    if not s.has_terminal_cost:
+        return "HEB needs a terminal cost (an error to inject at T), and this field has none"
+    return None
+
+
 #: requirement name -> check on a built problem (a reason it fails, or None)
-REQUIREMENTS: dict[str, Callable[[Problem, Point], str | None]] = {
-    "reversible": _reversible, "separable": _separable, "leapfrog": _leapfrog, "unbatched": _unbatched}
+REQUIREMENTS: dict[str, Callable[[Any, Point], str | None]] = {
+    "reversible": _reversible, "separable": _separable, "leapfrog": _leapfrog, "unbatched": _unbatched,
+    "terminal-cost": _terminal_cost}
 
 
 def _cfvp_of(problem: Problem) -> Problem:
@@ -185,13 +208,33 @@ class Rule:
         return self.cost(n)
 
 
+def _ode_compare(problem: Problem, estimators: list, **kw):
+    """:func:`glep.estimators.compare.compare_estimators` (imported when an item runs)."""
+    from glep.estimators.compare import compare_estimators
+
+    return compare_estimators(problem, estimators=estimators, **kw)
+
+
 @dataclass(frozen=True)
 class Kind:
-    """A kind of system: how a model and a grid point become a problem, and the rows that apply."""
+    """A kind of system: how a model and a grid point become a problem, and the rows that apply.
+
+    Attributes: ``build(model, point)`` the problem — ``build(model, point, comm)`` if ``on_comm``
+    (``comm``: the item's group communicator, or None for a problem built only to be checked: a mesh
+    of this kind is then built on that communicator); ``rules`` the rows; ``compare(problem, [estimator],
+    betas=, nudges=, report_nudge=, report_beta=)`` the :class:`~glep.estimators.compare.Report` of a row
+    against its ground truth.
+    """
 
     name: str
-    build: Callable[[Any, Point], Any]
+    build: Callable[..., Any]
     rules: dict[str, Rule]
+    compare: Callable[..., Any] = _ode_compare
+    on_comm: bool = False
+
+    def problem(self, model, point: Point, comm=None):
+        """The problem of ``model`` at ``point`` (on ``comm`` for a kind built on the group's communicator)."""
+        return self.build(model, point, comm) if self.on_comm else self.build(model, point)
 
 
 def _ode_problem(model: Model, point: Point) -> Problem:
@@ -243,12 +286,85 @@ ODE_RULES: dict[str, Rule] = {
     "cbvp": Rule(lambda comm: _GroupCBVP(comm=comm), requires=("unbatched",), distributed=True, cost=lambda n: 300.0),
 }
 
+
+# -- field systems (glep.field_families) -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FieldModel:
+    """A field family at one grid point: ``n`` cells, horizon ``T`` (None: the family's), parameter seed."""
+
+    family: str
+    n: int
+    T: float | None
+    seed: int
+
+    def problem(self, steps: int, comm):
+        """The family's problem with ``steps`` leapfrog steps, its mesh on ``comm``."""
+        from glep.field_families import build_field_problem
+
+        return build_field_problem(self.family, self.n, self.T, steps, self.seed, comm=comm)
+
+
+@dataclass(frozen=True)
+class ModeModel(FieldModel):
+    """The Kerr cavity array (``n × n`` complex modes; no mesh)."""
+
+
+def _field_family(name: str) -> Callable[..., FieldModel]:
+    """The sweep constructor of field family ``name`` (keywords ``n``, ``seed``, ``T``; no batch, no options)."""
+    cls = ModeModel if name == "kerr" else FieldModel
+
+    def make(n: int, seed: int, T: float | None = None, batch: int | None = None) -> FieldModel:
+        if batch is not None:
+            raise InputError(f"the field system {name!r} runs one trajectory per item: remove 'batch' "
+                             f"(got {batch})")
+        return cls(name, n, T, seed)
+
+    return make
+
+
+def _field_problem(model: FieldModel, point: Point, comm=None):
+    """The field problem of a point, its mesh on the group's communicator (``COMM_SELF`` for the checks)."""
+    if point.integrator is not None:
+        raise InputError(f"'integrator': the field system {model.family!r} steps with its own leapfrog "
+                         f"(Störmer–Verlet), got {point.integrator!r}")
+    if comm is None:
+        from mpi4py import MPI
+
+        comm = MPI.COMM_SELF
+    return model.problem(point.steps, comm)
+
+
+def _field_compare(problem, estimators: list, **kw):
+    """:func:`glep.estimators.field_objects.compare_field_estimators` (a row against its discrete adjoint)."""
+    from glep.estimators.field_objects import compare_field_estimators
+
+    return compare_field_estimators(problem, estimators, **kw)
+
+
+#: the rows of field systems (the leapfrog on a finite-element mesh; truth: the discrete field adjoint)
+FIELD_RULES: dict[str, Rule] = {
+    "field-civp-residual": Rule(lambda comm: FieldCIVPResidual(), distributed=True, cost=lambda n: 3.0 + 2 * n),
+    "field-pfvp": Rule(lambda comm: FieldPFVP(), distributed=True),
+    "field-echo": Rule(lambda comm: FieldEcho(), distributed=True),
+    "field-rhel": Rule(lambda comm: FieldRHEL(), distributed=True),
+    "heb": Rule(lambda comm: FieldHEB(), requires=("terminal-cost",), distributed=True),
+}
+#: the row of the Kerr cavity array (truth: the adjoint of the Strang map)
+MODE_RULES: dict[str, Rule] = {"heb": Rule(lambda comm: KerrHEB(), cost=lambda n: 3.0 * n)}
+
 #: kind name -> :class:`Kind`
-KINDS: dict[str, Kind] = {"ode": Kind("ode", _ode_problem, ODE_RULES)}
+KINDS: dict[str, Kind] = {"ode": Kind("ode", _ode_problem, ODE_RULES),
+                          "field": Kind("field", _field_problem, FIELD_RULES, _field_compare, on_comm=True),
+                          "modes": Kind("modes", _field_problem, MODE_RULES, _field_compare, on_comm=True)}
 #: (model type, kind name): the kind of what a family or a user factory returns (first match)
-MODEL_KINDS: list[tuple[type, str]] = [(Model, "ode")]
+MODEL_KINDS: list[tuple[type, str]] = [(Model, "ode"), (ModeModel, "modes"), (FieldModel, "field")]
 #: built-in family name -> constructor (keywords ``n``, ``seed``, ``T``, ``batch`` and the options)
-FAMILIES: dict[str, Callable[..., Any]] = dict(MODEL_FAMILIES)
+#: (``nls``, the implicit-midpoint field of ``glep compare --system nls``, is not a sweep system yet: its rows —
+#: the conjugation echo and HEB — need their own rules)
+FAMILIES: dict[str, Callable[..., Any]] = {**MODEL_FAMILIES, **{name: _field_family(name) for name in FIELD_FAMILIES
+                                                              if name != "nls"}}
 
 
 def estimator_names() -> tuple[str, ...]:
@@ -303,15 +419,15 @@ def build_model(point: Point):
         raise InputError(f"{point.source}(**{kw}) failed: {exc}") from exc
 
 
-def build(point: Point, estimator: str):
-    """``(kind, rule, problem)`` of one work item (the problem the row differentiates)."""
+def build(point: Point, estimator: str, comm=None):
+    """``(kind, rule, problem)`` of one work item (the problem the row differentiates; ``comm``: the group's)."""
     model = build_model(point)
     kind = kind_of(model)
     if estimator not in kind.rules:
         raise InputError(f"estimator {estimator!r} does not apply to {kind.name} systems; "
                          f"applicable: {list(kind.rules)}")
     rule = kind.rules[estimator]
-    problem = kind.build(model, point)
+    problem = kind.problem(model, point, comm)
     return kind, rule, problem
 
 
@@ -369,7 +485,7 @@ def _build_for_check(p: Point, s) -> tuple | str:
         src = "factory" if s.factory else "options" if isinstance(exc.__cause__, TypeError) else "family"
         return f"config key 'systems[{p.system}].{src}': {exc}"
     try:
-        return kind, kind.build(model, Point(**{**p.__dict__, "steps": min(s.steps)}))
+        return kind, kind.problem(model, Point(**{**p.__dict__, "steps": min(s.steps)}))
     except GlepError as exc:
         return f"config key 'systems[{p.system}]': {exc}"
 
@@ -384,28 +500,32 @@ def run_item(item: WorkItem, spec, comm=None) -> dict:
     communicator (distributed rows solve on it).  An estimator that fails gives ``status "failed"``
     and its reason (not an exception); an error in building the problem is raised.
     """
-    from glep.estimators.compare import compare_estimators
-
     t0 = time.perf_counter()
-    _, rule, problem = build(item.point, item.estimator)
+    kind, rule, problem = build(item.point, item.estimator, comm)
     if rule.prepare is not None:
         problem = rule.prepare(problem)
     est = rule.make(comm)
-    report = compare_estimators(problem, estimators=[est], betas=spec.betas, nudges=spec.nudges,
-                                report_nudge=spec.report_nudge, report_beta=spec.report_beta)
+    report = kind.compare(problem, [est], betas=spec.betas, nudges=spec.nudges,
+                          report_nudge=spec.report_nudge, report_beta=spec.report_beta)
     row = report.rows[0]
     out = {"id": item.id, "index": item.index, "params": item.params(), "status": row.status,
            "reason": row.reason, "detail": row.detail, "label": row.label, "loss": row.loss or est.loss,
            "exact": bool(row.exact), "passes": row.passes, "wall_time": row.wall_time,
-           "forward_time": report.forward_time, "parameter_count": problem.parameter_count,
+           "forward_time": report.forward_time, "parameter_count": _parameter_count(problem),
            "metrics": row.metrics, "slopes": row.slopes, "notes": row.notes, "point_failures": row.point_failures,
            "betas": np.asarray(report.betas, dtype=float), "errors": dict(row.errors), "gradient": {}, "truth": {}}
     if spec.store_gradients and not row.failed:
         out["gradient"] = dict(report.estimates[row.name].theta)
-        if est.truth == DiscreteAdjoint():
+        if kind.name != "ode" or est.truth == DiscreteAdjoint():  # a field report's truth is its row's
             out["truth"] = dict(report.truth.theta)
     out["item_time"] = time.perf_counter() - t0
     return out
+
+
+def _parameter_count(problem) -> int:
+    """Trainable numbers of a problem (the Kerr array: its learning field)."""
+    count = getattr(problem, "parameter_count", None)
+    return int(count) if count is not None else int(np.size(problem.learning_field))
 
 
 # -- the run ---------------------------------------------------------------------------------------------
@@ -565,9 +685,11 @@ def run_sweep(config, *, resume: bool = False, comm=None, progress: bool = False
             raise InputError(f"config key 'run.group_size': {g} does not divide the {comm.size} MPI ranks")
         return check_study(config) if root else None
 
+    # PETSc and SLEPc first, on every rank: the checks build field meshes on rank 0 alone (on COMM_SELF),
+    # and loading PETSc there first would wait for the other ranks (its initialisation is collective)
+    meta = agree(lambda: run_meta(comm, g), comm, what="reading the library versions")
     items = agree(check, comm, what="checking the study")
     items = expand(config) if items is None else items
-    meta = agree(lambda: run_meta(comm, g), comm, what="reading the library versions")
     store = agree(lambda: StudyStore.open(config.run.output, config.study_dict(), meta, len(items), resume=resume,
                                           checkpoint=step) if root else None, comm, what="opening the study file")
     finished = comm.bcast(store.finished if root else None, root=0)
@@ -689,5 +811,6 @@ def _parallel(todo: list[WorkItem], spec, comm, g: int, writer: _Writer | None, 
     return error
 
 
-__all__ = ["FAMILIES", "KINDS", "MODEL_KINDS", "REQUIREMENTS", "Kind", "Point", "Rule", "SweepOutcome",
-           "WorkItem", "build", "check_study", "estimator_names", "expand", "run_item", "run_sweep"]
+__all__ = ["FAMILIES", "FIELD_RULES", "KINDS", "MODEL_KINDS", "MODE_RULES", "REQUIREMENTS", "FieldModel", "Kind",
+           "ModeModel", "Point", "Rule", "SweepOutcome", "WorkItem", "build", "check_study", "estimator_names",
+           "expand", "run_item", "run_sweep"]

@@ -64,7 +64,7 @@ def _random_field(system, name: str, profile: Callable, seed: int) -> None:
     system.set_parameter(name, profile(X.T) * (1.0 + 0.1 * r))
 
 
-def sine_gordon_problem(n: int = 16, T: float = 0.8, steps: int = 32, seed: int = 0):
+def sine_gordon_problem(n: int = 16, T: float = 0.8, steps: int = 32, seed: int = 0, comm=None):
     """The ``sine-gordon`` family (see the module docstring)."""
     import dolfinx_solver  # noqa: F401, I001  isort: skip  (before dolfinx)
     import ufl
@@ -75,7 +75,7 @@ def sine_gordon_problem(n: int = 16, T: float = 0.8, steps: int = 32, seed: int 
     from glep.estimators.field_objects import FieldProblem
     from glep.field_system import FieldCost, FieldSystem
 
-    msh = mesh.create_interval(MPI.COMM_WORLD, n, [-2.0, 2.0])
+    msh = mesh.create_interval(MPI.COMM_WORLD if comm is None else comm, n, [-2.0, 2.0])
     system = FieldSystem(fm.sine_gordon(), msh, dirichlet=lambda x, t: 0.1 * np.sin(2 * t) * x[0],
                          cost=FieldCost(target=lambda x, t: ufl.sin(x[0] + t), region=lambda x: x[0] >= -0.5),
                          terminal_cost=FieldCost(target=0.3, region=lambda x: x[0] <= 1.0),
@@ -84,7 +84,7 @@ def sine_gordon_problem(n: int = 16, T: float = 0.8, steps: int = 32, seed: int 
     return FieldProblem(system, T, steps)
 
 
-def klein_gordon_problem(n: int = 32, T: float = 1.0, steps: int = 40, seed: int = 0):
+def klein_gordon_problem(n: int = 32, T: float = 1.0, steps: int = 40, seed: int = 0, comm=None):
     """The ``klein-gordon`` (φ⁴) family (see the module docstring)."""
     import dolfinx_solver  # noqa: F401, I001  isort: skip
     import ufl
@@ -95,7 +95,7 @@ def klein_gordon_problem(n: int = 32, T: float = 1.0, steps: int = 40, seed: int
     from glep.estimators.field_objects import FieldProblem
     from glep.field_system import FieldCost, FieldSystem
 
-    msh = mesh.create_interval(MPI.COMM_WORLD, n, [-4.0, 4.0])
+    msh = mesh.create_interval(MPI.COMM_WORLD if comm is None else comm, n, [-4.0, 4.0])
     system = FieldSystem(fm.klein_gordon(lam=1.0), msh, dirichlet=None,
                          source=lambda x, t: 0.5 * ufl.cos(3 * t) * ufl.exp(-4 * (x[0] + 4.0) ** 2),
                          terminal_cost=FieldCost(target=0.0, region=lambda x: x[0] >= 1.0),
@@ -104,7 +104,7 @@ def klein_gordon_problem(n: int = 32, T: float = 1.0, steps: int = 40, seed: int
     return FieldProblem(system, T, steps)
 
 
-def wave_problem(n: int = 20, T: float = 1.0, steps: int = 40, seed: int = 0):
+def wave_problem(n: int = 20, T: float = 1.0, steps: int = 40, seed: int = 0, comm=None):
     """The ``wave`` family (see the module docstring)."""
     import dolfinx_solver  # noqa: F401, I001  isort: skip
     import ufl
@@ -115,7 +115,7 @@ def wave_problem(n: int = 20, T: float = 1.0, steps: int = 40, seed: int = 0):
     from glep.estimators.field_objects import FieldProblem
     from glep.field_system import FieldCost, FieldSystem
 
-    msh = mesh.create_interval(MPI.COMM_WORLD, n, [0.0, 1.0])
+    msh = mesh.create_interval(MPI.COMM_WORLD if comm is None else comm, n, [0.0, 1.0])
     system = FieldSystem(fm.wave(), msh,
                          source=lambda x, t: ufl.sin(6 * t) * ufl.exp(-50 * (x[0] - 0.1) ** 2),
                          cost=FieldCost(target=lambda x, t: 0.1 * ufl.sin(2 * np.pi * t), region=lambda x: x[0] >= 0.7))
@@ -123,7 +123,7 @@ def wave_problem(n: int = 20, T: float = 1.0, steps: int = 40, seed: int = 0):
     return FieldProblem(system, T, steps)
 
 
-def nls_problem(n: int = 32, T: float = 0.4, steps: int = 8, seed: int = 0):
+def nls_problem(n: int = 32, T: float = 0.4, steps: int = 8, seed: int = 0, comm=None):
     """The ``nls`` family: a focusing NLS soliton on ``[−8, 8]`` (implicit midpoint), potential field ``V(x)``."""
     import dolfinx_solver  # noqa: F401, I001  isort: skip
     import ufl
@@ -139,7 +139,7 @@ def nls_problem(n: int = 32, T: float = 0.4, steps: int = 8, seed: int = 0):
         u = fm.nls_soliton(x[0], 0.0, eta=1.0, xi=0.5)
         return np.vstack([u.real, u.imag])
 
-    msh = mesh.create_interval(MPI.COMM_WORLD, n, [-8.0, 8.0])
+    msh = mesh.create_interval(MPI.COMM_WORLD if comm is None else comm, n, [-8.0, 8.0])
     target = FieldCost(target=lambda x, t: ufl.as_vector([0.3 * ufl.exp(-x[0] ** 2), 0.1]),
                        region=lambda x: x[0] >= -2.0)
     system = MidpointFieldSystem(fm.nls(g=2.0), msh, initial=(initial, 0.0), terminal_cost=target)
@@ -147,8 +147,9 @@ def nls_problem(n: int = 32, T: float = 0.4, steps: int = 8, seed: int = 0):
     return FieldProblem(system, T, steps)
 
 
-def kerr_problem(n: int = 3, T: float = 20.0, steps: int = 200, seed: int = 0):
-    """The ``kerr`` family: the ``n × n`` cavity array learning XOR (docs/guide.md §7), a seeded ``Θ(0)``."""
+def kerr_problem(n: int = 3, T: float = 20.0, steps: int = 200, seed: int = 0, comm=None):
+    """The ``kerr`` family: the ``n × n`` cavity array learning XOR (docs/guide.md §7), a seeded ``Θ(0)``
+    (``comm`` is ignored: the modes are not distributed)."""
     from glep.estimators.heb import ModeProblem
     from glep.modes import IntensityCost, kerr_cavity_array
 
@@ -172,15 +173,16 @@ FIELD_FAMILIES: dict[str, FieldFamily] = {f.name: f for f in (
 
 
 def build_field_problem(name: str, n: int | None = None, T: float | None = None, steps: int | None = None,
-                        seed: int = 0):
-    """The problem of family ``name`` (defaults: the family's)."""
+                        seed: int = 0, comm=None):
+    """The problem of family ``name`` (defaults: the family's) on the mesh communicator ``comm`` (default
+    ``COMM_WORLD``; the Kerr array has no mesh)."""
     from glep.errors import InputError  # noqa: PLC0415
 
     if name not in FIELD_FAMILIES:
         raise InputError(f"unknown field system {name!r}; choose from {sorted(FIELD_FAMILIES)}")
     fam = FIELD_FAMILIES[name]
     return fam.build(fam.n if n is None else n, fam.T if T is None else T, fam.steps if steps is None else steps,
-                     seed)
+                     seed, comm=comm)
 
 
 __all__ = ["FIELD_FAMILIES", "FieldFamily", "build_field_problem", "klein_gordon_problem", "kerr_problem",
