@@ -59,7 +59,6 @@ import datetime
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +67,8 @@ import h5py
 import numpy as np
 
 from glep.errors import GlepError, InputError
+from glep.estimators.output import _alive, _fsync
+from glep.estimators.output import _temp_path as _temp_next_to
 
 FORMAT = "glep-study/1"
 SCHEMA_VERSION = 1
@@ -82,45 +83,6 @@ class StudyWriteError(GlepError, OSError):
 
 
 # -- small file-system helpers ------------------------------------------------------------------
-def _fsync(path: Path) -> None:
-    """Flush a file or a folder's entries to disk (folders on file systems that refuse are skipped)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        if path.is_dir():
-            return
-        raise
-    try:
-        os.fsync(fd)
-    except OSError:
-        if not path.is_dir():
-            raise
-    finally:
-        os.close(fd)
-
-
-def _temp_next_to(target: Path) -> Path:
-    """A new empty hidden file ``.<name>.<pid>.<random>.tmp`` next to ``target``."""
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp")
-    try:  # mkstemp creates 0600: give the file the permissions an ordinary open() would (0666 & ~umask)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.fchmod(fd, 0o666 & ~mask)
-    finally:
-        os.close(fd)
-    return Path(name)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _remove_stale(folder: Path, prefix: str) -> None:
     """Remove ``.<prefix>*.<pid>.*.tmp`` files whose writer no longer runs."""
     for tmp in folder.glob(f".{prefix}*.tmp"):

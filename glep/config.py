@@ -183,19 +183,55 @@ def _format(exc: ValidationError, sources: Mapping[str, str], config: Path | Non
     return "\n".join(lines)
 
 
-def read_toml(path: Path) -> dict[str, Any]:
-    """The options in a TOML file: top level, or the ``[compare]`` table."""
+def load_toml(path: Path, *, prefix: str = "", name: str = "file", kind: str = "a TOML file") -> dict[str, Any]:
+    """A TOML file as a dict; :class:`InputError` naming the file (as ``name``, after ``prefix``) if unreadable."""
     try:
         with open(path, "rb") as f:
-            data = tomllib.load(f)
+            return tomllib.load(f)
     except FileNotFoundError as exc:
-        raise InputError(f"--config: file {str(path)!r} does not exist") from exc
+        raise InputError(f"{prefix}{name} {str(path)!r} does not exist") from exc
     except IsADirectoryError as exc:
-        raise InputError(f"--config: {str(path)!r} is a folder, not a TOML file") from exc
+        raise InputError(f"{prefix}{str(path)!r} is a folder, not {kind}") from exc
     except OSError as exc:
-        raise InputError(f"--config: cannot read {str(path)!r} ({exc.strerror})") from exc
+        raise InputError(f"{prefix}cannot read {str(path)!r} ({exc.strerror})") from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"--config: {path} is not valid TOML: {exc}") from exc
+        raise InputError(f"{prefix}{path} is not valid TOML: {exc}") from exc
+
+
+def key_path(loc: tuple) -> str:
+    """``('systems', 0, 'n', 1)`` -> ``systems[0].n[1]``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def format_validation(exc: ValidationError, where: str, tables: Mapping[str, tuple[str, ...]]) -> str:
+    """The errors of a nested configuration (``glep sweep``, ``glep train``), one line per key.
+
+    ``tables`` maps each table name (``""``: the top level) to its known keys, listed for an unknown key.
+    """
+    lines = []
+    for err in exc.errors():
+        loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and x.startswith(("function-", "list["))))
+        key = key_path(loc)
+        if err["type"] == "extra_forbidden":
+            table = loc[0] if len(loc) > 1 else ""
+            lines.append(f"{where}config key {key!r}: unknown key; known in "
+                         f"{'the top level' if not table else repr(table)}: {list(tables.get(table, ()))}")
+        elif err["type"] == "missing":
+            lines.append(f"{where}config key {key!r}: missing")
+        else:
+            text = _describe(err)
+            if err["type"] not in ("value_error", "assertion_error"):
+                text += f", got {err['input']!r}"
+            lines.append(f"{where}config key {key!r}: {text}" if key else f"{where}{text}")
+    return "\n".join(lines)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The options in a TOML file: top level, or the ``[compare]`` table."""
+    data = load_toml(path, prefix="--config: ")
     if "compare" in data:
         table, rest = data["compare"], sorted(set(data) - {"compare"})
         if not isinstance(table, dict):

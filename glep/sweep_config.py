@@ -39,14 +39,22 @@ from __future__ import annotations
 
 import json
 import re
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from glep.config import Count, Finite, Positive, Seed, Size, _describe, _no_string_list
+from glep.config import (
+    Count,
+    Finite,
+    Positive,
+    Seed,
+    Size,
+    _no_string_list,
+    format_validation,
+    load_toml,
+)
 from glep.errors import InputError
 from glep.estimators.registry import NUDGES
 from glep.ivp.integrators import INTEGRATORS
@@ -204,47 +212,13 @@ TABLES = {"": tuple(SweepConfig.model_fields), "systems": tuple(SystemSpec.model
           "estimators": tuple(EstimatorSpec.model_fields), "run": tuple(RunSpec.model_fields)}
 
 
-def key_path(loc: tuple) -> str:
-    """``('systems', 0, 'n', 1)`` -> ``systems[0].n[1]``."""
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
 def _format(exc: ValidationError, where: str) -> str:
-    lines = []
-    for err in exc.errors():
-        loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and x.startswith(("function-", "list["))))
-        key = key_path(loc)
-        if err["type"] == "extra_forbidden":
-            table = "systems" if loc[0] == "systems" else (loc[0] if len(loc) > 1 else "")
-            lines.append(f"{where}config key {key!r}: unknown key; known in "
-                         f"{'the top level' if not table else repr(table)}: {list(TABLES[table])}")
-            continue
-        if err["type"] == "missing":
-            lines.append(f"{where}config key {key!r}: missing")
-            continue
-        text = _describe(err)
-        if err["type"] not in ("value_error", "assertion_error"):
-            text += f", got {err['input']!r}"
-        lines.append(f"{where}config key {key!r}: {text}" if key else f"{where}{text}")
-    return "\n".join(lines)
+    return format_validation(exc, where, TABLES)
 
 
 def read_study(path: Path) -> dict[str, Any]:
     """The TOML file of a study, as a dict (:class:`InputError` naming the file if unreadable)."""
-    try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError as exc:
-        raise InputError(f"study file {str(path)!r} does not exist") from exc
-    except IsADirectoryError as exc:
-        raise InputError(f"{str(path)!r} is a folder, not a study TOML file") from exc
-    except OSError as exc:
-        raise InputError(f"cannot read {str(path)!r} ({exc.strerror})") from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path} is not valid TOML: {exc}") from exc
+    return load_toml(path, name="study file", kind="a study TOML file")
 
 
 def sweep_config(data: Mapping[str, Any] | Path, overrides: Mapping[str, Any] | None = None) -> SweepConfig:

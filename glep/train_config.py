@@ -32,18 +32,16 @@ batch, a nudge an estimator does not take), naming the key.
 from __future__ import annotations
 
 import json
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from glep.config import Count, Finite, Positive, Seed, Size, _describe, _no_string_list
+from glep.config import Count, Finite, Positive, Seed, Size, _no_string_list, format_validation, load_toml
 from glep.errors import InputError
 from glep.estimators.registry import NUDGES
 from glep.ivp.integrators import INTEGRATORS
-from glep.sweep_config import key_path
 from glep.tasks import TASKS
 
 #: the reference run's name (always trained)
@@ -197,37 +195,12 @@ TABLES = {"": tuple(TrainConfig.model_fields), "task": tuple(TaskSpec.model_fiel
 
 
 def _format(exc: ValidationError, where: str) -> str:
-    lines = []
-    for err in exc.errors():
-        loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and x.startswith(("function-", "list["))))
-        key = key_path(loc)
-        if err["type"] == "extra_forbidden":
-            table = loc[0] if len(loc) > 1 else ""
-            lines.append(f"{where}config key {key!r}: unknown key; known in "
-                         f"{'the top level' if not table else repr(table)}: {list(TABLES.get(table, ()))}")
-        elif err["type"] == "missing":
-            lines.append(f"{where}config key {key!r}: missing")
-        else:
-            text = _describe(err)
-            if err["type"] not in ("value_error", "assertion_error"):
-                text += f", got {err['input']!r}"
-            lines.append(f"{where}config key {key!r}: {text}" if key else f"{where}{text}")
-    return "\n".join(lines)
+    return format_validation(exc, where, TABLES)
 
 
 def read_training(path: Path) -> dict[str, Any]:
     """The TOML file of a training run, as a dict (:class:`InputError` naming the file if unreadable)."""
-    try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError as exc:
-        raise InputError(f"configuration file {str(path)!r} does not exist") from exc
-    except IsADirectoryError as exc:
-        raise InputError(f"{str(path)!r} is a folder, not a TOML configuration file") from exc
-    except OSError as exc:
-        raise InputError(f"cannot read {str(path)!r} ({exc.strerror})") from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path} is not valid TOML: {exc}") from exc
+    return load_toml(path, name="configuration file", kind="a TOML configuration file")
 
 
 def train_config(data: Mapping[str, Any] | Path, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
