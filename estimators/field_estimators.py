@@ -105,13 +105,7 @@ def field_pfvp(system: FieldSystem, T: float, N: int, nudge: Nudge | None = None
         values[b] = (pas.theta_integral, pas.q, pas.p)
         assemblies += pas.assemblies
     dI, dq, dp = nudge.combine(values, (free.theta_integral, np.asarray(qi, float), np.asarray(pi, float)))
-    theta = {}
-    for k, g in dI.items():
-        if system.lagrangian.parameters[k].kind == "field":
-            n = system.spaces[k].dofmap.index_map.size_local
-            theta[k] = system.field_gradient(k, g) if riesz else FieldGradient(np.asarray(g)[:n].copy(), None)
-        else:
-            theta[k] = float(g)
+    theta = system.labelled_gradients(dI, riesz)
     gq0, gp0 = -dp, dq
     gq0[system.bc_dofs] = 0.0
     gp0[system.bc_dofs] = 0.0
@@ -183,13 +177,7 @@ def field_civp(system: FieldSystem, T: float, N: int, nudge: Nudge | None = None
                     g[j - lo] += R
                 passes += 1
             grads[name] = g
-    theta = {}
-    for k, g in grads.items():
-        if system.lagrangian.parameters[k].kind == "field":
-            n = system.spaces[k].dofmap.index_map.size_local
-            theta[k] = system.field_gradient(k, g) if riesz else FieldGradient(np.asarray(g)[:n].copy(), None)
-        else:
-            theta[k] = float(g)
+    theta = system.labelled_gradients(grads, riesz)
     nan = np.full(system.n_local, np.nan)
     name = "CIVP + residual" if residual else "CIVP contrast"
     notes = ["exact: contrast + R(T) from forward tangents (cost ∝ parameter dofs)" if residual

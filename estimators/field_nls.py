@@ -30,7 +30,6 @@ from glep.errors import InputError
 from glep.estimators.field_estimators import FieldEstimate
 from glep.estimators.nudging import Centred, Nudge
 from glep.field_midpoint import check_midpoint_system
-from glep.field_system import FieldGradient
 from glep.ivp import field_stepping as fs
 from glep.ivp.field_midpoint_adjoint import initial_field_gradient
 
@@ -82,13 +81,7 @@ def nls_echo(system, T: float, N: int, nudge: Nudge | None = None, *, q0=None, p
         values[b] = (pas.theta_integral, pas.q, pas.p)
         iterations += pas.assemblies
     dI, dq, dp = nudge.combine(values, (free.theta_integral, np.asarray(q0, float), np.asarray(p0, float)))
-    theta = {}
-    for k, g in dI.items():
-        if system.lagrangian.parameters[k].kind == "field":
-            n = system.spaces[k].dofmap.index_map.size_local
-            theta[k] = system.field_gradient(k, g) if riesz else FieldGradient(np.asarray(g)[:n].copy(), None)
-        else:
-            theta[k] = float(g)
+    theta = system.labelled_gradients(dI, riesz)
     gq0, gp0 = -dp, dq
     gq0[system.bc_dofs] = 0.0
     gp0[system.bc_dofs] = 0.0

@@ -393,6 +393,18 @@ class FieldArrays:
         d = np.real(np.asarray(dual)[:n]).copy()
         return FieldGradient(d, self.riesz(name, d))
 
+    def labelled_gradients(self, grads: dict, riesz: bool = True) -> dict:
+        """Parameter name -> :class:`FieldGradient` (fields: the dual vector, with its Riesz representative if
+        ``riesz``) or ``float`` (scalars), from the raw accumulated derivatives ``grads``."""
+        out = {}
+        for k, g in grads.items():
+            if self.lagrangian.parameters[k].kind == "field":
+                n = self.spaces[k].dofmap.index_map.size_local
+                out[k] = self.field_gradient(k, g) if riesz else FieldGradient(np.asarray(g)[:n].copy(), None)
+            else:
+                out[k] = float(g)
+        return out
+
 
 class FieldSystem(FieldArrays):
     r"""A separable field Lagrangian discretised in space (see the module docstring).

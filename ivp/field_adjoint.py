@@ -37,7 +37,7 @@ import numpy as np
 from mpi4py import MPI
 
 from glep.errors import InputError
-from glep.field_system import FieldGradient, FieldSystem
+from glep.field_system import FieldSystem
 from glep.ivp.field_stepping import trapezoid_weights, uniform_times
 
 
@@ -212,13 +212,7 @@ def field_adjoint(system: FieldSystem, T: float, N: int, *, q0=None, p0=None, te
     sweep = _Sweep(system, q0, p0, T, N, terminal)
     _run_schedule(sweep, N, None if checkpoints is None or checkpoints >= N else checkpoints)
     theta, mu, dp0 = sweep.finish()
-    out = {}
-    for k, g in theta.items():
-        if system.lagrangian.parameters[k].kind == "field":
-            n = system.spaces[k].dofmap.index_map.size_local
-            out[k] = system.field_gradient(k, g) if riesz else FieldGradient(np.asarray(g)[:n].copy(), None)
-        else:
-            out[k] = float(g)
+    out = system.labelled_gradients(theta, riesz)
     vec_bytes = system.comm.allreduce(system.n_local * 8, op=MPI.SUM)
     peak = sweep.peak + 4  # + the working q, p, F and λ vectors
     memory = {"peak_vectors": peak, "peak_bytes": peak * vec_bytes, "forward_steps": sweep.steps,

@@ -32,7 +32,6 @@ from mpi4py import MPI
 
 from glep.errors import InputError
 from glep.field_midpoint import check_midpoint_system
-from glep.field_system import FieldGradient
 from glep.ivp.field_adjoint import FieldAdjointResult, _run_schedule
 from glep.ivp.field_stepping import uniform_times
 from glep.parallel import collective
@@ -147,13 +146,7 @@ def midpoint_adjoint(system, T: float, N: int, *, q0=None, p0=None, terminal: bo
         sweep = _MidpointSweep(system, q0, p0, T, N, terminal)
     _run_schedule(sweep, N, None if checkpoints is None or checkpoints >= N else checkpoints)
     theta, dq0, dp0 = sweep.finish()
-    out = {}
-    for k, g in theta.items():
-        if system.lagrangian.parameters[k].kind == "field":
-            n = system.spaces[k].dofmap.index_map.size_local
-            out[k] = system.field_gradient(k, g) if riesz else FieldGradient(np.asarray(g)[:n].copy(), None)
-        else:
-            out[k] = float(g)
+    out = system.labelled_gradients(theta, riesz)
     vec_bytes = system.comm.allreduce(system.n_local * 8, op=MPI.SUM)
     peak = sweep.peak + 5  # + the working q, p, λ, the carried vector and the right-hand side
     memory = {"peak_vectors": peak, "peak_bytes": peak * vec_bytes, "forward_steps": sweep.steps,
