@@ -275,18 +275,10 @@ class MidpointFieldSystem(FieldArrays):
         self.q1f.x.array[:] = q1
         self.t.value, self.tau.value = t_mid, tau
 
-    def _interp(self, value) -> np.ndarray:
-        f = fem.Function(self.V)
-        if callable(value):
-            f.interpolate(value)
-        else:
-            f.x.array[:] = float(value)
-        return f.x.array.copy()
-
     # ------------------------------------------------------------------ states and steps
     def initial_state(self, t0: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
         """``(q₀, p₀)``: interpolated ``φ₀`` and the Legendre map of ``(φ₀, φ̇₀)`` (zero at Dirichlet dofs)."""
-        q0 = self._interp(self._initial[0])
+        q0 = self.interpolate(self._initial[0])
         q0[self.bc_dofs] = 0.0
         return q0, self.legendre_map(q0, t0)
 
@@ -294,7 +286,7 @@ class MidpointFieldSystem(FieldArrays):
         """``p₀ = ∫ ∂ℒ/∂φ_t(φ₀, φ̇₀) · N_i`` with the system's initial velocity (zero at Dirichlet dofs)."""
         self.q0f.x.array[:] = q0
         self.t.value = t0
-        self._vel.x.array[:] = self._interp(self._initial[1])
+        self._vel.x.array[:] = self.interpolate(self._initial[1])
         p0 = self.vector(self.legendre)
         p0[self.bc_dofs] = 0.0
         return p0
@@ -303,7 +295,7 @@ class MidpointFieldSystem(FieldArrays):
         """``(∂p₀/∂q₀)ᵀ · direction`` of :meth:`legendre_map` (zero at Dirichlet dofs)."""
         self.q0f.x.array[:] = q0
         self.t.value = t0
-        self._vel.x.array[:] = self._interp(self._initial[1])
+        self._vel.x.array[:] = self.interpolate(self._initial[1])
         self.lamA.x.array[:] = direction
         out = self.vector(self.legendre_adj)
         out[self.bc_dofs] = 0.0

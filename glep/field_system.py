@@ -387,6 +387,15 @@ class FieldArrays:
                               reason=ksp.getConvergedReason())
         return x.array.copy()
 
+    def interpolate(self, value) -> np.ndarray:
+        """Local dof array of a number or a function of the coordinates in the state space."""
+        f = fem.Function(self.V)
+        if callable(value):
+            f.interpolate(value)
+        else:
+            f.x.array[:] = float(value)
+        return f.x.array.copy()
+
     def field_gradient(self, name: str, dual: np.ndarray) -> FieldGradient:
         """A labelled :class:`FieldGradient` (dual vector and Riesz representative, owned dofs)."""
         n = self.spaces[name].dofmap.index_map.size_local
@@ -998,15 +1007,6 @@ class FieldSystem(FieldArrays):
             return
         g = self.dirichlet_values(t)
         q[self.bc_dofs] = 0.0 if g is None else g
-
-    def interpolate(self, value) -> np.ndarray:
-        """Local dof array of a number or a function of the coordinates in the state space."""
-        f = fem.Function(self.V)
-        if callable(value):
-            f.interpolate(value)
-        else:
-            f.x.array[:] = float(value)
-        return f.x.array.copy()
 
     def initial_state(self, t0: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
         """``(q₀, p₀ = M φ̇₀)`` from :attr:`initial`, Dirichlet values imposed at ``t0``."""
