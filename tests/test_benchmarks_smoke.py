@@ -7,6 +7,7 @@ expected, and writes its JSON.
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -152,3 +153,13 @@ def test_bench_peers_smoke(tmp_path):
             assert err < (1e-12 if "adjoint" in name or "BPTT" in name or "diffrax" in name else 1e-6), name
     for row in data["memory"]:
         assert "error" not in row and math.isfinite(row["peak_mb"])
+
+
+def test_bench_field_adjoint_full_smoke():
+    """benchmarks/bench_field_adjoint_full.py at a tiny size: both methods run, the echo matches the adjoint."""
+    script = SCRIPT.parent / "bench_field_adjoint_full.py"
+    proc = subprocess.run([sys.executable, str(script), "--cells", "12", "--steps", "12", "--checkpoints", "3"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "adjoint, 3 checkpoints" in proc.stdout and "echo (centred beta = 1e-4)" in proc.stdout, proc.stdout
+    assert float(re.findall(r"relative error ([0-9.e+-]+)", proc.stdout)[0]) < 1e-6, proc.stdout
