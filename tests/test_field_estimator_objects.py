@@ -59,6 +59,17 @@ def phi4_terminal(seed: int) -> FieldProblem:
     return FieldProblem(sys, 0.6, 20)
 
 
+def phi4_terminal_2d(seed: int) -> FieldProblem:
+    """The same φ⁴ problem on a 2-D rectangle (P1 mass field, scalar coupling), terminal read-out only."""
+    a = 0.2 + 0.2 * np.random.default_rng(seed).random()
+    msh = dmesh.create_rectangle(COMM, [[0.0, 0.0], [1.0, 0.8]], [5, 4])
+    sys = FieldSystem(fm.klein_gordon(mu=lambda x: 1.0 + a * x[0] * x[1], lam=0.7), msh, dirichlet=None,
+                      source=lambda x, t: ufl.cos(2 * t) * x[0],
+                      terminal_cost=FieldCost(target=lambda x, t: 0.2 * x[1], region=lambda x: x[0] >= 0.5),
+                      initial=(lambda x: np.cos(np.pi * x[0]) * np.sin(np.pi * x[1] / 0.8), lambda x: x[1]))
+    return FieldProblem(sys, 0.5, 16)
+
+
 def kerr(seed: int) -> ModeProblem:
     """The 2 × 2 Kerr cavity array of estimators/heb.py with random inputs (complex modes)."""
     rng = np.random.default_rng(seed)
@@ -73,8 +84,9 @@ def nls_terminal(seed: int) -> FieldProblem:
     return nls_problem(n=16, T=0.3, steps=6, seed=seed)
 
 
-# every estimator with every problem it applies to (HEB: terminal cost only; the midpoint rule: echo and HEB)
-CASES = [(e, p) for e in FIELD_ESTIMATORS.values() for p in (sine_gordon_running, phi4_terminal)
+# every estimator with every problem it applies to, 1-D and 2-D
+# (HEB: terminal cost only; the midpoint rule: echo and HEB)
+CASES = [(e, p) for e in FIELD_ESTIMATORS.values() for p in (sine_gordon_running, phi4_terminal, phi4_terminal_2d)
          if not (isinstance(e, FieldHEB) and p is sine_gordon_running)] + [(KerrHEB(), kerr)] + [
     (FIELD_ESTIMATORS[name], nls_terminal) for name in ("echo", "heb")]
 
