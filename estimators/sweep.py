@@ -57,7 +57,6 @@ import platform
 import signal
 import socket
 import sys
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -71,6 +70,7 @@ from glep.estimators.cbvp import CBVPContrast, FEAdjoint
 from glep.estimators.contrast import CIVPContrast, Echo, PFVPContrast
 from glep.estimators.field_objects import FieldCIVPResidual, FieldEcho, FieldHEB, FieldPFVP, FieldRHEL, KerrHEB
 from glep.estimators.ground_truth import DiscreteAdjoint
+from glep.estimators.output import _terminate_as_exit
 from glep.estimators.problem import Problem
 from glep.estimators.rhel import RHEL
 from glep.field_families import FIELD_FAMILIES
@@ -611,29 +611,6 @@ class _Writer:
 
 
 @contextlib.contextmanager
-def terminate_as_exit():
-    """SIGTERM exits through Python (status 143), so that the journal is merged and temporary files removed.
-
-    Only where SIGTERM still has its default action and in the main thread; restored afterwards.
-    """
-    def exit_143(signum, frame):
-        raise SystemExit(128 + signal.SIGTERM)
-
-    try:
-        previous = signal.getsignal(signal.SIGTERM)
-        replace = previous == signal.SIG_DFL and threading.current_thread() is threading.main_thread()
-    except (ValueError, AttributeError):
-        replace = False
-    if replace:
-        signal.signal(signal.SIGTERM, exit_143)
-    try:
-        yield
-    finally:
-        if replace:
-            signal.signal(signal.SIGTERM, previous)
-
-
-@contextlib.contextmanager
 def _signals_blocked():
     """Hold SIGTERM and SIGINT while the journal is merged at the end (a second signal waits for it)."""
     sigs = {signal.SIGTERM, signal.SIGINT}
@@ -701,7 +678,7 @@ def run_sweep(config, *, resume: bool = False, comm=None, progress: bool = False
     writer = _Writer(store, config.run.commit_interval, bar, say) if root else None
     error: BaseException | None = None
     t_loop, c_loop = time.perf_counter(), time.process_time()
-    with terminate_as_exit():
+    with _terminate_as_exit():  # SIGTERM exits through Python: the journal is merged, temporaries removed
         try:
             if comm.size == 1:
                 _serial(todo, config.estimators, comm, writer, step)

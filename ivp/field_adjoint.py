@@ -201,6 +201,13 @@ def field_adjoint(system: FieldSystem, T: float, N: int, *, q0=None, p0=None, te
         riesz: also compute the Riesz representatives of the parameter-field gradients.
     """
     start = time.perf_counter()
+    q0, p0 = adjoint_inputs(system, T, N, q0, p0, checkpoints)
+    sweep = _Sweep(system, q0, p0, T, N, terminal)
+    return run_adjoint(sweep, N, checkpoints, riesz, working=4, start=start)  # working: q, p, F, λ
+
+
+def adjoint_inputs(system, T: float, N: int, q0, p0, checkpoints) -> tuple[np.ndarray, np.ndarray]:
+    """Check ``T``, ``N`` and ``checkpoints`` and complete ``(q0, p0)`` with the system's initial state."""
     uniform_times(T, N)
     if checkpoints is not None and (isinstance(checkpoints, bool) or not isinstance(checkpoints, int)
                                     or checkpoints < 1):
@@ -209,15 +216,24 @@ def field_adjoint(system: FieldSystem, T: float, N: int, *, q0=None, p0=None, te
         qi, pi = system.initial_state()
         q0 = qi if q0 is None else q0
         p0 = pi if p0 is None else p0
-    sweep = _Sweep(system, q0, p0, T, N, terminal)
+    return q0, p0
+
+
+def run_adjoint(sweep, N: int, checkpoints, riesz: bool, *, working: int, start: float) -> FieldAdjointResult:
+    """Run a sweep's forward/reverse schedule and label its result (``working``: vectors besides the stored ones).
+
+    ``sweep.finish()`` returns ``(θ-derivatives, dC/dq₀, dC/dp₀)``; the memory record counts the stored
+    vectors of the schedule plus ``working``.
+    """
+    system = sweep.sys
     _run_schedule(sweep, N, None if checkpoints is None or checkpoints >= N else checkpoints)
-    theta, mu, dp0 = sweep.finish()
-    out = system.labelled_gradients(theta, riesz)
+    theta, dq0, dp0 = sweep.finish()
     vec_bytes = system.comm.allreduce(system.n_local * 8, op=MPI.SUM)
-    peak = sweep.peak + 4  # + the working q, p, F and λ vectors
+    peak = sweep.peak + working
     memory = {"peak_vectors": peak, "peak_bytes": peak * vec_bytes, "forward_steps": sweep.steps,
               "checkpoints": checkpoints}
-    return FieldAdjointResult(out, mu, dp0, sweep.loss, memory, time.perf_counter() - start)
+    return FieldAdjointResult(system.labelled_gradients(theta, riesz), dq0, dp0, sweep.loss, memory,
+                              time.perf_counter() - start)
 
 
 def final_sensitivities(system: FieldSystem, T: float, N: int, name: str, direction, *, q0=None, p0=None

@@ -28,11 +28,9 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from mpi4py import MPI
 
-from glep.errors import InputError
 from glep.field_midpoint import check_midpoint_system
-from glep.ivp.field_adjoint import FieldAdjointResult, _run_schedule
+from glep.ivp.field_adjoint import FieldAdjointResult, adjoint_inputs, run_adjoint
 from glep.ivp.field_stepping import uniform_times
 from glep.parallel import collective
 
@@ -134,24 +132,11 @@ def midpoint_adjoint(system, T: float, N: int, *, q0=None, p0=None, terminal: bo
     """
     start = time.perf_counter()
     check_midpoint_system(system, "midpoint_adjoint")
-    uniform_times(T, N)
-    if checkpoints is not None and (isinstance(checkpoints, bool) or not isinstance(checkpoints, int)
-                                    or checkpoints < 1):
-        raise InputError(f"checkpoints must be None (store every step) or an integer >= 1, got {checkpoints!r}")
-    if q0 is None or p0 is None:
-        qi, pi = system.initial_state()
-        q0 = qi if q0 is None else q0
-        p0 = pi if p0 is None else p0
+    q0, p0 = adjoint_inputs(system, T, N, q0, p0, checkpoints)
     with collective(system.comm, "midpoint adjoint"):  # a bad state on one rank stops every rank
         sweep = _MidpointSweep(system, q0, p0, T, N, terminal)
-    _run_schedule(sweep, N, None if checkpoints is None or checkpoints >= N else checkpoints)
-    theta, dq0, dp0 = sweep.finish()
-    out = system.labelled_gradients(theta, riesz)
-    vec_bytes = system.comm.allreduce(system.n_local * 8, op=MPI.SUM)
-    peak = sweep.peak + 5  # + the working q, p, λ, the carried vector and the right-hand side
-    memory = {"peak_vectors": peak, "peak_bytes": peak * vec_bytes, "forward_steps": sweep.steps,
-              "checkpoints": checkpoints}
-    return FieldAdjointResult(out, dq0, dp0, sweep.loss, memory, time.perf_counter() - start)
+    # working vectors: q, p, λ, the carried vector and the right-hand side
+    return run_adjoint(sweep, N, checkpoints, riesz, working=5, start=start)
 
 
 def initial_field_gradient(system, q0: np.ndarray, dq0: np.ndarray, dp0: np.ndarray) -> np.ndarray:
