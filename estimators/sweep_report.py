@@ -178,6 +178,14 @@ def plot_study(study: Study, folder: str | Path, max_panels: int = 12) -> list[P
     return paths
 
 
+def _save(fig, path: Path) -> Path:
+    """Lay out, write and close a figure; returns its path."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
 def _error_vs_beta(study: Study, vs: list[Variant], path: Path, max_panels: int) -> Path:
     plt = _pyplot()
     panels: dict[str, list[Variant]] = defaultdict(list)
@@ -209,10 +217,7 @@ def _error_vs_beta(study: Study, vs: list[Variant], path: Path, max_panels: int)
         ax.legend(fontsize=6, loc="lower right")
     for ax in list(axes.flat)[len(names):]:
         ax.set_visible(False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _by_estimator(vs: list[Variant]) -> dict[str, list[Variant]]:
@@ -238,10 +243,7 @@ def _cost(vs: list[Variant], path: Path) -> Path:
         ax.set_ylabel(what)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _per_boundary(vs: list[Variant], path: Path) -> Path:
@@ -262,10 +264,7 @@ def _per_boundary(vs: list[Variant], path: Path) -> Path:
         ax.set_ylabel("relative error at the report's β")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _alignment_vs_horizon(vs: list[Variant], path: Path) -> Path:
@@ -281,7 +280,4 @@ def _alignment_vs_horizon(vs: list[Variant], path: Path) -> Path:
     ax.set_ylabel("cosine to the ground truth")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
