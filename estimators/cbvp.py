@@ -224,7 +224,8 @@ class FEAdjoint(_FEOptions, AbstractTruth):
         res = adjoint_gradient(free.problem)
         wall = free.wall_time + time.perf_counter() - t0
         try:
-            index = f"Morse index {hessian_report(free.problem, free.solution.fe.r).index}"
+            rep = hessian_report(free.problem, free.solution.fe.r)
+            index = f"Morse index {rep.index}, smallest Jacobi eigenvalue {rep.min_eigenvalue:.2e}"
         except GlepError as exc:
             index = "Morse index undetermined (" + " ".join(str(exc).split())[:80] + ")"
         return GradientEstimate("CBVP adjoint", res.theta, passes=2.0, wall_time=wall, loss=LOSS,

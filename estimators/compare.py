@@ -243,6 +243,29 @@ def compare_estimators(problem: Problem, *, estimators: Sequence[str | AbstractE
                   rows, estimates)
 
 
+#: the relative error an exact row is expected to reach at the report's β (centred β = 1e-4)
+EXACT_TOL = 1e-6
+
+
+def _bias_note(report: Report, r: Row) -> str:
+    r"""Why an exact row is above :data:`EXACT_TOL` at the report's β, if its bias slope says so.
+
+    An exact estimator's error at finite β is its nudging bias ``e(β) ≈ C β^s`` (``s`` the fitted
+    slope of its scheme); a large ``C`` (an ill-conditioned problem: e.g. a boundary-value problem
+    near a conjugate point, whose Jacobi operator has a small eigenvalue) puts it above the tolerance
+    at ``β = 10⁻⁴``.  The note gives the fitted slope and the β at which ``C β^s`` meets the tolerance.
+    """
+    err = r.metrics.get("relative_error", float("nan"))
+    slope = r.slopes.get(report.report_nudge, float("nan"))
+    if not (r.exact and np.isfinite(err) and err > EXACT_TOL):
+        return ""
+    if not (np.isfinite(slope) and slope > 0.5):
+        return f"; above {EXACT_TOL:g} at β = {report.report_beta:g} with no β bias slope to explain it"
+    beta = report.report_beta * (EXACT_TOL / err) ** (1.0 / slope)
+    return (f"; above {EXACT_TOL:g} at β = {report.report_beta:g}: its {report.report_nudge} β bias "
+            f"(fitted slope {slope:.2f}) reaches {EXACT_TOL:g} at β ≈ {beta:.1e}")
+
+
 def _note(report: Report, r: Row) -> str:
     if r.failed:
         note = r.reason
@@ -251,6 +274,7 @@ def _note(report: Report, r: Row) -> str:
         if r.loss != report.truth.loss:
             truth = r.notes[-1].removeprefix("ground truth: ") if r.notes else "its own"
             note += f"; differentiates {r.loss}; truth: {truth}"
+        note += _bias_note(report, r)
     if r.point_failures:
         total = sum(len(v) for v in r.errors.values()) or len(r.point_failures)
         note += f"; {len(r.point_failures)} of {total} β points failed (gaps in the curves)"
