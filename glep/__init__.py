@@ -30,7 +30,35 @@ from glep import memory as _memory  # isort: skip
 _memory.apply_default()
 
 import importlib as _importlib
+import sys as _sys
 from typing import Any as _Any
+
+
+class _SolverFirst:
+    """A ``sys.meta_path`` finder that imports :mod:`dolfinx_solver` before DOLFINx, PETSc or SLEPc.
+
+    The wheel's bindings need ``dolfinx_solver`` (it loads MPI ahead of them); with this hook a
+    user's ``import glep; import dolfinx`` works in any order.  It finds nothing itself: it only
+    runs that import once, then lets the normal finders load the module asked for.
+    """
+
+    _targets = frozenset({"dolfinx", "petsc4py", "slepc4py"})
+    _busy = False
+
+    def find_spec(self, name, path=None, target=None):
+        if name in self._targets and "dolfinx_solver" not in _sys.modules and not self._busy:
+            type(self)._busy = True
+            try:
+                _importlib.import_module("dolfinx_solver")
+            except ImportError:  # not installed: the finite-element extras are unavailable anyway
+                pass
+            finally:
+                type(self)._busy = False
+        return None
+
+
+if not any(isinstance(f, _SolverFirst) for f in _sys.meta_path):
+    _sys.meta_path.insert(0, _SolverFirst())
 
 from glep.boundary import CBVP, CFVP, CIVP, PFVP, DirichletNatural, Periodic, Robin
 from glep.costs import TerminalCost, TrackingCost

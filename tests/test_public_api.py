@@ -54,6 +54,16 @@ def test_import_glep_loads_no_petsc_dolfinx_or_ufl():
     assert out == "[]", out
 
 
+@pytest.mark.parametrize("module", ["dolfinx", "petsc4py.PETSc", "slepc4py.SLEPc"])
+def test_after_import_glep_a_user_may_import_the_fe_stack_directly(module):
+    """``import glep; import dolfinx`` works: glep's import hook loads dolfinx_solver (MPI) first."""
+    code = (f"import sys, glep, {module}\n"
+            "names = list(sys.modules)\n"
+            f"print(names.index('dolfinx_solver') < names.index('{module.split('.')[0]}'))\n")
+    out = _fresh(code)
+    assert out == "True", out
+
+
 def test_dolfinx_solver_precedes_petsc_when_the_fe_backend_is_used():
     """Asking for a finite-element name loads PETSc, with dolfinx_solver imported before it."""
     code = ("import sys, glep\n"
