@@ -384,26 +384,34 @@ class _RoundoffTest:
 
 
 # -- inertia -----------------------------------------------------------------------------
-def inertia(A: PETSc.Mat, comm: MPI.Comm) -> tuple[int, int, int]:
-    """``(negative, zero, positive)`` eigenvalue counts of a symmetric matrix (LDLᵀ inertia)."""
+def inertia(A: PETSc.Mat, comm: MPI.Comm, *, pivoting: bool = False) -> tuple[int, int, int]:
+    """``(negative, zero, positive)`` eigenvalue counts of a symmetric matrix (LDLᵀ inertia).
+
+    On one rank without ``pivoting``: PETSc's own Cholesky (nested dissection), fine for the banded
+    Jacobians of time meshes.  Otherwise MUMPS ``LDLᵀ``, which pivots (``2 × 2`` blocks, needed by an
+    indefinite space–time Hessian), with null-pivot detection (the zero count) and a sequential root
+    (the count is then exact in parallel).
+    """
     ksp = PETSc.KSP().create(comm)
-    ksp.setOperators(A)
-    ksp.setType("preonly")
-    pc = ksp.getPC()
-    pc.setType("cholesky")
-    if comm.size == 1:
-        pc.setFactorSolverType("petsc")
-        pc.setFactorOrdering("nd")
-    else:
-        pc.setFactorSolverType("mumps")
-        pc.setFactorSetUpSolverType()
-        F = pc.getFactorMatrix()
-        F.setMumpsIcntl(24, 1)  # null pivot detection (needed for the zero count)
-        F.setMumpsIcntl(13, 1)  # sequential root: the inertia is then exact in parallel
-    A.setOption(PETSc.Mat.Option.SYMMETRIC, True)
-    ksp.setUp()
-    neg, zero, pos = pc.getFactorMatrix().getInertia()
-    ksp.destroy()
+    try:
+        ksp.setOperators(A)
+        ksp.setType("preonly")
+        pc = ksp.getPC()
+        pc.setType("cholesky")
+        if comm.size == 1 and not pivoting:
+            pc.setFactorSolverType("petsc")
+            pc.setFactorOrdering("nd")
+        else:
+            pc.setFactorSolverType("mumps")
+            pc.setFactorSetUpSolverType()
+            F = pc.getFactorMatrix()
+            F.setMumpsIcntl(24, 1)  # null pivot detection (needed for the zero count)
+            F.setMumpsIcntl(13, 1)  # sequential root: the inertia is then exact in parallel
+        A.setOption(PETSc.Mat.Option.SYMMETRIC, True)
+        ksp.setUp()
+        neg, zero, pos = pc.getFactorMatrix().getInertia()
+    finally:
+        ksp.destroy()
     return int(neg), int(zero), int(pos)
 
 
@@ -552,34 +560,50 @@ def hessian_report(problem, r: PETSc.Vec | None = None, *, singular_tol: float |
                          "of a restricted action")
     if singular_tol is not None and not (np.isfinite(singular_tol) and singular_tol >= 0):
         raise InputError(f"singular_tol must be a finite number >= 0 (or None), got {singular_tol!r}")
+
+    def tolerance(v, J, M, lam_max):
+        return default_singular_tol(problem, v, J, M, lam_max)
+
+    why = f"a conjugate point lies at or near the boundary T {_CAUSES}"
+    return pencil_report(problem, r, singular_tol, tolerance=tolerance, label="", why=why,
+                         hint=", or the mesh is too coarse to tell λ_min from 0 (refine it, or pass singular_tol)")
+
+
+def pencil_report(problem, r: PETSc.Vec | None, singular_tol: float | None, *, tolerance, label: str, why: str,
+                  hint: str = "", pivoting: bool = False) -> HessianReport:
+    r"""The :class:`HessianReport` of ``J_r v = λ M v`` for any problem with ``jacobian``, ``gram``, ``comm``.
+
+    Shared by the time-mesh problems (:func:`hessian_report`) and the space–time ones
+    (:func:`glep.bvp.spacetime.hessian_report`): one LDLᵀ inertia (:func:`inertia`), the largest and the
+    smallest-magnitude eigenpairs (:func:`_eigenpair`), and the threshold ``tolerance(v_min, J, M, λ_max)``
+    (or ``singular_tol``) below which ``λ_min`` cannot be told from zero.  ``label`` prefixes the messages,
+    ``why`` says what a singular Hessian means for this kind of problem.
+    """
     comm = problem.comm
     J = agree(lambda: problem.jacobian(r), comm, "assembling the Jacobian")
     M = problem.gram("L2")
     vecs: list[PETSc.Vec] = []
     try:
-        neg, zero, _ = inertia(J, comm)
+        neg, zero, _ = inertia(J, comm, pivoting=pivoting)
         lam_max, vmax = _eigenpair(J, M, comm, "largest")
         vecs.append(vmax)
         if zero:
             raise SingularHessianError(
-                f"the action Hessian is singular ({zero} zero pivots): the Morse index ({neg} negative "
-                f"eigenvalues) is ambiguous because a conjugate point lies at or near the boundary T {_CAUSES}",
-                min_eigenvalue=0.0, max_eigenvalue=lam_max, tolerance=float(singular_tol or 0.0),
-                index=neg)
+                f"{label}the action Hessian is singular ({zero} zero pivots): the Morse index ({neg} negative "
+                f"eigenvalues) is ambiguous because {why}",
+                min_eigenvalue=0.0, max_eigenvalue=lam_max, tolerance=float(singular_tol or 0.0), index=neg)
         lam_min, vmin = _eigenpair(J, M, comm, "smallest")
         vecs.append(vmin)
-        tol = float(default_singular_tol(problem, vmin, J, M, lam_max) if singular_tol is None else singular_tol)
+        tol = float(tolerance(vmin, J, M, lam_max) if singular_tol is None else singular_tol)
     finally:
         for obj in [J, *vecs]:
             obj.destroy()
     ratio = abs(lam_min) / abs(lam_max)
     if not abs(lam_min) > tol:
         raise SingularHessianError(
-            f"the action Hessian is numerically singular: its smallest eigenvalue λ_min = {lam_min:.3e} "
+            f"{label}the action Hessian is numerically singular: its smallest eigenvalue λ_min = {lam_min:.3e} "
             f"(|λ_min|/|λ_max| = {ratio:.3e}) is below the tolerance {tol:.3e}, so the Morse index "
-            f"({neg} negative eigenvalues) is ambiguous because a conjugate point lies at or near the "
-            f"boundary T {_CAUSES}, or the mesh is too coarse to tell λ_min from 0 (refine it, or pass "
-            "singular_tol)", min_eigenvalue=lam_min,
+            f"({neg} negative eigenvalues) is ambiguous because {why}{hint}", min_eigenvalue=lam_min,
             max_eigenvalue=lam_max, tolerance=tol, index=neg)
     return HessianReport(int(neg), lam_min, lam_max, ratio, tol)
 

@@ -1123,33 +1123,6 @@ def singularity_check(self: SpaceTimeProblem, *, iterations: int = 3,
 SpaceTimeProblem.singularity_check = singularity_check  # a method: defined here, after its helpers
 
 
-def _inertia(A: PETSc.Mat, comm: MPI.Comm) -> tuple[int, int, int]:
-    """``(negative, zero, positive)`` eigenvalue counts of the symmetric indefinite ``A`` by MUMPS ``LDLᵀ``.
-
-    Unlike :func:`glep.bvp.solvers.inertia` (PETSc's own Cholesky on one rank, fine for the banded
-    Jacobians of time meshes), MUMPS pivots (``2 × 2`` blocks), which an indefinite space–time Hessian
-    needs on any number of ranks; null-pivot detection gives the zero count, a sequential root makes the
-    count exact in parallel.
-    """
-    ksp = PETSc.KSP().create(comm)
-    try:
-        ksp.setOperators(A)
-        ksp.setType("preonly")
-        pc = ksp.getPC()
-        pc.setType("cholesky")
-        pc.setFactorSolverType("mumps")
-        pc.setFactorSetUpSolverType()
-        F = pc.getFactorMatrix()
-        F.setMumpsIcntl(24, 1)
-        F.setMumpsIcntl(13, 1)
-        A.setOption(PETSc.Mat.Option.SYMMETRIC, True)
-        ksp.setUp()
-        neg, zero, pos = pc.getFactorMatrix().getInertia()
-    finally:
-        ksp.destroy()
-    return int(neg), int(zero), int(pos)
-
-
 def hessian_report(problem: SpaceTimeProblem, r: PETSc.Vec | None = None, *,
                    singular_tol: float | None = None) -> HessianReport:
     r"""Morse index (negative inertia of ``J_r``, LDLᵀ) with ``λ_min``, ``λ_max`` of ``J_r v = λ M v`` (SLEPc).
@@ -1157,43 +1130,23 @@ def hessian_report(problem: SpaceTimeProblem, r: PETSc.Vec | None = None, *,
     The index is trusted only when ``|λ_min|`` exceeds the discretisation error of the eigenvalue
     (:func:`_tolerance`); for the wave on ``[0, L] × [0, T]`` it approaches ``Σ_k floor(kcT/L)``
     over the resolved modes.  Symmetric conditions (CBVP, periodic) only; use small meshes (one LDLᵀ
-    and two shift-and-invert eigensolves).
+    — MUMPS with pivoting, which an indefinite space–time Hessian needs — and two shift-and-invert
+    eigensolves): :func:`glep.bvp.solvers.pencil_report` with the space–time tolerance.
 
     Raises:
         glep.SingularHessianError: a zero pivot, or ``|λ_min| ≤`` the tolerance.
     """
-    from glep.bvp.solvers import _eigenpair
+    from glep.bvp.solvers import pencil_report
 
     if not problem.spec.symmetric:
         raise InputError(f"space-time {problem.spec.label}: the Morse index needs a symmetric condition "
                          "(CBVP or periodic)")
-    comm = problem.comm
-    J = agree(lambda: problem.jacobian(r), comm, "assembling the Jacobian")
-    M = problem.gram("L2")
-    vecs = []
-    try:
-        neg, zero, _ = _inertia(J, comm)
-        lam_max, vmax = _eigenpair(J, M, comm, "largest")
-        vecs.append(vmax)
-        if zero:
-            raise SingularHessianError(
-                f"space-time {problem.spec.label}: the action Hessian is singular ({zero} zero pivots; resonance): "
-                f"the Morse index ({neg} negative eigenvalues) is ambiguous", min_eigenvalue=0.0,
-                max_eigenvalue=lam_max, tolerance=float(singular_tol or 0.0), index=neg)
-        lam_min, vmin = _eigenpair(J, M, comm, "smallest")
-        vecs.append(vmin)
-        tol = float(_tolerance(problem, vmin, lam_max) if singular_tol is None else singular_tol)
-    finally:
-        for obj in [J, *vecs]:
-            obj.destroy()
-    ratio = abs(lam_min) / abs(lam_max)
-    if not abs(lam_min) > tol:
-        raise SingularHessianError(
-            f"space-time {problem.spec.label}: the action Hessian is numerically singular: λ_min = {lam_min:.3e} "
-            f"is below the tolerance {tol:.3e} (resonance, kcT/L near an integer), so the Morse index "
-            f"({neg} negative eigenvalues) is ambiguous", min_eigenvalue=lam_min, max_eigenvalue=lam_max,
-            tolerance=tol, index=neg)
-    return HessianReport(int(neg), lam_min, lam_max, ratio, tol)
+
+    def tolerance(v, J, M, lam_max):
+        return _tolerance(problem, v, lam_max)
+
+    return pencil_report(problem, r, singular_tol, tolerance=tolerance, label=f"space-time {problem.spec.label}: ",
+                         why="of resonance (for the wave, kcT/L near an integer)", pivoting=True)
 
 
 __all__ = ["DiscreteMomentum", "SpaceTimeCBVP", "SpaceTimeCFVP", "SpaceTimeCIVP", "SpaceTimeMesh",

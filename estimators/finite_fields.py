@@ -108,11 +108,11 @@ class SpaceTimeFamily(NudgedFamily):
 
     def _index(self) -> int:
         """The Morse index (negative inertia of ``J_r``, MUMPS LDLᵀ) at the solution held in ``problem.u``."""
-        from glep.bvp.spacetime import _inertia
+        from glep.bvp.solvers import inertia
 
         J = self.problem.jacobian()
         try:
-            return _inertia(J, self.problem.comm)[0]
+            return inertia(J, self.problem.comm, pivoting=True)[0]
         finally:
             J.destroy()
 
