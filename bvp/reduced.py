@@ -41,6 +41,7 @@ the Morse index.  A terminal cost adds ``β c_T(q(T))`` to the action.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -144,6 +145,46 @@ def boundary_spec(bc: BoundaryCondition, system, theta, T: float, beta_of) -> Bo
     return spec
 
 
+def restriction_maps(comm: MPI.Comm, kind: np.ndarray, nglob: int, col_local: int | None,
+                     partners: Callable[[np.ndarray], None] | None = None):
+    r"""The 0/1 maps ``P`` (full ← reduced) and its injection from a classification of the owned dofs.
+
+    ``kind[i]`` is 0 for a free dof (numbered consecutively across ranks), 1 for a pinned one (no
+    column) and 2 for a periodic copy, whose reduced index ``partners(ridx)`` fills in place (its
+    partner's: then ``P`` repeats a column, ``Pᵀ A P`` sums the two ends, while the injection leaves the
+    copy out).  ``col_local`` sets the local column count of a rectangular test space (default: the
+    free count).  Shared by the time-mesh :class:`ReducedProblem` and the space–time problems.
+
+    Returns:
+        ``(P, P_inj, local column count, reduced index of each owned dof)``.
+
+    Raises:
+        InputError: the boundary condition gives a non-square system.
+    """
+    nloc = len(kind)
+    free = np.flatnonzero(kind == 0)
+    offset = comm.exscan(len(free)) or 0
+    total = comm.allreduce(len(free))
+    ridx = np.full(nloc, -1, dtype=np.int64)
+    ridx[free] = offset + np.arange(len(free))
+    inj = ridx.copy()
+    if partners is not None:
+        partners(ridx)
+    ncol = len(free) if col_local is None else col_local
+    if comm.allreduce(ncol) != total:
+        raise InputError("the boundary condition gives a non-square system")
+
+    def build(idx):
+        has = idx >= 0
+        indptr = np.concatenate([[0], np.cumsum(has)]).astype(PETSc.IntType)
+        M = PETSc.Mat().createAIJ(((nloc, nglob), (ncol, total)),
+                                  csr=(indptr, idx[has].astype(PETSc.IntType), np.ones(int(has.sum()))), comm=comm)
+        M.assemble()
+        return M
+
+    return build(ridx), build(inj), ncol, ridx
+
+
 class ReducedProblem:
     r"""The square system ``F_r(r) = 0`` of one boundary-value problem.
 
@@ -216,40 +257,24 @@ class ReducedProblem:
 
     # -- restriction matrices ---------------------------------------------------
     def _restriction(self, fixed: dict, periodic: bool, col_local: int | None):
-        comm = self.comm
         kind = np.zeros(self.nloc, dtype=np.int8)
         for end in fixed:
             kind[self.end_dofs[end]] = 1
         if periodic:
             kind[self.end_dofs["T"]] = 2
-        free = np.flatnonzero(kind == 0)
-        offset = comm.exscan(len(free)) or 0
-        total = comm.allreduce(len(free))
-        ridx = np.full(self.nloc, -1, dtype=np.int64)
-        ridx[free] = offset + np.arange(len(free))
-        inj = ridx.copy()
-        if periodic:
+
+        def partners(ridx: np.ndarray) -> None:
             master = np.full(self.n, -1, dtype=np.int64)
             if self.end_dofs["0"].size:
                 master[:] = ridx[self.end_dofs["0"]]
-            comm.Allreduce(MPI.IN_PLACE, master, op=MPI.MAX)
+            self.comm.Allreduce(MPI.IN_PLACE, master, op=MPI.MAX)
             if self.end_dofs["T"].size:
                 ridx[self.end_dofs["T"]] = master
-        ncol = len(free) if col_local is None else col_local
-        if comm.allreduce(ncol) != total:
-            raise InputError("boundary condition gives a non-square system")
 
-        def build(idx):
-            has = idx >= 0
-            indptr = np.concatenate([[0], np.cumsum(has)]).astype(PETSc.IntType)
-            cols = idx[has].astype(PETSc.IntType)
-            M = PETSc.Mat().createAIJ(((self.nloc, self.nglob), (ncol, total)),
-                                      csr=(indptr, cols, np.ones(len(cols))), comm=comm)
-            M.assemble()
-            return M
-
+        P, P_inj, ncol, ridx = restriction_maps(self.comm, kind, self.nglob, col_local,
+                                                partners if periodic else None)
         self._last_ridx = ridx
-        return build(ridx), build(inj), ncol
+        return P, P_inj, ncol
 
     def _ghosted(self, idx: np.ndarray) -> np.ndarray:
         """Extend an owned-dof integer map to ghost dofs (exact in float64 below 2⁵³)."""

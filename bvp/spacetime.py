@@ -646,35 +646,16 @@ class SpaceTimeProblem:
 
     def _restriction(self, side_dofs, pinned_ends, periodic: bool, ncol_local: int | None):
         """The 0/1 map ``P`` (full ← reduced), its injection, and the local reduced size."""
-        comm = self.comm
+        from glep.bvp.reduced import restriction_maps
+
         kind = np.zeros(self.nloc, dtype=np.int8)
         for end in pinned_ends:
             kind[self.end_dofs[end]] = 1
         if periodic:
             kind[self.end_dofs["T"]] = 2
         kind[side_dofs] = 1
-        free = np.flatnonzero(kind == 0)
-        offset = comm.exscan(len(free)) or 0
-        total = comm.allreduce(len(free))
-        ridx = np.full(self.nloc, -1, dtype=np.int64)
-        ridx[free] = offset + np.arange(len(free))
-        inj = ridx.copy()
-        if periodic:
-            self._periodic_partners(ridx, kind)
-        ncol = len(free) if ncol_local is None else ncol_local
-        if comm.allreduce(ncol) != total:
-            raise InputError("the boundary condition gives a non-square system")
-
-        def build(idx):
-            has = idx >= 0
-            indptr = np.concatenate([[0], np.cumsum(has)]).astype(PETSc.IntType)
-            M = PETSc.Mat().createAIJ(((self.nloc, self.nglob), (ncol, total)),
-                                      csr=(indptr, idx[has].astype(PETSc.IntType), np.ones(int(has.sum()))),
-                                      comm=comm)
-            M.assemble()
-            return M
-
-        return build(ridx), build(inj), ncol
+        partners = (lambda ridx: self._periodic_partners(ridx, kind)) if periodic else None
+        return restriction_maps(self.comm, kind, self.nglob, ncol_local, partners)[:3]
 
     def _periodic_partners(self, ridx: np.ndarray, kind: np.ndarray) -> None:
         """Map each free ``t = T`` dof onto the reduced index of the ``t = t0`` dof at the same ``x`` (all ranks)."""
