@@ -13,7 +13,15 @@ The registry: system kinds and the estimators that apply to them
 :data:`KINDS` maps a system *kind* (``"ode"``, ``"field"``, ``"modes"``) to a
 :class:`Kind`: how a system point becomes a problem, and the estimator rows (:class:`Rule`) that apply
 to it, each with its requirements (:data:`REQUIREMENTS`: ``"reversible"``, ``"separable"``,
-``"leapfrog"``, ``"unbatched"``, ``"terminal-cost"``) checked on the built system before any work starts.
+``"leapfrog"``, ``"unbatched"``, ``"terminal-cost"``, ``"driven"``) checked on the built system before any
+work starts.
+
+The finite-element rows of ODE systems: ``cbvp`` (the CBVP through the free CIVP trajectory's ends) and
+``periodic`` (the trajectory with ``q(0) = q(T)``, ``p(0) = p(T)``, Newton from the zero trajectory), both
+residual-free: the GLEP contrast of ``∫∂_θL`` between nudged whole-trajectory solves against the FE
+discrete adjoint of the same problem (:mod:`glep.estimators.cbvp`).  The periodic row needs a driven
+system (``"driven"``: an autonomous one has time-shift families of periodic orbits, a singular action
+Hessian), and a singular Hessian found at run time (a resonance) fails its item with that reason.
 :data:`FAMILIES` maps a built-in family name to its constructor and :data:`MODEL_KINDS` the type of
 the model a constructor (or a user's ``package.module:function``) returns to its kind.  A field family
 plugs in by adding entries, nothing else::
@@ -60,13 +68,13 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from glep.errors import GlepError, InputError
 from glep.estimators.base import AbstractEstimator
-from glep.estimators.cbvp import CBVPContrast, FEAdjoint
+from glep.estimators.cbvp import CBVPContrast, FEAdjoint, PeriodicContrast, PeriodicFEAdjoint
 from glep.estimators.contrast import CIVPContrast, Echo, PFVPContrast
 from glep.estimators.field_objects import FieldCIVPResidual, FieldEcho, FieldHEB, FieldPFVP, FieldRHEL, KerrHEB
 from glep.estimators.ground_truth import DiscreteAdjoint
@@ -172,10 +180,18 @@ def _terminal_cost(problem, point: Point) -> str | None:
     return None
 
 
+def _driven(problem: Problem, point: Point) -> str | None:
+    """A periodic trajectory is isolated only if the dynamics read the time (an input signal, or ``t``)."""
+    if any(t.inputs or t.explicit_time or getattr(t, "reads_time", False) for t in problem.system.terms):
+        return None
+    return ("the system is autonomous (no term of its Lagrangian reads an input signal or t): its periodic "
+            "trajectories come in time-shift families, so the periodic problem's action Hessian is singular")
+
+
 #: requirement name -> check on a built problem (a reason it fails, or None)
 REQUIREMENTS: dict[str, Callable[[Any, Point], str | None]] = {
     "reversible": _reversible, "separable": _separable, "leapfrog": _leapfrog, "unbatched": _unbatched,
-    "terminal-cost": _terminal_cost}
+    "terminal-cost": _terminal_cost, "driven": _driven}
 
 
 def _cfvp_of(problem: Problem) -> Problem:
@@ -243,22 +259,14 @@ def _ode_problem(model: Model, point: Point) -> Problem:
 
 @dataclass(frozen=True)
 class _FEOn:
-    """The free FE CBVP solved on the item's communicator (not ``COMM_WORLD``): its mesh is the group's."""
+    """An FE row (or truth) solving on the item's communicator (not ``COMM_WORLD``): its mesh is the group's."""
 
     comm: Any = field(default=None, compare=False, hash=False)
 
-    def free_cbvp(self, problem, progress, what):
+    def mesh(self, T: float, N: int):
         from glep.bvp._mesh import uniform
-        from glep.estimators.cbvp import _monitor, _setup, solve_free
 
-        bc, (T, N), guess = _setup(problem)
-        key = ("free FE CBVP", self.assembler, self.degree, self.quadrature)
-        if key not in problem.cache:
-            mesh = uniform(self.comm, T, N) if self.comm is not None else (T, N)
-            problem.cache[key] = solve_free(problem.system, problem.params, mesh, bc, degree=self.degree,
-                                            quadrature=self.quadrature, assembler=self.assembler, guess=guess,
-                                            **_monitor(progress, what))
-        return problem.cache[key]
+        return uniform(self.comm, T, N) if self.comm is not None else (T, N)
 
 
 @dataclass(frozen=True)
@@ -267,11 +275,23 @@ class _GroupFEAdjoint(_FEOn, FEAdjoint):
 
 
 @dataclass(frozen=True)
+class _GroupPeriodicFEAdjoint(_FEOn, PeriodicFEAdjoint):
+    pass
+
+
+@dataclass(frozen=True)
 class _GroupCBVP(_FEOn, CBVPContrast):
+    truth_type: ClassVar[type] = _GroupFEAdjoint
+
     @property
     def truth(self) -> FEAdjoint:
-        return _GroupFEAdjoint(comm=self.comm, assembler=self.assembler, degree=self.degree,
+        return self.truth_type(comm=self.comm, assembler=self.assembler, degree=self.degree,
                                quadrature=self.quadrature)
+
+
+@dataclass(frozen=True)
+class _GroupPeriodic(_GroupCBVP, PeriodicContrast):
+    truth_type: ClassVar[type] = _GroupPeriodicFEAdjoint
 
 
 #: the rows of ordinary-differential-equation systems (the time-stepping backend; CBVP: finite elements)
@@ -284,6 +304,8 @@ ODE_RULES: dict[str, Rule] = {
     "cfvp-contrast": Rule(lambda comm: CIVPContrast(), prepare=_cfvp_of),
     "cfvp-residual": Rule(lambda comm: CIVPContrast(residual=True), prepare=_cfvp_of, cost=lambda n: 3.0 + 4 * n),
     "cbvp": Rule(lambda comm: _GroupCBVP(comm=comm), requires=("unbatched",), distributed=True, cost=lambda n: 300.0),
+    "periodic": Rule(lambda comm: _GroupPeriodic(comm=comm), requires=("unbatched", "driven"), distributed=True,
+                     cost=lambda n: 300.0),
 }
 
 

@@ -27,7 +27,9 @@ from glep.estimators.study import Study
 
 #: the boundary condition of each row's nudged trajectories (for the per-boundary-condition plot)
 BOUNDARY = {"civp-contrast": "CIVP", "civp-residual": "CIVP", "pfvp": "PFVP (backward)", "echo": "PFVP (echo)",
-            "rhel": "PFVP (Hamiltonian echo)", "cfvp-contrast": "CFVP", "cfvp-residual": "CFVP", "cbvp": "CBVP"}
+            "rhel": "PFVP (Hamiltonian echo)", "cfvp-contrast": "CFVP", "cfvp-residual": "CFVP", "cbvp": "CBVP",
+            "periodic": "Periodic", "field-civp-residual": "CIVP", "field-pfvp": "PFVP (backward)",
+            "field-echo": "PFVP (echo)", "field-rhel": "PFVP (Hamiltonian echo)", "heb": "PFVP (Hamiltonian echo)"}
 
 _GRID = ("label", "n", "T", "steps", "batch", "integrator")
 
@@ -246,11 +248,17 @@ def _cost(vs: list[Variant], path: Path) -> Path:
     return _save(fig, path)
 
 
-def _per_boundary(vs: list[Variant], path: Path) -> Path:
-    plt = _pyplot()
+def by_boundary(vs: list[Variant]) -> dict[str, list[Variant]]:
+    """The variants grouped by the boundary condition of their nudged trajectories (:data:`BOUNDARY`)."""
     bcs: dict[str, list[Variant]] = defaultdict(list)
     for v in vs:
         bcs[BOUNDARY.get(v.estimator, v.estimator)].append(v)
+    return dict(bcs)
+
+
+def _per_boundary(vs: list[Variant], path: Path) -> Path:
+    plt = _pyplot()
+    bcs = by_boundary(vs)
     fig, axes = plt.subplots(1, max(1, len(bcs)), figsize=(4 * max(1, len(bcs)), 3.6), squeeze=False)
     for ax, (bc, group) in zip(axes.flat, bcs.items()):
         for i, (label, sub) in enumerate(_by_estimator(group).items()):
