@@ -13,8 +13,8 @@ The registry: system kinds and the estimators that apply to them
 :data:`KINDS` maps a system *kind* (``"ode"``, ``"field"``, ``"modes"``) to a
 :class:`Kind`: how a system point becomes a problem, and the estimator rows (:class:`Rule`) that apply
 to it, each with its requirements (:data:`REQUIREMENTS`: ``"reversible"``, ``"separable"``,
-``"leapfrog"``, ``"unbatched"``, ``"terminal-cost"``, ``"driven"``) checked on the built system before any
-work starts.
+``"leapfrog"``, ``"unbatched"``, ``"terminal-cost"``, ``"driven"``, ``"leapfrog-field"``) checked on the
+built system before any work starts.
 
 The finite-element rows of ODE systems: ``cbvp`` (the CBVP through the free CIVP trajectory's ends) and
 ``periodic`` (the trajectory with ``q(0) = q(T)``, ``p(0) = p(T)``, Newton from the zero trajectory), both
@@ -22,6 +22,7 @@ residual-free: the GLEP contrast of ``∫∂_θL`` between nudged whole-trajecto
 discrete adjoint of the same problem (:mod:`glep.estimators.cbvp`).  The periodic row needs a driven
 system (``"driven"``: an autonomous one has time-shift families of periodic orbits, a singular action
 Hessian), and a singular Hessian found at run time (a resonance) fails its item with that reason.
+
 :data:`FAMILIES` maps a built-in family name to its constructor and :data:`MODEL_KINDS` the type of
 the model a constructor (or a user's ``package.module:function``) returns to its kind.  A field family
 plugs in by adding entries, nothing else::
@@ -39,6 +40,10 @@ and ``wave`` are of kind ``"field"`` (grid keys: ``n`` the cells of the 1-D mesh
 leapfrog steps, ``seeds`` the draw of the parameter field; no ``batch``, no ``integrator``), with the
 rows ``field-civp-residual``, ``field-pfvp``, ``field-echo``, ``field-rhel`` and ``heb`` (terminal cost
 only), each compared like ``glep compare --system`` with the discrete adjoint of the field leapfrog;
+``nls`` (the focusing NLS, a complex field stepped by the implicit midpoint rule) is a field system too,
+with the rows ``field-echo`` (the conjugation echo) and ``heb``, each against the discrete adjoint of the
+midpoint rule; the leapfrog rows are refused on it (requirement ``"leapfrog-field"``).  A user factory
+returns a :class:`FieldModel` with its own ``build`` to make its system a field system.
 ``kerr`` (``n`` the side of the cavity array) is of kind ``"modes"`` with the row ``heb`` against the
 adjoint of the Strang map.  An ODE row on a field system, or a field row on an ODE system, is refused
 by :func:`check_study` naming the key.
@@ -188,10 +193,18 @@ def _driven(problem: Problem, point: Point) -> str | None:
             "trajectories come in time-shift families, so the periodic problem's action Hessian is singular")
 
 
+def _field_leapfrog(problem, point: Point) -> str | None:
+    """The field rows other than the echo and HEB run the leapfrog's passes (not the implicit midpoint rule's)."""
+    if not getattr(problem, "midpoint", False):
+        return None
+    return ("the field is stepped by the implicit midpoint rule (a glep.MidpointFieldSystem, e.g. NLS), whose "
+            "backward pass is the conjugation echo: its rows are 'field-echo' and 'heb' (a terminal cost only)")
+
+
 #: requirement name -> check on a built problem (a reason it fails, or None)
 REQUIREMENTS: dict[str, Callable[[Any, Point], str | None]] = {
     "reversible": _reversible, "separable": _separable, "leapfrog": _leapfrog, "unbatched": _unbatched,
-    "terminal-cost": _terminal_cost, "driven": _driven}
+    "terminal-cost": _terminal_cost, "driven": _driven, "leapfrog-field": _field_leapfrog}
 
 
 def _cfvp_of(problem: Problem) -> Problem:
@@ -314,23 +327,47 @@ ODE_RULES: dict[str, Rule] = {
 
 @dataclass(frozen=True)
 class FieldModel:
-    """A field family at one grid point: ``n`` cells, horizon ``T`` (None: the family's), parameter seed."""
+    """A field system at one grid point: ``n`` cells, horizon ``T`` (None: the builder's default), parameter seed.
+
+    ``family`` names a built-in family of :mod:`glep.field_families` — or, with ``build``, a user's field
+    system: ``build(n=, steps=, seed=, comm=, [T=])`` returns its
+    :class:`~glep.estimators.field_objects.FieldProblem` with the mesh on ``comm`` (the signature of the
+    built-in builders, e.g. :func:`glep.field_families.wave_problem`; ``T`` is passed only when the study
+    gives it).  A user factory ``package.module:function`` returns one to make its system a field system.
+    """
 
     family: str
     n: int
     T: float | None
     seed: int
+    build: Callable[..., Any] | None = field(default=None, compare=False)
+
+    #: the type the problem must have, and its import (the modes kind: the Kerr array's ModeProblem)
+    problem_type: ClassVar[tuple[str, str]] = ("glep.estimators.field_objects", "FieldProblem")
 
     def problem(self, steps: int, comm):
-        """The family's problem with ``steps`` leapfrog steps, its mesh on ``comm``."""
-        from glep.field_families import build_field_problem
+        """The system's problem with ``steps`` time steps, its mesh on ``comm``."""
+        if self.build is None:
+            from glep.field_families import build_field_problem
 
-        return build_field_problem(self.family, self.n, self.T, steps, self.seed, comm=comm)
+            return build_field_problem(self.family, self.n, self.T, steps, self.seed, comm=comm)
+        kw = {"n": self.n, "steps": steps, "seed": self.seed, "comm": comm}
+        if self.T is not None:
+            kw["T"] = self.T
+        problem = self.build(**kw)
+        module, name = self.problem_type
+        if not isinstance(problem, getattr(importlib.import_module(module), name)):
+            args = ", ".join(f"{k}={v!r}" for k, v in kw.items() if k != "comm")
+            raise InputError(f"the field system {self.family!r}: build({args}, comm=...) returned a "
+                             f"{type(problem).__module__}.{type(problem).__qualname__}; expected a {module}.{name}")
+        return problem
 
 
 @dataclass(frozen=True)
 class ModeModel(FieldModel):
     """The Kerr cavity array (``n × n`` complex modes; no mesh)."""
+
+    problem_type: ClassVar[tuple[str, str]] = ("glep.estimators.heb", "ModeProblem")
 
 
 def _field_family(name: str) -> Callable[..., FieldModel]:
@@ -367,10 +404,11 @@ def _field_compare(problem, estimators: list, **kw):
 
 #: the rows of field systems (the leapfrog on a finite-element mesh; truth: the discrete field adjoint)
 FIELD_RULES: dict[str, Rule] = {
-    "field-civp-residual": Rule(lambda comm: FieldCIVPResidual(), distributed=True, cost=lambda n: 3.0 + 2 * n),
-    "field-pfvp": Rule(lambda comm: FieldPFVP(), distributed=True),
+    "field-civp-residual": Rule(lambda comm: FieldCIVPResidual(), requires=("leapfrog-field",), distributed=True,
+                                cost=lambda n: 3.0 + 2 * n),
+    "field-pfvp": Rule(lambda comm: FieldPFVP(), requires=("leapfrog-field",), distributed=True),
     "field-echo": Rule(lambda comm: FieldEcho(), distributed=True),
-    "field-rhel": Rule(lambda comm: FieldRHEL(), distributed=True),
+    "field-rhel": Rule(lambda comm: FieldRHEL(), requires=("leapfrog-field",), distributed=True),
     "heb": Rule(lambda comm: FieldHEB(), requires=("terminal-cost",), distributed=True),
 }
 #: the row of the Kerr cavity array (truth: the adjoint of the Strang map)
@@ -383,10 +421,7 @@ KINDS: dict[str, Kind] = {"ode": Kind("ode", _ode_problem, ODE_RULES),
 #: (model type, kind name): the kind of what a family or a user factory returns (first match)
 MODEL_KINDS: list[tuple[type, str]] = [(Model, "ode"), (ModeModel, "modes"), (FieldModel, "field")]
 #: built-in family name -> constructor (keywords ``n``, ``seed``, ``T``, ``batch`` and the options)
-#: (``nls``, the implicit-midpoint field of ``glep compare --system nls``, is not a sweep system yet: its rows —
-#: the conjugation echo and HEB — need their own rules)
-FAMILIES: dict[str, Callable[..., Any]] = {**MODEL_FAMILIES, **{name: _field_family(name) for name in FIELD_FAMILIES
-                                                              if name != "nls"}}
+FAMILIES: dict[str, Callable[..., Any]] = {**MODEL_FAMILIES, **{name: _field_family(name) for name in FIELD_FAMILIES}}
 
 
 def estimator_names() -> tuple[str, ...]:

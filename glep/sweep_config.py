@@ -27,12 +27,14 @@ a non-separable one, a finite-element row on a batched system), naming the key a
 A user system is named as ``package.module:function``: the module is imported and the attribute
 looked up (``importlib``), never evaluated; the function is called with the grid values as keywords
 (``n``, ``seed``, ``T`` and ``batch`` when given) plus ``options``, and returns a
-:class:`glep.models.Model`.
+:class:`glep.models.Model` (an ODE system) or a :class:`glep.estimators.sweep.FieldModel` with its own
+``build`` (a field system).
 
-The field systems of :mod:`glep.field_families` (``sine-gordon``, ``klein-gordon``, ``wave``, ``kerr``)
-are families too: ``n`` is their number of cells (the side of the Kerr array), ``steps`` their leapfrog
-steps; their rows (``field-pfvp``, ``field-echo``, ``field-rhel``, ``field-civp-residual``, ``heb``) and
-the refusals of rows of the other kind are registered in :mod:`glep.estimators.sweep`.
+The field systems of :mod:`glep.field_families` (``sine-gordon``, ``klein-gordon``, ``wave``, ``nls``,
+``kerr``) are families too: ``n`` is their number of cells (the side of the Kerr array), ``steps`` their
+time steps; their rows (``field-pfvp``, ``field-echo``, ``field-rhel``, ``field-civp-residual``, ``heb``;
+on ``nls`` only ``field-echo`` and ``heb``) and the refusals of rows of the other kind are registered in
+:mod:`glep.estimators.sweep`.
 """
 
 from __future__ import annotations
