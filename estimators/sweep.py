@@ -107,11 +107,12 @@ class Point:
     seed: int
     integrator: str | None
     options: tuple = ()  # sorted (key, value) pairs
+    backend: str = "numpy"  # where an ODE system's Störmer–Verlet loops run: "numpy" or "jax"
 
     def params(self) -> dict:
         return {"system": self.system, "label": self.label, "source": self.source, "n": self.n, "T": self.T,
                 "steps": self.steps, "batch": self.batch, "seed": self.seed, "integrator": self.integrator,
-                "options": dict(self.options)}
+                "backend": self.backend, "options": dict(self.options)}
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,7 @@ def expand(config) -> list[WorkItem]:
         grid = itertools.product(s.n, s.T or [None], s.steps, s.batch or [None], s.seeds)
         for n, T, steps, batch, seed in grid:
             point = Point(i, label, s.family or s.factory, n, T, steps, batch, seed, s.integrator,
-                          tuple(sorted(s.options.items(), key=lambda kv: kv[0])))
+                          tuple(sorted(s.options.items(), key=lambda kv: kv[0])), s.backend)
             for name in names:
                 items.append(WorkItem(len(items), point, name))
     return items
@@ -266,8 +267,43 @@ class Kind:
         return self.build(model, point, comm) if self.on_comm else self.build(model, point)
 
 
+class SystemKeyError(InputError):
+    """An :class:`InputError` caused by one key of a system (``key``), named ``systems[i].key`` by the checks."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+
+def _ode_integrator(model: Model, point: Point):
+    """The integrator of an ODE point: its name, or with ``backend = "jax"`` the compiled Störmer–Verlet.
+
+    Raises :class:`SystemKeyError` (key ``backend``) where the compiled loop cannot run: JAX missing, an
+    implicit integrator, a system the compiled path cannot execute (non-separable, terms without an array
+    namespace, a term reading ``t`` as a scalar).
+    """
+    if point.backend == "numpy":
+        return point.integrator
+    import dataclasses
+
+    from glep.ivp import compiled
+    from glep.ivp.integrators import INTEGRATORS
+
+    if not compiled.available():
+        raise SystemKeyError("backend", f"backend {point.backend!r} needs the optional extra JAX (pip install "
+                             "'glep[jax]'), which is not installed; use backend 'numpy'")
+    if point.integrator not in (None, "stormer-verlet", "trapezoid"):
+        raise SystemKeyError("backend", f"backend {point.backend!r} compiles the explicit Störmer–Verlet loop; the "
+                             f"integrator {point.integrator!r} is implicit (use 'stormer-verlet' or backend 'numpy')")
+    reason = compiled.unsupported_reason(model.system)
+    if reason is not None:
+        raise SystemKeyError("backend", f"backend {point.backend!r} cannot run this system: {reason}; use backend "
+                             "'numpy'")
+    return dataclasses.replace(INTEGRATORS[point.integrator or "stormer-verlet"](), backend=point.backend)
+
+
 def _ode_problem(model: Model, point: Point) -> Problem:
-    return Problem.from_model(model, steps=point.steps, integrator=point.integrator)
+    return Problem.from_model(model, steps=point.steps, integrator=_ode_integrator(model, point))
 
 
 @dataclass(frozen=True)
@@ -388,6 +424,9 @@ def _field_problem(model: FieldModel, point: Point, comm=None):
     if point.integrator is not None:
         raise InputError(f"'integrator': the field system {model.family!r} steps with its own leapfrog "
                          f"(Störmer–Verlet), got {point.integrator!r}")
+    if point.backend != "numpy":
+        raise SystemKeyError("backend", f"backend {point.backend!r} does not apply to the field system "
+                             f"{model.family!r} (the compiled path is the ODE Störmer–Verlet loop)")
     if comm is None:
         from mpi4py import MPI
 
@@ -544,7 +583,8 @@ def _build_for_check(p: Point, s) -> tuple | str:
     try:
         return kind, kind.problem(model, Point(**{**p.__dict__, "steps": min(s.steps)}))
     except GlepError as exc:
-        return f"config key 'systems[{p.system}]': {exc}"
+        key = f".{exc.key}" if isinstance(exc, SystemKeyError) else ""
+        return f"config key 'systems[{p.system}]{key}': {exc}"
 
 
 # -- one work item -----------------------------------------------------------------------------------
@@ -846,5 +886,5 @@ def _parallel(todo: list[WorkItem], spec, comm, g: int, writer: _Writer | None, 
 
 
 __all__ = ["FAMILIES", "FIELD_RULES", "KINDS", "MODEL_KINDS", "MODE_RULES", "REQUIREMENTS", "FieldModel", "Kind",
-           "ModeModel", "Point", "Rule", "SweepOutcome", "WorkItem", "build", "check_study", "estimator_names",
-           "expand", "run_item", "run_sweep"]
+           "ModeModel", "Point", "Rule", "SweepOutcome", "SystemKeyError", "WorkItem", "build", "check_study",
+           "estimator_names", "expand", "run_item", "run_sweep"]

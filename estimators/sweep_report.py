@@ -31,7 +31,7 @@ BOUNDARY = {"civp-contrast": "CIVP", "civp-residual": "CIVP", "pfvp": "PFVP (bac
             "periodic": "Periodic", "field-civp-residual": "CIVP", "field-pfvp": "PFVP (backward)",
             "field-echo": "PFVP (echo)", "field-rhel": "PFVP (Hamiltonian echo)", "heb": "PFVP (Hamiltonian echo)"}
 
-_GRID = ("label", "n", "T", "steps", "batch", "integrator")
+_GRID = ("label", "n", "T", "steps", "batch", "integrator", "backend")
 
 
 @dataclass
@@ -66,6 +66,8 @@ def _describe(params: dict) -> str:
         out += f" B={params['batch']}"
     if params.get("integrator"):
         out += f" {params['integrator']}"
+    if params.get("backend", "numpy") != "numpy":
+        out += f" ({params['backend']})"
     if params.get("options"):
         out += " " + " ".join(f"{k}={v}" for k, v in params["options"].items())
     return out
