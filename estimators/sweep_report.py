@@ -4,7 +4,8 @@ A *variant* is one estimator row on one system at one value of every grid key bu
 figures are the mean and standard deviation over the seeds (``±`` in the tables; a single seed has no
 spread).  Per variant: the cosine and relative error to the row's ground truth at the report's β,
 the fitted bias slope of each nudge (log–log slope of the relative error over β), the cost in passes
-and the wall time.  Failed items are counted, never averaged.
+and the wall time, and (CSV) the boundary condition of its nudged trajectories (:data:`BOUNDARY`: CIVP,
+PFVP by backward integration or an echo, CFVP, CBVP, Periodic).  Failed items are counted, never averaged.
 
 Plots (PNG, matplotlib): relative error versus β with the fitted slopes, one panel per system point;
 cost (passes and wall time) versus the number of parameters; the relative error at the report's β per
@@ -108,7 +109,8 @@ def rows(study: Study) -> list[dict]:
     out = []
     for v in variants(study):
         row = {"system": v.system, "estimator": v.estimator, "label": v.label, "loss": v.loss,
-               "seeds": len(v.items), "failed": len(v.items) - len(v.ok)}
+               "boundary": BOUNDARY.get(v.estimator, v.estimator), "seeds": len(v.items),
+               "failed": len(v.items) - len(v.ok)}
         for name, get in (("cosine", lambda it: it["metrics"]["cosine"]),
                           ("relative_error", lambda it: it["metrics"]["relative_error"]),
                           ("passes", lambda it: it["passes"]), ("wall_time", lambda it: it["wall_time"])):

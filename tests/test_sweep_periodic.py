@@ -132,7 +132,7 @@ def test_the_periodic_estimator_object_states_its_loss_and_truth():
 
 
 def test_the_report_shows_the_periodic_boundary_condition_like_the_others(tmp_path):
-    from glep.estimators.sweep_report import by_boundary, markdown, plot_study, variants
+    from glep.estimators.sweep_report import by_boundary, markdown, plot_study, rows, to_csv, variants
 
     run_sweep(_config(DRIVEN[:1], tmp_path, names=("periodic", "cbvp", "pfvp"), nudges=["centred"],
                       betas=[1e-3, 1e-4]))
@@ -143,3 +143,6 @@ def test_the_report_shows_the_periodic_boundary_condition_like_the_others(tmp_pa
     table = markdown(study)
     assert f"| Periodic | {PERIODIC_LOSS} |" in table, table
     assert all(p.stat().st_size > 0 for p in plot_study(study, tmp_path / "plots"))
+    assert [(r["estimator"], r["boundary"]) for r in rows(study)] == \
+        [("periodic", "Periodic"), ("cbvp", "CBVP"), ("pfvp", "PFVP (backward)")]
+    assert "Periodic" in to_csv(study).splitlines()[1]
