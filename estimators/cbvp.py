@@ -16,6 +16,12 @@ converges to the FE discrete adjoint with bias ``O(β)`` (one-sided) or
 ``O(β²)`` (centred).  The backend (:mod:`glep.bvp.nudged`) gives ``I(β)``;
 this module combines it with a :class:`~glep.estimators.nudging.Nudge`.
 
+The same machinery runs on another residual-free condition named in
+:data:`BOUNDARIES`: ``"periodic"`` (``q(0) = q(T)``, ``p(0) = p(T)``;
+:class:`PeriodicContrast` against :class:`PeriodicFEAdjoint`, which fails on
+a singular action Hessian instead of differentiating a trajectory that is not
+isolated).
+
 The free FE problem is solved once per :class:`~glep.estimators.problem.Problem`
 and discretisation (kept in ``problem.cache``) and shared by the estimate
 (:class:`CBVP`) and its truth (:class:`FEAdjoint`).
@@ -31,8 +37,8 @@ from typing import ClassVar
 import numpy as np
 
 from glep.boundary import CBVP as CBVPCondition
-from glep.boundary import BoundaryCondition
-from glep.errors import GlepError, InputError
+from glep.boundary import BoundaryCondition, Periodic
+from glep.errors import GlepError, InputError, SingularHessianError
 from glep.estimators.base import AbstractEstimator, AbstractTruth, Progress
 from glep.estimators.nudging import Centred, Nudge, OneSided, nudge_from_name
 from glep.estimators.problem import Problem
@@ -41,19 +47,41 @@ from glep.system import LagrangianSystem
 from glep.validation import check_beta
 
 LOSS = "C_h of the CBVP trajectory (q(0), q(T) pinned; FE P1 + Gauss–Lobatto)"
+PERIODIC_LOSS = "C_h of the periodic trajectory (q(0) = q(T), p(0) = p(T); FE P1 + Gauss–Lobatto)"
 
 
-def _setup(problem: Problem):
-    """``(boundary condition, mesh, guess)`` of the CBVP through the free trajectory's ends."""
+def _cbvp_setup(problem: Problem):
+    """``(CBVP condition, guess)``: the ends ``q(0)``, ``q(T)`` of the free CIVP trajectory, which is the guess."""
     if problem.final_value:
         raise InputError("the CBVP row pins the ends of a free CIVP trajectory; this problem is a CFVP")
     free = problem.free
     if free.Q.shape[1] != 1:
         raise InputError("the finite-element backend solves one trajectory at a time: CBVP needs an "
                          f"unbatched problem (batch {free.Q.shape[1]})")
-    bc = CBVPCondition(free.q0[0], free.Q[-1][0])
-    mesh = (problem.grid.T, problem.grid.N)
-    return bc, mesh, free.Q[:, 0, :]
+    return CBVPCondition(free.q0[0], free.Q[-1][0]), free.Q[:, 0, :]
+
+
+def _periodic_setup(problem: Problem):
+    """``(Periodic condition, None)``: with no pinned end, ``None`` is the zero trajectory (see :data:`BOUNDARIES`)."""
+    batch = problem.system.batch
+    if (batch or 1) != 1:
+        raise InputError("the finite-element backend solves one trajectory at a time: the periodic row needs an "
+                         f"unbatched problem (batch {batch})")
+    return Periodic(), None
+
+
+#: boundary-condition name -> ``problem -> (condition, Newton's initial guess)`` of the FE rows.  The CBVP
+#: goes through the free CIVP trajectory's ends, which is then its solution at β = 0.  The periodic
+#: trajectory (``q(0) = q(T)``, ``p(0) = p(T)``) starts from the zero trajectory: its first Newton step is
+#: the periodic response of the system linearised about ``q = 0`` (the free CIVP trajectory is a good
+#: start only if it is nearly periodic, which a driven system's seldom is).
+BOUNDARIES: dict[str, Callable[[Problem], tuple]] = {"cbvp": _cbvp_setup, "periodic": _periodic_setup}
+
+
+def _setup(problem: Problem, boundary: str = "cbvp"):
+    """``(boundary condition, mesh (T, N), guess)`` of the FE row on ``boundary`` (a key of :data:`BOUNDARIES`)."""
+    bc, guess = BOUNDARIES[boundary](problem)
+    return bc, (problem.grid.T, problem.grid.N), guess
 
 
 class NewtonProgress:
@@ -187,18 +215,27 @@ def fe_adjoint_gradient(system: LagrangianSystem, params: Mapping[str, np.ndarra
 # -- strategy objects -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _FEOptions:
-    """The discretisation of the CBVP: assembler, element degree and quadrature."""
+    """The discretisation of an FE row (assembler, element degree, quadrature) and its boundary condition.
+
+    ``boundary`` names the condition in :data:`BOUNDARIES`; :meth:`mesh` is what the free problem is solved
+    on (``(T, N)``: a mesh on ``COMM_WORLD``; a subclass may build it on another communicator).
+    """
 
     assembler: str = "fe"
     degree: int = 1
     quadrature: str = "gll"
+    boundary: ClassVar[str] = "cbvp"
+
+    def mesh(self, T: float, N: int):
+        """The time mesh of ``[0, T]`` with ``N`` cells (``(T, N)``: built by the backend on ``COMM_WORLD``)."""
+        return (T, N)
 
     def free_cbvp(self, problem: Problem, progress: Progress, what: str) -> FreeFE:
-        """The free FE CBVP of ``problem``: solved on first use, then taken from ``problem.cache``."""
-        bc, mesh, guess = _setup(problem)
-        key = ("free FE CBVP", self.assembler, self.degree, self.quadrature)
+        """The free FE problem of ``problem`` on :attr:`boundary`: solved on first use, then from ``problem.cache``."""
+        bc, (T, N), guess = _setup(problem, self.boundary)
+        key = ("free FE", self.boundary, self.assembler, self.degree, self.quadrature)
         if key not in problem.cache:
-            problem.cache[key] = solve_free(problem.system, problem.params, mesh, bc, degree=self.degree,
+            problem.cache[key] = solve_free(problem.system, problem.params, self.mesh(T, N), bc, degree=self.degree,
                                             quadrature=self.quadrature, assembler=self.assembler, guess=guess,
                                             **_monitor(progress, what))
         return problem.cache[key]
@@ -210,11 +247,14 @@ class FEAdjoint(_FEOptions, AbstractTruth):
 
     A Morse index that cannot be determined (singular action Hessian) is
     stated in the notes; it does not fail the truth, whose gradient does not
-    depend on it.  ``wall_time`` includes the free solve.
+    depend on it (unless :attr:`regular`).  ``wall_time`` includes the free solve.
     """
 
     name: ClassVar[str] = "FE discrete adjoint"
+    label: ClassVar[str] = "CBVP adjoint"
     loss: ClassVar[str] = LOSS
+    #: whether a singular action Hessian fails the truth (the trajectory is then not isolated)
+    regular: ClassVar[bool] = False
 
     def __call__(self, problem: Problem, progress: Progress = None) -> GradientEstimate:
         from glep.bvp import adjoint_gradient, hessian_report
@@ -227,9 +267,27 @@ class FEAdjoint(_FEOptions, AbstractTruth):
             rep = hessian_report(free.problem, free.solution.fe.r)
             index = f"Morse index {rep.index}, smallest Jacobi eigenvalue {rep.min_eigenvalue:.2e}"
         except GlepError as exc:
+            if self.regular and isinstance(exc, SingularHessianError):
+                raise
             index = "Morse index undetermined (" + " ".join(str(exc).split())[:80] + ")"
-        return GradientEstimate("CBVP adjoint", res.theta, passes=2.0, wall_time=wall, loss=LOSS,
+        return GradientEstimate(self.label, res.theta, passes=2.0, wall_time=wall, loss=self.loss,
                                 notes=[f"ground truth: FE discrete adjoint; C_h = {res.loss:.6g}; {index}"])
+
+
+@dataclass(frozen=True)
+class PeriodicFEAdjoint(FEAdjoint):
+    """Discrete adjoint of the FE periodic system (``q(0) = q(T)``, ``p(0) = p(T)``): the periodic row's truth.
+
+    The periodic trajectory must be isolated: a singular action Hessian (a time-shift family of periodic
+    orbits of an autonomous system, or a resonance) raises :class:`glep.SingularHessianError` rather than
+    giving the gradient of an ambiguous trajectory.
+    """
+
+    name: ClassVar[str] = "FE discrete adjoint (periodic)"
+    label: ClassVar[str] = "periodic adjoint"
+    loss: ClassVar[str] = PERIODIC_LOSS
+    regular: ClassVar[bool] = True
+    boundary: ClassVar[str] = "periodic"
 
 
 @dataclass(frozen=True)
@@ -246,10 +304,11 @@ class CBVPContrast(_FEOptions, AbstractEstimator):
     loss: ClassVar[str] = LOSS
     nudged_family: ClassVar[str] = "cbvp"
     exact_at_finite_beta: ClassVar[bool] = True  # residual-free: the contrast is ∇J at every β
+    truth_type: ClassVar[type[FEAdjoint]] = FEAdjoint
 
     @property
     def truth(self) -> FEAdjoint:
-        return FEAdjoint(self.assembler, self.degree, self.quadrature)
+        return self.truth_type(self.assembler, self.degree, self.quadrature)
 
     def accepts(self, nudge: Nudge) -> bool:
         return isinstance(nudge, (Centred, OneSided))
@@ -261,10 +320,27 @@ class CBVPContrast(_FEOptions, AbstractEstimator):
         t0 = time.perf_counter()
         grad = contrast_gradient(free, nudge, **_monitor(progress, what))
         grad = {k: np.asarray(grad.get(k, np.zeros(s)), dtype=float) for k, s in problem.system.parameters.items()}
-        return GradientEstimate("CBVP", grad, passes=self.passes(problem, nudge),
+        return GradientEstimate(self.label, grad, passes=self.passes(problem, nudge),
                                 wall_time=free.wall_time + time.perf_counter() - t0,
-                                nudge=nudge.label, beta=nudge.beta, loss=LOSS,
+                                nudge=nudge.label, beta=nudge.beta, loss=self.loss,
                                 notes=["exact (residual-free): FE whole-trajectory solves, passes = Newton solves"])
+
+
+@dataclass(frozen=True)
+class PeriodicContrast(CBVPContrast):
+    r"""GLEP contrast on the periodic trajectory (``q(0) = q(T)``, ``p(0) = p(T)``), nudged periodic solves.
+
+    Residual-free (the two ends' boundary terms cancel), so ``dC_h/dθ = d/dβ|₀ ∫₀ᵀ ∂_θL(s^β) dt`` exactly
+    for the periodic ``C_h``; its truth is :class:`PeriodicFEAdjoint`.  Newton starts from the zero
+    trajectory (:data:`BOUNDARIES`); the problem must be unbatched.
+    """
+
+    name: ClassVar[str] = "periodic"
+    label: ClassVar[str] = "Periodic"
+    loss: ClassVar[str] = PERIODIC_LOSS
+    nudged_family: ClassVar[str] = "periodic"
+    boundary: ClassVar[str] = "periodic"
+    truth_type: ClassVar[type[FEAdjoint]] = PeriodicFEAdjoint
 
 
 def cbvp_truth(problem: Problem, progress: Progress = None) -> GradientEstimate:
@@ -277,5 +353,6 @@ def cbvp(problem: Problem, nudge: Nudge | None = None, progress: Progress = None
     return CBVPContrast()(problem, nudge, progress)
 
 
-__all__ = ["CBVPContrast", "FEAdjoint", "FreeFE", "NewtonProgress", "cbvp", "cbvp_truth", "cbvp_gradient",
+__all__ = ["BOUNDARIES", "CBVPContrast", "FEAdjoint", "FreeFE", "NewtonProgress", "PeriodicContrast",
+           "PeriodicFEAdjoint", "cbvp", "cbvp_truth", "cbvp_gradient",
            "contrast_gradient", "fe_adjoint_gradient", "solve_free"]

@@ -13,7 +13,16 @@ The registry: system kinds and the estimators that apply to them
 :data:`KINDS` maps a system *kind* (``"ode"``, ``"field"``, ``"modes"``) to a
 :class:`Kind`: how a system point becomes a problem, and the estimator rows (:class:`Rule`) that apply
 to it, each with its requirements (:data:`REQUIREMENTS`: ``"reversible"``, ``"separable"``,
-``"leapfrog"``, ``"unbatched"``, ``"terminal-cost"``) checked on the built system before any work starts.
+``"leapfrog"``, ``"unbatched"``, ``"terminal-cost"``, ``"driven"``, ``"leapfrog-field"``) checked on the
+built system before any work starts.
+
+The finite-element rows of ODE systems: ``cbvp`` (the CBVP through the free CIVP trajectory's ends) and
+``periodic`` (the trajectory with ``q(0) = q(T)``, ``p(0) = p(T)``, Newton from the zero trajectory), both
+residual-free: the GLEP contrast of ``∫∂_θL`` between nudged whole-trajectory solves against the FE
+discrete adjoint of the same problem (:mod:`glep.estimators.cbvp`).  The periodic row needs a driven
+system (``"driven"``: an autonomous one has time-shift families of periodic orbits, a singular action
+Hessian), and a singular Hessian found at run time (a resonance) fails its item with that reason.
+
 :data:`FAMILIES` maps a built-in family name to its constructor and :data:`MODEL_KINDS` the type of
 the model a constructor (or a user's ``package.module:function``) returns to its kind.  A field family
 plugs in by adding entries, nothing else::
@@ -31,6 +40,10 @@ and ``wave`` are of kind ``"field"`` (grid keys: ``n`` the cells of the 1-D mesh
 leapfrog steps, ``seeds`` the draw of the parameter field; no ``batch``, no ``integrator``), with the
 rows ``field-civp-residual``, ``field-pfvp``, ``field-echo``, ``field-rhel`` and ``heb`` (terminal cost
 only), each compared like ``glep compare --system`` with the discrete adjoint of the field leapfrog;
+``nls`` (the focusing NLS, a complex field stepped by the implicit midpoint rule) is a field system too,
+with the rows ``field-echo`` (the conjugation echo) and ``heb``, each against the discrete adjoint of the
+midpoint rule; the leapfrog rows are refused on it (requirement ``"leapfrog-field"``).  A user factory
+returns a :class:`FieldModel` with its own ``build`` to make its system a field system.
 ``kerr`` (``n`` the side of the cavity array) is of kind ``"modes"`` with the row ``heb`` against the
 adjoint of the Strang map.  An ODE row on a field system, or a field row on an ODE system, is refused
 by :func:`check_study` naming the key.
@@ -60,13 +73,13 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from glep.errors import GlepError, InputError
 from glep.estimators.base import AbstractEstimator
-from glep.estimators.cbvp import CBVPContrast, FEAdjoint
+from glep.estimators.cbvp import CBVPContrast, FEAdjoint, PeriodicContrast, PeriodicFEAdjoint
 from glep.estimators.contrast import CIVPContrast, Echo, PFVPContrast
 from glep.estimators.field_objects import FieldCIVPResidual, FieldEcho, FieldHEB, FieldPFVP, FieldRHEL, KerrHEB
 from glep.estimators.ground_truth import DiscreteAdjoint
@@ -94,11 +107,12 @@ class Point:
     seed: int
     integrator: str | None
     options: tuple = ()  # sorted (key, value) pairs
+    backend: str = "numpy"  # where an ODE system's Störmer–Verlet loops run: "numpy" or "jax"
 
     def params(self) -> dict:
         return {"system": self.system, "label": self.label, "source": self.source, "n": self.n, "T": self.T,
                 "steps": self.steps, "batch": self.batch, "seed": self.seed, "integrator": self.integrator,
-                "options": dict(self.options)}
+                "backend": self.backend, "options": dict(self.options)}
 
 
 @dataclass(frozen=True)
@@ -131,7 +145,7 @@ def expand(config) -> list[WorkItem]:
         grid = itertools.product(s.n, s.T or [None], s.steps, s.batch or [None], s.seeds)
         for n, T, steps, batch, seed in grid:
             point = Point(i, label, s.family or s.factory, n, T, steps, batch, seed, s.integrator,
-                          tuple(sorted(s.options.items(), key=lambda kv: kv[0])))
+                          tuple(sorted(s.options.items(), key=lambda kv: kv[0])), s.backend)
             for name in names:
                 items.append(WorkItem(len(items), point, name))
     return items
@@ -172,10 +186,26 @@ def _terminal_cost(problem, point: Point) -> str | None:
     return None
 
 
+def _driven(problem: Problem, point: Point) -> str | None:
+    """A periodic trajectory is isolated only if the dynamics read the time (an input signal, or ``t``)."""
+    if any(t.inputs or t.explicit_time or getattr(t, "reads_time", False) for t in problem.system.terms):
+        return None
+    return ("the system is autonomous (no term of its Lagrangian reads an input signal or t): its periodic "
+            "trajectories come in time-shift families, so the periodic problem's action Hessian is singular")
+
+
+def _field_leapfrog(problem, point: Point) -> str | None:
+    """The field rows other than the echo and HEB run the leapfrog's passes (not the implicit midpoint rule's)."""
+    if not getattr(problem, "midpoint", False):
+        return None
+    return ("the field is stepped by the implicit midpoint rule (a glep.MidpointFieldSystem, e.g. NLS), whose "
+            "backward pass is the conjugation echo: its rows are 'field-echo' and 'heb' (a terminal cost only)")
+
+
 #: requirement name -> check on a built problem (a reason it fails, or None)
 REQUIREMENTS: dict[str, Callable[[Any, Point], str | None]] = {
     "reversible": _reversible, "separable": _separable, "leapfrog": _leapfrog, "unbatched": _unbatched,
-    "terminal-cost": _terminal_cost}
+    "terminal-cost": _terminal_cost, "driven": _driven, "leapfrog-field": _field_leapfrog}
 
 
 def _cfvp_of(problem: Problem) -> Problem:
@@ -237,28 +267,55 @@ class Kind:
         return self.build(model, point, comm) if self.on_comm else self.build(model, point)
 
 
+class SystemKeyError(InputError):
+    """An :class:`InputError` caused by one key of a system (``key``), named ``systems[i].key`` by the checks."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+
+def _ode_integrator(model: Model, point: Point):
+    """The integrator of an ODE point: its name, or with ``backend = "jax"`` the compiled Störmer–Verlet.
+
+    Raises :class:`SystemKeyError` (key ``backend``) where the compiled loop cannot run: JAX missing, an
+    implicit integrator, a system the compiled path cannot execute (non-separable, terms without an array
+    namespace, a term reading ``t`` as a scalar).
+    """
+    if point.backend == "numpy":
+        return point.integrator
+    import dataclasses
+
+    from glep.ivp import compiled
+    from glep.ivp.integrators import INTEGRATORS
+
+    if not compiled.available():
+        raise SystemKeyError("backend", f"backend {point.backend!r} needs the optional extra JAX (pip install "
+                             "'glep[jax]'), which is not installed; use backend 'numpy'")
+    if point.integrator not in (None, "stormer-verlet", "trapezoid"):
+        raise SystemKeyError("backend", f"backend {point.backend!r} compiles the explicit Störmer–Verlet loop; the "
+                             f"integrator {point.integrator!r} is implicit (use 'stormer-verlet' or backend 'numpy')")
+    reason = compiled.unsupported_reason(model.system)
+    if reason is not None:
+        raise SystemKeyError("backend", f"backend {point.backend!r} cannot run this system: {reason}; use backend "
+                             "'numpy'")
+    return dataclasses.replace(INTEGRATORS[point.integrator or "stormer-verlet"](), backend=point.backend)
+
+
 def _ode_problem(model: Model, point: Point) -> Problem:
-    return Problem.from_model(model, steps=point.steps, integrator=point.integrator)
+    return Problem.from_model(model, steps=point.steps, integrator=_ode_integrator(model, point))
 
 
 @dataclass(frozen=True)
 class _FEOn:
-    """The free FE CBVP solved on the item's communicator (not ``COMM_WORLD``): its mesh is the group's."""
+    """An FE row (or truth) solving on the item's communicator (not ``COMM_WORLD``): its mesh is the group's."""
 
     comm: Any = field(default=None, compare=False, hash=False)
 
-    def free_cbvp(self, problem, progress, what):
+    def mesh(self, T: float, N: int):
         from glep.bvp._mesh import uniform
-        from glep.estimators.cbvp import _monitor, _setup, solve_free
 
-        bc, (T, N), guess = _setup(problem)
-        key = ("free FE CBVP", self.assembler, self.degree, self.quadrature)
-        if key not in problem.cache:
-            mesh = uniform(self.comm, T, N) if self.comm is not None else (T, N)
-            problem.cache[key] = solve_free(problem.system, problem.params, mesh, bc, degree=self.degree,
-                                            quadrature=self.quadrature, assembler=self.assembler, guess=guess,
-                                            **_monitor(progress, what))
-        return problem.cache[key]
+        return uniform(self.comm, T, N) if self.comm is not None else (T, N)
 
 
 @dataclass(frozen=True)
@@ -267,11 +324,23 @@ class _GroupFEAdjoint(_FEOn, FEAdjoint):
 
 
 @dataclass(frozen=True)
+class _GroupPeriodicFEAdjoint(_FEOn, PeriodicFEAdjoint):
+    pass
+
+
+@dataclass(frozen=True)
 class _GroupCBVP(_FEOn, CBVPContrast):
+    truth_type: ClassVar[type] = _GroupFEAdjoint
+
     @property
     def truth(self) -> FEAdjoint:
-        return _GroupFEAdjoint(comm=self.comm, assembler=self.assembler, degree=self.degree,
+        return self.truth_type(comm=self.comm, assembler=self.assembler, degree=self.degree,
                                quadrature=self.quadrature)
+
+
+@dataclass(frozen=True)
+class _GroupPeriodic(_GroupCBVP, PeriodicContrast):
+    truth_type: ClassVar[type] = _GroupPeriodicFEAdjoint
 
 
 #: the rows of ordinary-differential-equation systems (the time-stepping backend; CBVP: finite elements)
@@ -284,6 +353,8 @@ ODE_RULES: dict[str, Rule] = {
     "cfvp-contrast": Rule(lambda comm: CIVPContrast(), prepare=_cfvp_of),
     "cfvp-residual": Rule(lambda comm: CIVPContrast(residual=True), prepare=_cfvp_of, cost=lambda n: 3.0 + 4 * n),
     "cbvp": Rule(lambda comm: _GroupCBVP(comm=comm), requires=("unbatched",), distributed=True, cost=lambda n: 300.0),
+    "periodic": Rule(lambda comm: _GroupPeriodic(comm=comm), requires=("unbatched", "driven"), distributed=True,
+                     cost=lambda n: 300.0),
 }
 
 
@@ -292,23 +363,47 @@ ODE_RULES: dict[str, Rule] = {
 
 @dataclass(frozen=True)
 class FieldModel:
-    """A field family at one grid point: ``n`` cells, horizon ``T`` (None: the family's), parameter seed."""
+    """A field system at one grid point: ``n`` cells, horizon ``T`` (None: the builder's default), parameter seed.
+
+    ``family`` names a built-in family of :mod:`glep.field_families` — or, with ``build``, a user's field
+    system: ``build(n=, steps=, seed=, comm=, [T=])`` returns its
+    :class:`~glep.estimators.field_objects.FieldProblem` with the mesh on ``comm`` (the signature of the
+    built-in builders, e.g. :func:`glep.field_families.wave_problem`; ``T`` is passed only when the study
+    gives it).  A user factory ``package.module:function`` returns one to make its system a field system.
+    """
 
     family: str
     n: int
     T: float | None
     seed: int
+    build: Callable[..., Any] | None = field(default=None, compare=False)
+
+    #: the type the problem must have, and its import (the modes kind: the Kerr array's ModeProblem)
+    problem_type: ClassVar[tuple[str, str]] = ("glep.estimators.field_objects", "FieldProblem")
 
     def problem(self, steps: int, comm):
-        """The family's problem with ``steps`` leapfrog steps, its mesh on ``comm``."""
-        from glep.field_families import build_field_problem
+        """The system's problem with ``steps`` time steps, its mesh on ``comm``."""
+        if self.build is None:
+            from glep.field_families import build_field_problem
 
-        return build_field_problem(self.family, self.n, self.T, steps, self.seed, comm=comm)
+            return build_field_problem(self.family, self.n, self.T, steps, self.seed, comm=comm)
+        kw = {"n": self.n, "steps": steps, "seed": self.seed, "comm": comm}
+        if self.T is not None:
+            kw["T"] = self.T
+        problem = self.build(**kw)
+        module, name = self.problem_type
+        if not isinstance(problem, getattr(importlib.import_module(module), name)):
+            args = ", ".join(f"{k}={v!r}" for k, v in kw.items() if k != "comm")
+            raise InputError(f"the field system {self.family!r}: build({args}, comm=...) returned a "
+                             f"{type(problem).__module__}.{type(problem).__qualname__}; expected a {module}.{name}")
+        return problem
 
 
 @dataclass(frozen=True)
 class ModeModel(FieldModel):
     """The Kerr cavity array (``n × n`` complex modes; no mesh)."""
+
+    problem_type: ClassVar[tuple[str, str]] = ("glep.estimators.heb", "ModeProblem")
 
 
 def _field_family(name: str) -> Callable[..., FieldModel]:
@@ -329,6 +424,9 @@ def _field_problem(model: FieldModel, point: Point, comm=None):
     if point.integrator is not None:
         raise InputError(f"'integrator': the field system {model.family!r} steps with its own leapfrog "
                          f"(Störmer–Verlet), got {point.integrator!r}")
+    if point.backend != "numpy":
+        raise SystemKeyError("backend", f"backend {point.backend!r} does not apply to the field system "
+                             f"{model.family!r} (the compiled path is the ODE Störmer–Verlet loop)")
     if comm is None:
         from mpi4py import MPI
 
@@ -345,10 +443,11 @@ def _field_compare(problem, estimators: list, **kw):
 
 #: the rows of field systems (the leapfrog on a finite-element mesh; truth: the discrete field adjoint)
 FIELD_RULES: dict[str, Rule] = {
-    "field-civp-residual": Rule(lambda comm: FieldCIVPResidual(), distributed=True, cost=lambda n: 3.0 + 2 * n),
-    "field-pfvp": Rule(lambda comm: FieldPFVP(), distributed=True),
+    "field-civp-residual": Rule(lambda comm: FieldCIVPResidual(), requires=("leapfrog-field",), distributed=True,
+                                cost=lambda n: 3.0 + 2 * n),
+    "field-pfvp": Rule(lambda comm: FieldPFVP(), requires=("leapfrog-field",), distributed=True),
     "field-echo": Rule(lambda comm: FieldEcho(), distributed=True),
-    "field-rhel": Rule(lambda comm: FieldRHEL(), distributed=True),
+    "field-rhel": Rule(lambda comm: FieldRHEL(), requires=("leapfrog-field",), distributed=True),
     "heb": Rule(lambda comm: FieldHEB(), requires=("terminal-cost",), distributed=True),
 }
 #: the row of the Kerr cavity array (truth: the adjoint of the Strang map)
@@ -361,10 +460,7 @@ KINDS: dict[str, Kind] = {"ode": Kind("ode", _ode_problem, ODE_RULES),
 #: (model type, kind name): the kind of what a family or a user factory returns (first match)
 MODEL_KINDS: list[tuple[type, str]] = [(Model, "ode"), (ModeModel, "modes"), (FieldModel, "field")]
 #: built-in family name -> constructor (keywords ``n``, ``seed``, ``T``, ``batch`` and the options)
-#: (``nls``, the implicit-midpoint field of ``glep compare --system nls``, is not a sweep system yet: its rows —
-#: the conjugation echo and HEB — need their own rules)
-FAMILIES: dict[str, Callable[..., Any]] = {**MODEL_FAMILIES, **{name: _field_family(name) for name in FIELD_FAMILIES
-                                                              if name != "nls"}}
+FAMILIES: dict[str, Callable[..., Any]] = {**MODEL_FAMILIES, **{name: _field_family(name) for name in FIELD_FAMILIES}}
 
 
 def estimator_names() -> tuple[str, ...]:
@@ -487,7 +583,8 @@ def _build_for_check(p: Point, s) -> tuple | str:
     try:
         return kind, kind.problem(model, Point(**{**p.__dict__, "steps": min(s.steps)}))
     except GlepError as exc:
-        return f"config key 'systems[{p.system}]': {exc}"
+        key = f".{exc.key}" if isinstance(exc, SystemKeyError) else ""
+        return f"config key 'systems[{p.system}]{key}': {exc}"
 
 
 # -- one work item -----------------------------------------------------------------------------------
@@ -789,5 +886,5 @@ def _parallel(todo: list[WorkItem], spec, comm, g: int, writer: _Writer | None, 
 
 
 __all__ = ["FAMILIES", "FIELD_RULES", "KINDS", "MODEL_KINDS", "MODE_RULES", "REQUIREMENTS", "FieldModel", "Kind",
-           "ModeModel", "Point", "Rule", "SweepOutcome", "WorkItem", "build", "check_study", "estimator_names",
-           "expand", "run_item", "run_sweep"]
+           "ModeModel", "Point", "Rule", "SweepOutcome", "SystemKeyError", "WorkItem", "build", "check_study",
+           "estimator_names", "expand", "run_item", "run_sweep"]

@@ -4,7 +4,8 @@ A *variant* is one estimator row on one system at one value of every grid key bu
 figures are the mean and standard deviation over the seeds (``±`` in the tables; a single seed has no
 spread).  Per variant: the cosine and relative error to the row's ground truth at the report's β,
 the fitted bias slope of each nudge (log–log slope of the relative error over β), the cost in passes
-and the wall time.  Failed items are counted, never averaged.
+and the wall time, and (CSV) the boundary condition of its nudged trajectories (:data:`BOUNDARY`: CIVP,
+PFVP by backward integration or an echo, CFVP, CBVP, Periodic).  Failed items are counted, never averaged.
 
 Plots (PNG, matplotlib): relative error versus β with the fitted slopes, one panel per system point;
 cost (passes and wall time) versus the number of parameters; the relative error at the report's β per
@@ -27,9 +28,11 @@ from glep.estimators.study import Study
 
 #: the boundary condition of each row's nudged trajectories (for the per-boundary-condition plot)
 BOUNDARY = {"civp-contrast": "CIVP", "civp-residual": "CIVP", "pfvp": "PFVP (backward)", "echo": "PFVP (echo)",
-            "rhel": "PFVP (Hamiltonian echo)", "cfvp-contrast": "CFVP", "cfvp-residual": "CFVP", "cbvp": "CBVP"}
+            "rhel": "PFVP (Hamiltonian echo)", "cfvp-contrast": "CFVP", "cfvp-residual": "CFVP", "cbvp": "CBVP",
+            "periodic": "Periodic", "field-civp-residual": "CIVP", "field-pfvp": "PFVP (backward)",
+            "field-echo": "PFVP (echo)", "field-rhel": "PFVP (Hamiltonian echo)", "heb": "PFVP (Hamiltonian echo)"}
 
-_GRID = ("label", "n", "T", "steps", "batch", "integrator")
+_GRID = ("label", "n", "T", "steps", "batch", "integrator", "backend")
 
 
 @dataclass
@@ -64,6 +67,8 @@ def _describe(params: dict) -> str:
         out += f" B={params['batch']}"
     if params.get("integrator"):
         out += f" {params['integrator']}"
+    if params.get("backend", "numpy") != "numpy":
+        out += f" ({params['backend']})"
     if params.get("options"):
         out += " " + " ".join(f"{k}={v}" for k, v in params["options"].items())
     return out
@@ -104,7 +109,8 @@ def rows(study: Study) -> list[dict]:
     out = []
     for v in variants(study):
         row = {"system": v.system, "estimator": v.estimator, "label": v.label, "loss": v.loss,
-               "seeds": len(v.items), "failed": len(v.items) - len(v.ok)}
+               "boundary": BOUNDARY.get(v.estimator, v.estimator), "seeds": len(v.items),
+               "failed": len(v.items) - len(v.ok)}
         for name, get in (("cosine", lambda it: it["metrics"]["cosine"]),
                           ("relative_error", lambda it: it["metrics"]["relative_error"]),
                           ("passes", lambda it: it["passes"]), ("wall_time", lambda it: it["wall_time"])):
@@ -246,11 +252,17 @@ def _cost(vs: list[Variant], path: Path) -> Path:
     return _save(fig, path)
 
 
-def _per_boundary(vs: list[Variant], path: Path) -> Path:
-    plt = _pyplot()
+def by_boundary(vs: list[Variant]) -> dict[str, list[Variant]]:
+    """The variants grouped by the boundary condition of their nudged trajectories (:data:`BOUNDARY`)."""
     bcs: dict[str, list[Variant]] = defaultdict(list)
     for v in vs:
         bcs[BOUNDARY.get(v.estimator, v.estimator)].append(v)
+    return dict(bcs)
+
+
+def _per_boundary(vs: list[Variant], path: Path) -> Path:
+    plt = _pyplot()
+    bcs = by_boundary(vs)
     fig, axes = plt.subplots(1, max(1, len(bcs)), figsize=(4 * max(1, len(bcs)), 3.6), squeeze=False)
     for ax, (bc, group) in zip(axes.flat, bcs.items()):
         for i, (label, sub) in enumerate(_by_estimator(group).items()):

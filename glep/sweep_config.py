@@ -22,17 +22,24 @@ Two layers of rules, both before any work: this module checks types, ranges and 
 (unknown keys are refused and named, e.g. ``config key 'systems[0].stepz': unknown key``); then
 :func:`glep.estimators.sweep.check_study` checks the combinations that need the system itself (an
 estimator that does not apply to a system's kind, the echo or RHEL on a non-reversible system, RHEL on
-a non-separable one, a finite-element row on a batched system), naming the key and the system.
+a non-separable one, a finite-element row on a batched system, ``backend = "jax"`` where the compiled
+Störmer–Verlet loop cannot run), naming the key and the system.
+
+``backend`` (an ODE system's key, default ``"numpy"``) chooses where its Störmer–Verlet loops run, like
+``glep compare --backend``: ``"jax"`` runs them jit-compiled (the optional extra ``glep[jax]``); it is
+refused for field systems, implicit integrators and systems the compiled path cannot run.
 
 A user system is named as ``package.module:function``: the module is imported and the attribute
 looked up (``importlib``), never evaluated; the function is called with the grid values as keywords
 (``n``, ``seed``, ``T`` and ``batch`` when given) plus ``options``, and returns a
-:class:`glep.models.Model`.
+:class:`glep.models.Model` (an ODE system) or a :class:`glep.estimators.sweep.FieldModel` with its own
+``build`` (a field system).
 
-The field systems of :mod:`glep.field_families` (``sine-gordon``, ``klein-gordon``, ``wave``, ``kerr``)
-are families too: ``n`` is their number of cells (the side of the Kerr array), ``steps`` their leapfrog
-steps; their rows (``field-pfvp``, ``field-echo``, ``field-rhel``, ``field-civp-residual``, ``heb``) and
-the refusals of rows of the other kind are registered in :mod:`glep.estimators.sweep`.
+The field systems of :mod:`glep.field_families` (``sine-gordon``, ``klein-gordon``, ``wave``, ``nls``,
+``kerr``) are families too: ``n`` is their number of cells (the side of the Kerr array), ``steps`` their
+time steps; their rows (``field-pfvp``, ``field-echo``, ``field-rhel``, ``field-civp-residual``, ``heb``;
+on ``nls`` only ``field-echo`` and ``heb``) and the refusals of rows of the other kind are registered in
+:mod:`glep.estimators.sweep`.
 """
 
 from __future__ import annotations
@@ -112,6 +119,7 @@ class SystemSpec(_Strict):
     batch: _grid_of(Count) | None = None
     seeds: _grid_of(Seed) = [0]
     integrator: Integrator | None = None
+    backend: Literal["numpy", "jax"] = "numpy"
     options: dict[str, Option] = {}
     estimators: Annotated[list[str], Field(min_length=1), BeforeValidator(_no_string_list)] | None = None
 
@@ -203,8 +211,16 @@ class SweepConfig(_Strict):
     run: RunSpec = RunSpec()
 
     def study_dict(self) -> dict:
-        """What the results depend on (``run`` left out), as stored in the file and compared on resume."""
-        return json.loads(self.model_dump_json(exclude={"run"}))
+        """What the results depend on (``run`` left out), as stored in the file and compared on resume.
+
+        A system's ``backend`` is left out when it is ``"numpy"`` (the default; the key is newer than the
+        format): a study started before it existed resumes, and its numbers are the NumPy loops'.
+        """
+        study = json.loads(self.model_dump_json(exclude={"run"}))
+        for system in study["systems"]:
+            if system.get("backend") == "numpy":
+                del system["backend"]
+        return study
 
 
 #: keys of each table (for the messages)

@@ -22,6 +22,7 @@ import glep.estimators.sweep as sweep_module
 from glep.cli import main
 from glep.errors import InputError, SolverError
 from glep.estimators.base import AbstractEstimator
+from glep.estimators.cbvp import PERIODIC_LOSS
 from glep.estimators.study import journal_path, load_study, numbers, same_numbers
 from glep.estimators.sweep import KINDS, MODEL_KINDS, ODE_RULES, Kind, Rule, check_study, expand
 from glep.sweep_config import sweep_config
@@ -202,7 +203,8 @@ def test_example_study_runs_as_written_and_is_reported(tmp_path, monkeypatch, ca
         assert key in study.attrs, key
     assert main(["report", "sweep-output/study.h5", "--csv", "table.csv"]) == 0
     md = capsys.readouterr().out
-    for label in ("CIVP + residual", "PFVP", "echo", "RHEL", "CFVP + residual", "C_h of the free CFVP trajectory"):
+    for label in ("CIVP + residual", "PFVP", "echo", "RHEL", "CFVP + residual", "C_h of the free CFVP trajectory",
+                  "| Periodic | C_h of the periodic trajectory (q(0) = q(T), p(0) = p(T)"):
         assert label in md, md
     table = list(csv.DictReader(open("table.csv")))
     assert len(table) == len({(it["params"]["system"], it["params"]["n"], it["params"]["steps"],
@@ -332,7 +334,8 @@ def test_an_error_on_one_rank_stops_every_rank(tmp_path):
 
 
 def test_the_guides_study_runs_as_written(tmp_path, monkeypatch, capsys):
-    """docs/guide.md, section 11: its TOML study runs and its claims hold (the echo is refused on gyroscopic)."""
+    """docs/guide.md, section 11: its TOML study runs and its claims hold (the echo is refused on gyroscopic, the
+    periodic row is below 1e-6)."""
     section = (ROOT / "docs" / "guide.md").read_text().split("## 11. Studies")[1].split("\n## ")[0]
     blocks = re.findall(r"```toml\n(.*?)```", section, flags=re.S)
     assert len(blocks) == 1
@@ -340,8 +343,9 @@ def test_the_guides_study_runs_as_written(tmp_path, monkeypatch, capsys):
     Path("study.toml").write_text(blocks[0])
     assert main(["sweep", "study.toml", "--quiet"]) == 0
     study = load_study("guide-study/study.h5")
-    assert study.complete and len(study.items) == 2 * 3 * 3 + 2
+    assert study.complete and len(study.items) == 2 * 3 * 3 + 2 + 2
     assert all(it["status"] == "ok" and it["metrics"]["relative_error"] < 1e-6 for it in study.items.values())
+    assert [it["loss"] for it in study.items.values() if it["params"]["estimator"] == "periodic"] == [PERIODIC_LOSS]
     Path("wrong.toml").write_text(blocks[0].replace('estimators = ["pfvp", "civp-residual"]\n', ""))
     assert main(["sweep", "wrong.toml", "--output", "other.h5", "--quiet"]) == 2
     assert "'echo' cannot run on systems[1] (gyroscopic, n=3, seed=0)" in capsys.readouterr().err
