@@ -36,7 +36,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from glep.config import Count, Finite, Positive, Seed, Size, _no_string_list, format_validation, load_toml
 from glep.errors import InputError
@@ -81,7 +90,14 @@ def trainable_estimators(task: str | None = None) -> tuple[str, ...]:
 Nudge = Literal[tuple(NUDGES)]
 Integrator = Literal[tuple(sorted(INTEGRATORS))]
 Unit = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False), BeforeValidator(lambda v: _number(v))]
-NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False), BeforeValidator(lambda v: _number(v))]
+NonNegative = Annotated[float, Field(allow_inf_nan=False), BeforeValidator(lambda v: _number(v)),
+                        AfterValidator(lambda v: _non_negative(v))]
+
+
+def _non_negative(value: float) -> float:
+    if value < 0:
+        raise ValueError(f"expected a finite number >= 0, got {value!r}")
+    return value
 
 
 def _number(value: Any) -> Any:
