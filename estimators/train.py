@@ -19,6 +19,22 @@ estimator descends.  Every ``checkpoint_every`` steps the parameters, optimizer 
 are written atomically to ``checkpoint.h5``; the minibatch order is a function of ``(seed, step)``,
 so ``--resume`` continues to the history an uninterrupted run would have written.  At the end
 ``train.h5`` (histories, final parameters, configuration) and ``learning_curves.png``.
+
+The tasks (:mod:`glep.tasks`) come in three kinds.  ``civp``: a batched CIVP from rest, stepped by a
+variational integrator (NumPy loops, or JAX-compiled Störmer–Verlet with ``task.backend = "jax"``);
+estimators the time-stepping rows, reference the discrete adjoint.  ``cbvp``: per sample a CBVP solved
+by Newton on the finite-element backend (each rank solves its own samples on a ``COMM_SELF`` mesh,
+warm-started from the run's last solution of that sample, a table every rank holds: the solutions join
+the gradient's ``Allreduce`` and the checkpoint); estimator the residual-free contrast ``cbvp``,
+reference the FE discrete adjoint; a failed Newton or adjoint solve stops the run naming the sample.
+``modes``: the Kerr cavity array; estimators HEB (``η = β``, centred or one-sided) and the gradient read
+from an averaged HEB update ``−(m/η) Δx`` (mass ``m``; with SGD at rate ``Bη/m`` the run *is* the
+averaged HEB update, but its read-out is not linear in the samples: split over ranks it differs from the
+1-rank run at ``O(η/m)``), reference the Strang map's discrete adjoint.
+
+With ``training.alignment = true`` every estimator run also computes the reference gradient ``g`` at its
+own ``θ`` on each minibatch and records ``cos(ĝ, g)`` and ``‖ĝ − g‖/‖g‖`` (:class:`History`; plotted in
+``alignment.png``, tabulated by ``glep report train.h5``: :mod:`glep.estimators.train_report`).
 """
 
 from __future__ import annotations
@@ -492,20 +508,31 @@ def load_checkpoint(out: Path, config) -> tuple[int, dict[str, dict]]:
     return step, state
 
 
-def write_results(out: Path, runs: dict[str, Run], config, step: int, shapes: dict, lib: dict) -> tuple[Path, Path]:
-    """``train.h5`` and ``learning_curves.png``, each written atomically (rank 0 only); ``lib`` the versions."""
+def _atomic_png(png: Path, draw: Callable) -> None:
+    """Draw a PNG by ``draw(temporary path)`` next to ``png``, then rename it into place."""
     from glep.estimators.output import _temp_path
 
-    png = out / PLOT
     with _writing(png):
         tmp = _temp_path(png)
         try:
-            plot_curves(runs, tmp, config)
+            draw(tmp)
             os.replace(tmp, png)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
             raise
+
+
+def write_results(out: Path, runs: dict[str, Run], config, step: int, shapes: dict, lib: dict) -> tuple[Path, Path]:
+    """``train.h5`` and ``learning_curves.png`` (and ``alignment.png`` with ``training.alignment``), each written
+    atomically (rank 0 only); ``lib`` the versions."""
+    png = out / PLOT
+    _atomic_png(png, lambda tmp: plot_curves(runs, tmp, config))
+    if config.training.alignment:
+        from glep.estimators.train_report import ALIGNMENT_PLOT, _title, plot_alignment
+
+        _atomic_png(out / ALIGNMENT_PLOT, lambda tmp: plot_alignment({n: r.history for n, r in runs.items()}, tmp,
+                                                                     _title(config)))
 
     def fill(f):
         _write_runs(f, runs, config, step, shapes, "results")
