@@ -392,14 +392,15 @@ def _check_civp(config, task, nudge) -> None:
     from glep.estimators.sweep import REQUIREMENTS
 
     tr = config.training
-    problem = task.problem(task.params, "train", minibatch(tr.seed, 0, config.task.train_size, tr.batch_size))
+    first = minibatch(tr.seed, 0, config.task.train_size, tr.batch_size)
     if config.task.backend != "numpy":
         from glep.ivp.compiled import unsupported_reason
 
-        why = unsupported_reason(problem.system)
+        why = unsupported_reason(task.system("train", first))
         if why:
             raise InputError(f"config key 'task.backend': backend 'jax' cannot run the task's network: {why}; "
                              "use backend 'numpy'")
+    problem = task.problem(task.params, "train", first)
     point = SimpleNamespace(batch=tr.batch_size)  # what the sweep's requirement checks read
     for name in config.estimators.names:
         rule, est = _estimator(name)

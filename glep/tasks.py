@@ -220,7 +220,7 @@ def make_task(name: str = "drive-trajectory", *, n: int = 4, T: float = 6.0, ste
     if backend not in ("numpy", "jax"):
         raise InputError(f"backend must be 'numpy' or 'jax', got {backend!r}")
     common = dict(n=n, T=float(T), steps=steps, gamma=float(gamma), anharmonic=float(anharmonic),
-                  integrator=integrator, params=student, backend=backend)
+                  integrator=integrator, params=student)
     if name == "sinusoid-classes":
         classes = _check("classes", classes, 2)
         if n < classes + 1:
@@ -232,15 +232,16 @@ def make_task(name: str = "drive-trajectory", *, n: int = 4, T: float = 6.0, ste
         drives = (amp[:, None] * np.sin((1.0 + 0.5 * labels)[:, None] * t[None] + phase[:, None]))[..., None]
         targets = CLASS_TARGET * np.eye(classes)[labels]
         splits = [Split(drives[s], targets[s], labels[s]) for s in (slice(0, train_size), slice(train_size, None))]
-        return SequenceTask(name, classes=classes, train=splits[0], validation=splits[1], **common)
+        return SequenceTask(name, classes=classes, train=splits[0], validation=splits[1], backend=backend, **common)
     drives = _smooth_drives(rng, total, T)
     task = SequenceTask(name, classes=0, train=Split(drives[:train_size], np.zeros((train_size, steps + 1, 1))),
                         validation=Split(drives[train_size:], np.zeros((validation_size, steps + 1, 1))),
                         teacher=teacher, **common)
-    for which in ("train", "validation"):  # the teacher's last oscillator on the grid: the targets
+    for which in ("train", "validation"):  # the teacher's last oscillator on the grid (NumPy loops): the targets
         data = task.split(which)
         q = task.problem(teacher, which, np.arange(len(data))).free_trajectory().q
         data.targets[...] = np.moveaxis(q[:, :, n - 1:], 0, 1)
+    task.backend = backend  # the data do not depend on the backend that trains
     return task
 
 
