@@ -48,7 +48,7 @@ import numpy as np
 
 from glep.boundary import CBVP, CIVP
 from glep.costs import TerminalCost, TrackingCost
-from glep.errors import InputError
+from glep.errors import GlepError, InputError, SolverError
 from glep.estimators.problem import Problem
 from glep.grid import TimeGrid
 from glep.gyroscopic import Gyroscopic
@@ -331,7 +331,12 @@ def make_boundary_task(*, n: int = 3, T: float = 1.0, steps: int = 40, train_siz
     for which in ("train", "validation"):
         data = task.split(which)
         for i in range(len(data)):
-            sol = task.solve(teacher, which, i).solution
+            try:
+                sol = task.solve(teacher, which, i).solution
+            except GlepError as exc:
+                raise SolverError(f"boundary-trajectory: the teacher's CBVP of {which} sample {i} has no solution "
+                                  f"from the straight line between its ends (T = {T:g}; below the first conjugate "
+                                  f"time, T ≲ 1, it is unique and regular): {exc}") from exc
             data.targets[i, :, 0] = np.asarray(sol.q)[:, 0, n - 1]
     return task
 
