@@ -120,9 +120,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="show the progress bar even when stdout is not a terminal")
     s.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     t = sub.add_parser("train", help="train a model on a built-in task with chosen estimators (TOML)",
-                       description="Train a network on a built-in sequence task with each chosen estimator and with "
+                       description="Train a network on a built-in task (time-stepped oscillator chains, a "
+                       "finite-element boundary-value task, a Kerr cavity array) with each chosen estimator and with "
                        "the discrete adjoint (the reference), from the same initialisation on the same minibatches "
-                       "(see examples/train.toml). Under mpirun each minibatch is split over the ranks and the "
+                       "(see examples/train*.toml). Under mpirun each minibatch is split over the ranks and the "
                        "gradients are summed. Writes checkpoint.h5 every training.checkpoint_every updates, then "
                        "train.h5 and learning_curves.png; --resume continues from the checkpoint.")
     t.add_argument("config", type=Path, help="the training's TOML file")
