@@ -19,6 +19,22 @@ estimator descends.  Every ``checkpoint_every`` steps the parameters, optimizer 
 are written atomically to ``checkpoint.h5``; the minibatch order is a function of ``(seed, step)``,
 so ``--resume`` continues to the history an uninterrupted run would have written.  At the end
 ``train.h5`` (histories, final parameters, configuration) and ``learning_curves.png``.
+
+The tasks (:mod:`glep.tasks`) come in three kinds.  ``civp``: a batched CIVP from rest, stepped by a
+variational integrator (NumPy loops, or JAX-compiled Störmer–Verlet with ``task.backend = "jax"``);
+estimators the time-stepping rows, reference the discrete adjoint.  ``cbvp``: per sample a CBVP solved
+by Newton on the finite-element backend (each rank solves its own samples on a ``COMM_SELF`` mesh,
+warm-started from the run's last solution of that sample, a table every rank holds: the solutions join
+the gradient's ``Allreduce`` and the checkpoint); estimator the residual-free contrast ``cbvp``,
+reference the FE discrete adjoint; a failed Newton or adjoint solve stops the run naming the sample.
+``modes``: the Kerr cavity array; estimators HEB (``η = β``, centred or one-sided) and the gradient read
+from an averaged HEB update ``−(m/η) Δx`` (mass ``m``; with SGD at rate ``Bη/m`` the run *is* the
+averaged HEB update, but its read-out is not linear in the samples: split over ranks it differs from the
+1-rank run at ``O(η/m)``), reference the Strang map's discrete adjoint.
+
+With ``training.alignment = true`` every estimator run also computes the reference gradient ``g`` at its
+own ``θ`` on each minibatch and records ``cos(ĝ, g)`` and ``‖ĝ − g‖/‖g‖`` (:class:`History`; plotted in
+``alignment.png``, tabulated by ``glep report train.h5``: :mod:`glep.estimators.train_report`).
 """
 
 from __future__ import annotations
@@ -77,30 +93,45 @@ class Optimizer:
 class History:
     """A run's curves: ``train_loss[s]`` the minibatch loss before update ``s``; at each evaluation
     (``eval_step``: updates done) ``validation_loss``, ``accuracy`` (NaN for regression) and
-    ``objective`` ``J_β`` on the validation set (NaN if not computed)."""
+    ``objective`` ``J_β`` on the validation set (NaN if not computed); with ``training.alignment``, per
+    update ``alignment_cosine[s]`` ``cos(ĝ, g)`` and ``alignment_error[s]`` ``‖ĝ − g‖/‖g‖`` of the run's
+    minibatch gradient ``ĝ`` and the reference gradient ``g`` at the run's own ``θ`` (empty otherwise, and
+    for the reference run)."""
 
     train_loss: list[float] = field(default_factory=list)
     eval_step: list[int] = field(default_factory=list)
     validation_loss: list[float] = field(default_factory=list)
     accuracy: list[float] = field(default_factory=list)
     objective: list[float] = field(default_factory=list)
+    alignment_cosine: list[float] = field(default_factory=list)
+    alignment_error: list[float] = field(default_factory=list)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {k: np.asarray(v, dtype=int if k == "eval_step" else float) for k, v in self.__dict__.items()}
 
     @classmethod
     def from_arrays(cls, arrays: dict) -> History:
-        return cls(**{k: [int(x) if k == "eval_step" else float(x) for x in arrays[k]] for k in cls().__dict__})
+        return cls(**{k: [int(x) if k == "eval_step" else float(x) for x in arrays.get(k, ())]
+                      for k in cls().__dict__})
+
+    def align(self, g: np.ndarray, ref: np.ndarray) -> None:
+        """Record ``cos(g, ref)`` and ``‖g − ref‖/‖ref‖`` (NaN where ``ref = 0``)."""
+        norm = float(np.linalg.norm(ref))
+        den = norm * float(np.linalg.norm(g))
+        self.alignment_cosine.append(float(g @ ref) / den if den > 0 else float("nan"))
+        self.alignment_error.append(float(np.linalg.norm(g - ref)) / norm if norm > 0 else float("nan"))
 
 
 @dataclass
 class Run:
-    """One training run: its name, flat parameters, optimizer and history."""
+    """One training run: its name, flat parameters, optimizer, history and solver ``state`` (the
+    finite-element task's ``warm``: the last solution of each training sample, the next Newton guess)."""
 
     name: str
     theta: np.ndarray
     optimizer: Optimizer
     history: History = field(default_factory=History)
+    state: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -137,7 +168,7 @@ def _share(indices: np.ndarray, comm) -> np.ndarray:
 
 # -- gradients --------------------------------------------------------------------------------------
 def _estimator(name: str):
-    """``(rule, estimator)`` of a run (``None`` for the adjoint)."""
+    """``(rule, estimator)`` of a time-stepping run (``None`` for the adjoint)."""
     if name == "adjoint":
         return None, None
     from glep.estimators.sweep import ODE_RULES
@@ -146,28 +177,137 @@ def _estimator(name: str):
     return rule, rule.make(None)
 
 
-def local_gradient(task, name: str, nudge, theta: dict, indices: np.ndarray, shapes) -> np.ndarray:
-    """``[Σ C_h(i), Σ ĝ_i]`` over this rank's sequences ``indices`` of the training split (zeros if none)."""
-    size = int(sum(np.prod(s, dtype=int) for s in shapes.values()))
+@dataclass
+class StepOptions:
+    """What an update needs besides ``θ``: ``align`` (also the reference gradient), the estimators' table
+    of the configuration (``β``, nudge name, mass), the whole minibatch ``batch`` and, for the
+    finite-element task, the run's ``warm`` table of the last solutions (``(train_size, N + 1, n)``)."""
+
+    align: bool = False
+    estimators: object = None
+    batch: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
+    warm: np.ndarray | None = None
+
+
+def parameter_shapes(task) -> dict[str, tuple]:
+    """The shapes of the task's trainable parameters."""
+    if task.kind == "modes":
+        return {"x": np.shape(task.params["x"])}
+    if task.kind == "cbvp":
+        return dict(task.system("train", 0).parameters)
+    return dict(task.problem(task.params, "train", [0]).system.parameters)
+
+
+def local_gradient(task, name: str, nudge, theta: dict, indices: np.ndarray, shapes,
+                   options: StepOptions | None = None) -> dict[str, np.ndarray]:
+    """This rank's share of an update: ``{"loss": [Σ C_h(i)], "grad": Σ ĝ_i, "ref": Σ g_i}`` over its
+    sequences ``indices`` (``"ref"``: the reference gradient at the same ``θ``, with ``options.align``),
+    and for the finite-element task ``"warm"``: the solutions ``(B, N + 1, n)`` at their minibatch rows
+    (zeros elsewhere).  Empty (``{}``) for no sequence: the caller fills zeros."""
+    options = options or StepOptions()
     if len(indices) == 0:
-        return np.zeros(1 + size)
+        return {}
+    if task.kind == "cbvp":
+        return _cbvp_gradient(task, name, nudge, theta, indices, shapes, options)
+    if task.kind == "modes":
+        return _mode_gradient(task, name, theta, indices, options)
     from glep.estimators.ground_truth import adjoint
 
     problem = task.problem(theta, "train", indices)
     rule, est = _estimator(name)
     if est is None:
-        grad = adjoint(problem).theta
+        grad, ref = adjoint(problem).theta, None
     else:
         grad = est.estimate(rule.prepare(problem) if rule.prepare else problem, nudge).theta
-    return np.concatenate([[problem.free.loss], flatten(grad, shapes)])
+        ref = adjoint(problem).theta if options.align else None
+    out = {"loss": np.array([problem.free.loss]), "grad": flatten(grad, shapes)}
+    if ref is not None:
+        out["ref"] = flatten(ref, shapes)
+    return out
+
+
+def _full(grad: dict, shapes) -> dict[str, np.ndarray]:
+    return {k: np.asarray(grad.get(k, np.zeros(s)), dtype=float).reshape(s) for k, s in shapes.items()}
+
+
+def _solve_cbvp(task, theta: dict, which: str, i: int, guess, name: str):
+    """The free CBVP of one sample; a failed or singular solve becomes a :class:`SolverError` naming it."""
+    from glep.errors import GlepError, SolverError
+
+    try:
+        return task.solve(theta, which, int(i), guess)
+    except GlepError as exc:
+        raise SolverError(f"the CBVP of {which} sample {int(i)} ({name} run) has no solution from its guess: "
+                          f"{exc}") from exc
+
+
+def _cbvp_gradient(task, name, nudge, theta, indices, shapes, options: StepOptions) -> dict[str, np.ndarray]:
+    """Per sample: the free CBVP (Newton from the run's last solution of that sample), its ``C_h``, the FE
+    discrete adjoint's gradient and/or the residual-free contrast (nudged solves from the tangent prediction)."""
+    from glep.bvp.adjoint import adjoint_gradient, discrete_loss
+    from glep.errors import GlepError, SolverError
+    from glep.estimators.cbvp import contrast_gradient
+
+    size = int(sum(np.prod(s, dtype=int) for s in shapes.values()))
+    loss, grad, ref = 0.0, np.zeros(size), np.zeros(size)
+    warm = np.zeros((len(options.batch), task.steps + 1, task.n))
+    rows = {int(b): r for r, b in enumerate(options.batch)}
+    for i in indices:
+        guess = None if options.warm is None else options.warm[int(i)]
+        free = _solve_cbvp(task, theta, "train", i, guess, name)
+        try:
+            truth = flatten(_full(adjoint_gradient(free.problem).theta, shapes), shapes) \
+                if name == "adjoint" or options.align else None
+            g = truth if name == "adjoint" else flatten(_full(contrast_gradient(free, nudge), shapes), shapes)
+        except GlepError as exc:
+            raise SolverError(f"train sample {int(i)} ({name} run): {exc}") from exc
+        loss += discrete_loss(free.problem)
+        grad += g
+        if truth is not None:
+            ref += truth
+        warm[rows[int(i)]] = np.asarray(free.solution.q)[:, 0, :]
+    out = {"loss": np.array([loss]), "grad": grad, "warm": warm}
+    if options.align and name != "adjoint":
+        out["ref"] = ref
+    return out
+
+
+def _mode_gradient(task, name, theta, indices, options: StepOptions) -> dict[str, np.ndarray]:
+    """HEB (centred or one-sided, ``η = β``), the gradient read from an averaged HEB update (mass ``m``), or
+    the discrete adjoint of the Strang map: ``∂C/∂x`` of the real quadrature, summed over the samples."""
+    from glep.estimators.heb import heb, heb_update, mode_adjoint
+
+    problem = task.problem(theta, "train", indices)
+    est = options.estimators
+    truth = mode_adjoint(problem) if name == "adjoint" or options.align else None
+    if name == "adjoint":
+        grad, loss = truth.learning.real, truth.loss
+    elif name == "heb":
+        res = heb(problem, est.beta, est.nudge)
+        grad, loss = res.learning.real, res.loss
+    else:  # heb-averaged: Δx = −(η/m) ∂C/∂x + O(η²/m²)
+        mass = 1.0 if est.mass is None else est.mass
+        new, loss = heb_update(problem, est.beta, mass, averaged=True)
+        grad = -(mass / est.beta) * (new.real - problem.learning_field.real)
+    out = {"loss": np.array([loss]), "grad": np.asarray(grad, dtype=float)}
+    if options.align and name != "adjoint":
+        out["ref"] = truth.learning.real
+    return out
 
 
 def local_evaluation(task, name: str, nudge, theta: dict, indices: np.ndarray, objective: bool) -> np.ndarray:
     """``[Σ C_h(i), #right, Σ J_β(i)]`` over this rank's validation sequences ``indices``."""
     if len(indices) == 0:
         return np.zeros(3)
+    if task.kind == "cbvp":  # Newton from the straight line between the ends: no state
+        from glep.bvp.adjoint import discrete_loss
+
+        return np.array([sum(discrete_loss(_solve_cbvp(task, theta, "validation", i, None, name).problem)
+                             for i in indices), 0.0, 0.0])
     problem = task.problem(theta, "validation", indices)
     right = task.accuracy_count(problem, "validation", indices) if task.classes else 0
+    if task.kind == "modes":
+        return np.array([problem.loss(), right, 0.0])
     J = 0.0
     if objective and name != "adjoint":
         from glep.estimators.finite import free_energy
@@ -181,6 +321,27 @@ def _family(est, problem):
     from glep.estimators.finite import FinalStateFamily, InitialValueFamily
 
     return {"initial-value": InitialValueFamily, "final-state": FinalStateFamily}[est.nudged_family](problem)
+
+
+def _layout(task, name: str, size: int, options: StepOptions) -> list[tuple[str, tuple]]:
+    """The parts of an update's sum, the same on every rank."""
+    parts = [("loss", (1,)), ("grad", (size,))]
+    if options.align and name != "adjoint":
+        parts.append(("ref", (size,)))
+    if task.kind == "cbvp":
+        parts.append(("warm", (len(options.batch), task.steps + 1, task.n)))
+    return parts
+
+
+def _summed_parts(parts: dict, layout, comm) -> dict[str, np.ndarray]:
+    """``parts`` summed over the ranks (one ``Allreduce``); a part a rank did not give counts as zeros."""
+    vec = np.concatenate([np.asarray(parts[k], dtype=float).ravel() if k in parts else np.zeros(int(np.prod(s)))
+                          for k, s in layout])
+    total, out, at = _summed(vec, comm), {}, 0
+    for k, s in layout:
+        m = int(np.prod(s))
+        out[k], at = total[at:at + m].reshape(s), at + m
+    return out
 
 
 def _summed(vec: np.ndarray, comm) -> np.ndarray:
@@ -197,16 +358,49 @@ def check_training(config, comm=None):
 
     Raises :class:`InputError` naming the key: an estimator whose requirements the network does not
     meet (``estimators.names``: the echo or RHEL on a non-reversible network…), a nudge it does not
-    take (``estimators.nudge``), ``J_β`` of an estimator without a nudged family (``estimators.objective``).
+    take (``estimators.nudge``), ``J_β`` of an estimator without a nudged family (``estimators.objective``),
+    a backend that cannot run the network (``task.backend``).  The task's own key checks (which estimators
+    apply to which task) are made by :mod:`glep.train_config`.
     """
     from glep.estimators.registry import nudge_from_name
-    from glep.estimators.sweep import REQUIREMENTS
-    from glep.tasks import make_task
+    from glep.tasks import build_task
 
-    task = make_task(**config.task.task_kwargs())
     nudge = nudge_from_name(config.estimators.nudge, config.estimators.beta)
+    if config.task.kind == "civp" and config.task.backend != "numpy":
+        _check_backend(config)
+    task = build_task(**config.task.task_kwargs())
+    if task.kind == "civp":
+        _check_civp(config, task, nudge)
+    return task, nudge
+
+
+def _check_backend(config) -> None:
+    """``task.backend = "jax"``: JAX installed and the explicit Störmer–Verlet loop (the network is checked
+    in :func:`_check_civp`)."""
+    from glep.ivp import compiled
+
+    if not compiled.available():
+        raise InputError("config key 'task.backend': backend 'jax' needs the optional extra JAX "
+                         "(pip install 'glep[jax]'), which is not installed; use backend 'numpy'")
+    if config.task.integrator not in (None, "stormer-verlet"):
+        raise InputError(f"config key 'task.backend': backend 'jax' compiles the explicit Störmer–Verlet loop; "
+                         f"task.integrator {config.task.integrator!r} is implicit (use 'stormer-verlet' or "
+                         "backend 'numpy')")
+
+
+def _check_civp(config, task, nudge) -> None:
+    from glep.estimators.sweep import REQUIREMENTS
+
     tr = config.training
-    problem = task.problem(task.params, "train", minibatch(tr.seed, 0, config.task.train_size, tr.batch_size))
+    first = minibatch(tr.seed, 0, config.task.train_size, tr.batch_size)
+    if config.task.backend != "numpy":
+        from glep.ivp.compiled import unsupported_reason
+
+        why = unsupported_reason(task.system("train", first))
+        if why:
+            raise InputError(f"config key 'task.backend': backend 'jax' cannot run the task's network: {why}; "
+                             "use backend 'numpy'")
+    problem = task.problem(task.params, "train", first)
     point = SimpleNamespace(batch=tr.batch_size)  # what the sweep's requirement checks read
     for name in config.estimators.names:
         rule, est = _estimator(name)
@@ -221,7 +415,6 @@ def check_training(config, comm=None):
         if config.estimators.objective and est.nudged_family not in ("initial-value", "final-state"):
             raise InputError(f"config key 'estimators.objective': J_β of {name!r} (the {est.nudged_family} family) "
                              "is not computed during training; set objective = false or leave it out")
-    return task, nudge
 
 
 # -- checkpoints and results ------------------------------------------------------------------------
@@ -273,6 +466,8 @@ def _write_runs(f, runs: dict[str, Run], config, step: int, shapes: dict, kind: 
             g[f"history/{k}"] = v
         for k, v in run.optimizer.state.items():
             g[f"optimizer/{k}"] = v
+        for k, v in run.state.items():
+            g[f"state/{k}"] = v
         for k, v in unflatten(run.theta, shapes).items():
             g[f"params/{k}"] = v
 
@@ -299,7 +494,8 @@ def load_checkpoint(out: Path, config) -> tuple[int, dict[str, dict]]:
             step = int(f.attrs["step"])
             state = {name: {"theta": g["theta"][()],
                             "history": {k: v[()] for k, v in g["history"].items()},
-                            "optimizer": {k: v[()] for k, v in g["optimizer"].items()}}
+                            "optimizer": {k: v[()] for k, v in g["optimizer"].items()},
+                            "state": {k: v[()] for k, v in g["state"].items()} if "state" in g else {}}
                      for name, g in f["runs"].items()}
     except (OSError, KeyError) as exc:
         raise InputError(f"--resume: cannot read {path} ({exc})") from exc
@@ -313,20 +509,31 @@ def load_checkpoint(out: Path, config) -> tuple[int, dict[str, dict]]:
     return step, state
 
 
-def write_results(out: Path, runs: dict[str, Run], config, step: int, shapes: dict, lib: dict) -> tuple[Path, Path]:
-    """``train.h5`` and ``learning_curves.png``, each written atomically (rank 0 only); ``lib`` the versions."""
+def _atomic_png(png: Path, draw: Callable) -> None:
+    """Draw a PNG by ``draw(temporary path)`` next to ``png``, then rename it into place."""
     from glep.estimators.output import _temp_path
 
-    png = out / PLOT
     with _writing(png):
         tmp = _temp_path(png)
         try:
-            plot_curves(runs, tmp, config)
+            draw(tmp)
             os.replace(tmp, png)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
             raise
+
+
+def write_results(out: Path, runs: dict[str, Run], config, step: int, shapes: dict, lib: dict) -> tuple[Path, Path]:
+    """``train.h5`` and ``learning_curves.png`` (and ``alignment.png`` with ``training.alignment``), each written
+    atomically (rank 0 only); ``lib`` the versions."""
+    png = out / PLOT
+    _atomic_png(png, lambda tmp: plot_curves(runs, tmp, config))
+    if config.training.alignment:
+        from glep.estimators.train_report import ALIGNMENT_PLOT, _title, plot_alignment
+
+        _atomic_png(out / ALIGNMENT_PLOT, lambda tmp: plot_alignment({n: r.history for n, r in runs.items()}, tmp,
+                                                                     _title(config)))
 
     def fill(f):
         _write_runs(f, runs, config, step, shapes, "results")
@@ -408,7 +615,11 @@ def _evaluate(task, config, nudge, runs: dict[str, Run], shapes, step: int, comm
 
 def _fresh_runs(config, task, shapes) -> dict[str, Run]:
     theta0 = flatten(task.params, shapes)
-    return {name: Run(name, theta0.copy(), Optimizer(config.optimizer, theta0.size)) for name in config.run_names()}
+    state = {}
+    if task.kind == "cbvp":  # the first Newton guesses: the straight lines between the ends
+        state["warm"] = np.stack([task.straight("train", i) for i in range(len(task.train))])
+    return {name: Run(name, theta0.copy(), Optimizer(config.optimizer, theta0.size),
+                      state={k: v.copy() for k, v in state.items()}) for name in config.run_names()}
 
 
 def _resumed_runs(config, state: dict, shapes) -> dict[str, Run]:
@@ -417,7 +628,8 @@ def _resumed_runs(config, state: dict, shapes) -> dict[str, Run]:
         s = state[name]
         opt = Optimizer(config.optimizer, s["theta"].size)
         opt.state = {k: np.array(v) for k, v in s["optimizer"].items()}
-        runs[name] = Run(name, np.array(s["theta"]), opt, History.from_arrays(s["history"]))
+        runs[name] = Run(name, np.array(s["theta"]), opt, History.from_arrays(s["history"]),
+                         {k: np.array(v) for k, v in s["state"].items()})
     return runs
 
 
@@ -439,7 +651,7 @@ def run_training(config, *, resume: bool = False, comm=None, say: Callable[[str]
     t0 = time.perf_counter()
     out, root = Path(config.run.output), is_root(comm)
     task, nudge = agree(lambda: check_training(config, comm), comm, what="checking the training")
-    shapes = task.problem(task.params, "train", [0]).system.parameters
+    shapes = parameter_shapes(task)
 
     def prepare():
         if not root:
@@ -462,16 +674,24 @@ def run_training(config, *, resume: bool = False, comm=None, say: Callable[[str]
         say(f"resumed after {step} updates")
     tr = config.training
     end = tr.iterations if stop_after is None else min(tr.iterations, step + stop_after)
-    say(f"{task.name}: P = {flatten(task.params, shapes).size} parameters, {len(runs)} runs "
+    size = flatten(task.params, shapes).size
+    say(f"{task.name}: P = {size} parameters, {len(runs)} runs "
         f"({', '.join(runs)}), {tr.iterations} updates of {tr.batch_size} sequences on {comm.size} rank(s)")
     while step < end:
-        mine = _share(minibatch(tr.seed, step, config.task.train_size, tr.batch_size), comm)
+        batch = minibatch(tr.seed, step, config.task.train_size, tr.batch_size)
+        mine = _share(batch, comm)
         for name, run in runs.items():
+            options = StepOptions(tr.alignment, config.estimators, batch, run.state.get("warm"))
             with collective(comm, what=f"update {step + 1} of the {name} run"):
-                vec = local_gradient(task, name, nudge, unflatten(run.theta, shapes), mine, shapes)
-            total = _summed(vec, comm) / tr.batch_size
-            run.history.train_loss.append(float(total[0]))
-            run.theta = run.optimizer.step(run.theta, total[1:])
+                parts = local_gradient(task, name, nudge, unflatten(run.theta, shapes), mine, shapes, options)
+            total = _summed_parts(parts, _layout(task, name, size, options), comm)
+            g = total["grad"] / tr.batch_size
+            run.history.train_loss.append(float(total["loss"][0]) / tr.batch_size)
+            if "ref" in total:
+                run.history.align(g, total["ref"] / tr.batch_size)
+            if "warm" in total:
+                run.state["warm"][batch] = total["warm"]
+            run.theta = run.optimizer.step(run.theta, g)
         step += 1
         if step % tr.eval_every == 0 or step == tr.iterations:
             _evaluate(task, config, nudge, runs, shapes, step, comm)

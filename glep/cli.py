@@ -120,20 +120,22 @@ def _parser() -> argparse.ArgumentParser:
                    help="show the progress bar even when stdout is not a terminal")
     s.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     t = sub.add_parser("train", help="train a model on a built-in task with chosen estimators (TOML)",
-                       description="Train a network on a built-in sequence task with each chosen estimator and with "
+                       description="Train a network on a built-in task (time-stepped oscillator chains, a "
+                       "finite-element boundary-value task, a Kerr cavity array) with each chosen estimator and with "
                        "the discrete adjoint (the reference), from the same initialisation on the same minibatches "
-                       "(see examples/train.toml). Under mpirun each minibatch is split over the ranks and the "
+                       "(see examples/train*.toml). Under mpirun each minibatch is split over the ranks and the "
                        "gradients are summed. Writes checkpoint.h5 every training.checkpoint_every updates, then "
                        "train.h5 and learning_curves.png; --resume continues from the checkpoint.")
     t.add_argument("config", type=Path, help="the training's TOML file")
     t.add_argument("--output", help="output folder (default: run.output of the TOML file)")
     t.add_argument("--resume", action="store_true", help="continue from the output folder's checkpoint.h5")
     t.add_argument("--quiet", action="store_true", help="no progress messages")
-    r = sub.add_parser("report", help="print the table of a saved results.h5 or study file (no re-run)")
+    r = sub.add_parser("report", help="print the table of a saved results.h5, study or train.h5 file (no re-run)")
     r.add_argument("path", type=Path)
     r.add_argument("--plot", type=Path, help="also redraw the error-versus-β PNG here (glep compare results)")
-    r.add_argument("--csv", type=Path, help="also write the table as CSV here (study files)")
-    r.add_argument("--plots", type=Path, help="also draw the study's plots into this folder (study files)")
+    r.add_argument("--csv", type=Path, help="also write the table as CSV here (study and training files)")
+    r.add_argument("--plots", type=Path,
+                   help="also draw the study's or the training's plots into this folder (study and training files)")
     return p
 
 
@@ -346,21 +348,46 @@ def _report_study(args) -> int:
     return 0
 
 
+def _report_train(args) -> int:
+    from glep.estimators.train_report import load_train_file, markdown, plot_training, to_csv
+
+    if args.plot:
+        raise InputError(f"--plot applies to glep compare results; {args.path} is a training file "
+                         "(use --plots FOLDER)")
+    data = load_train_file(args.path)
+    print(markdown(data), flush=True)
+    if args.csv:
+        try:
+            args.csv.write_text(to_csv(data))
+        except OSError as exc:
+            raise InputError(f"--csv: cannot write {str(args.csv)!r} ({exc.strerror})") from exc
+    if args.plots:
+        try:
+            plot_training(data, args.plots)
+        except OSError as exc:
+            raise InputError(f"--plots: cannot write into {str(args.plots)!r} ({exc.strerror})") from exc
+    return 0
+
+
 def run_report(args) -> int:
     """Print the table of a results or study file (and its failures on stderr); exit 0 once it is read."""
     from glep.estimators.compare import failure_summary, format_table
     from glep.estimators.output import load_report, plot_mismatch, plot_report
     from glep.estimators.study import is_study_file
+    from glep.estimators.train_report import is_train_file
     from glep.parallel import is_root
 
     if not is_root():  # rank 0 reads and prints; its errors reach every rank through the agreed block of _run
         return 0
+    if args.path.is_file() and is_train_file(args.path):
+        return _report_train(args)
     if args.path.is_file() and is_study_file(args.path):
         if args.plot:
             raise InputError(f"--plot applies to glep compare results; {args.path} is a study (use --plots FOLDER)")
         return _report_study(args)
     if args.csv or args.plots:
-        raise InputError(f"--csv and --plots apply to study files (glep sweep); {args.path} is not one")
+        raise InputError(f"--csv and --plots apply to study files (glep sweep) and training files (glep train); "
+                         f"{args.path} is neither")
     report = load_report(args.path)  # InputError for a missing, damaged or foreign file
     print(format_table(report), flush=True)
     summary = failure_summary(report)

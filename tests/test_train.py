@@ -116,7 +116,11 @@ def test_resume_refuses_another_configuration(tmp_path):
     ({"training": {"iteratons": 3}}, r"config key 'training.iteratons': unknown key"),
     ({"optimizer": {"learning_rate": "fast"}}, r"config key 'optimizer.learning_rate': expected a number"),
     ({"optimizer": {"name": "rmsprop"}}, r"config key 'optimizer.name': expected one of"),
-    ({"estimators": {"names": ["echo", "heb"]}}, r"config key 'estimators.names': unknown estimator\(s\) \['heb'\]"),
+    ({"estimators": {"names": ["echo", "hebb"]}}, r"config key 'estimators.names': unknown estimator\(s\) \['hebb'\]"),
+    ({"estimators": {"names": ["echo", "heb"]}}, r"config key 'estimators.names': 'heb' does not apply to the task "
+                                                 r"'drive-trajectory'"),
+    ({"task": {"assembler": "fe"}}, r"config key 'task.assembler': applies to the task 'boundary-trajectory' only, "
+                                    r"not to 'drive-trajectory'"),
     ({"estimators": {"names": "echo"}}, r"config key 'estimators.names': expected a list"),
     ({"estimators": {"names": ["cbvp"]}}, r"config key 'estimators.names': 'cbvp' differentiates the loss of the "
                                           r"finite-element CBVP"),
