@@ -192,6 +192,11 @@ _LAZY: dict[str, tuple[str, str]] = {
     # training on built-in sequence tasks (glep train)
     "make_task": ("glep.tasks", "make_task"),
     "SequenceTask": ("glep.tasks", "SequenceTask"),
+    "make_boundary_task": ("glep.tasks", "make_boundary_task"),
+    "BoundaryTask": ("glep.tasks", "BoundaryTask"),
+    "make_mode_task": ("glep.tasks", "make_mode_task"),
+    "ModeTask": ("glep.tasks", "ModeTask"),
+    "load_train_file": ("glep.estimators.train_report", "load_train_file"),
     "TrainConfig": ("glep.train_config", "TrainConfig"),
     "training_config": ("glep.train_config", "train_config"),
     "run_training": ("glep.estimators.train", "run_training"),
@@ -236,7 +241,8 @@ __all__ = [
     "MidpointFieldSystem", "field_midpoint_forward", "field_midpoint_adjoint", "nls_echo",
     "plot_field_history",
     # training (glep train)
-    "make_task", "SequenceTask", "TrainConfig", "training_config", "run_training",
+    "make_task", "SequenceTask", "make_boundary_task", "BoundaryTask", "make_mode_task", "ModeTask",
+    "TrainConfig", "training_config", "run_training", "load_train_file",
     # errors
     "GlepError", "InputError", "NotReversibleError", "SaddleError", "SingularHessianError", "SolverError",
 ]
