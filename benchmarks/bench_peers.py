@@ -412,7 +412,7 @@ def memory_cell(rows, r) -> str:
         return f"{r['peak_mb']:.0f}"
     need = [v for v in (r.get("xla_mb"), r.get("oom_request_mb"), growth_estimate(rows, r["case"], r["steps"]))
             if v]
-    return f"OOM (cap {r['limit_gb']:g} GB; needs >= {max(need) / 1024:.1f} GB)" if need else "OOM"
+    return f"OOM (cap {r['limit_gb']:g} GiB; needs >= {max(need) / 1024:.1f} GiB)" if need else "OOM"
 
 
 # -- report -------------------------------------------------------------------------------------------
@@ -478,7 +478,7 @@ def main(argv=None) -> int:
     n, hidden, batch = parse_size(args.memory_size)
     horizons = [int(s) for s in args.horizons.split(",")]
     print(f"\n3. Peak memory against the horizon (n = {n}, hidden = {hidden}, batch = {batch}; one fresh "
-          f"interpreter per case under an address-space cap of {args.memory_limit_gb:g} GB, run {args.runs} time(s) "
+          f"interpreter per case under an address-space cap of {args.memory_limit_gb:g} GiB, run {args.runs} time(s) "
           "(the first run compiles): peak resident set during the runs minus the resident set before them, MB "
           "(compilation included); wall time of the last run)")
     chosen = tuple(args.memory_cases.split(","))

@@ -41,9 +41,9 @@ def implicit_step(dl, k, q0, p0, guess, *, rtol: float = 1e-13, maxiter: int = 4
     return q1, last[1] if last[0] is q1 else dl.momenta(k, q0, q1)[1]
 
 
-def _in_place_loop(force, q, p, F, h: float, N: int, m=None):
+def _in_place_loop(force, q, p, F, h: float, N: int, m=None, Q=None, P=None):
     """``N`` Störmer–Verlet steps with a diagonal mass ``m`` (``None``: ``M = I``) in place on ``q`` and ``p``
-    (owned by the caller):
+    (owned by the caller), writing ``q_k`` into ``Q[k]`` and ``p_k`` into ``P[k]`` when given (``k ≥ 1``):
 
         v̄ = (p + (h/2)F)/m,   q ← q + h v̄,   F ← F(q),   p ← m v̄ + (h/2)F,
 
@@ -70,9 +70,13 @@ def _in_place_loop(force, q, p, F, h: float, N: int, m=None):
         else:
             mul(m, vbar, mv)
             add(mv, tmp, p)
+        if Q is not None:
+            Q[k + 1] = q
+        if P is not None:
+            P[k + 1] = p
         if k & 63 == 63 and not isfinite(q).all():
-            break
-    return q, p
+            return q, p, k + 1
+    return q, p, N
 
 
 def _diagonal_mass(dl, solve, apply, q):
@@ -119,12 +123,14 @@ def integrate(dl, q0, p0, *, store: bool | str = True, callback=None):
         hh = 0.5 * h
         F = force(0, q)
         plain = Q is None and callback is None  # nothing to record per step
-        # unit or diagonal masses and nothing to record: in place, on buffers (glep.kinetic returns its
-        # identity for both kernels of unit masses)
-        if plain and F.shape == q.shape and F.dtype == dtype:
+        # unit or diagonal masses and no callback: in place, on buffers, writing into Q and P (glep.kinetic
+        # returns its identity for both kernels of unit masses)
+        if callback is None and F.shape == q.shape and F.dtype == dtype:
             m = _diagonal_mass(dl, solve, apply, q)
             if solve is apply or m is not None:
-                q, p = _in_place_loop(force, q, p, F, h, N, m)
+                q, p, done = _in_place_loop(force, q, p, F, h, N, m, Q, P)
+                if done < N and Q is not None:  # stopped early: non-finite; the rest is not integrated
+                    Q[done + 1:] = np.nan
                 N = 0
         for k in range(N):  # explicit_step with the prepared kernels: the same operations, in order
             vbar = solve(p + hh * F)
@@ -136,7 +142,8 @@ def integrate(dl, q0, p0, *, store: bool | str = True, callback=None):
             if k & 63 == 63 and not np.isfinite(q).all():
                 break
         if not (np.all(np.isfinite(q)) and np.all(np.isfinite(p))):
-            where = "" if Q is None else f" at step {int(np.argmax(~np.isfinite(Q).reshape(N + 1, -1).all(1)))}"
+            where = "" if Q is None else \
+                f" at step {int(np.argmax(~np.isfinite(Q).reshape(len(Q), -1).all(1)))}"
             raise SolverError(f"trajectory became non-finite{where}; reduce the step size", reason="overflow")
     else:
         qprev = q
