@@ -21,12 +21,17 @@ Rows (every gradient is of the same ``C_h``):
 Sections: (1) agreement, checked before anything is timed: the losses, and every gradient against
 glep's NumPy discrete adjoint; (2) wall time at the sizes of issue 11 (best of ``--repeats``,
 interleaved); (3) peak memory against the horizon (``10³, 10⁴, 10⁵`` steps): each case runs in
-a fresh interpreter, and its figure is the growth of the peak resident set over the interpreter's
-baseline after imports and set-up (XLA compilation included).
+a fresh interpreter under an address-space cap (``--memory-limit-gb``, ``RLIMIT_AS``), and its figure is
+the growth of the peak resident set over the interpreter's baseline after imports and set-up (XLA
+compilation included).  A case that needs more than the cap fails in its own process and is reported as
+out of memory with what it needed (XLA's buffer assignment for JAX's BPTT, the allocation XLA asked for,
+or the growth extrapolated from the shorter horizons), instead of exhausting the machine.
 
 Usage::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_peers.py            # ~10 minutes
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_peers.py --only-memory --memory-size 64x64x64 \
+        --memory-cases "glep jax: echo,glep jax: RHEL,jax: BPTT gradient,diffrax RCA: gradient"  # ~15 minutes
     .venv/bin/python benchmarks/bench_peers.py --smoke                      # seconds
 """
 

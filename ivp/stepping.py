@@ -79,12 +79,12 @@ def _in_place_loop(force, q, p, F, h: float, N: int, m=None, Q=None, P=None):
     return q, p, N
 
 
-def _diagonal_mass(dl, solve, apply, q):
-    """The diagonal of ``M`` when the system's kinetic term is a :class:`glep.kinetic.DiagonalMass`
-    whose kernels are ``p/m`` and ``m v`` (``M·1 = m`` exactly), in ``q``'s dtype; else ``None``."""
+def _diagonal_mass(kinetic, solve, apply, q):
+    """The diagonal of ``M`` when ``kinetic`` is a :class:`glep.kinetic.DiagonalMass` whose kernels
+    ``(solve, apply)`` are ``p/m`` and ``m v`` (``M·1 = m`` exactly), in ``q``'s dtype; else ``None``."""
     from glep.kinetic import DiagonalMass
 
-    if solve is apply or type(dl.system.kinetic) is not DiagonalMass:
+    if solve is apply or type(kinetic) is not DiagonalMass:
         return None
     m = np.asarray(apply(np.ones(q.shape[-1], q.dtype)))
     return m if m.shape == q.shape[-1:] and np.result_type(m, q) == q.dtype else None
@@ -126,7 +126,7 @@ def integrate(dl, q0, p0, *, store: bool | str = True, callback=None):
         # unit or diagonal masses and no callback: in place, on buffers, writing into Q and P (glep.kinetic
         # returns its identity for both kernels of unit masses)
         if callback is None and F.shape == q.shape and F.dtype == dtype:
-            m = _diagonal_mass(dl, solve, apply, q)
+            m = _diagonal_mass(dl.system.kinetic, solve, apply, q)
             if solve is apply or m is not None:
                 q, p, done = _in_place_loop(force, q, p, F, h, N, m, Q, P)
                 if done < N and Q is not None:  # stopped early: non-finite; the rest is not integrated

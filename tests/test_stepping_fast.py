@@ -67,13 +67,13 @@ def test_diagonal_mass_detected(family):
     dl = pr.dl(0.0)
     solve, apply = dl.mass_kernels()
     q = np.zeros((2, pr.system.n))
-    m = _diagonal_mass(dl, solve, apply, q)
+    m = _diagonal_mass(pr.system.kinetic, solve, apply, q)
     assert isinstance(pr.system.kinetic, DiagonalMass)
     if solve is apply:
         assert m is None
     else:
         assert m is not None and np.array_equal(m, pr.theta.get("m", m)), (m, pr.theta.get("m"))
-        assert _diagonal_mass(dl, solve, apply, q.astype(np.float32)) is None  # would change the dtype
+        assert _diagonal_mass(pr.system.kinetic, solve, apply, q.astype(np.float32)) is None  # would change the dtype
 
 
 @pytest.mark.parametrize("edges", [[(i, i + 1) for i in range(6)], [(0, 1), (0, 2), (0, 3), (4, 0), (5, 6)],
@@ -137,3 +137,29 @@ def test_contrast_sum_kinetic_once(family, kw):
         v = ((Q[1:] - Q[:-1]) / dl.h).reshape(-1, pr.system.n)
         g = pr.system.kinetic.theta_gradient(None, v, pr.theta, None, None)["m"]
         assert np.array_equal(got["m"], (0.0 + 0.5 * dl.h * g) + 0.5 * dl.h * g)
+
+
+@pytest.mark.parametrize("family,kw", [("coupled_oscillators", {"batch": 3}), ("pendulum_chain", {}),
+                                       ("hru_logcosh", {"batch": 2}), ("hru_linear", {})])
+def test_leapfrog_in_place_bit_for_bit(family, kw):
+    """RHEL's leapfrog runs in place (unit or diagonal masses): the same ``Q``, ``P`` as the kick–drift–kick
+    written out, nudged (real and complex ε) or not."""
+    from glep.ivp.hamiltonian import leapfrog
+    from glep.system import position_force_kernel
+
+    pr = Problem.from_model(FAMILIES[family](**kw), steps=80)
+    sys_, th, grid = pr.system, pr.theta, pr.grid
+    q0, p0, _ = pr.boundary.states(sys_, th)
+    X = {k: s.sample(grid.times) for k, s in sys_.signals.items()}
+    solve, _ = sys_.kinetic.mass_kernels(th)
+    for eps in (0.0, 0.3, 1e-20j):
+        Q, P, _ = leapfrog(sys_, th, grid, q0, p0, eps)
+        kernel = position_force_kernel(sys_, th, eps)
+        q, p = np.array(q0, np.result_type(q0, eps)), np.array(p0, np.result_type(p0, eps))
+        F = kernel(q, {k: a[0] for k, a in X.items()}, 0.0)
+        for k in range(grid.N):
+            ph = p + 0.5 * grid.h * F
+            q = q + grid.h * solve(ph)
+            F = kernel(q, {name: a[k + 1] for name, a in X.items()}, grid.times[k + 1])
+            p = ph + 0.5 * grid.h * F
+            assert np.array_equal(Q[k + 1], q) and np.array_equal(P[k + 1], p), (family, eps, k)
