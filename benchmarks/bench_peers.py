@@ -21,12 +21,17 @@ Rows (every gradient is of the same ``C_h``):
 Sections: (1) agreement, checked before anything is timed: the losses, and every gradient against
 glep's NumPy discrete adjoint; (2) wall time at the sizes of issue 11 (best of ``--repeats``,
 interleaved); (3) peak memory against the horizon (``10³, 10⁴, 10⁵`` steps): each case runs in
-a fresh interpreter, and its figure is the growth of the peak resident set over the interpreter's
-baseline after imports and set-up (XLA compilation included).
+a fresh interpreter under an address-space cap (``--memory-limit-gb``, ``RLIMIT_AS``), and its figure is
+the growth of the peak resident set over the interpreter's baseline after imports and set-up (XLA
+compilation included).  A case that needs more than the cap fails in its own process and is reported as
+out of memory with what it needed (XLA's buffer assignment for JAX's BPTT, the allocation XLA asked for,
+or the growth extrapolated from the shorter horizons), instead of exhausting the machine.
 
 Usage::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_peers.py            # ~10 minutes
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_peers.py --only-memory --memory-size 64x64x64 \
+        --memory-cases "glep jax: echo,glep jax: RHEL,jax: BPTT gradient,diffrax RCA: gradient"  # ~15 minutes
     .venv/bin/python benchmarks/bench_peers.py --smoke                      # seconds
 """
 
@@ -35,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -300,40 +306,118 @@ class _PeakRSS:
         self.peak = max(self.peak, _rss_mb())
 
 
-def child(name, n, hidden, batch, steps) -> None:
-    """Run one case twice in this (fresh) interpreter (the first run compiles); print the second run's
-    wall time and the peak resident set over both runs minus the resident set before them (JSON)."""
+_OOM_BYTES = re.compile(r"(?:allocat\w*|request\w*)\D{0,40}?(\d{4,})\s*bytes", re.IGNORECASE)
+
+
+def cap_memory(limit_gb: float) -> None:
+    """Cap this process's address space at ``limit_gb`` GB (``RLIMIT_AS``): an allocation beyond it fails in
+    the process (XLA reports ``RESOURCE_EXHAUSTED``, NumPy raises ``MemoryError``) instead of exhausting the
+    machine."""
+    limit = int(limit_gb * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def xla_memory_mb(name, n, hidden, batch, steps) -> float | None:
+    """XLA's own figure for a JAX peer: argument + output + temporary buffers of the compiled gradient
+    (``Compiled.memory_analysis()``, known before anything runs), MB; ``None`` for glep's cases."""
+    if name != "jax: BPTT gradient":
+        return None
     import jax
 
+    pr = build(n, hidden, batch, steps, "numpy")
+    U, Y, q0, p0 = sampled(pr)
+    with jax.enable_x64(True):
+        _, loss, _ = jax_peers(pr.grid.h)
+        th = {k: jax.numpy.asarray(v) for k, v in pr.theta.items()}
+        compiled = jax.jit(jax.grad(loss)).lower(th, q0, p0, U, Y).compile()
+        stats = compiled.memory_analysis()
+    if stats is None:  # pragma: no cover - backend without the analysis
+        return None
+    total = stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes
+    return total / 2**20
+
+
+def child(name, n, hidden, batch, steps, runs=2, limit_gb=None) -> None:
+    """Run one case ``runs`` times in this (fresh) interpreter (the first run compiles); print the last run's
+    wall time and the peak resident set over the runs minus the resident set before them (JSON).  Under a
+    memory cap an out-of-memory failure is reported (``"oom"``: the message and the bytes XLA asked for)."""
+    import jax
+
+    if limit_gb:
+        cap_memory(limit_gb)
+    row = {"case": name, "steps": steps, "limit_gb": limit_gb}
+    xla = xla_memory_mb(name, n, hidden, batch, steps)
+    if xla is not None:
+        row["xla_mb"] = xla
     table, _ = cases(n, hidden, batch, steps, peers=name.startswith(("jax", "diffrax")))
     fn = _x64(table[name])
     with jax.enable_x64(True):
         jax.block_until_ready(jax.numpy.ones(4) * 2.0)  # the runtime is up before the baseline
-    with _PeakRSS() as rss:
-        fn()
-        t0 = time.perf_counter()
-        fn()
-        wall = time.perf_counter() - t0
-    print(json.dumps({"case": name, "steps": steps, "wall_s": wall, "peak_mb": rss.peak - rss.start}))
+    rss = _PeakRSS()
+    try:
+        with rss:
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                fn()
+                wall = time.perf_counter() - t0
+    except Exception as exc:  # noqa: BLE001 - only out-of-memory is reported, anything else re-raised
+        text = str(exc)
+        if not (isinstance(exc, MemoryError) or "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower()):
+            raise
+        asked = _OOM_BYTES.search(text)
+        row.update(wall_s=float("nan"), peak_mb=rss.peak - rss.start, oom=text.strip().splitlines()[0][:300],
+                   oom_request_mb=int(asked.group(1)) / 2**20 if asked else None)
+        print(json.dumps(row))
+        return
+    row.update(wall_s=wall, peak_mb=rss.peak - rss.start)
+    print(json.dumps(row))
 
 
 MEMORY_CASES = ("glep numpy: echo", "glep numpy: adjoint", "glep jax: echo", "glep jax: RHEL",
                 "glep jax: adjoint", "jax: BPTT gradient", "diffrax RCA: gradient")
 
 
-def memory(n, hidden, batch, horizons, names) -> list[dict]:
+def memory(n, hidden, batch, horizons, names, runs=2, limit_gb=None) -> list[dict]:
+    """One fresh interpreter per (case, horizon), each under the address-space cap ``limit_gb``."""
     rows = []
     for steps in horizons:
         for name in names:
-            cmd = [sys.executable, __file__, "--child", name, "--size", f"{n}x{hidden}x{batch}", "--steps", str(steps)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+            cmd = [sys.executable, __file__, "--child", name, "--size", f"{n}x{hidden}x{batch}", "--steps", str(steps),
+                   "--runs", str(runs)] + (["--memory-limit-gb", str(limit_gb)] if limit_gb else [])
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=7200)
             if proc.returncode != 0:
-                tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
-                rows.append({"case": name, "steps": steps, "wall_s": float("nan"), "peak_mb": float("nan"),
-                             "error": tail[:120]})
+                lines = proc.stderr.strip().splitlines() or ["?"]
+                oom = next((ln for ln in lines if "RESOURCE_EXHAUSTED" in ln or "bad_alloc" in ln
+                            or "MemoryError" in ln), None)
+                row = {"case": name, "steps": steps, "wall_s": float("nan"), "peak_mb": float("nan"),
+                       "limit_gb": limit_gb}
+                if oom is not None or proc.returncode < 0:  # killed or aborted under the cap
+                    row["oom"] = (oom or f"process ended by signal {-proc.returncode}")[:300]
+                else:
+                    row["error"] = lines[-1][:120]
+                rows.append(row)
                 continue
             rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            print(f"  [{time.strftime('%H:%M:%S', time.gmtime())}] {json.dumps(rows[-1])}", flush=True)
     return rows
+
+
+def growth_estimate(rows, name, steps) -> float | None:
+    """The peak (MB) at ``steps`` extrapolated linearly from the case's two longest measured horizons."""
+    done = sorted((r["steps"], r["peak_mb"]) for r in rows
+                  if r["case"] == name and "oom" not in r and "error" not in r and r["steps"] < steps)
+    if len(done) < 2:
+        return None
+    (n0, m0), (n1, m1) = done[-2:]
+    return m1 + (m1 - m0) / (n1 - n0) * (steps - n1)
+
+
+def memory_cell(rows, r) -> str:
+    if "oom" not in r:
+        return f"{r['peak_mb']:.0f}"
+    need = [v for v in (r.get("xla_mb"), r.get("oom_request_mb"), growth_estimate(rows, r["case"], r["steps"]))
+            if v]
+    return f"OOM (cap {r['limit_gb']:g} GiB; needs >= {max(need) / 1024:.1f} GiB)" if need else "OOM"
 
 
 # -- report -------------------------------------------------------------------------------------------
@@ -361,11 +445,14 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None)
     ap.add_argument("--only-memory", action="store_true", help="section 3 only")
     ap.add_argument("--memory-cases", default=",".join(MEMORY_CASES), help="section 3's cases, comma-separated")
+    ap.add_argument("--memory-limit-gb", type=float, default=10.0,
+                    help="address-space cap of each section-3 process (RLIMIT_AS); 0 for none")
+    ap.add_argument("--runs", type=int, default=2, help="runs of each section-3 case in its process (first compiles)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--size", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        child(args.child, *parse_size(args.size), args.steps)
+        child(args.child, *parse_size(args.size), args.steps, args.runs, args.memory_limit_gb or None)
         return 0
     if args.smoke:
         args.sizes, args.steps, args.repeats, args.memory_size, args.horizons = "4x3x2", 40, 1, "4x3x2", "40"
@@ -396,17 +483,24 @@ def main(argv=None) -> int:
     n, hidden, batch = parse_size(args.memory_size)
     horizons = [int(s) for s in args.horizons.split(",")]
     print(f"\n3. Peak memory against the horizon (n = {n}, hidden = {hidden}, batch = {batch}; one fresh "
-          "interpreter per case, run twice (the first run compiles): peak resident set during the two runs minus the "
-          "resident set before them, MB (compilation included); wall time of the second run)")
+          f"interpreter per case under an address-space cap of {args.memory_limit_gb:g} GiB, run {args.runs} time(s) "
+          "(the first run compiles): peak resident set during the runs minus the resident set before them, MB "
+          "(compilation included); wall time of the last run)")
     chosen = tuple(args.memory_cases.split(","))
-    rows = memory(n, hidden, batch, horizons, chosen[2::3] if args.smoke else chosen)
+    rows = memory(n, hidden, batch, horizons, chosen[2::3] if args.smoke else chosen, args.runs,
+                  args.memory_limit_gb or None)
     results["memory"] = rows
     names = list(dict.fromkeys(r["case"] for r in rows))
     grid = {(r["case"], r["steps"]): r for r in rows}
     table(["case"] + [f"{s} steps: MB" for s in horizons] + [f"{s} steps: s" for s in horizons],
-          [[name] + [f"{grid[name, s]['peak_mb']:.0f}" for s in horizons]
+          [[name] + [memory_cell(rows, grid[name, s]) for s in horizons]
            + [f"{grid[name, s]['wall_s']:.2f}" for s in horizons] for name in names])
     for r in rows:
+        if "xla_mb" in r:
+            print(f"  {r['case']} at {r['steps']} steps: XLA's buffer assignment (arguments + outputs + temporaries) "
+                  f"{r['xla_mb']:.0f} MB")
+        if "oom" in r:
+            print(f"  {r['case']} at {r['steps']} steps ran out of memory under the cap: {r['oom'][:200]}")
         if "error" in r:
             print(f"  {r['case']} at {r['steps']} steps failed: {r['error']}")
     print(f"\ntotal benchmark time {time.perf_counter() - t_start:.0f} s")

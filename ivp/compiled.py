@@ -27,6 +27,7 @@ JAX runs on its default device (a GPU when one is installed), with nothing to ch
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from functools import partial
 
 import numpy as np
@@ -128,7 +129,44 @@ class _Pieces:
         return dict(self.kin.theta_gradient(None, vbar, th, None, None))
 
 
-_PIECES: dict = {}
+# -- the caches of prepared systems and compiled loops: bounded, least recently used dropped first ---------
+#: how many prepared systems, and how many compiled loops, are kept (each cache separately).  A compiled
+#: loop is one ``jax.jit`` of one loop (forward, nudged family, adjoint, …) for one system and step size,
+#: holding an XLA executable per input shape; the least recently used is dropped beyond this many, and
+#: its executables are released with it.
+CACHE_SIZE = 64
+
+
+class _LRU(OrderedDict):
+    """A dictionary that keeps at most :data:`CACHE_SIZE` entries, dropping the least recently used."""
+
+    def get(self, key, default=None):
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        return default
+
+    def put(self, key, value) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > max(int(CACHE_SIZE), 1):
+            self.popitem(last=False)
+
+
+_PIECES = _LRU()
+_JITS = _LRU()
+
+
+def clear_cache() -> None:
+    """Drop every prepared system and compiled loop of this module (their XLA executables are released
+    when nothing else holds them); the next call traces and compiles again."""
+    _PIECES.clear()
+    _JITS.clear()
+
+
+def cache_info() -> dict[str, int]:
+    """``{"systems": …, "loops": …, "size": CACHE_SIZE}``: what the caches hold now, and their bound."""
+    return {"systems": len(_PIECES), "loops": len(_JITS), "size": int(CACHE_SIZE)}
 
 
 def _pieces(system) -> _Pieces:
@@ -139,7 +177,7 @@ def _pieces(system) -> _Pieces:
     if hit is None or any(a is not b for a, b in zip(hit.system.terms, system.terms)) \
             or hit.system.cost is not system.cost:
         hit = _Pieces(system)
-        _PIECES[key] = hit
+        _PIECES.put(key, hit)
     return hit
 
 
@@ -211,9 +249,6 @@ def _forward_impl(pieces, h, store, th, q, p, F, X1, T1, beta):
     return jax.lax.scan(step, (q, p, F), (X1, T1))
 
 
-_JITS: dict = {}
-
-
 def _jitted(name, pieces, *static):
     """One ``jax.jit`` per (loop, system, static arguments): traced again only for new shapes or dtypes."""
     jax = _jax()
@@ -224,7 +259,7 @@ def _jitted(name, pieces, *static):
                 "family": _family_impl, "family end": _family_end, "adjoint": _adjoint_impl,
                 "tangent": _tangent_impl}[name]
         fn = (pieces, jax.jit(partial(impl, pieces, *static)))
-        _JITS[key] = fn
+        _JITS.put(key, fn)
     return fn[1]
 
 
@@ -445,5 +480,5 @@ def explicit_adjoint(dl, Q, G):
         return np.asarray(lam0), np.asarray(mu), {k: np.asarray(v) for k, v in acc.items()}
 
 
-__all__ = ["available", "check_supported", "explicit_adjoint", "integrate", "nudged_family", "tangent_sweep",
-           "unsupported_reason"]
+__all__ = ["CACHE_SIZE", "available", "cache_info", "check_supported", "clear_cache", "explicit_adjoint",
+           "integrate", "nudged_family", "tangent_sweep", "unsupported_reason"]

@@ -53,6 +53,7 @@ from glep.system import (
     position_hessian_action,
     position_theta_jvp,
 )
+from glep.terms import KineticTerm
 
 
 @dataclass(frozen=True)
@@ -540,7 +541,12 @@ class DiscreteLagrangian(AbstractDiscreteLagrangian):
         if not terms:
             return acc
         v = ((Q[1:] - Q[:-1]) / tau).reshape(N * B, n)
-        for c, w in zip(self._c, self._w):
+        # ½vᵀM(θ)v reads v alone, the same at every quadrature node: one evaluation, weight h·Σw (for the
+        # two-node rules h·½ + h·½, the same sum bit for bit); the positions are interpolated only if read
+        for term in [t for t in terms if isinstance(t, KineticTerm)]:
+            _add(acc, term.theta_gradient(None, v, self.theta, None, None), h * float(np.sum(self._w)))
+        terms = [t for t in terms if not isinstance(t, KineticTerm)]
+        for c, w in zip(self._c, self._w) if terms else ():
             q = ((1.0 - c) * Q[:-1] + c * Q[1:]).reshape(N * B, n)
             x = self._inputs_on_steps(c, B)
             t = np.repeat(self.time(slice(None), c), B)

@@ -17,6 +17,7 @@ import numpy as np
 
 from glep.errors import InputError
 from glep.ivp.discrete import trapezoid_node_sum
+from glep.ivp.stepping import _diagonal_mass
 from glep.system import position_force_kernel
 from glep.terms import add_into
 
@@ -55,6 +56,33 @@ def theta_dH_sum(system, theta, grid, Q):
     return dH
 
 
+def _in_place_leapfrog(force, Q, p, F, h: float, m=None, P=None):
+    """The kick–drift–kick steps of :func:`leapfrog` with unit (``m = None``) or diagonal masses ``m``,
+    into ``Q[k+1]`` (and ``P[k+1]``) with the half-step momentum and the products in preallocated buffers:
+
+        p_{k+½} = p_k + (h/2)F_k,   q_{k+1} = q_k + h M⁻¹p_{k+½},   p_{k+1} = p_{k+½} + (h/2)F_{k+1},
+
+    the same operations in the same order as the loop of :func:`leapfrog` (the same values bit for bit).
+    Returns the final momentum (``p``, updated in place)."""
+    hh = 0.5 * h
+    ph, tmp = np.empty_like(p), np.empty_like(p)
+    v = ph if m is None else np.empty_like(p)
+    mul, add = np.multiply, np.add
+    for k in range(len(Q) - 1):
+        mul(hh, F, tmp)
+        add(p, tmp, ph)
+        if m is not None:
+            np.divide(ph, m, v)
+        mul(h, v, tmp)
+        add(Q[k], tmp, Q[k + 1])
+        F = force(Q[k + 1], k + 1)
+        mul(hh, F, tmp)
+        add(ph, tmp, p)
+        if P is not None:
+            P[k + 1] = p
+    return p
+
+
 def leapfrog(system, theta, grid, q0, p0, eps: complex = 0.0, *, theta_dH: bool = False,
              store_momenta: bool = True):
     """Kick–drift–kick leapfrog of ``H − εc`` from ``(q₀, p₀)``.
@@ -76,18 +104,22 @@ def leapfrog(system, theta, grid, q0, p0, eps: complex = 0.0, *, theta_dH: bool 
     times = grid.times.tolist()
     X = {k: s.sample(grid.times) for k, s in system.signals.items()}
     kernel = position_force_kernel(system, theta, eps)  # θ- and ε-only work done once
-    solve, _ = kin.mass_kernels(theta)
+    solve, apply = kin.mass_kernels(theta)
 
     def force(q, k):
         return kernel(q, {name: a[k] for name, a in X.items()}, times[k])
 
     F = force(Q[0], 0)
-    for k in range(N):
-        p_half = p + 0.5 * h * F
-        Q[k + 1] = Q[k] + h * solve(p_half)
-        F = force(Q[k + 1], k + 1)
-        p = p_half + 0.5 * h * F
-        if store_momenta:
-            P[k + 1] = p
+    m = _diagonal_mass(kin, solve, apply, p)
+    if np.shape(F) == p.shape and np.result_type(F) == dtype and (solve is apply or m is not None):
+        p = _in_place_leapfrog(force, Q, p, F, h, m, P if store_momenta else None)
+    else:
+        for k in range(N):
+            p_half = p + 0.5 * h * F
+            Q[k + 1] = Q[k] + h * solve(p_half)
+            F = force(Q[k + 1], k + 1)
+            p = p_half + 0.5 * h * F
+            if store_momenta:
+                P[k + 1] = p
     dH = theta_dH_sum(system, theta, grid, Q) if theta_dH else None
     return Q, (P if store_momenta else p), dH

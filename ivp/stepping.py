@@ -41,28 +41,53 @@ def implicit_step(dl, k, q0, p0, guess, *, rtol: float = 1e-13, maxiter: int = 4
     return q1, last[1] if last[0] is q1 else dl.momenta(k, q0, q1)[1]
 
 
-def _unit_mass_loop(force, q, p, F, h: float, N: int):
-    """``N`` Störmer–Verlet steps with ``M = I`` in place on ``q`` and ``p`` (owned by the caller):
+def _in_place_loop(force, q, p, F, h: float, N: int, m=None, Q=None, P=None):
+    """``N`` Störmer–Verlet steps with a diagonal mass ``m`` (``None``: ``M = I``) in place on ``q`` and ``p``
+    (owned by the caller), writing ``q_k`` into ``Q[k]`` and ``p_k`` into ``P[k]`` when given (``k ≥ 1``):
 
-        v̄ = p + (h/2)F,   q ← q + h v̄,   F ← F(q),   p ← v̄ + (h/2)F,
+        v̄ = (p + (h/2)F)/m,   q ← q + h v̄,   F ← F(q),   p ← m v̄ + (h/2)F,
 
-    the operations of :func:`explicit_step`, in the same order (the same values bit for bit), into
-    preallocated buffers.  Returns the final ``(q, p)``.
+    the operations of :func:`explicit_step` with the kernels of :class:`glep.kinetic.DiagonalMass`, in the
+    same order (the same values bit for bit), into preallocated buffers.  Returns the final ``(q, p)``.
     """
     hh = 0.5 * h
     vbar, tmp = np.empty_like(q), np.empty_like(q)
-    mul, add, isfinite = np.multiply, np.add, np.isfinite
+    mv = None if m is None else np.empty_like(q)
+    mul, add, div, isfinite = np.multiply, np.add, np.divide, np.isfinite
     for k in range(N):
         mul(hh, F, tmp)
-        add(p, tmp, vbar)
+        if m is None:
+            add(p, tmp, vbar)
+        else:
+            add(p, tmp, tmp)
+            div(tmp, m, vbar)
         mul(h, vbar, tmp)
         add(q, tmp, q)
         F = force(k + 1, q)
         mul(hh, F, tmp)
-        add(vbar, tmp, p)
+        if m is None:
+            add(vbar, tmp, p)
+        else:
+            mul(m, vbar, mv)
+            add(mv, tmp, p)
+        if Q is not None:
+            Q[k + 1] = q
+        if P is not None:
+            P[k + 1] = p
         if k & 63 == 63 and not isfinite(q).all():
-            break
-    return q, p
+            return q, p, k + 1
+    return q, p, N
+
+
+def _diagonal_mass(kinetic, solve, apply, q):
+    """The diagonal of ``M`` when ``kinetic`` is a :class:`glep.kinetic.DiagonalMass` whose kernels
+    ``(solve, apply)`` are ``p/m`` and ``m v`` (``M·1 = m`` exactly), in ``q``'s dtype; else ``None``."""
+    from glep.kinetic import DiagonalMass
+
+    if solve is apply or type(kinetic) is not DiagonalMass:
+        return None
+    m = np.asarray(apply(np.ones(q.shape[-1], q.dtype)))
+    return m if m.shape == q.shape[-1:] and np.result_type(m, q) == q.dtype else None
 
 
 def integrate(dl, q0, p0, *, store: bool | str = True, callback=None):
@@ -98,10 +123,15 @@ def integrate(dl, q0, p0, *, store: bool | str = True, callback=None):
         hh = 0.5 * h
         F = force(0, q)
         plain = Q is None and callback is None  # nothing to record per step
-        # unit masses (glep.kinetic returns its identity for both kernels) and nothing to record: buffers
-        if plain and solve is apply and F.shape == q.shape and F.dtype == dtype:
-            q, p = _unit_mass_loop(force, q, p, F, h, N)
-            N = 0
+        # unit or diagonal masses and no callback: in place, on buffers, writing into Q and P (glep.kinetic
+        # returns its identity for both kernels of unit masses)
+        if callback is None and F.shape == q.shape and F.dtype == dtype:
+            m = _diagonal_mass(dl.system.kinetic, solve, apply, q)
+            if solve is apply or m is not None:
+                q, p, done = _in_place_loop(force, q, p, F, h, N, m, Q, P)
+                if done < N and Q is not None:  # stopped early: non-finite; the rest is not integrated
+                    Q[done + 1:] = np.nan
+                N = 0
         for k in range(N):  # explicit_step with the prepared kernels: the same operations, in order
             vbar = solve(p + hh * F)
             q = q + h * vbar
@@ -112,7 +142,8 @@ def integrate(dl, q0, p0, *, store: bool | str = True, callback=None):
             if k & 63 == 63 and not np.isfinite(q).all():
                 break
         if not (np.all(np.isfinite(q)) and np.all(np.isfinite(p))):
-            where = "" if Q is None else f" at step {int(np.argmax(~np.isfinite(Q).reshape(N + 1, -1).all(1)))}"
+            where = "" if Q is None else \
+                f" at step {int(np.argmax(~np.isfinite(Q).reshape(len(Q), -1).all(1)))}"
             raise SolverError(f"trajectory became non-finite{where}; reduce the step size", reason="overflow")
     else:
         qprev = q

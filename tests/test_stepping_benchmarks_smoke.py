@@ -1,0 +1,30 @@
+"""Smoke tests of the NumPy-path benchmarks (tiny sizes, one repeat; nothing timed is asserted)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _run(script: str, *args: str) -> str:
+    proc = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_bench_forward_loop_smoke():
+    """Every explicit family runs against its hand-written loop (the script checks the final states agree)."""
+    out = _run("bench_forward_loop.py", "--smoke")
+    for family in ("coupled_oscillators", "hru_linear", "hru_logcosh", "pendulum_chain"):
+        assert out.count(family) == 2, out
+    assert "gyroscopic: not separable" in out and "largest glep/loop" in out
+
+
+def test_bench_estimator_overhead_smoke():
+    out = _run("bench_estimator_overhead.py", "--smoke")
+    for row in ("forward (store=False)", "echo", "RHEL", "PFVP", "CIVP + residual"):
+        assert row in out, out
+    assert out.count("measured / declared") == 2
