@@ -139,13 +139,22 @@ class SequenceTask:
         idx = np.asarray(indices, dtype=int)
         data = self.split(which)
         u = Signal.from_samples(data.drives[idx], self.T, "u")
+        terms, tracking = self._parts()
         if self.classes:
             read = list(range(self.n - self.classes, self.n))
-            return _network(self.n, self.gamma, self.anharmonic, {"u": u}, None,
-                            TerminalCost(self.n, read, data.targets[idx]), self.name)
+            return _system(self.n, terms, self.gamma, {"u": u}, None,
+                           TerminalCost(self.n, read, data.targets[idx]), self.name)
         y = Signal.from_samples(data.targets[idx], self.T, "y")
-        return _network(self.n, self.gamma, self.anharmonic, {"u": u, "y": y},
-                        TrackingCost(self.n, [self.n - 1], "y"), None, self.name)
+        return _system(self.n, terms, self.gamma, {"u": u, "y": y}, tracking, None, self.name)
+
+    def _parts(self):
+        """The network's terms and the tracking cost, made once: every minibatch's system shares these
+        objects and differs only in its signals (and terminal targets), so a compiled backend, whose loops
+        are cached per term and cost objects (:mod:`glep.ivp.compiled`), compiles them once per task."""
+        if getattr(self, "_terms", None) is None:
+            self._terms = (_terms(self.n, self.gamma, self.anharmonic),
+                           None if self.classes else TrackingCost(self.n, [self.n - 1], "y"))
+        return self._terms
 
     def problem(self, params: dict, which: str, indices) -> Problem:
         """The :class:`~glep.estimators.problem.Problem` of a minibatch (the samples ``indices``) at ``params``."""
@@ -160,15 +169,24 @@ class SequenceTask:
         return int(np.sum(np.argmax(read, axis=-1) == self.split(which).labels[np.asarray(indices, dtype=int)]))
 
 
-def _network(n: int, gamma: float, anharmonic: float, signals: dict, cost, terminal, name: str) -> LagrangianSystem:
+def _terms(n: int, gamma: float, anharmonic: float) -> list:
+    """The chain's terms: unit masses, springs ``k``, couplings ``J``, the drive ``B u`` (+ quartic, magnetic)."""
     terms = [DiagonalMass(n, None), Harmonic(n, "k"), SpringCoupling(n, [(i, i + 1) for i in range(n - 1)], "J"),
              InputDrive(n, 1, "u", "B")]
     if anharmonic:
         terms.append(Quartic(n, anharmonic))
     if gamma:
         terms.append(Gyroscopic(n, gamma))
+    return terms
+
+
+def _system(n: int, terms: list, gamma: float, signals: dict, cost, terminal, name: str) -> LagrangianSystem:
     return LagrangianSystem(n, terms, cost=cost, terminal_cost=terminal, signals=signals,
                             name=f"{name} network (n={n}{f', γ={gamma:g}' if gamma else ''})")
+
+
+def _network(n: int, gamma: float, anharmonic: float, signals: dict, cost, terminal, name: str) -> LagrangianSystem:
+    return _system(n, _terms(n, gamma, anharmonic), gamma, signals, cost, terminal, name)
 
 
 def _network_params(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:

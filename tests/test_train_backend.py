@@ -77,3 +77,14 @@ def test_refused_without_jax(tmp_path, monkeypatch, no_work):
 def test_backend_key_is_checked(cfg, message):
     with pytest.raises(InputError, match=message):
         train_config(cfg)
+
+
+@needs_jax
+def test_minibatches_share_one_compiled_system(tmp_path):
+    """Every minibatch's system is made of the task's one set of terms and cost objects: the compiled
+    loops (cached per those objects) are traced once per task, not once per minibatch."""
+    compiled.clear_cache()
+    cfg = small(tmp_path / "jax", backend="jax")
+    cfg["training"].update(iterations=6, eval_every=6, checkpoint_every=6)
+    run_training(train_config(cfg))
+    assert compiled.cache_info()["systems"] == 1
