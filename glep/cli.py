@@ -329,32 +329,8 @@ def run_train(args) -> int:
     return 0
 
 
-def _report_study(args) -> int:
-    from glep.estimators.study import load_study
-    from glep.estimators.sweep_report import markdown, plot_study, to_csv
-
-    study = load_study(args.path)
-    print(markdown(study), flush=True)
-    if args.csv:
-        try:
-            args.csv.write_text(to_csv(study))
-        except OSError as exc:
-            raise InputError(f"--csv: cannot write {str(args.csv)!r} ({exc.strerror})") from exc
-    if args.plots:
-        try:
-            plot_study(study, args.plots)
-        except OSError as exc:
-            raise InputError(f"--plots: cannot write into {str(args.plots)!r} ({exc.strerror})") from exc
-    return 0
-
-
-def _report_train(args) -> int:
-    from glep.estimators.train_report import load_train_file, markdown, plot_training, to_csv
-
-    if args.plot:
-        raise InputError(f"--plot applies to glep compare results; {args.path} is a training file "
-                         "(use --plots FOLDER)")
-    data = load_train_file(args.path)
+def _write_tables(args, data, markdown, to_csv, plot) -> int:
+    """Print ``markdown(data)``; write ``to_csv(data)`` to ``--csv`` and ``plot(data, folder)`` into ``--plots``."""
     print(markdown(data), flush=True)
     if args.csv:
         try:
@@ -363,10 +339,26 @@ def _report_train(args) -> int:
             raise InputError(f"--csv: cannot write {str(args.csv)!r} ({exc.strerror})") from exc
     if args.plots:
         try:
-            plot_training(data, args.plots)
+            plot(data, args.plots)
         except OSError as exc:
             raise InputError(f"--plots: cannot write into {str(args.plots)!r} ({exc.strerror})") from exc
     return 0
+
+
+def _report_study(args) -> int:
+    from glep.estimators.study import load_study
+    from glep.estimators.sweep_report import markdown, plot_study, to_csv
+
+    return _write_tables(args, load_study(args.path), markdown, to_csv, plot_study)
+
+
+def _report_train(args) -> int:
+    from glep.estimators.train_report import load_train_file, markdown, plot_training, to_csv
+
+    if args.plot:
+        raise InputError(f"--plot applies to glep compare results; {args.path} is a training file "
+                         "(use --plots FOLDER)")
+    return _write_tables(args, load_train_file(args.path), markdown, to_csv, plot_training)
 
 
 def run_report(args) -> int:
