@@ -61,12 +61,28 @@ def _cbvp_setup(problem: Problem):
     return CBVPCondition(free.q0[0], free.Q[-1][0]), free.Q[:, 0, :]
 
 
+def autonomous(system: LagrangianSystem) -> str | None:
+    """Why ``system``'s periodic trajectories are not isolated (no term reads an input signal or ``t``), or None.
+
+    An autonomous system's periodic orbits come in time-shift families, so the periodic problem's action
+    Hessian is singular (and from the zero start Newton finds only an equilibrium): the periodic row needs
+    a driven system.
+    """
+    if any(t.inputs or t.explicit_time or getattr(t, "reads_time", False) for t in system.terms):
+        return None
+    return ("the system is autonomous (no term of its Lagrangian reads an input signal or t): its periodic "
+            "trajectories come in time-shift families, so the periodic problem's action Hessian is singular")
+
+
 def _periodic_setup(problem: Problem):
     """``(Periodic condition, None)``: with no pinned end, ``None`` is the zero trajectory (see :data:`BOUNDARIES`)."""
     batch = problem.system.batch
     if (batch or 1) != 1:
         raise InputError("the finite-element backend solves one trajectory at a time: the periodic row needs an "
                          f"unbatched problem (batch {batch})")
+    reason = autonomous(problem.system)
+    if reason:
+        raise InputError(f"the periodic row needs a driven system: {reason}")
     return Periodic(), None
 
 
@@ -353,6 +369,6 @@ def cbvp(problem: Problem, nudge: Nudge | None = None, progress: Progress = None
     return CBVPContrast()(problem, nudge, progress)
 
 
-__all__ = ["BOUNDARIES", "CBVPContrast", "FEAdjoint", "FreeFE", "NewtonProgress", "PeriodicContrast",
+__all__ = ["BOUNDARIES", "CBVPContrast", "autonomous", "FEAdjoint", "FreeFE", "NewtonProgress", "PeriodicContrast",
            "PeriodicFEAdjoint", "cbvp", "cbvp_truth", "cbvp_gradient",
            "contrast_gradient", "fe_adjoint_gradient", "solve_free"]

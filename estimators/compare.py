@@ -27,7 +27,7 @@ from glep.estimators.base import AbstractEstimator
 from glep.estimators.ground_truth import DiscreteAdjoint
 from glep.estimators.metrics import compare, fit_slope
 from glep.estimators.problem import Problem
-from glep.estimators.registry import ESTIMATORS, nudge_from_name
+from glep.estimators.registry import DEFAULT_ESTIMATORS, ESTIMATORS, nudge_from_name
 from glep.estimators.result import GradientEstimate
 
 #: what counts as an estimator failing (a FAILED row) rather than a bug of glep (a traceback): glep's own
@@ -183,7 +183,7 @@ def _failed_row(est: AbstractEstimator, exc: BaseException, errors: dict, point_
                reason=short_reason(exc), detail=f"{type(exc).__name__}: {exc}", point_failures=point_failures)
 
 
-def compare_estimators(problem: Problem, *, estimators: Sequence[str | AbstractEstimator] = tuple(ESTIMATORS),
+def compare_estimators(problem: Problem, *, estimators: Sequence[str | AbstractEstimator] = DEFAULT_ESTIMATORS,
                        betas: Sequence[float] = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5),
                        nudges: Sequence[str] = ("one-sided", "centred"), report_nudge: str = "centred",
                        report_beta: float = 1e-4, progress: Callable[[str], None] | None = None) -> Report:

@@ -14,7 +14,7 @@ field systems of :mod:`glep.field_families`).
 from __future__ import annotations
 
 from glep.estimators.base import AbstractEstimator
-from glep.estimators.cbvp import CBVPContrast
+from glep.estimators.cbvp import CBVPContrast, PeriodicContrast
 from glep.estimators.contrast import CIVPContrast, Echo, PFVPContrast
 from glep.estimators.field_objects import FIELD_ESTIMATORS
 from glep.estimators.nudging import NUDGES, nudge_from_name
@@ -22,10 +22,14 @@ from glep.estimators.rhel import RHEL
 
 #: estimator name -> estimator object (the rows of ``glep compare``, in this order).  The echo of a
 #: comparison measures the bias of a non-reversible system instead of refusing it, without a warning.
+#: ``periodic`` (a driven system's periodic trajectory, another loss) runs only when asked for
+#: (:data:`DEFAULT_ESTIMATORS`).
 ESTIMATORS: dict[str, AbstractEstimator] = {est.name: est for est in (
     CIVPContrast(), CIVPContrast(residual=True), PFVPContrast(), Echo(allow_irreversible=True, warn=False), RHEL(),
-    CBVPContrast(),
+    CBVPContrast(), PeriodicContrast(),
 )}
+#: the rows of ``glep compare`` on an ODE system when none are named
+DEFAULT_ESTIMATORS: tuple[str, ...] = tuple(name for name in ESTIMATORS if name != "periodic")
 
 
-__all__ = ["ESTIMATORS", "FIELD_ESTIMATORS", "NUDGES", "nudge_from_name"]
+__all__ = ["DEFAULT_ESTIMATORS", "ESTIMATORS", "FIELD_ESTIMATORS", "NUDGES", "nudge_from_name"]

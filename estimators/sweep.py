@@ -188,10 +188,9 @@ def _terminal_cost(problem, point: Point) -> str | None:
 
 def _driven(problem: Problem, point: Point) -> str | None:
     """A periodic trajectory is isolated only if the dynamics read the time (an input signal, or ``t``)."""
-    if any(t.inputs or t.explicit_time or getattr(t, "reads_time", False) for t in problem.system.terms):
-        return None
-    return ("the system is autonomous (no term of its Lagrangian reads an input signal or t): its periodic "
-            "trajectories come in time-shift families, so the periodic problem's action Hessian is singular")
+    from glep.estimators.cbvp import autonomous
+
+    return autonomous(problem.system)
 
 
 def _field_leapfrog(problem, point: Point) -> str | None:

@@ -98,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"nudging schemes among {choices(NUDGES)} (default one-sided centred)")
     c.add_argument("--estimators", nargs="+", metavar="NAME",
                    help=f"estimators to run, among {choices(ESTIMATORS)}; field systems: "
-                   f"{choices(FIELD_ESTIMATORS)} (default: every one of the system)")
+                   f"{choices(FIELD_ESTIMATORS)} (default: every one of the system but periodic, run when named)")
     c.add_argument("--report-beta", help="β > 0 of the table's metrics (default 1e-4, centred)")
     c.add_argument("--output", help="output folder, created if needed (default ./glep-output)")
     c.add_argument("--seed", help="seed >= 0 of the model's random parameters (default 0)")

@@ -38,7 +38,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from glep.errors import InputError
-from glep.estimators.registry import ESTIMATORS, FIELD_ESTIMATORS, NUDGES
+from glep.estimators.registry import DEFAULT_ESTIMATORS, ESTIMATORS, FIELD_ESTIMATORS, NUDGES
 from glep.field_families import FIELD_FAMILIES
 from glep.ivp.discrete import BACKENDS
 from glep.ivp.integrators import INTEGRATORS
@@ -77,7 +77,7 @@ Nudge = Literal[tuple(NUDGES)]
 Estimator = Literal[tuple(ESTIMATORS) + tuple(k for k in FIELD_ESTIMATORS if k not in ESTIMATORS)]
 
 #: ``n``, ``steps`` and ``estimators`` of the ODE families when left out
-_ODE_DEFAULTS = {"n": 4, "steps": 400, "estimators": list(ESTIMATORS)}
+_ODE_DEFAULTS = {"n": 4, "steps": 400, "estimators": list(DEFAULT_ESTIMATORS)}
 
 
 def family_defaults(system: str) -> dict[str, Any]:

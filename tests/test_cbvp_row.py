@@ -61,3 +61,28 @@ def test_an_ill_conditioned_cbvp_row_says_why_and_where_it_meets_the_tolerance()
     beta = float(table.split("reaches 1e-06 at β ≈ ")[1].split(";")[0].split()[0])
     est = cbvp(pr, Centred(beta))
     assert compare(est.theta, cbvp_truth(pr).theta)["relative_error"] <= 1.5 * EXACT_TOL
+
+
+def test_the_periodic_row_of_glep_compare_runs_when_asked_for():
+    """`glep compare --estimators periodic`: its own loss and truth, exact (≤ 1e-6 at centred β = 1e-4);
+    not among the default rows (it solves another boundary problem); an autonomous system (whose periodic
+    trajectories are not isolated: any time shift is one) is a FAILED row with that reason, not a number."""
+    from glep.estimators.cbvp import PERIODIC_LOSS
+    from glep.estimators.registry import DEFAULT_ESTIMATORS
+
+    assert "periodic" not in DEFAULT_ESTIMATORS
+    driven = Problem.from_model(coupled_oscillators(3, T=3.0, seed=1), steps=60)
+    row = compare_estimators(driven, estimators=["periodic"], betas=[1e-3, 1e-4]).rows[0]
+    assert not row.failed and row.loss == PERIODIC_LOSS
+    assert row.metrics["relative_error"] <= 1e-6
+    from glep import CIVP, LagrangianSystem, Signal, TrackingCost
+    from glep.grid import TimeGrid
+    from glep.kinetic import DiagonalMass
+    from glep.potentials import Harmonic
+
+    chain = LagrangianSystem(3, [DiagonalMass(3, None), Harmonic(3, "k")], cost=TrackingCost(3, [0]),
+                             signals={"y": Signal.constant([0.1])})
+    undriven = Problem(chain, {"k": np.array([1.0, 2.0, 3.0])}, CIVP(np.full(3, 0.1), p0=np.zeros(3)),
+                       TimeGrid(3.0, 40))
+    row = compare_estimators(undriven, estimators=["periodic"], betas=[1e-4]).rows[0]
+    assert row.failed and "needs a driven system: the system is autonomous" in row.detail, row.detail
