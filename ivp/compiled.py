@@ -169,13 +169,55 @@ def cache_info() -> dict[str, int]:
     return {"systems": len(_PIECES), "loops": len(_JITS), "size": int(CACHE_SIZE)}
 
 
+class _Same:
+    """An object compared by identity, held by a cache key (so its ``id`` cannot be reused while the key lives)."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __hash__(self) -> int:
+        return id(self.obj)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _Same) and other.obj is self.obj
+
+
+def _structure(obj, depth: int = 0):
+    """A hashable description of a term or cost: its type and attributes, arrays by dtype, shape and bytes.
+
+    Two objects with equal descriptions compute the same functions of ``(q, v, θ, x, t)``, so their
+    compiled loops can be shared; anything this cannot describe (a function, a deep object) is compared
+    by identity (:class:`_Same`), which only loses sharing, never correctness.
+    """
+    if obj is None or isinstance(obj, (bool, int, float, complex, str)):
+        return obj
+    if isinstance(obj, np.ndarray):
+        return ("array", obj.dtype.str, obj.shape, obj.tobytes())
+    if type(obj).__module__.startswith("scipy.sparse"):  # a sparse matrix: by its CSR arrays
+        csr = obj.tocsr()
+        return ("sparse", csr.shape, *(_structure(a) for a in (csr.data, csr.indices, csr.indptr)))
+    if isinstance(obj, slice):
+        return ("slice", obj.start, obj.stop, obj.step)
+    if depth > 4:
+        return _Same(obj)
+    if isinstance(obj, (tuple, list)):
+        return (type(obj).__name__, *(_structure(v, depth + 1) for v in obj))
+    if isinstance(obj, dict):
+        return ("dict", *sorted(((str(k), _structure(v, depth + 1)) for k, v in obj.items()), key=lambda kv: kv[0]))
+    if type(obj).__module__.startswith("glep.") and hasattr(obj, "__dict__"):  # glep's terms, costs, kernels
+        return (type(obj), _structure(vars(obj), depth + 1))
+    return _Same(obj)
+
+
 def _pieces(system) -> _Pieces:
-    """The pieces of ``system``, shared by every system made of the same term and cost objects (the
-    time-reversed system of the echo, a system with other signals): compiled once for all of them."""
-    key = (tuple(id(t) for t in system.terms), id(system.cost))
+    """The pieces of ``system``, shared by every system made of the same terms and cost — the same objects
+    (the time-reversed system of the echo, a system with other signals) or equal ones (:func:`_structure`:
+    a new minibatch's or work item's system of the same kind and sizes): compiled once for all of them."""
+    key = (tuple(_structure(t) for t in system.terms), _structure(system.cost))
     hit = _PIECES.get(key)
-    if hit is None or any(a is not b for a, b in zip(hit.system.terms, system.terms)) \
-            or hit.system.cost is not system.cost:
+    if hit is None:
         hit = _Pieces(system)
         _PIECES.put(key, hit)
     return hit

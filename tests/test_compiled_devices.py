@@ -26,6 +26,7 @@ import pytest
 jax = pytest.importorskip("jax", reason="the compiled path needs the optional extra JAX: pip install 'glep[jax]'")
 
 from glep.estimators.contrast import echo  # noqa: E402
+from glep.estimators.ground_truth import adjoint  # noqa: E402
 from glep.estimators.nudging import Centred  # noqa: E402
 from glep.estimators.problem import Problem  # noqa: E402
 from glep.ivp import StormerVerlet, compiled, integrate  # noqa: E402
@@ -152,3 +153,21 @@ def test_echo_after_clear_cache_equal():
     b = echo(pr.with_params(pr.params), Centred(1e-3)).theta
     for k in a:
         assert np.array_equal(a[k], b[k]), k
+
+
+def test_systems_of_equal_terms_share_one_compilation():
+    """Freshly built models of one family and size (other seeds: other parameters, new term objects) share
+    the compiled loops — θ is an argument, the terms' structure the key — and give their own numbers;
+    another size, or another family, is another compilation."""
+    compiled.clear_cache()
+    runs = {}
+    for family, n, seed in [("hru_logcosh", 3, 0), ("hru_logcosh", 3, 1), ("hru_logcosh", 4, 0),
+                            ("coupled_oscillators", 3, 0)]:
+        jax_pr = Problem.from_model(FAMILIES[family](n=n, seed=seed), steps=20, integrator=StormerVerlet(backend="jax"))
+        np_pr = Problem.from_model(FAMILIES[family](n=n, seed=seed), steps=20)
+        got, want = adjoint(jax_pr).theta, adjoint(np_pr).theta
+        for k in want:
+            np.testing.assert_allclose(got[k], want[k], rtol=1e-12, atol=1e-14 * np.max(np.abs(want[k])))
+        runs[family, n, seed] = compiled.cache_info()["systems"]
+    assert list(runs.values()) == [1, 1, 2, 3], runs
+    compiled.clear_cache()
