@@ -9,7 +9,15 @@ a list of them.  Names of estimators and nudges exist only in
 """
 
 from glep.estimators.base import AbstractEstimator, AbstractTruth, FunctionEstimator
-from glep.estimators.cbvp import CBVPContrast, FEAdjoint, cbvp_gradient, cbvp_truth, fe_adjoint_gradient
+from glep.estimators.cbvp import (
+    CBVPContrast,
+    FEAdjoint,
+    PeriodicContrast,
+    PeriodicFEAdjoint,
+    cbvp_gradient,
+    cbvp_truth,
+    fe_adjoint_gradient,
+)
 from glep.estimators.compare import Report, compare_estimators, format_table
 from glep.estimators.contrast import (
     CIVPContrast,
@@ -31,7 +39,8 @@ from glep.estimators.rhel import RHEL, rhel
 
 __all__ = [
     "AbstractEstimator", "AbstractTruth", "FunctionEstimator",
-    "CIVPContrast", "PFVPContrast", "Echo", "RHEL", "CBVPContrast", "DiscreteAdjoint", "FEAdjoint",
+    "CIVPContrast", "PFVPContrast", "Echo", "RHEL", "CBVPContrast", "PeriodicContrast", "DiscreteAdjoint", "FEAdjoint",
+    "PeriodicFEAdjoint",
     "ESTIMATORS", "NUDGES", "nudge_from_name", "Report", "compare_estimators", "format_table",
     "civp_contrast", "contrast_integrand", "echo", "pfvp", "retrace_error", "rhel",
     "cbvp_truth", "cbvp_gradient", "fe_adjoint_gradient",

@@ -110,6 +110,8 @@ _LAZY: dict[str, tuple[str, str]] = {
     "Echo": ("glep.estimators.contrast", "Echo"),
     "RHEL": ("glep.estimators.rhel", "RHEL"),
     "CBVPContrast": ("glep.estimators.cbvp", "CBVPContrast"),
+    "PeriodicContrast": ("glep.estimators.cbvp", "PeriodicContrast"),
+    "PeriodicFEAdjoint": ("glep.estimators.cbvp", "PeriodicFEAdjoint"),
     "DiscreteAdjoint": ("glep.estimators.ground_truth", "DiscreteAdjoint"),
     "FEAdjoint": ("glep.estimators.cbvp", "FEAdjoint"),
     "finite_differences": ("glep.estimators.ground_truth", "finite_differences"),
@@ -214,6 +216,7 @@ __all__ = [
     # problems, estimators, nudging, comparison
     "Problem", "GradientEstimate", "echo", "pfvp", "civp", "rhel", "cbvp", "adjoint",
     "AbstractEstimator", "CIVPContrast", "PFVPContrast", "Echo", "RHEL", "CBVPContrast", "DiscreteAdjoint", "FEAdjoint",
+    "PeriodicContrast", "PeriodicFEAdjoint",
     "finite_differences", "taylor_test", "compare", "Report", "format_table", "agreement",
     "free_energy", "FreeEnergyGradient", "integrated_residual", "IntegratedResidual", "finite_beta_rows",
     "Nudge", "Centred", "OneSided", "ComplexStep",

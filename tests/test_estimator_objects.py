@@ -26,6 +26,7 @@ from glep.estimators import (
     Echo,
     FEAdjoint,
     OneSided,
+    PeriodicContrast,
     PFVPContrast,
     Problem,
     compare,
@@ -130,6 +131,6 @@ def test_compare_takes_objects_and_registry_names():
     assert [r.exact for r in rep.rows] == [True, True, False]
     assert {name: type(e) for name, e in ESTIMATORS.items()} == {
         "civp-contrast": CIVPContrast, "civp-residual": CIVPContrast, "pfvp": PFVPContrast, "echo": Echo, "rhel": RHEL,
-        "cbvp": CBVPContrast}
+        "cbvp": CBVPContrast, "periodic": PeriodicContrast}
     with pytest.raises(InputError, match="neither estimator names nor estimator objects"):
         compare_estimators(pr, estimators=[PFVPContrast(), 3])
