@@ -130,6 +130,26 @@ class Term(ABC):
         """
         return None
 
+    #: Width ``k`` of the node *activation* ``a(q, θ)`` (shape ``(B, k)``) that the term's force and its
+    #: ``∂_θ L_i`` share (0: none); see :meth:`activation_force_kernel`.
+    activation_width: int = 0
+
+    def activation_force_kernel(self, theta: Params):
+        """Optional ``(q, x, t, a) ↦ ∂_q L_i`` that also leaves the node activation ``a(q, θ)`` in ``a``.
+
+        ``a`` is a preallocated ``(B, activation_width)`` array of ``q``'s dtype.  The stepping loops
+        record ``a`` at every node when a contrast ``Σ_j w_j ∂_θ L_i(q_j)`` follows, and
+        :meth:`theta_gradient_from_activation` then forms ``∂_θ L_i`` without recomputing it (e.g.
+        ``tanh(Wq + b)`` of :class:`glep.LogCoshLayer`: the force ``−Wᵀa``, ``∂_W V = Σ a qᵀ``).  The force
+        must equal :meth:`force_kernel`'s bit for bit.  ``None`` (the default): no activation.
+        """
+        return None
+
+    def theta_gradient_from_activation(self, a, q, theta, x, t) -> dict[str, Array]:
+        """``Σ_batch ∂_θ L_i`` at positions ``q`` from their activation ``a = a(q, θ)``: the values of
+        :meth:`theta_gradient` (to round-off), without recomputing ``a``."""
+        raise NotImplementedError(f"{self.describe()} has no node activation")
+
     def describe(self) -> str:
         return type(self).__name__
 
@@ -189,6 +209,13 @@ class PotentialTerm(Term):
 
     def theta_gradient(self, q, v, theta, x, t):
         return {k: -g for k, g in self.potential_theta_gradient(q, theta, x, t).items()}
+
+    def potential_theta_gradient_from_activation(self, a, q, theta, x, t) -> dict[str, Array]:
+        """``Σ_batch ∂_θ V`` from the activation ``a = a(q, θ)`` (see :meth:`Term.activation_force_kernel`)."""
+        raise NotImplementedError(f"{self.describe()} has no node activation")
+
+    def theta_gradient_from_activation(self, a, q, theta, x, t):
+        return {k: -g for k, g in self.potential_theta_gradient_from_activation(a, q, theta, x, t).items()}
 
     def theta_vjp(self, q, v, theta, x, t, a, b):
         if a is None or not self.parameters:

@@ -86,19 +86,27 @@ def _flat_inputs(X: dict, sel, B: int) -> dict:
     return out
 
 
-def trapezoid_node_sum(terms, theta, Q, h: float, X: dict, times: np.ndarray) -> dict:
+def trapezoid_node_sum(terms, theta, Q, h: float, X: dict, times: np.ndarray, activations=None) -> dict:
     """``Σ_j w_j Σ_batch ∂_θL_i(q_j, t_j)`` for position-only terms, trapezoid weights.
 
     ``Q`` is ``(N+1, B, n)``, ``X`` the signals at the grid nodes
     ``(N+1, B or 1, m)`` and ``times`` the node times ``(N+1,)``, passed to the
     terms as one time per flattened batch member.  Terms return batch sums, so
     the interior nodes (weight ``h``) and the two ends (weight ``h/2``) are two
-    calls per term.
+    calls per term.  ``activations`` (one entry per term, ``None`` or the term's
+    node activations ``a(q_j)`` of shape ``(N+1, B, k)`` recorded by the stepping
+    pass, :meth:`glep.terms.Term.activation_force_kernel`): those terms form
+    ``∂_θL_i`` from them instead of recomputing them.
     """
     N1, B, n = Q.shape
     acc: dict = {}
     if not terms:
         return acc
+    acts = [None] * len(terms) if activations is None else list(activations)
+    for term, A in zip(terms, acts):
+        if A is not None and np.shape(A) != (N1, B, term.activation_width):
+            raise InputError(f"activations of {term.describe()} must have shape {(N1, B, term.activation_width)} "
+                             f"(nodes, batch, activation_width), got {np.shape(A)}")
     groups = ((slice(1, N1 - 1), h), ([0, N1 - 1], 0.5 * h))
     for sel, weight in groups:
         qs = Q[sel].reshape(-1, n)
@@ -106,10 +114,21 @@ def trapezoid_node_sum(terms, theta, Q, h: float, X: dict, times: np.ndarray) ->
             continue
         xs = _flat_inputs(X, sel, B)
         ts = np.repeat(np.asarray(times, dtype=float)[sel], B)
-        for term in terms:
-            for key, g in term.theta_gradient(qs, None, theta, xs, ts).items():
+        for term, A in zip(terms, acts):
+            grads = term.theta_gradient(qs, None, theta, xs, ts) if A is None else \
+                term.theta_gradient_from_activation(A[sel].reshape(len(qs), -1), qs, theta, xs, ts)
+            for key, g in grads.items():
                 acc[key] = acc.get(key, 0.0) + weight * g
     return acc
+
+
+def activation_buffers(system, theta, N: int, batch_shape: tuple, dtype) -> dict[int, np.ndarray]:
+    """Empty node activations ``{i: (N+1, *batch_shape, k_i)}`` of the trainable potential terms
+    ``system.terms[i]`` whose force and ``∂_θL`` share one (:meth:`glep.terms.Term.activation_force_kernel`,
+    e.g. ``tanh(Wq + b)`` of :class:`glep.LogCoshLayer`); empty when no term has one."""
+    return {i: np.empty((N + 1, *batch_shape, t.activation_width), dtype) for i, t in enumerate(system.terms)
+            if t.parameters and not t.depends_on_velocity and t.activation_width
+            and t.activation_force_kernel(theta) is not None}
 
 
 def _add(acc: dict, grads: dict, weight=1.0) -> None:
@@ -516,12 +535,15 @@ class DiscreteLagrangian(AbstractDiscreteLagrangian):
     def _scalar_time_terms(self) -> bool:
         return any(term.explicit_time for term in self.system.terms)
 
-    def theta_gradient_sum(self, Q):
+    def theta_gradient_sum(self, Q, activations: dict | None = None):
         """``Σ_k Σ_batch ∂_θ L_d(q_k, q_{k+1})`` along a stored chain (the contrast).
 
         Evaluated on all steps at once (the terms receive one time per step and
         batch member), unless a term needs a scalar ``t`` (``explicit_time``)
-        or the steps are not uniform.
+        or the steps are not uniform.  ``activations``: the node activations the
+        stepping pass recorded along ``Q`` (:func:`glep.ivp.stepping.integrate`),
+        ``{term index: (N+1, B, k)}``; with the trapezoid rule those terms take
+        ``∂_θL`` from them (the same values to round-off, without recomputing them).
         """
         N = self.N
         if self._scalar_time_terms() or not isinstance(self.h, float):
@@ -535,8 +557,10 @@ class DiscreteLagrangian(AbstractDiscreteLagrangian):
         acc = {}
         if self.rule == TRAPEZOID:
             # Lobatto nodes are grid nodes: position-only terms once per node
-            acc = trapezoid_node_sum([t for t in terms if not t.depends_on_velocity], self.theta, Q, h,
-                                     self.all_node_inputs(), self._chain())
+            acts = activations or {}
+            pots = [(i, t) for i, t in enumerate(self.system.terms) if t.parameters and not t.depends_on_velocity]
+            acc = trapezoid_node_sum([t for _, t in pots], self.theta, Q, h, self.all_node_inputs(), self._chain(),
+                                     [acts.get(i) for i, _ in pots])
             terms = [t for t in terms if t.depends_on_velocity]
         if not terms:
             return acc
@@ -588,22 +612,40 @@ class DiscreteLagrangian(AbstractDiscreteLagrangian):
         j = k + end
         return position_force(self.system, q, self.theta, self.node_inputs(j), self.node_time(j), self.beta)
 
-    def node_force(self):
+    def node_force(self, activations: dict | None = None):
         """``(j, q) ↦ ∂_q L_β`` at node ``j``: :meth:`force` with the terms' kernels prepared once
-        (:func:`glep.system.position_force_kernel`) and the node inputs sampled once."""
+        (:func:`glep.system.position_force_kernel`) and the node inputs sampled once.
+
+        With ``activations`` (from :meth:`activation_buffers`) the kernel also leaves each such term's
+        activation at node ``j`` in ``activations[i][j]`` (a new kernel, not cached)."""
+        if activations:
+            return self._node_kernel(position_force_kernel(self.system, self.theta, self.beta, activations), True)
         if self._force_kernel is None:
-            kernel = position_force_kernel(self.system, self.theta, self.beta)
-            X = self.all_node_inputs()
-            items, times = list(X.items()), self._chain().tolist()
-
-            def force(j: int, q):
-                x = {}  # a new dict per node: callers may keep it
-                for name, a in items:
-                    x[name] = a[j]
-                return kernel(q, x, times[j])
-
-            self._force_kernel = force
+            self._force_kernel = self._node_kernel(position_force_kernel(self.system, self.theta, self.beta))
         return self._force_kernel
+
+    def _node_kernel(self, kernel, indexed: bool = False):
+        X = self.all_node_inputs()
+        items, times = list(X.items()), self._chain().tolist()
+
+        def force(j: int, q):
+            x = {}  # a new dict per node: callers may keep it
+            for name, a in items:
+                x[name] = a[j]
+            return kernel(q, x, times[j])
+
+        def recording(j: int, q):
+            x = {}
+            for name, a in items:
+                x[name] = a[j]
+            return kernel(q, x, times[j], j)
+
+        return recording if indexed else force
+
+    def activation_buffers(self, batch_shape: tuple, dtype) -> dict[int, np.ndarray]:
+        """:func:`activation_buffers` of this system along the ``N + 1`` nodes, to record along a trajectory
+        for :meth:`theta_gradient_sum`."""
+        return activation_buffers(self.system, self.theta, self.N, batch_shape, dtype)
 
     def mass_kernels(self):
         """``(p ↦ M⁻¹p, v ↦ Mv)`` at this ``θ`` (:meth:`glep.terms.KineticTerm.mass_kernels`)."""
