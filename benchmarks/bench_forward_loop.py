@@ -89,6 +89,61 @@ def hand_loop(force, m, U, q0, p0, h):
     return q, p
 
 
+def gyroscopic_midpoint(th: dict, G, gamma: float, h: float, alpha: float = 0.1):
+    r"""The implicit midpoint step of the gyroscopic oscillators written out: ``(q₀, p₀, guess, u) ↦ (q₁, p₁)``.
+
+    ``L = ½vᵀMv − ½Σk q² − ½ΣJ(q_i − q_{i+1})² + qᵀBu − (α/4)Σq⁴ + γ vᵀGq``,
+    ``L_d = h L(q̄, v)`` with ``q̄ = (q₀ + q₁)/2``, ``v = (q₁ − q₀)/h``, ``u`` at the step's midpoint:
+
+        r(q₁) = (h/2) L_q(q̄, v) − L_v(q̄, v) + p₀ = 0,   p₁ = (h/2) L_q + L_v,
+        L_q = −kq̄ − Lq̄ + Bu − αq̄³ + γ Gᵀv,   L_v = Mv + γ Gq̄  (rows: ``v @ G``, ``q̄ @ Gᵀ``),
+        ∂r/∂q₁ = C − (h/4) diag(3αq̄²),   C = −(h/4)(diag k + L) + (γ/2)(Gᵀ − G) − M/h  (θ only, once),
+
+    solved by the Newton of :func:`glep._newton.dense_newton` (the same tolerance: ``max|r| ≤ 10⁻¹³(1 +
+    max|p₀|)``, or a correction at the rounding of ``q₁``, at most 40 iterations).
+    """
+    m, k, J, Bt = th["m"], th["k"], th["J"], th["B"].T
+    n = len(m)
+    lap = np.diag(np.r_[J, 0.0] + np.r_[0.0, J]) - np.diag(J, 1) - np.diag(J, -1)
+    C = -0.25 * h * (np.diag(k) + lap) + 0.5 * gamma * (G.T - G) - np.diag(m) / h
+    diag = np.arange(n)
+    gG, gGt = gamma * G, gamma * G.T
+
+    def momenta(q0, q1, u):
+        qb, v = 0.5 * (q0 + q1), (q1 - q0) / h
+        Lq = -k * qb + _chain(qb, J) + u @ Bt - alpha * qb * qb * qb + v @ gG
+        Lv = m * v + qb @ gGt
+        return 0.5 * h * Lq - Lv, 0.5 * h * Lq + Lv
+
+    def step(q0, p0, q1, u):
+        tol = 1e-13 * (1.0 + np.max(np.abs(p0)))
+        for _ in range(40):
+            d1, d2 = momenta(q0, q1, u)
+            r = d1 + p0
+            if np.max(np.abs(r)) <= tol:
+                return q1, d2
+            qb = 0.5 * (q0 + q1)
+            Jm = np.broadcast_to(C, qb.shape + (n,)).copy()
+            Jm[:, diag, diag] -= 0.75 * h * alpha * qb * qb
+            dx = np.linalg.solve(Jm, r[..., None])[..., 0]
+            q1 = q1 - dx
+            if np.max(np.abs(dx)) <= 1e-15 * (1.0 + np.max(np.abs(q1))):
+                return q1, momenta(q0, q1, u)[1]
+        raise RuntimeError("hand-written midpoint Newton did not converge")
+
+    return step
+
+
+def midpoint_loop(step, U, q0, p0):
+    """``N`` implicit midpoint steps (``U``: the inputs at the step midpoints), guess ``2q_k − q_{k−1}``."""
+    q, p, qprev = q0.copy(), p0.copy(), q0
+    for k in range(len(U)):
+        guess = 2 * q - qprev if k > 0 else q
+        qprev = q
+        q, p = step(q, p, guess, U[k])
+    return q, p
+
+
 def stepping_at(rev: str):
     """``ivp/stepping.py`` of git revision ``rev``, imported as a module."""
     root = Path(__file__).resolve().parent.parent
@@ -106,11 +161,19 @@ def best_times(family, n, hidden, batch, steps, repeats, before=None) -> dict[st
     """Best CPU time of each case (``glep``, ``loop`` and, with ``before``, ``before``) at one size."""
     pr = build(family, n, hidden, batch, steps)
     th, dl = pr.theta, pr.dl(0.0)
-    assert dl.explicit, family
-    U = pr.system.signals["u"].sample(pr.grid.times)
     q0, p0, _ = pr.boundary.states(pr.system, th)
-    force, m = hand_force(family, th), th.get("m")
-    cases = {"glep": lambda: integrate(dl, q0, p0, store=False), "loop": lambda: hand_loop(force, m, U, q0, p0, H)}
+    if family == "gyroscopic":  # implicit midpoint (not separable)
+        assert not dl.explicit and pr.integrator.name == "midpoint", family
+        gyro = pr.system.terms[-1]
+        U = pr.system.signals["u"].sample(pr.grid.times[:-1] + 0.5 * H)
+        step = gyroscopic_midpoint(th, gyro.G, gyro.gamma, H)
+        loop = lambda: midpoint_loop(step, U, q0, p0)  # noqa: E731
+    else:
+        assert dl.explicit, family
+        U = pr.system.signals["u"].sample(pr.grid.times)
+        force, m = hand_force(family, th), th.get("m")
+        loop = lambda: hand_loop(force, m, U, q0, p0, H)  # noqa: E731
+    cases = {"glep": lambda: integrate(dl, q0, p0, store=False), "loop": loop}
     a, b = cases["glep"](), cases["loop"]()
     for x, y in zip(a, b):
         err = np.max(np.abs(x - y)) / np.max(np.abs(y))

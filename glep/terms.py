@@ -81,6 +81,10 @@ class Term(ABC):
     #: axes, like :class:`glep.UFLTerm`), keep it false and are evaluated on many time nodes in
     #: one call with ``t`` the array of node times.
     explicit_time: bool = False
+    #: Whether the term's second derivatives in ``(q, v)`` are constant (a quadratic form in ``(q, v)``
+    #: plus terms linear in them, with coefficients depending on ``θ`` alone, not on ``q, v, x, t``):
+    #: the implicit steps then assemble its blocks of the Jacobian ``D₁₂L_d`` once per ``θ``.
+    hessian_constant: bool = False
     #: Whether the term's value, ``gradient``, ``theta_gradient`` (and, for a kinetic term,
     #: ``mass_apply``/``mass_solve``) are written against :func:`array_namespace`, so that the
     #: compiled path (:mod:`glep.ivp.compiled`, JAX) can run and differentiate them.
@@ -258,6 +262,7 @@ class KineticTerm(Term):
     """
 
     depends_on_velocity = True
+    hessian_constant = True  # L_vv = M(θ), L_qv = 0
 
     @abstractmethod
     def mass_apply(self, v, theta) -> Array:

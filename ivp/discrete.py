@@ -329,7 +329,11 @@ class DiscreteLagrangian(AbstractDiscreteLagrangian):
         self._w = np.asarray(rule.weights)
         self._node_x: dict | None = None
         self._stacked_x: dict = {}
+        self._step_x: dict = {}
         self._force_kernel = None
+        self._d12_parts = None
+        self._d12_const: tuple = (None, None)
+        self._gradient = None
         if backend not in BACKENDS:
             raise InputError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.backend = backend
@@ -365,9 +369,18 @@ class DiscreteLagrangian(AbstractDiscreteLagrangian):
     def _nodes(self, k, q0, q1):
         t, tau, _ = self._step(k)
         v = (q1 - q0) / tau
+        cached = self.sampler is None and isinstance(k, (int, np.integer))
         for c, w in zip(self._c, self._w):
             tc = self.time(k, c)
-            yield c, w, (1.0 - c) * q0 + c * q1, v, tc, self.inputs(tc)
+            yield c, w, (1.0 - c) * q0 + c * q1, v, tc, self._step_inputs(c, k) if cached else self.inputs(tc)
+
+    def _step_inputs(self, c: float, k: int) -> dict:
+        """The signals at ``t_k + c τ_k`` (the values of :meth:`inputs`), sampled once for every step."""
+        X = self._step_x.get(c)
+        if X is None:
+            times = self.time(slice(None), c)
+            X = self._step_x[c] = {name: s.sample(times) for name, s in self.system.signals.items()}
+        return {name: a[k] for name, a in X.items()}
 
     def _end_inputs(self, k):
         """``((t₀, x₀), (t₁, x₁))`` at the two ends of step ``k`` when the cost is nudged, else ``None``."""
@@ -397,8 +410,9 @@ class DiscreteLagrangian(AbstractDiscreteLagrangian):
         _, tau, a = self._step(k)
         s = np.sign(tau)
         d1 = d2 = 0.0
+        gradient = self._step_gradient() if isinstance(k, (int, np.integer)) else sys.gradient
         for c, w, q, v, t, x in self._nodes(k, q0, q1):
-            lq, lv = sys.gradient(q, v, th, x, t)
+            lq, lv = gradient(q, v, th, x, t)
             d1 = d1 + a * w * ((1.0 - c) * lq) - s * w * lv
             d2 = d2 + a * w * (c * lq) + s * w * lv
         ends = self._end_inputs(k)
@@ -407,6 +421,27 @@ class DiscreteLagrangian(AbstractDiscreteLagrangian):
             d1 = d1 + self.beta * 0.5 * a * sys.cost.gradient(q0, x0, t0)
             d2 = d2 + self.beta * 0.5 * a * sys.cost.gradient(q1, x1, t1)
         return d1, d2
+
+    def _step_gradient(self):
+        """``(q, v, θ, x, t) ↦ (∂_q L, ∂_v L)`` of the system (the values of ``system.gradient`` to round-off) with
+        the potential terms' force kernels prepared once (:func:`glep.system.position_force_kernel`), the
+        velocity terms' gradients added."""
+        if self._gradient is None:
+            kernel = position_force_kernel(self.system, self.theta, 0.0)
+            vel = [t for t in self.system.terms if t.depends_on_velocity]
+
+            def gradient(q, v, th, x, t):
+                lq, lv = kernel(q, x, t), None
+                for term in vel:
+                    gq, gv = term.gradient(q, v, th, x, t)
+                    if gq is not None:
+                        lq = lq + gq
+                    if gv is not None:
+                        lv = gv if lv is None else lv + gv
+                return lq, np.zeros_like(lq) if lv is None else lv
+
+            self._gradient = gradient
+        return self._gradient
 
     def hessian_action(self, k, q0, q1, dq0, dq1):
         """Second variation of ``L_d``: ``(∂(D₁L_d), ∂(D₂L_d))`` along ``(dq₀, dq₁)``.
@@ -482,6 +517,92 @@ class DiscreteLagrangian(AbstractDiscreteLagrangian):
                 j1 = j1 - s * w * hv
                 j2 = j2 + s * w * hv
         return j1, j2
+
+    # -- the Jacobian D₁₂L_d of an implicit step, assembled from its parts ----
+    def _prepare_d12(self):
+        r"""The parts of ``D₁₂L_d = Σ_i w_i [|τ| c_i(1−c_i) L_qq(q_i) + s(1−c_i) L_qv − s c_i L_vq − L_vv/|τ|]``
+        (``s = sign τ``) that are prepared once per ``θ``:
+
+        * the constant blocks ``(H_qq, H_qv, H_vq, H_vv)`` (``n × n``, column ``j`` the response to ``e_j``)
+          of the terms with :attr:`~glep.terms.Term.hessian_constant` and of the potential terms whose
+          :meth:`~glep.terms.PotentialTerm.potential_hessian_entries` do not depend on ``q`` or ``t``;
+        * the potential terms with ``q``-dependent entries: ``(term, flat indices, unique)``;
+        * the remaining terms, whose blocks are probed with :meth:`~glep.terms.Term.hessian_action` per call.
+        """
+        n, th = self.system.n, self.theta
+        eye = np.eye(n)[:, None, :]  # n directions on a batch of one
+        zq, zv, zx = np.zeros((1, n)), np.zeros((1, n)), self.inputs(self.time(0, 0.5)) if self.N else {}
+        Hqq, Hqv, Hvq, Hvv = (np.zeros((n, n)) for _ in range(4))
+        entries, generic = [], []
+
+        def cols(a):  # (n, 1, n) responses to e_j -> matrix with column j
+            return np.zeros((n, n)) if a is None else np.broadcast_to(a, (n, 1, n))[:, 0, :].T
+
+        for term in self.system.terms:
+            if term.hessian_constant:
+                hq, hv = term.hessian_action(zq, zv, th, zx, 0.0, eye, None)
+                Hqq += cols(hq)
+                Hvq += cols(hv)
+                hq, hv = term.hessian_action(zq, zv, th, zx, 0.0, None, eye)
+                Hqv += cols(hq)
+                Hvv += cols(hv)
+                continue
+            entries_of = None if term.depends_on_velocity else getattr(term, "potential_hessian_entries", None)
+            got = None if entries_of is None else entries_of(zq, th, zx, 0.0)
+            if got is None:
+                generic.append(term)
+                continue
+            rows, cols_, vals = got
+            flat = np.asarray(rows) * n + np.asarray(cols_)
+            if np.ndim(vals) == 1:  # independent of q and t: −∇²V once
+                np.add.at(Hqq.reshape(-1), flat, -np.asarray(vals))
+            else:
+                entries.append((term, flat, len(np.unique(flat)) == len(flat)))
+        return (Hqq, Hqv, Hvq, Hvv), entries, generic
+
+    def d12_matrix(self, k, q0, q1):
+        """Dense ``D₁₂L_d`` per batch member, ``(B, n, n)`` (column ``j`` = ``D₁₂ e_j``): the blocks constant
+        in ``θ`` prepared once (:meth:`_prepare_d12`), the ``q``-dependent Hessian entries scattered in, the
+        other terms probed with their Hessian actions (the generic :meth:`AbstractDiscreteLagrangian.d12_matrix`
+        for the cell layout)."""
+        if not isinstance(k, (int, np.integer)) or np.ndim(q0) != 2:
+            return super().d12_matrix(k, q0, q1)
+        if self._d12_parts is None:
+            self._d12_parts = self._prepare_d12()
+        (Hqq, Hqv, Hvq, Hvv), entries, generic = self._d12_parts
+        _, tau, a = self._step(k)
+        sg = 1.0 if tau > 0 else -1.0
+        c, w = self._c, self._w
+        key, C = self._d12_const
+        if key != (a, sg):  # the constant part for this step size (once on a uniform mesh)
+            C = (np.sum(w * a * c * (1.0 - c)) * Hqq + sg * np.sum(w * (1.0 - c)) * Hqv - sg * np.sum(w * c) * Hvq
+                 - np.sum(w) / a * Hvv)
+            self._d12_const = ((a, sg), C)
+        B, n = q0.shape
+        J = np.empty((B, n, n), np.result_type(q0, q1, C))
+        J[...] = C
+        if not (entries or generic):
+            return J
+        Jf = J.reshape(B, n * n)
+        for ci, wi, q, v, t, x in self._nodes(k, q0, q1):
+            f = a * wi * ci * (1.0 - ci)
+            for term, flat, unique in entries:
+                vals = np.broadcast_to(term.potential_hessian_entries(q, self.theta, x, t)[2], (B, len(flat)))
+                if unique:
+                    Jf[:, flat] -= f * vals
+                else:
+                    np.add.at(Jf, (slice(None), flat), -f * vals)
+            if generic:
+                eye = np.broadcast_to(np.eye(n)[:, None, :], (n, B, n))
+                for term in generic:
+                    hq, hv = term.hessian_action(q, v, self.theta, x, t, ci * eye, eye / tau)
+                    h1 = 0.0
+                    if hq is not None:
+                        h1 = h1 + a * wi * (1.0 - ci) * hq
+                    if hv is not None:
+                        h1 = h1 - sg * wi * hv
+                    J += np.moveaxis(np.broadcast_to(h1, (n, B, n)), 0, -1)
+        return J
 
     def solve_d12(self, k, q0, q1, rhs, transpose: bool = False):
         """Solve ``D₁₂L_d X = rhs`` (or its transpose); ``D₁₂ = −M/|τ|`` on the explicit path."""
