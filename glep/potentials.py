@@ -200,6 +200,7 @@ class Quartic(FixedPotentialTerm):
     def __init__(self, n: int, alpha: float = 0.1):
         super().__init__(n)
         self.alpha = float(alpha)
+        self._diagonal = np.arange(self.n)
 
     def potential(self, q, theta, x, t):
         return 0.25 * self.alpha * array_namespace(q).sum(q**4, axis=-1)
@@ -215,7 +216,7 @@ class Quartic(FixedPotentialTerm):
         return 3.0 * self.alpha * (q * q) * dq
 
     def potential_hessian_entries(self, q, theta, x, t):
-        idx = np.arange(self.n)
+        idx = self._diagonal
         return idx, idx, 3.0 * self.alpha * (q * q)
 
     def ufl_potential(self, q, theta, x, t):

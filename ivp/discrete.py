@@ -131,6 +131,16 @@ def activation_buffers(system, theta, N: int, batch_shape: tuple, dtype) -> dict
             and t.activation_force_kernel(theta) is not None}
 
 
+def _progression(index: np.ndarray) -> slice | None:
+    """``index`` (distinct, increasing by a constant step, e.g. a diagonal's flat indices) as a slice, else ``None``."""
+    if len(index) < 2:
+        return slice(int(index[0]), int(index[0]) + 1) if len(index) else None
+    step = int(index[1] - index[0])
+    if step <= 0 or not np.array_equal(index, index[0] + step * np.arange(len(index))):
+        return None
+    return slice(int(index[0]), int(index[-1]) + 1, step)
+
+
 def _add(acc: dict, grads: dict, weight=1.0) -> None:
     for key, g in grads.items():
         acc[key] = acc.get(key, 0.0) + weight * g
@@ -409,12 +419,13 @@ class DiscreteLagrangian(AbstractDiscreteLagrangian):
         sys, th = self.system, self.theta
         _, tau, a = self._step(k)
         s = np.sign(tau)
-        d1 = d2 = 0.0
+        d1 = d2 = None
         gradient = self._step_gradient() if isinstance(k, (int, np.integer)) else sys.gradient
         for c, w, q, v, t, x in self._nodes(k, q0, q1):
             lq, lv = gradient(q, v, th, x, t)
-            d1 = d1 + a * w * ((1.0 - c) * lq) - s * w * lv
-            d2 = d2 + a * w * (c * lq) + s * w * lv
+            sv = (s * w) * lv  # the weights multiplied first: one product per array
+            e1, e2 = (a * w * (1.0 - c)) * lq - sv, (a * w * c) * lq + sv
+            d1, d2 = (e1, e2) if d1 is None else (d1 + e1, d2 + e2)
         ends = self._end_inputs(k)
         if ends:
             (t0, x0), (t1, x1) = ends
@@ -557,7 +568,7 @@ class DiscreteLagrangian(AbstractDiscreteLagrangian):
             if np.ndim(vals) == 1:  # independent of q and t: −∇²V once
                 np.add.at(Hqq.reshape(-1), flat, -np.asarray(vals))
             else:
-                entries.append((term, flat, len(np.unique(flat)) == len(flat)))
+                entries.append((term, _progression(flat) or flat, len(np.unique(flat)) == len(flat)))
         return (Hqq, Hqv, Hvq, Hvv), entries, generic
 
     def d12_matrix(self, k, q0, q1):
@@ -587,8 +598,8 @@ class DiscreteLagrangian(AbstractDiscreteLagrangian):
         for ci, wi, q, v, t, x in self._nodes(k, q0, q1):
             f = a * wi * ci * (1.0 - ci)
             for term, flat, unique in entries:
-                vals = np.broadcast_to(term.potential_hessian_entries(q, self.theta, x, t)[2], (B, len(flat)))
-                if unique:
+                vals = term.potential_hessian_entries(q, self.theta, x, t)[2]
+                if unique:  # a slice (e.g. the diagonal, stride n + 1) is a view: subtracted in place
                     Jf[:, flat] -= f * vals
                 else:
                     np.add.at(Jf, (slice(None), flat), -f * vals)
