@@ -9,10 +9,15 @@ the inputs sampled once at the grid nodes, diagonal masses as ``(p + (h/2)F)/m``
 
 Both give the same final state (checked to 1e-12 relative before timing).  ``h = 0.008``, 1000 steps,
 unbatched and batched; CPU time (``time.process_time``), the cases interleaved, best of ``--repeats``.
-The gyroscopic family is not separable (its step is implicit, a Newton solve), so it has no Störmer–Verlet
-loop to compare with; it is listed with the reason.  With ``--before REV`` the stepping module of git
-revision ``REV`` (``ivp/stepping.py``) is timed too, on the same discrete Lagrangian, after checking that
-it gives the same final state bit for bit.
+The gyroscopic family is not separable: its default integrator is the implicit midpoint rule, and its
+hand-written loop (:func:`gyroscopic_midpoint`) is that step written out — the residual ``D₁L_d + p₀``, the
+Jacobian ``D₁₂L_d`` as a θ-only matrix plus the quartic's diagonal, the Newton iteration and tolerance of
+:func:`glep._newton.dense_newton`, the guess ``2q_k − q_{k−1}``, the inputs sampled once at the step
+midpoints; glep is also timed with its step's pieces unprepared (:class:`GenericPieces`: ``D₁₂L_d`` from
+Hessian actions on the unit directions, the inputs sampled per call — the implicit path before it was
+prepared per ``θ``).  With ``--before REV`` the stepping module of git revision ``REV``
+(``ivp/stepping.py``) is timed too for the explicit families, on the same discrete Lagrangian, after checking
+that it gives the same final state bit for bit.
 
 Usage::
 
@@ -34,6 +39,7 @@ import numpy as np
 
 from glep.estimators.problem import Problem
 from glep.ivp import integrate
+from glep.ivp.discrete import AbstractDiscreteLagrangian, DiscreteLagrangian
 from glep.models import FAMILIES
 
 H = 0.008
@@ -89,6 +95,75 @@ def hand_loop(force, m, U, q0, p0, h):
     return q, p
 
 
+def gyroscopic_midpoint(th: dict, G, gamma: float, h: float, alpha: float = 0.1):
+    r"""The implicit midpoint step of the gyroscopic oscillators written out: ``(q₀, p₀, guess, u) ↦ (q₁, p₁)``.
+
+    ``L = ½vᵀMv − ½Σk q² − ½ΣJ(q_i − q_{i+1})² + qᵀBu − (α/4)Σq⁴ + γ vᵀGq``,
+    ``L_d = h L(q̄, v)`` with ``q̄ = (q₀ + q₁)/2``, ``v = (q₁ − q₀)/h``, ``u`` at the step's midpoint:
+
+        r(q₁) = (h/2) L_q(q̄, v) − L_v(q̄, v) + p₀ = 0,   p₁ = (h/2) L_q + L_v,
+        L_q = −kq̄ − Lq̄ + Bu − αq̄³ + γ Gᵀv,   L_v = Mv + γ Gq̄  (rows: ``v @ G``, ``q̄ @ Gᵀ``),
+        ∂r/∂q₁ = C − (h/4) diag(3αq̄²),   C = −(h/4)(diag k + L) + (γ/2)(Gᵀ − G) − M/h  (θ only, once),
+
+    solved by the Newton of :func:`glep._newton.dense_newton` (the same tolerance: ``max|r| ≤ 10⁻¹³(1 +
+    max|p₀|)``, or a correction at the rounding of ``q₁``, at most 40 iterations).
+    """
+    m, k, J, Bt = th["m"], th["k"], th["J"], th["B"].T
+    n = len(m)
+    lap = np.diag(np.r_[J, 0.0] + np.r_[0.0, J]) - np.diag(J, 1) - np.diag(J, -1)
+    C = -0.25 * h * (np.diag(k) + lap) + 0.5 * gamma * (G.T - G) - np.diag(m) / h
+    diag = np.arange(n)
+    gG, gGt = gamma * G, gamma * G.T
+
+    def momenta(q0, q1, u):
+        qb, v = 0.5 * (q0 + q1), (q1 - q0) / h
+        Lq = -k * qb + _chain(qb, J) + u @ Bt - alpha * qb * qb * qb + v @ gG
+        Lv = m * v + qb @ gGt
+        return 0.5 * h * Lq - Lv, 0.5 * h * Lq + Lv
+
+    def step(q0, p0, q1, u):
+        tol = 1e-13 * (1.0 + np.max(np.abs(p0)))
+        for _ in range(40):
+            d1, d2 = momenta(q0, q1, u)
+            r = d1 + p0
+            if np.max(np.abs(r)) <= tol:
+                return q1, d2
+            qb = 0.5 * (q0 + q1)
+            Jm = np.broadcast_to(C, qb.shape + (n,)).copy()
+            Jm[:, diag, diag] -= 0.75 * h * alpha * qb * qb
+            dx = np.linalg.solve(Jm, r[..., None])[..., 0]
+            q1 = q1 - dx
+            if np.max(np.abs(dx)) <= 1e-15 * (1.0 + np.max(np.abs(q1))):
+                return q1, momenta(q0, q1, u)[1]
+        raise RuntimeError("hand-written midpoint Newton did not converge")
+
+    return step
+
+
+class GenericPieces(DiscreteLagrangian):
+    """The implicit step's pieces as before they were prepared once per ``θ`` (timed as "generic"): ``D₁₂L_d``
+    from Hessian actions on the ``n`` unit directions, ``system.gradient`` and the inputs sampled per call."""
+
+    def d12_matrix(self, k, q0, q1):
+        return AbstractDiscreteLagrangian.d12_matrix(self, k, q0, q1)
+
+    def _step_gradient(self):
+        return self.system.gradient
+
+    def _step_inputs(self, c, k):
+        return self.inputs(self.time(k, c))
+
+
+def midpoint_loop(step, U, q0, p0):
+    """``N`` implicit midpoint steps (``U``: the inputs at the step midpoints), guess ``2q_k − q_{k−1}``."""
+    q, p, qprev = q0.copy(), p0.copy(), q0
+    for k in range(len(U)):
+        guess = 2 * q - qprev if k > 0 else q
+        qprev = q
+        q, p = step(q, p, guess, U[k])
+    return q, p
+
+
 def stepping_at(rev: str):
     """``ivp/stepping.py`` of git revision ``rev``, imported as a module."""
     root = Path(__file__).resolve().parent.parent
@@ -106,15 +181,26 @@ def best_times(family, n, hidden, batch, steps, repeats, before=None) -> dict[st
     """Best CPU time of each case (``glep``, ``loop`` and, with ``before``, ``before``) at one size."""
     pr = build(family, n, hidden, batch, steps)
     th, dl = pr.theta, pr.dl(0.0)
-    assert dl.explicit, family
-    U = pr.system.signals["u"].sample(pr.grid.times)
     q0, p0, _ = pr.boundary.states(pr.system, th)
-    force, m = hand_force(family, th), th.get("m")
-    cases = {"glep": lambda: integrate(dl, q0, p0, store=False), "loop": lambda: hand_loop(force, m, U, q0, p0, H)}
+    if family == "gyroscopic":  # implicit midpoint (not separable)
+        assert not dl.explicit and pr.integrator.name == "midpoint", family
+        gyro = pr.system.terms[-1]
+        U = pr.system.signals["u"].sample(pr.grid.times[:-1] + 0.5 * H)
+        step = gyroscopic_midpoint(th, gyro.G, gyro.gamma, H)
+        loop = lambda: midpoint_loop(step, U, q0, p0)  # noqa: E731
+        generic = GenericPieces(pr.system, th, pr.grid, dl.rule, fast=False)
+    else:
+        assert dl.explicit, family
+        U = pr.system.signals["u"].sample(pr.grid.times)
+        force, m = hand_force(family, th), th.get("m")
+        loop = lambda: hand_loop(force, m, U, q0, p0, H)  # noqa: E731
+    cases = {"glep": lambda: integrate(dl, q0, p0, store=False), "loop": loop}
     a, b = cases["glep"](), cases["loop"]()
     for x, y in zip(a, b):
         err = np.max(np.abs(x - y)) / np.max(np.abs(y))
         assert err <= 1e-12, f"{family}: glep and the hand-written loop differ by {err:.1e}"
+    if family == "gyroscopic":
+        cases["generic"] = lambda: integrate(generic, q0, p0, store=False)
     if before is not None:
         old = before.integrate(dl, q0, p0, store=False)
         assert all(np.array_equal(x, y) for x, y in zip(old, a)), "not the same final state bit for bit"
@@ -145,19 +231,17 @@ def main(argv=None) -> int:
           f"CPU time, best of {args.repeats}, interleaved")
     worst = 0.0
     for family in args.families.split(","):
-        probe = build(family, 4, 3, None, 2)
-        if not probe.dl(0.0).explicit:
-            print(f"{family}: not separable ({probe.system.non_separable_reason}): implicit step, no "
-                  "Störmer–Verlet loop to compare with", flush=True)
-            continue
         for n, hidden, batch in sizes:
-            best = best_times(family, n, hidden, batch, args.steps, args.repeats, before)
+            best = best_times(family, n, hidden, batch, args.steps, args.repeats,
+                              before if family != "gyroscopic" else None)
             ratio = best["glep"] / best["loop"]
             worst = max(worst, ratio)
             size = f"n = {n}" + (f", hidden = {hidden}" if family == "hru_logcosh" else "") + f", batch = {batch}"
             line = f"{family:>19}  {size:<32} loop {1e3 * best['loop']:8.2f} ms  glep/loop "
-            if before is not None:
+            if "before" in best:
                 line += f"before {best['before'] / best['loop']:.3f}, after "
+            if "generic" in best:  # implicit midpoint: the step's pieces unprepared (as before), then prepared
+                line += f"generic pieces {best['generic'] / best['loop']:.3f}, prepared "
             print(line + f"{ratio:.3f}", flush=True)
     print(f"largest glep/loop: {worst:.3f}")
     return 0

@@ -32,8 +32,11 @@ from glep.ivp.stepping import integrate
 from glep.terms import add_into
 
 
-def contrast_integrand(dl, Q) -> dict[str, np.ndarray]:
-    """``I = Σ_k ∂_θ L_d(q_k, q_{k+1})`` along a stored trajectory."""
+def contrast_integrand(dl, Q, activations: dict | None = None) -> dict[str, np.ndarray]:
+    """``I = Σ_k ∂_θ L_d(q_k, q_{k+1})`` along a stored trajectory (``activations``: the node activations
+    its stepping pass recorded, reused instead of recomputed; see :func:`glep.ivp.stepping.integrate`)."""
+    if activations:
+        return dl.theta_gradient_sum(Q, activations)
     return dl.theta_gradient_sum(Q)
 
 
@@ -72,13 +75,15 @@ def nudged_family(problem: Problem, nudge: Nudge, q0, p0_of, *, mirrored: bool =
     beta = np.concatenate([np.full((B, 1), b) for b in betas]) if copies > 1 else betas[0]
     base = problem.base_dl(beta, system=stacked)
     dl = Mirrored(base) if mirrored else base
+    acts: dict = {}  # the node activations the force computes (tanh(Wq + b)), reused by the contrasts
     Q, p_end = integrate(dl, np.concatenate([q0] * copies), np.concatenate([p0_of(b) for b in betas]),
-                         store="q")
+                         store="q", activations=acts)
     # θ-derivatives of L_d do not depend on β: one un-stacked discrete Lagrangian sums each block
     plain = problem.base_dl(0.0, system=system)
     plain = Mirrored(plain) if mirrored else plain
-    return {b: (contrast_integrand(plain, Q[:, i * B:(i + 1) * B]), Q[-1, i * B:(i + 1) * B],
-                p_end[i * B:(i + 1) * B]) for i, b in enumerate(betas)}
+    blocks = [slice(i * B, (i + 1) * B) for i in range(copies)]
+    return {b: (contrast_integrand(plain, Q[:, blk], {i: A[:, blk] for i, A in acts.items()}), Q[-1, blk],
+                p_end[blk]) for b, blk in zip(betas, blocks)}
 
 
 def _compiled(problem: Problem) -> bool:

@@ -72,10 +72,12 @@ def _leapfrog_echoes(problem: Problem, nudge: Nudge, q0, p0):
     stacked = rev.with_signals(**{k: s.tiled(len(eps)) for k, s in rev.signals.items()}) if len(eps) > 1 else rev
     eps_arr = np.concatenate([np.full((B, 1), e) for e in eps]) if len(eps) > 1 else eps[0]
     start_p = np.concatenate([-pT + (0.0 if tc is None else e * tc.gradient(qT)) for e in eps])
+    acts: dict = {}  # the node activations of the forces (tanh(Wq + b)), reused by the contrasts
     Qe, pe, _ = leapfrog(stacked, theta, grid, np.concatenate([qT] * len(eps)), start_p, eps_arr,
-                         store_momenta=False)
-    values = {e: (theta_dH_sum(rev, theta, grid, Qe[:, i * B:(i + 1) * B]), Qe[-1, i * B:(i + 1) * B],
-                  pe[i * B:(i + 1) * B]) for i, e in enumerate(eps)}
+                         store_momenta=False, activations=acts)
+    blocks = [slice(i * B, (i + 1) * B) for i in range(len(eps))]
+    values = {e: (theta_dH_sum(rev, theta, grid, Qe[:, blk], {i: A[:, blk] for i, A in acts.items()}),
+                  Qe[-1, blk], pe[blk]) for e, blk in zip(eps, blocks)}
     return values, dH0
 
 

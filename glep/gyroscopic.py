@@ -19,6 +19,7 @@ class Gyroscopic(Term):
     """
 
     depends_on_velocity = True
+    hessian_constant = True  # bilinear: L_qv = γGᵀ, L_vq = γG
 
     def __init__(self, n: int, gamma: float, G=None):
         super().__init__(n)

@@ -200,6 +200,7 @@ class Quartic(FixedPotentialTerm):
     def __init__(self, n: int, alpha: float = 0.1):
         super().__init__(n)
         self.alpha = float(alpha)
+        self._diagonal = np.arange(self.n)
 
     def potential(self, q, theta, x, t):
         return 0.25 * self.alpha * array_namespace(q).sum(q**4, axis=-1)
@@ -215,7 +216,7 @@ class Quartic(FixedPotentialTerm):
         return 3.0 * self.alpha * (q * q) * dq
 
     def potential_hessian_entries(self, q, theta, x, t):
-        idx = np.arange(self.n)
+        idx = self._diagonal
         return idx, idx, 3.0 * self.alpha * (q * q)
 
     def ufl_potential(self, q, theta, x, t):
@@ -351,6 +352,7 @@ class LogCoshLayer(PotentialTerm):
         self.h = int(hidden)
         self.weight, self.bias = weight, bias
         self.parameters = {weight: (self.h, n), bias: (self.h,)}
+        self.activation_width = self.h  # a = tanh(Wq + b), shared by the force and ∂_θV
 
     def _z(self, q, theta):
         return q @ theta[self.weight].T + theta[self.bias]
@@ -366,13 +368,37 @@ class LogCoshLayer(PotentialTerm):
         mW = -W
         return lambda q, x, t: np.tanh(q @ W.T + b) @ mW
 
+    def activation_force_kernel(self, theta):
+        """``(q, x, t, a) ↦ −Wᵀa`` with ``a = tanh(Wq + b)`` computed into ``a`` (no temporaries; the
+        values of :meth:`force_kernel` bit for bit)."""
+        W, b = np.asarray(theta[self.weight]), np.asarray(theta[self.bias])
+        WT, mW = W.T, -W
+        matmul, add, tanh = np.matmul, np.add, np.tanh
+
+        def force(q, x, t, a):
+            if a.shape != q.shape[:-1] + (self.h,) or a.dtype != np.result_type(q, W, b):
+                s = tanh(q @ WT + b)  # another dtype or shape: the plain kernel, its activation stored
+                a[...] = s
+                return s @ mW
+            matmul(q, WT, out=a)
+            add(a, b, out=a)
+            tanh(a, out=a)
+            return a @ mW
+
+        return force
+
     def potential_hessian_action(self, q, theta, x, t, dq):
         W = theta[self.weight]
         s2 = 1.0 / np.cosh(self._z(q, theta)) ** 2
         return (s2 * (dq @ W.T)) @ W
 
     def potential_theta_gradient(self, q, theta, x, t):
-        s = array_namespace(q).tanh(self._z(q, theta)).reshape(-1, self.h)
+        return self.potential_theta_gradient_from_activation(array_namespace(q).tanh(self._z(q, theta)), q,
+                                                             theta, x, t)
+
+    def potential_theta_gradient_from_activation(self, a, q, theta, x, t):
+        """``∂_W V = Σ_batch a qᵀ``, ``∂_b V = Σ_batch a`` with ``a = tanh(Wq + b)``."""
+        s = a.reshape(-1, self.h)
         return {self.weight: s.T @ q.reshape(-1, self.n), self.bias: s.sum(axis=0)}
 
     def potential_theta_vjp(self, q, theta, x, t, a):

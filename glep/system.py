@@ -332,15 +332,25 @@ def position_force(system: LagrangianSystem, q, theta, x, t, beta=0.0):
     return out if out.shape == q.shape else out + np.zeros_like(q)
 
 
-def position_force_kernel(system: LagrangianSystem, theta, beta=0.0):
+def position_force_kernel(system: LagrangianSystem, theta, beta=0.0, activations: dict | None = None):
     """``(q, x, t) ↦ ∂_q L_β``: :func:`position_force` with everything that depends on ``θ`` and ``β``
     alone prepared once (each term's :meth:`~glep.terms.Term.force_kernel`), the same values bit for bit.
 
-    The explicit stepping loops call it once per step.
+    The explicit stepping loops call it once per step.  With ``activations`` (``{i: A_i}``, ``A_i`` of shape
+    ``(nodes, B, k_i)`` for terms ``system.terms[i]`` with an
+    :meth:`~glep.terms.Term.activation_force_kernel`) the kernel is ``(q, x, t, j) ↦ ∂_q L_β`` and leaves
+    term ``i``'s activation ``a_i(q)`` in ``A_i[j]`` (node ``j``), the same force bit for bit.
     """
+    activations = activations or {}
+    node = [0]  # the node being evaluated, for the recording kernels
     parts = []
-    for term in system.terms:
-        if not term.depends_on_velocity:
+    for i, term in enumerate(system.terms):
+        if i in activations:
+            kernel = None if term.depends_on_velocity else term.activation_force_kernel(theta)
+            if kernel is None:
+                raise InputError(f"term {i} ({term.describe()}) has no activation_force_kernel to record")
+            parts.append(lambda q, x, t, kernel=kernel, A=activations[i]: kernel(q, x, t, A[node[0]]))
+        elif not term.depends_on_velocity:
             kernel = term.force_kernel(theta)
             parts.append(kernel if kernel is not None else _gradient_kernel(term, theta))
     cost = system.cost if nudged(beta) and system.cost is not None else None
@@ -367,7 +377,14 @@ def position_force_kernel(system: LagrangianSystem, theta, beta=0.0):
             return out
         return out if out.shape == q.shape else out + np.zeros_like(q)
 
-    return force
+    if not activations:
+        return force
+
+    def recording(q, x, t, j: int):
+        node[0] = j
+        return force(q, x, t)
+
+    return recording
 
 
 def _gradient_kernel(term: Term, theta):

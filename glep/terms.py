@@ -81,6 +81,10 @@ class Term(ABC):
     #: axes, like :class:`glep.UFLTerm`), keep it false and are evaluated on many time nodes in
     #: one call with ``t`` the array of node times.
     explicit_time: bool = False
+    #: Whether the term's second derivatives in ``(q, v)`` are constant (a quadratic form in ``(q, v)``
+    #: plus terms linear in them, with coefficients depending on ``θ`` alone, not on ``q, v, x, t``):
+    #: the implicit steps then assemble its blocks of the Jacobian ``D₁₂L_d`` once per ``θ``.
+    hessian_constant: bool = False
     #: Whether the term's value, ``gradient``, ``theta_gradient`` (and, for a kinetic term,
     #: ``mass_apply``/``mass_solve``) are written against :func:`array_namespace`, so that the
     #: compiled path (:mod:`glep.ivp.compiled`, JAX) can run and differentiate them.
@@ -129,6 +133,26 @@ class Term(ABC):
         loop calls :meth:`gradient`.
         """
         return None
+
+    #: Width ``k`` of the node *activation* ``a(q, θ)`` (shape ``(B, k)``) that the term's force and its
+    #: ``∂_θ L_i`` share (0: none); see :meth:`activation_force_kernel`.
+    activation_width: int = 0
+
+    def activation_force_kernel(self, theta: Params):
+        """Optional ``(q, x, t, a) ↦ ∂_q L_i`` that also leaves the node activation ``a(q, θ)`` in ``a``.
+
+        ``a`` is a preallocated ``(B, activation_width)`` array of ``q``'s dtype.  The stepping loops
+        record ``a`` at every node when a contrast ``Σ_j w_j ∂_θ L_i(q_j)`` follows, and
+        :meth:`theta_gradient_from_activation` then forms ``∂_θ L_i`` without recomputing it (e.g.
+        ``tanh(Wq + b)`` of :class:`glep.LogCoshLayer`: the force ``−Wᵀa``, ``∂_W V = Σ a qᵀ``).  The force
+        must equal :meth:`force_kernel`'s bit for bit.  ``None`` (the default): no activation.
+        """
+        return None
+
+    def theta_gradient_from_activation(self, a, q, theta, x, t) -> dict[str, Array]:
+        """``Σ_batch ∂_θ L_i`` at positions ``q`` from their activation ``a = a(q, θ)``: the values of
+        :meth:`theta_gradient` (to round-off), without recomputing ``a``."""
+        raise NotImplementedError(f"{self.describe()} has no node activation")
 
     def describe(self) -> str:
         return type(self).__name__
@@ -190,6 +214,13 @@ class PotentialTerm(Term):
     def theta_gradient(self, q, v, theta, x, t):
         return {k: -g for k, g in self.potential_theta_gradient(q, theta, x, t).items()}
 
+    def potential_theta_gradient_from_activation(self, a, q, theta, x, t) -> dict[str, Array]:
+        """``Σ_batch ∂_θ V`` from the activation ``a = a(q, θ)`` (see :meth:`Term.activation_force_kernel`)."""
+        raise NotImplementedError(f"{self.describe()} has no node activation")
+
+    def theta_gradient_from_activation(self, a, q, theta, x, t):
+        return {k: -g for k, g in self.potential_theta_gradient_from_activation(a, q, theta, x, t).items()}
+
     def theta_vjp(self, q, v, theta, x, t, a, b):
         if a is None or not self.parameters:
             return {}
@@ -231,6 +262,7 @@ class KineticTerm(Term):
     """
 
     depends_on_velocity = True
+    hessian_constant = True  # L_vv = M(θ), L_qv = 0
 
     @abstractmethod
     def mass_apply(self, v, theta) -> Array:

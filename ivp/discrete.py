@@ -86,19 +86,27 @@ def _flat_inputs(X: dict, sel, B: int) -> dict:
     return out
 
 
-def trapezoid_node_sum(terms, theta, Q, h: float, X: dict, times: np.ndarray) -> dict:
+def trapezoid_node_sum(terms, theta, Q, h: float, X: dict, times: np.ndarray, activations=None) -> dict:
     """``Σ_j w_j Σ_batch ∂_θL_i(q_j, t_j)`` for position-only terms, trapezoid weights.
 
     ``Q`` is ``(N+1, B, n)``, ``X`` the signals at the grid nodes
     ``(N+1, B or 1, m)`` and ``times`` the node times ``(N+1,)``, passed to the
     terms as one time per flattened batch member.  Terms return batch sums, so
     the interior nodes (weight ``h``) and the two ends (weight ``h/2``) are two
-    calls per term.
+    calls per term.  ``activations`` (one entry per term, ``None`` or the term's
+    node activations ``a(q_j)`` of shape ``(N+1, B, k)`` recorded by the stepping
+    pass, :meth:`glep.terms.Term.activation_force_kernel`): those terms form
+    ``∂_θL_i`` from them instead of recomputing them.
     """
     N1, B, n = Q.shape
     acc: dict = {}
     if not terms:
         return acc
+    acts = [None] * len(terms) if activations is None else list(activations)
+    for term, A in zip(terms, acts):
+        if A is not None and np.shape(A) != (N1, B, term.activation_width):
+            raise InputError(f"activations of {term.describe()} must have shape {(N1, B, term.activation_width)} "
+                             f"(nodes, batch, activation_width), got {np.shape(A)}")
     groups = ((slice(1, N1 - 1), h), ([0, N1 - 1], 0.5 * h))
     for sel, weight in groups:
         qs = Q[sel].reshape(-1, n)
@@ -106,10 +114,31 @@ def trapezoid_node_sum(terms, theta, Q, h: float, X: dict, times: np.ndarray) ->
             continue
         xs = _flat_inputs(X, sel, B)
         ts = np.repeat(np.asarray(times, dtype=float)[sel], B)
-        for term in terms:
-            for key, g in term.theta_gradient(qs, None, theta, xs, ts).items():
+        for term, A in zip(terms, acts):
+            grads = term.theta_gradient(qs, None, theta, xs, ts) if A is None else \
+                term.theta_gradient_from_activation(A[sel].reshape(len(qs), -1), qs, theta, xs, ts)
+            for key, g in grads.items():
                 acc[key] = acc.get(key, 0.0) + weight * g
     return acc
+
+
+def activation_buffers(system, theta, N: int, batch_shape: tuple, dtype) -> dict[int, np.ndarray]:
+    """Empty node activations ``{i: (N+1, *batch_shape, k_i)}`` of the trainable potential terms
+    ``system.terms[i]`` whose force and ``∂_θL`` share one (:meth:`glep.terms.Term.activation_force_kernel`,
+    e.g. ``tanh(Wq + b)`` of :class:`glep.LogCoshLayer`); empty when no term has one."""
+    return {i: np.empty((N + 1, *batch_shape, t.activation_width), dtype) for i, t in enumerate(system.terms)
+            if t.parameters and not t.depends_on_velocity and t.activation_width
+            and t.activation_force_kernel(theta) is not None}
+
+
+def _progression(index: np.ndarray) -> slice | None:
+    """``index`` (distinct, increasing by a constant step, e.g. a diagonal's flat indices) as a slice, else ``None``."""
+    if len(index) < 2:
+        return slice(int(index[0]), int(index[0]) + 1) if len(index) else None
+    step = int(index[1] - index[0])
+    if step <= 0 or not np.array_equal(index, index[0] + step * np.arange(len(index))):
+        return None
+    return slice(int(index[0]), int(index[-1]) + 1, step)
 
 
 def _add(acc: dict, grads: dict, weight=1.0) -> None:
@@ -310,7 +339,11 @@ class DiscreteLagrangian(AbstractDiscreteLagrangian):
         self._w = np.asarray(rule.weights)
         self._node_x: dict | None = None
         self._stacked_x: dict = {}
+        self._step_x: dict = {}
         self._force_kernel = None
+        self._d12_parts = None
+        self._d12_const: tuple = (None, None)
+        self._gradient = None
         if backend not in BACKENDS:
             raise InputError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.backend = backend
@@ -346,9 +379,18 @@ class DiscreteLagrangian(AbstractDiscreteLagrangian):
     def _nodes(self, k, q0, q1):
         t, tau, _ = self._step(k)
         v = (q1 - q0) / tau
+        cached = self.sampler is None and isinstance(k, (int, np.integer))
         for c, w in zip(self._c, self._w):
             tc = self.time(k, c)
-            yield c, w, (1.0 - c) * q0 + c * q1, v, tc, self.inputs(tc)
+            yield c, w, (1.0 - c) * q0 + c * q1, v, tc, self._step_inputs(c, k) if cached else self.inputs(tc)
+
+    def _step_inputs(self, c: float, k: int) -> dict:
+        """The signals at ``t_k + c τ_k`` (the values of :meth:`inputs`), sampled once for every step."""
+        X = self._step_x.get(c)
+        if X is None:
+            times = self.time(slice(None), c)
+            X = self._step_x[c] = {name: s.sample(times) for name, s in self.system.signals.items()}
+        return {name: a[k] for name, a in X.items()}
 
     def _end_inputs(self, k):
         """``((t₀, x₀), (t₁, x₁))`` at the two ends of step ``k`` when the cost is nudged, else ``None``."""
@@ -377,17 +419,40 @@ class DiscreteLagrangian(AbstractDiscreteLagrangian):
         sys, th = self.system, self.theta
         _, tau, a = self._step(k)
         s = np.sign(tau)
-        d1 = d2 = 0.0
+        d1 = d2 = None
+        gradient = self._step_gradient() if isinstance(k, (int, np.integer)) else sys.gradient
         for c, w, q, v, t, x in self._nodes(k, q0, q1):
-            lq, lv = sys.gradient(q, v, th, x, t)
-            d1 = d1 + a * w * ((1.0 - c) * lq) - s * w * lv
-            d2 = d2 + a * w * (c * lq) + s * w * lv
+            lq, lv = gradient(q, v, th, x, t)
+            sv = (s * w) * lv  # the weights multiplied first: one product per array
+            e1, e2 = (a * w * (1.0 - c)) * lq - sv, (a * w * c) * lq + sv
+            d1, d2 = (e1, e2) if d1 is None else (d1 + e1, d2 + e2)
         ends = self._end_inputs(k)
         if ends:
             (t0, x0), (t1, x1) = ends
             d1 = d1 + self.beta * 0.5 * a * sys.cost.gradient(q0, x0, t0)
             d2 = d2 + self.beta * 0.5 * a * sys.cost.gradient(q1, x1, t1)
         return d1, d2
+
+    def _step_gradient(self):
+        """``(q, v, θ, x, t) ↦ (∂_q L, ∂_v L)`` of the system (the values of ``system.gradient`` to round-off) with
+        the potential terms' force kernels prepared once (:func:`glep.system.position_force_kernel`), the
+        velocity terms' gradients added."""
+        if self._gradient is None:
+            kernel = position_force_kernel(self.system, self.theta, 0.0)
+            vel = [t for t in self.system.terms if t.depends_on_velocity]
+
+            def gradient(q, v, th, x, t):
+                lq, lv = kernel(q, x, t), None
+                for term in vel:
+                    gq, gv = term.gradient(q, v, th, x, t)
+                    if gq is not None:
+                        lq = lq + gq
+                    if gv is not None:
+                        lv = gv if lv is None else lv + gv
+                return lq, np.zeros_like(lq) if lv is None else lv
+
+            self._gradient = gradient
+        return self._gradient
 
     def hessian_action(self, k, q0, q1, dq0, dq1):
         """Second variation of ``L_d``: ``(∂(D₁L_d), ∂(D₂L_d))`` along ``(dq₀, dq₁)``.
@@ -464,6 +529,92 @@ class DiscreteLagrangian(AbstractDiscreteLagrangian):
                 j2 = j2 + s * w * hv
         return j1, j2
 
+    # -- the Jacobian D₁₂L_d of an implicit step, assembled from its parts ----
+    def _prepare_d12(self):
+        r"""The parts of ``D₁₂L_d = Σ_i w_i [|τ| c_i(1−c_i) L_qq(q_i) + s(1−c_i) L_qv − s c_i L_vq − L_vv/|τ|]``
+        (``s = sign τ``) that are prepared once per ``θ``:
+
+        * the constant blocks ``(H_qq, H_qv, H_vq, H_vv)`` (``n × n``, column ``j`` the response to ``e_j``)
+          of the terms with :attr:`~glep.terms.Term.hessian_constant` and of the potential terms whose
+          :meth:`~glep.terms.PotentialTerm.potential_hessian_entries` do not depend on ``q`` or ``t``;
+        * the potential terms with ``q``-dependent entries: ``(term, flat indices, unique)``;
+        * the remaining terms, whose blocks are probed with :meth:`~glep.terms.Term.hessian_action` per call.
+        """
+        n, th = self.system.n, self.theta
+        eye = np.eye(n)[:, None, :]  # n directions on a batch of one
+        zq, zv, zx = np.zeros((1, n)), np.zeros((1, n)), self.inputs(self.time(0, 0.5)) if self.N else {}
+        Hqq, Hqv, Hvq, Hvv = (np.zeros((n, n)) for _ in range(4))
+        entries, generic = [], []
+
+        def cols(a):  # (n, 1, n) responses to e_j -> matrix with column j
+            return np.zeros((n, n)) if a is None else np.broadcast_to(a, (n, 1, n))[:, 0, :].T
+
+        for term in self.system.terms:
+            if term.hessian_constant:
+                hq, hv = term.hessian_action(zq, zv, th, zx, 0.0, eye, None)
+                Hqq += cols(hq)
+                Hvq += cols(hv)
+                hq, hv = term.hessian_action(zq, zv, th, zx, 0.0, None, eye)
+                Hqv += cols(hq)
+                Hvv += cols(hv)
+                continue
+            entries_of = None if term.depends_on_velocity else getattr(term, "potential_hessian_entries", None)
+            got = None if entries_of is None else entries_of(zq, th, zx, 0.0)
+            if got is None:
+                generic.append(term)
+                continue
+            rows, cols_, vals = got
+            flat = np.asarray(rows) * n + np.asarray(cols_)
+            if np.ndim(vals) == 1:  # independent of q and t: −∇²V once
+                np.add.at(Hqq.reshape(-1), flat, -np.asarray(vals))
+            else:
+                entries.append((term, _progression(flat) or flat, len(np.unique(flat)) == len(flat)))
+        return (Hqq, Hqv, Hvq, Hvv), entries, generic
+
+    def d12_matrix(self, k, q0, q1):
+        """Dense ``D₁₂L_d`` per batch member, ``(B, n, n)`` (column ``j`` = ``D₁₂ e_j``): the blocks constant
+        in ``θ`` prepared once (:meth:`_prepare_d12`), the ``q``-dependent Hessian entries scattered in, the
+        other terms probed with their Hessian actions (the generic :meth:`AbstractDiscreteLagrangian.d12_matrix`
+        for the cell layout)."""
+        if not isinstance(k, (int, np.integer)) or np.ndim(q0) != 2:
+            return super().d12_matrix(k, q0, q1)
+        if self._d12_parts is None:
+            self._d12_parts = self._prepare_d12()
+        (Hqq, Hqv, Hvq, Hvv), entries, generic = self._d12_parts
+        _, tau, a = self._step(k)
+        sg = 1.0 if tau > 0 else -1.0
+        c, w = self._c, self._w
+        key, C = self._d12_const
+        if key != (a, sg):  # the constant part for this step size (once on a uniform mesh)
+            C = (np.sum(w * a * c * (1.0 - c)) * Hqq + sg * np.sum(w * (1.0 - c)) * Hqv - sg * np.sum(w * c) * Hvq
+                 - np.sum(w) / a * Hvv)
+            self._d12_const = ((a, sg), C)
+        B, n = q0.shape
+        J = np.empty((B, n, n), np.result_type(q0, q1, C))
+        J[...] = C
+        if not (entries or generic):
+            return J
+        Jf = J.reshape(B, n * n)
+        for ci, wi, q, v, t, x in self._nodes(k, q0, q1):
+            f = a * wi * ci * (1.0 - ci)
+            for term, flat, unique in entries:
+                vals = term.potential_hessian_entries(q, self.theta, x, t)[2]
+                if unique:  # a slice (e.g. the diagonal, stride n + 1) is a view: subtracted in place
+                    Jf[:, flat] -= f * vals
+                else:
+                    np.add.at(Jf, (slice(None), flat), -f * vals)
+            if generic:
+                eye = np.broadcast_to(np.eye(n)[:, None, :], (n, B, n))
+                for term in generic:
+                    hq, hv = term.hessian_action(q, v, self.theta, x, t, ci * eye, eye / tau)
+                    h1 = 0.0
+                    if hq is not None:
+                        h1 = h1 + a * wi * (1.0 - ci) * hq
+                    if hv is not None:
+                        h1 = h1 - sg * wi * hv
+                    J += np.moveaxis(np.broadcast_to(h1, (n, B, n)), 0, -1)
+        return J
+
     def solve_d12(self, k, q0, q1, rhs, transpose: bool = False):
         """Solve ``D₁₂L_d X = rhs`` (or its transpose); ``D₁₂ = −M/|τ|`` on the explicit path."""
         if self.explicit:
@@ -516,12 +667,15 @@ class DiscreteLagrangian(AbstractDiscreteLagrangian):
     def _scalar_time_terms(self) -> bool:
         return any(term.explicit_time for term in self.system.terms)
 
-    def theta_gradient_sum(self, Q):
+    def theta_gradient_sum(self, Q, activations: dict | None = None):
         """``Σ_k Σ_batch ∂_θ L_d(q_k, q_{k+1})`` along a stored chain (the contrast).
 
         Evaluated on all steps at once (the terms receive one time per step and
         batch member), unless a term needs a scalar ``t`` (``explicit_time``)
-        or the steps are not uniform.
+        or the steps are not uniform.  ``activations``: the node activations the
+        stepping pass recorded along ``Q`` (:func:`glep.ivp.stepping.integrate`),
+        ``{term index: (N+1, B, k)}``; with the trapezoid rule those terms take
+        ``∂_θL`` from them (the same values to round-off, without recomputing them).
         """
         N = self.N
         if self._scalar_time_terms() or not isinstance(self.h, float):
@@ -535,8 +689,10 @@ class DiscreteLagrangian(AbstractDiscreteLagrangian):
         acc = {}
         if self.rule == TRAPEZOID:
             # Lobatto nodes are grid nodes: position-only terms once per node
-            acc = trapezoid_node_sum([t for t in terms if not t.depends_on_velocity], self.theta, Q, h,
-                                     self.all_node_inputs(), self._chain())
+            acts = activations or {}
+            pots = [(i, t) for i, t in enumerate(self.system.terms) if t.parameters and not t.depends_on_velocity]
+            acc = trapezoid_node_sum([t for _, t in pots], self.theta, Q, h, self.all_node_inputs(), self._chain(),
+                                     [acts.get(i) for i, _ in pots])
             terms = [t for t in terms if t.depends_on_velocity]
         if not terms:
             return acc
@@ -588,22 +744,40 @@ class DiscreteLagrangian(AbstractDiscreteLagrangian):
         j = k + end
         return position_force(self.system, q, self.theta, self.node_inputs(j), self.node_time(j), self.beta)
 
-    def node_force(self):
+    def node_force(self, activations: dict | None = None):
         """``(j, q) ↦ ∂_q L_β`` at node ``j``: :meth:`force` with the terms' kernels prepared once
-        (:func:`glep.system.position_force_kernel`) and the node inputs sampled once."""
+        (:func:`glep.system.position_force_kernel`) and the node inputs sampled once.
+
+        With ``activations`` (from :meth:`activation_buffers`) the kernel also leaves each such term's
+        activation at node ``j`` in ``activations[i][j]`` (a new kernel, not cached)."""
+        if activations:
+            return self._node_kernel(position_force_kernel(self.system, self.theta, self.beta, activations), True)
         if self._force_kernel is None:
-            kernel = position_force_kernel(self.system, self.theta, self.beta)
-            X = self.all_node_inputs()
-            items, times = list(X.items()), self._chain().tolist()
-
-            def force(j: int, q):
-                x = {}  # a new dict per node: callers may keep it
-                for name, a in items:
-                    x[name] = a[j]
-                return kernel(q, x, times[j])
-
-            self._force_kernel = force
+            self._force_kernel = self._node_kernel(position_force_kernel(self.system, self.theta, self.beta))
         return self._force_kernel
+
+    def _node_kernel(self, kernel, indexed: bool = False):
+        X = self.all_node_inputs()
+        items, times = list(X.items()), self._chain().tolist()
+
+        def force(j: int, q):
+            x = {}  # a new dict per node: callers may keep it
+            for name, a in items:
+                x[name] = a[j]
+            return kernel(q, x, times[j])
+
+        def recording(j: int, q):
+            x = {}
+            for name, a in items:
+                x[name] = a[j]
+            return kernel(q, x, times[j], j)
+
+        return recording if indexed else force
+
+    def activation_buffers(self, batch_shape: tuple, dtype) -> dict[int, np.ndarray]:
+        """:func:`activation_buffers` of this system along the ``N + 1`` nodes, to record along a trajectory
+        for :meth:`theta_gradient_sum`."""
+        return activation_buffers(self.system, self.theta, self.N, batch_shape, dtype)
 
     def mass_kernels(self):
         """``(p ↦ M⁻¹p, v ↦ Mv)`` at this ``θ`` (:meth:`glep.terms.KineticTerm.mass_kernels`)."""

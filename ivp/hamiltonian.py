@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from glep.errors import InputError
-from glep.ivp.discrete import trapezoid_node_sum
+from glep.ivp.discrete import activation_buffers, trapezoid_node_sum
 from glep.ivp.stepping import _diagonal_mass
 from glep.system import position_force_kernel
 from glep.terms import add_into
@@ -29,13 +29,17 @@ def _check(system):
                          "(use PFVP backward integration with the 'midpoint' integrator)")
 
 
-def theta_dH_sum(system, theta, grid, Q):
+def theta_dH_sum(system, theta, grid, Q, activations: dict | None = None):
     """``Σ_k h ∂_θH`` along a leapfrog trajectory: kinetic part at the half-step
-    momenta ``p_{k+½}``, potential part with trapezoid weights."""
+    momenta ``p_{k+½}``, potential part with trapezoid weights (``activations``:
+    the node activations the leapfrog recorded along ``Q``, ``{term index:
+    (N+1, B, k)}``, reused instead of recomputed; see :func:`leapfrog`)."""
     N, h = grid.N, grid.h
     B, n = Q.shape[1], Q.shape[2]
     kin = system.kinetic
-    pots = [t for t in system.terms if not t.depends_on_velocity and t.parameters]
+    index = [i for i, t in enumerate(system.terms) if not t.depends_on_velocity and t.parameters]
+    pots = [system.terms[i] for i in index]
+    acts = activations or {}
     dH: dict = {}
     # p_{k+½} = p_k + (h/2) F(q_k) = M v̄_k with v̄_k = (q_{k+1} − q_k)/h
     vbar = ((Q[1:] - Q[:-1]) / h).reshape(N * B, n)
@@ -51,7 +55,7 @@ def theta_dH_sum(system, theta, grid, Q):
                     add_into(dH, key, -w * g)
         return dH
     X = {k: s.sample(grid.times) for k, s in system.signals.items()}
-    for key, g in trapezoid_node_sum(pots, theta, Q, h, X, grid.times).items():
+    for key, g in trapezoid_node_sum(pots, theta, Q, h, X, grid.times, [acts.get(i) for i in index]).items():
         add_into(dH, key, -g)  # ∂_θV = −∂_θL_pot
     return dH
 
@@ -84,12 +88,15 @@ def _in_place_leapfrog(force, Q, p, F, h: float, m=None, P=None):
 
 
 def leapfrog(system, theta, grid, q0, p0, eps: complex = 0.0, *, theta_dH: bool = False,
-             store_momenta: bool = True):
+             store_momenta: bool = True, activations: dict | None = None):
     """Kick–drift–kick leapfrog of ``H − εc`` from ``(q₀, p₀)``.
 
     Returns ``(Q, P, dH)`` with ``Q, P`` of shape ``(N+1, B, n)`` (``P`` is only
     the final momentum when ``store_momenta`` is false) and, when ``theta_dH``,
-    ``dH = Σ_k h ∂_θH`` along the trajectory (else ``None``).
+    ``dH = Σ_k h ∂_θH`` along the trajectory (else ``None``; it reuses the node
+    activations the forces compute, e.g. ``tanh(Wq + b)``).  ``activations``: a
+    dict filled with those node activations, ``{term index: (N+1, B, k)}``, for
+    :func:`theta_dH_sum` along blocks of ``Q``.
     """
     _check(system)
     N, h = grid.N, grid.h
@@ -103,11 +110,14 @@ def leapfrog(system, theta, grid, q0, p0, eps: complex = 0.0, *, theta_dH: bool 
         P[0] = p
     times = grid.times.tolist()
     X = {k: s.sample(grid.times) for k, s in system.signals.items()}
-    kernel = position_force_kernel(system, theta, eps)  # θ- and ε-only work done once
+    acts = activation_buffers(system, theta, N, np.shape(q0)[:-1], dtype) \
+        if theta_dH or activations is not None else {}
+    kernel = position_force_kernel(system, theta, eps, acts)  # θ- and ε-only work done once
     solve, apply = kin.mass_kernels(theta)
 
     def force(q, k):
-        return kernel(q, {name: a[k] for name, a in X.items()}, times[k])
+        x = {name: a[k] for name, a in X.items()}
+        return kernel(q, x, times[k], k) if acts else kernel(q, x, times[k])
 
     F = force(Q[0], 0)
     m = _diagonal_mass(kin, solve, apply, p)
@@ -121,5 +131,7 @@ def leapfrog(system, theta, grid, q0, p0, eps: complex = 0.0, *, theta_dH: bool 
             p = p_half + 0.5 * h * F
             if store_momenta:
                 P[k + 1] = p
-    dH = theta_dH_sum(system, theta, grid, Q) if theta_dH else None
+    dH = theta_dH_sum(system, theta, grid, Q, acts) if theta_dH else None
+    if activations is not None:
+        activations.update(acts)
     return Q, (P if store_momenta else p), dH

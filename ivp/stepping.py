@@ -90,13 +90,20 @@ def _diagonal_mass(kinetic, solve, apply, q):
     return m if m.shape == q.shape[-1:] and np.result_type(m, q) == q.dtype else None
 
 
-def integrate(dl, q0, p0, *, store: bool | str = True, callback=None):
+def integrate(dl, q0, p0, *, store: bool | str = True, callback=None, activations: dict | None = None):
     """Integrate ``N`` steps from ``(q₀, p₀)``.
 
     Returns ``(Q, P)`` of shape ``(N+1, B, n)``; with ``store="q"`` only the
     positions are kept (``(Q, p_N)``), and with ``store=False`` only the final
     state ``(q_N, p_N)``.  An explicit discrete Lagrangian with ``backend="jax"``
     runs the compiled loop of :mod:`glep.ivp.compiled` (without a ``callback``).
+
+    ``activations``: a dict that an explicit NumPy pass fills with the node
+    activations its force kernels compute anyway (``{term index: a_i(q_j)}``,
+    ``(N+1, B, k_i)``, e.g. ``tanh(Wq_j + b)`` of :class:`glep.LogCoshLayer`;
+    :meth:`~glep.ivp.discrete.DiscreteLagrangian.activation_buffers`), for the
+    contrast :meth:`~glep.ivp.discrete.DiscreteLagrangian.theta_gradient_sum`
+    along ``Q`` to reuse; left empty on the other paths.
     """
     if getattr(dl, "backend", "numpy") == "jax" and dl.explicit and callback is None:
         from glep.ivp import compiled
@@ -119,7 +126,9 @@ def integrate(dl, q0, p0, *, store: bool | str = True, callback=None):
 
     record(0, q, p)
     if dl.explicit:
-        force, (solve, apply), h = dl.node_force(), dl.mass_kernels(), dl.h
+        buffers = getattr(dl, "activation_buffers", None) if activations is not None else None
+        acts = buffers(q.shape[:-1], dtype) if buffers is not None else None
+        force, (solve, apply), h = dl.node_force(acts), dl.mass_kernels(), dl.h
         hh = 0.5 * h
         F = force(0, q)
         plain = Q is None and callback is None  # nothing to record per step
@@ -145,6 +154,8 @@ def integrate(dl, q0, p0, *, store: bool | str = True, callback=None):
             where = "" if Q is None else \
                 f" at step {int(np.argmax(~np.isfinite(Q).reshape(len(Q), -1).all(1)))}"
             raise SolverError(f"trajectory became non-finite{where}; reduce the step size", reason="overflow")
+        if acts:
+            activations.update(acts)
     else:
         qprev = q
         for k in range(N):
