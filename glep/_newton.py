@@ -40,13 +40,18 @@ def residual_test(rtol: float, reference) -> Callable[[np.ndarray], bool]:
     ``max|Im other| + max|Im reference|`` (``other``: the other summand of ``F``,
     passed to the test by :func:`dense_newton` from the residual's evaluation, or ``None``).
     """
+    reference = np.asarray(reference)
+    # the reference's scales, once (the test runs at every Newton iteration)
+    tol = rtol * (1.0 + float(np.abs(reference).max(initial=0.0)))
+    real_tol = rtol * (1.0 + float(np.abs(np.real(reference)).max(initial=0.0)))
+    ref_imag = float(np.abs(np.imag(reference)).max(initial=0.0))
+
     def test(r, other=None) -> bool:
         if not np.iscomplexobj(r):
-            return float(np.max(np.abs(r))) <= rtol * (1.0 + float(np.max(np.abs(reference))))
-        re_ok = float(np.max(np.abs(r.real))) <= rtol * (1.0 + float(np.max(np.abs(np.real(reference)))))
-        im_terms = 0.0 if other is None else float(np.max(np.abs(np.imag(other))))
-        im_scale = im_terms + float(np.max(np.abs(np.imag(reference))))
-        return re_ok and float(np.max(np.abs(r.imag))) <= rtol * im_scale
+            return float(np.abs(r).max()) <= tol
+        re_ok = float(np.abs(r.real).max()) <= real_tol
+        im_terms = 0.0 if other is None else float(np.abs(np.imag(other)).max())
+        return re_ok and float(np.abs(r.imag).max()) <= rtol * (im_terms + ref_imag)
 
     return test
 
@@ -85,7 +90,7 @@ def dense_newton(residual: Callable, solve: Callable, x0: np.ndarray, *, converg
     dx = np.zeros_like(x)
     for _ in range(maxiter):
         r, other = residual(x)
-        norm = float(np.max(np.abs(r)))
+        norm = float(np.abs(r).max())
         history.append(norm)
         if not np.isfinite(norm):
             raise SolverError(f"{label} did not converge: the residual is not finite", reason="Newton", history=history)
@@ -93,7 +98,7 @@ def dense_newton(residual: Callable, solve: Callable, x0: np.ndarray, *, converg
             return x
         dx = solve(x, r)
         x = x - dx
-        if float(np.max(np.abs(dx))) <= ROUND_OFF * (1.0 + float(np.max(np.abs(x)))):
+        if float(np.abs(dx).max()) <= ROUND_OFF * (1.0 + float(np.abs(x).max())):
             return x  # the correction is at the rounding of x: the round-off floor
     step, floor = float(np.max(np.abs(dx))), ROUND_OFF * (1.0 + float(np.max(np.abs(x))))
     raise SolverError(f"{label} did not converge in {maxiter} Newton iterations (max|F| = {history[-1]:.3e}; "

@@ -377,12 +377,17 @@ class DiscreteLagrangian(AbstractDiscreteLagrangian):
         return self.system.inputs_at(t)
 
     def _nodes(self, k, q0, q1):
+        if self.sampler is None and isinstance(k, (int, np.integer)):  # one step: its inputs sampled once
+            t, tau = self.mesh.starts[k], self.mesh.steps[k]
+            v = (q1 - q0) / tau
+            for c, w in zip(self._c, self._w):
+                yield c, w, (1.0 - c) * q0 + c * q1, v, t + c * tau, self._step_inputs(c, k)
+            return
         t, tau, _ = self._step(k)
         v = (q1 - q0) / tau
-        cached = self.sampler is None and isinstance(k, (int, np.integer))
         for c, w in zip(self._c, self._w):
             tc = self.time(k, c)
-            yield c, w, (1.0 - c) * q0 + c * q1, v, tc, self._step_inputs(c, k) if cached else self.inputs(tc)
+            yield c, w, (1.0 - c) * q0 + c * q1, v, tc, self.inputs(tc)
 
     def _step_inputs(self, c: float, k: int) -> dict:
         """The signals at ``t_k + c τ_k`` (the values of :meth:`inputs`), sampled once for every step."""
