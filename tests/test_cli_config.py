@@ -67,7 +67,8 @@ BAD = [
      "(item 2): expected one of 'one-sided', 'centred' or 'complex', got 'sideways'"),
     ("nudges", None, "centred", "expected a list, e.g. ['centred'], got the string 'centred'"),
     ("estimators", ["pfvp", "magic"], ["pfvp", "magic"], "(item 2): expected one of 'civp-contrast', "
-                                                          "'civp-residual', 'pfvp', 'echo', 'rhel', 'cbvp', 'periodic' or 'heb'"),
+                                                          "'civp-residual', 'pfvp', 'echo', 'rhel', 'cbvp', "
+                                                          "'periodic' or 'heb'"),
     ("estimators", ["pfvp", "pfvp"], ["pfvp", "pfvp"], "each name may appear once, repeated: ['pfvp']"),
     ("estimators", None, "pfvp", "expected a list, e.g. ['pfvp'], got the string 'pfvp'"),
     ("output", None, 3, "expected a string, got 3"),
