@@ -3,6 +3,20 @@ import dolfinx_solver  # noqa: F401  isort: skip  (configures PETSc before dolfi
 import glep  # noqa: F401
 
 
+def pytest_sessionstart(session):
+    """Ctrl-C reaches the child processes the tests interrupt, however the suite was started.
+
+    A shell without job control starts a background command (``./dev.sh test &``, ``nohup``, some CI
+    runners) with SIGINT ignored, and an ignored signal stays ignored across ``exec``: the interrupt tests'
+    children would then never see their SIGINT and sleep on.  A Python handler here is reset to the default
+    at ``exec``, so every child starts with SIGINT delivered (and Python's KeyboardInterrupt installed).
+    """
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def pytest_configure(config):
     """Under ``mpirun`` every rank gets its own temporary base folder (PMI_RANK: MPICH; OMPI_COMM_WORLD_RANK:
     Open MPI), so that the ranks do not race creating and cleaning one shared ``/tmp/pytest-of-<user>``."""
