@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 import tempfile
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -227,6 +227,25 @@ def format_validation(exc: ValidationError, where: str, tables: Mapping[str, tup
                 text += f", got {err['input']!r}"
             lines.append(f"{where}config key {key!r}: {text}" if key else f"{where}{text}")
     return "\n".join(lines)
+
+
+def validate_tables(model: type, data: Mapping[str, Any] | Path, overrides: Mapping[str, Any] | None, *,
+                    read: Callable[[Path], dict[str, Any]], tables: Mapping[str, tuple[str, ...]]):
+    """``model(**data)`` for a nested configuration (a TOML path, read by ``read``, or its dict), the
+    non-None ``overrides`` (the command line) set in its ``run`` table; :class:`InputError` with one line
+    per problem (:func:`format_validation`), prefixed by the file's path."""
+    where = ""
+    if isinstance(data, Path):
+        where, data = f"{data}: ", read(data)
+    values = dict(data)
+    run = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if run:
+        table = values.get("run", {})
+        values["run"] = {**table, **run} if isinstance(table, dict) else table
+    try:
+        return model(**values)
+    except ValidationError as exc:
+        raise InputError(format_validation(exc, where, tables)) from None
 
 
 def read_toml(path: Path) -> dict[str, Any]:

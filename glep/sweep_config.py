@@ -50,7 +50,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from glep.config import (
     Count,
@@ -59,10 +59,9 @@ from glep.config import (
     Seed,
     Size,
     _no_string_list,
-    format_validation,
     load_toml,
+    validate_tables,
 )
-from glep.errors import InputError
 from glep.estimators.registry import NUDGES
 from glep.ivp.integrators import INTEGRATORS
 
@@ -228,10 +227,6 @@ TABLES = {"": tuple(SweepConfig.model_fields), "systems": tuple(SystemSpec.model
           "estimators": tuple(EstimatorSpec.model_fields), "run": tuple(RunSpec.model_fields)}
 
 
-def _format(exc: ValidationError, where: str) -> str:
-    return format_validation(exc, where, TABLES)
-
-
 def read_study(path: Path) -> dict[str, Any]:
     """The TOML file of a study, as a dict (:class:`InputError` naming the file if unreadable)."""
     return load_toml(path, name="study file", kind="a study TOML file")
@@ -243,15 +238,4 @@ def sweep_config(data: Mapping[str, Any] | Path, overrides: Mapping[str, Any] | 
     Raises :class:`InputError` with one line per problem, each naming its key
     (``config key 'systems[0].n[1]': expected an integer >= 2, got 1``).
     """
-    where = ""
-    if isinstance(data, Path):
-        where, data = f"{data}: ", read_study(data)
-    values = dict(data)
-    run = {k: v for k, v in (overrides or {}).items() if v is not None}
-    if run:
-        table = values.get("run", {})
-        values["run"] = {**table, **run} if isinstance(table, dict) else table
-    try:
-        return SweepConfig(**values)
-    except ValidationError as exc:
-        raise InputError(_format(exc, where)) from None
+    return validate_tables(SweepConfig, data, overrides, read=read_study, tables=TABLES)

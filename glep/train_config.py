@@ -42,13 +42,11 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
-from glep.config import Count, Finite, Positive, Seed, Size, _no_string_list, format_validation, load_toml
-from glep.errors import InputError
+from glep.config import Count, Finite, Positive, Seed, Size, _no_string_list, load_toml, validate_tables
 from glep.estimators.registry import NUDGES
 from glep.ivp.integrators import INTEGRATORS
 from glep.tasks import KINDS, TASKS
@@ -290,10 +288,6 @@ TABLES = {"": tuple(TrainConfig.model_fields), "task": tuple(TaskSpec.model_fiel
           "training": tuple(TrainingSpec.model_fields), "run": tuple(RunSpec.model_fields)}
 
 
-def _format(exc: ValidationError, where: str) -> str:
-    return format_validation(exc, where, TABLES)
-
-
 def read_training(path: Path) -> dict[str, Any]:
     """The TOML file of a training run, as a dict (:class:`InputError` naming the file if unreadable)."""
     return load_toml(path, name="configuration file", kind="a TOML configuration file")
@@ -304,18 +298,7 @@ def train_config(data: Mapping[str, Any] | Path, overrides: Mapping[str, Any] | 
 
     Raises :class:`InputError` with one line per problem, each naming its key.
     """
-    where = ""
-    if isinstance(data, Path):
-        where, data = f"{data}: ", read_training(data)
-    values = dict(data)
-    run = {k: v for k, v in (overrides or {}).items() if v is not None}
-    if run:
-        table = values.get("run", {})
-        values["run"] = {**table, **run} if isinstance(table, dict) else table
-    try:
-        return TrainConfig(**values)
-    except ValidationError as exc:
-        raise InputError(_format(exc, where)) from None
+    return validate_tables(TrainConfig, data, overrides, read=read_training, tables=TABLES)
 
 
 __all__ = ["REFERENCE", "TASK_DEFAULTS", "TrainConfig", "train_config", "trainable_estimators"]
