@@ -129,7 +129,11 @@ def _estimators(value) -> list[AbstractEstimator]:
 
 def _check_inputs(estimators, betas, nudges, report_nudge, report_beta) -> tuple[list, np.ndarray, list]:
     """Every argument of :func:`compare_estimators` checked before any work starts."""
-    estimators = _estimators(estimators)
+    return _estimators(estimators), *_check_nudging(betas, nudges, report_nudge, report_beta)
+
+
+def _check_nudging(betas, nudges, report_nudge, report_beta) -> tuple[np.ndarray, list]:
+    """The β grid (distinct, decreasing) and the nudge names of a comparison, checked (:class:`InputError`)."""
     nudges = _names(nudges, "nudges")
     for n in [*nudges, report_nudge]:
         nudge_from_name(n, 1.0)  # raises InputError naming the valid choices
@@ -142,7 +146,7 @@ def _check_inputs(estimators, betas, nudges, report_nudge, report_beta) -> tuple
     if not np.all(np.isfinite(values)) or np.any(values <= 0):
         raise InputError(f"betas and report_beta must be finite and > 0 (signs are handled by the nudging "
                          f"scheme), got {list(betas)!r}, {report_beta!r}")
-    return estimators, np.asarray(sorted(set(values.tolist()), reverse=True)), nudges
+    return np.asarray(sorted(set(values.tolist()), reverse=True)), nudges
 
 
 def _finite(est: GradientEstimate) -> GradientEstimate:

@@ -392,6 +392,7 @@ def compare_field_estimators(problem, estimators: Sequence[AbstractFieldEstimato
         FAILURES,
         Report,
         Row,
+        _check_nudging,
         _failed_row,
         _finite,
         _names,
@@ -405,18 +406,7 @@ def compare_field_estimators(problem, estimators: Sequence[AbstractFieldEstimato
         raise InputError(f"estimators: {odd!r} are not field estimator objects (glep.AbstractFieldEstimator; "
                          f"by name: glep.estimators.registry.FIELD_ESTIMATORS)")
     estimators = _names(estimators, "estimators")
-    nudges = _names(nudges, "nudges")
-    for n in [*nudges, report_nudge]:
-        nudge_from_name(n, 1.0)  # raises InputError naming the choices
-    if isinstance(betas, str) or not isinstance(betas, Sequence | np.ndarray) or not len(betas):
-        raise InputError(f"betas must be a non-empty list of numbers, got {betas!r}")
-    try:
-        values = np.asarray([*betas, report_beta], dtype=float)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"betas and report_beta must be numbers, got {list(betas)!r}, {report_beta!r}") from exc
-    if not np.all(np.isfinite(values)) or np.any(values <= 0):
-        raise InputError(f"betas and report_beta must be finite and > 0, got {list(betas)!r}, {report_beta!r}")
-    betas = np.asarray(sorted(set(values.tolist()), reverse=True))
+    betas, nudges = _check_nudging(betas, nudges, report_nudge, report_beta)
     say = progress or (lambda msg: None)
     truths, rows, estimates = {}, [], {}
     forward_time = _forward_time(problem)
