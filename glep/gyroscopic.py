@@ -30,15 +30,38 @@ class Gyroscopic(Term):
         G = as_finite_array(G, "G", shape=(n, n))
         if not np.allclose(G, -G.T):
             raise InputError("G must be antisymmetric (G = -G.T)")
-        self.G = G
-        self.gamma = float(gamma)
+        self._G, self._gamma = G, float(gamma)
+        self._products()
         self.parameters = {}
+
+    def _products(self) -> None:
+        self._gG, self._gGt = self._gamma * self._G, np.ascontiguousarray(self._gamma * self._G.T)  # γG, γGᵀ
+
+    @property
+    def G(self) -> np.ndarray:
+        """The antisymmetric coupling matrix."""
+        return self._G
+
+    @G.setter
+    def G(self, value) -> None:
+        self._G = value
+        self._products()
+
+    @property
+    def gamma(self) -> float:
+        """The strength ``γ``."""
+        return self._gamma
+
+    @gamma.setter
+    def gamma(self, value: float) -> None:
+        self._gamma = float(value)
+        self._products()
 
     def lagrangian(self, q, v, theta, x, t):
         return self.gamma * np.sum(v * (q @ self.G.T), axis=-1)
 
     def gradient(self, q, v, theta, x, t):
-        return self.gamma * (v @ self.G), self.gamma * (q @ self.G.T)
+        return v @ self._gG, q @ self._gGt
 
     def hessian_action(self, q, v, theta, x, t, dq, dv):
         hq = None if dv is None else self.gamma * (dv @ self.G)

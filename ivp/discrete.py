@@ -43,6 +43,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from glep._newton import dense_solve
 from glep.errors import InputError
 from glep.grid import TimeGrid
 from glep.system import (
@@ -287,7 +288,16 @@ class AbstractDiscreteLagrangian(ABC):
         J = self.d12_matrix(k, q0, q1)
         if transpose:
             J = np.swapaxes(J, -1, -2)
-        return np.linalg.solve(J, rhs[..., None])[..., 0]
+        return dense_solve(J, rhs)
+
+    def step_equations(self, k, q0):
+        """The equations of one implicit step with ``q₀`` fixed: ``q₁ ↦ (D₁L_d, D₂L_d)`` and
+        ``(q₁, r) ↦ D₁₂L_d(q₀, q₁)⁻¹ r`` (:func:`glep.ivp.stepping.implicit_step` solves the first's
+        ``D₁L_d + p₀ = 0`` with the second).  Here :meth:`momenta` and :meth:`solve_d12` at ``(k, q₀)``;
+        implementations may prepare the step's data (times, inputs, weights) once for all Newton iterations
+        and keep what they computed for the last ``q₁`` they were given (by identity): a new point is a new
+        array, never one modified in place."""
+        return (lambda q1: self.momenta(k, q0, q1)), (lambda q1, r: self.solve_d12(k, q0, q1, r))
 
 
 class DiscreteLagrangian(AbstractDiscreteLagrangian):
@@ -343,6 +353,7 @@ class DiscreteLagrangian(AbstractDiscreteLagrangian):
         self._force_kernel = None
         self._d12_parts = None
         self._d12_const: tuple = (None, None)
+        self._rule_at: tuple = (None, None)
         self._gradient = None
         if backend not in BACKENDS:
             raise InputError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -583,10 +594,15 @@ class DiscreteLagrangian(AbstractDiscreteLagrangian):
         for the cell layout)."""
         if not isinstance(k, (int, np.integer)) or np.ndim(q0) != 2:
             return super().d12_matrix(k, q0, q1)
+        _, tau, a = self._step(k)
+        return self._d12_assemble(a, tau, q0, q1, lambda: self._nodes(k, q0, q1))
+
+    def _d12_assemble(self, a, tau, q0, q1, nodes: Callable):
+        """``D₁₂L_d`` of a step of size ``a = |τ|`` from the prepared parts and, when some term's block
+        depends on the state, the step's quadrature ``nodes()`` (``(c, w, q, v, t, x)`` per node)."""
         if self._d12_parts is None:
             self._d12_parts = self._prepare_d12()
         (Hqq, Hqv, Hvq, Hvv), entries, generic = self._d12_parts
-        _, tau, a = self._step(k)
         sg = 1.0 if tau > 0 else -1.0
         c, w = self._c, self._w
         key, C = self._d12_const
@@ -600,7 +616,7 @@ class DiscreteLagrangian(AbstractDiscreteLagrangian):
         if not (entries or generic):
             return J
         Jf = J.reshape(B, n * n)
-        for ci, wi, q, v, t, x in self._nodes(k, q0, q1):
+        for ci, wi, q, v, t, x in nodes():
             f = a * wi * ci * (1.0 - ci)
             for term, flat, unique in entries:
                 vals = term.potential_hessian_entries(q, self.theta, x, t)[2]
@@ -619,6 +635,59 @@ class DiscreteLagrangian(AbstractDiscreteLagrangian):
                         h1 = h1 - sg * wi * hv
                     J += np.moveaxis(np.broadcast_to(h1, (n, B, n)), 0, -1)
         return J
+
+    def _step_rule(self, tau) -> tuple:
+        """``|τ|`` and the rule's nodes ``(c, w, |τ|w(1 − c), |τ|wc, sign(τ)w)`` for a step of signed size ``τ``,
+        as :meth:`momenta` forms them (kept for the last step size: once on a uniform mesh)."""
+        key, rule = self._rule_at
+        if key != tau:
+            a, s = np.abs(tau), np.sign(tau)
+            rule = (a, [(c, w, a * w * (1.0 - c), a * w * c, s * w) for c, w in zip(self._c, self._w)])
+            self._rule_at = (tau, rule)
+        return rule
+
+    def step_equations(self, k, q0):
+        """:meth:`AbstractDiscreteLagrangian.step_equations` with the step's data prepared once for all Newton
+        iterations: its size and sign, each node's time, inputs, weights and ``(1 − c)q₀``, the nudged cost's
+        gradient at ``q₀`` (the same operations as :meth:`momenta` and :meth:`d12_matrix`, bit for bit)."""
+        if self.sampler is not None or not isinstance(k, (int, np.integer)) or np.ndim(q0) != 2:
+            return super().step_equations(k, q0)
+        sys, th = self.system, self.theta
+        tau, t0 = self.mesh.steps[k], self.mesh.starts[k]
+        a, rule = self._step_rule(tau)
+        gradient = self._step_gradient()
+        nodes = [(c, w, (1.0 - c) * q0, t0 + c * tau, self._step_inputs(c, k), f1, f2, sw) for c, w, f1, f2, sw in rule]
+        ends = self._end_inputs(k)
+        if ends:
+            (te0, xe0), (te1, xe1) = ends
+            cost0 = self.beta * 0.5 * a * sys.cost.gradient(q0, xe0, te0)
+        state: list = [None, None]  # the last q₁ and its velocity
+
+        def velocity(q1):
+            if state[0] is not q1:
+                state[0], state[1] = q1, (q1 - q0) / tau
+            return state[1]
+
+        def momenta(q1):
+            v, d1, d2 = velocity(q1), None, None
+            for c, _w, q0c, t, x, f1, f2, sw in nodes:
+                lq, lv = gradient(q0c + c * q1, v, th, x, t)
+                sv = sw * lv
+                e1, e2 = f1 * lq - sv, f2 * lq + sv
+                d1, d2 = (e1, e2) if d1 is None else (d1 + e1, d2 + e2)
+            if ends:
+                d1 = d1 + cost0
+                d2 = d2 + self.beta * 0.5 * a * sys.cost.gradient(q1, xe1, te1)
+            return d1, d2
+
+        def node_states(q1):
+            v = velocity(q1)
+            return [(c, w, q0c + c * q1, v, t, x) for c, w, q0c, t, x, *_ in nodes]
+
+        def solve(q1, r):
+            return dense_solve(self._d12_assemble(a, tau, q0, q1, lambda: node_states(q1)), r)
+
+        return momenta, solve
 
     def solve_d12(self, k, q0, q1, rhs, transpose: bool = False):
         """Solve ``D₁₂L_d X = rhs`` (or its transpose); ``D₁₂ = −M/|τ|`` on the explicit path."""

@@ -27,18 +27,19 @@ def explicit_step(dl, k, q0, p0, F0):
 
 def implicit_step(dl, k, q0, p0, guess, *, rtol: float = 1e-13, maxiter: int = 40):
     """Solve ``D₁L_d(q₀, q₁) + p₀ = 0`` for ``q₁`` by the dense Newton of :mod:`glep._newton`
-    (Jacobian ``D₁₂L_d``); returns ``(q₁, p₁)`` with ``p₁ = D₂L_d(q₀, q₁)``."""
+    (Jacobian ``D₁₂L_d``, the step's equations from ``dl.step_equations``); returns ``(q₁, p₁)`` with
+    ``p₁ = D₂L_d(q₀, q₁)``."""
+    momenta, solve = dl.step_equations(k, q0)
     last = [None, None]  # the last iterate evaluated and its D₂L_d: p₁ without another evaluation
 
     def residual(q1):
-        d1, last[1] = dl.momenta(k, q0, q1)
+        d1, last[1] = momenta(q1)
         last[0] = q1
         return d1 + p0, d1
 
-    q1 = dense_newton(residual, lambda q1, r: dl.solve_d12(k, q0, q1, r), guess,
-                      converged=residual_test(rtol, p0), maxiter=maxiter,
+    q1 = dense_newton(residual, solve, guess, converged=residual_test(rtol, p0), maxiter=maxiter,
                       label=f"implicit variational step {k}")
-    return q1, last[1] if last[0] is q1 else dl.momenta(k, q0, q1)[1]
+    return q1, last[1] if last[0] is q1 else momenta(q1)[1]
 
 
 def _in_place_loop(force, q, p, F, h: float, N: int, m=None, Q=None, P=None):

@@ -82,3 +82,23 @@ def test_generic_terms_are_probed():
     got, want = dl.d12_matrix(3, q0, q1), AbstractDiscreteLagrangian.d12_matrix(dl, 3, q0, q1)
     assert dl._d12_parts[2] == [extra]
     assert np.max(np.abs(got - want)) <= 64 * EPS * np.max(np.abs(want))
+
+
+@pytest.mark.parametrize("family,kw", [("gyroscopic", {}), ("pendulum_chain", {}), ("hru_logcosh", {})])
+@pytest.mark.parametrize("batch", [None, 3])
+@pytest.mark.parametrize("beta", [0.0, 0.3, 1e-3j])
+def test_step_equations_are_momenta_and_solve_d12(family, kw, batch, beta):
+    """One step's equations prepared once (``step_equations``: times, inputs, weights, ``(1 − c)q₀`` and the
+    nudged cost at ``q₀``) give :meth:`momenta` and :meth:`solve_d12` bit for bit, on every rule, mirrored and
+    non-uniform steps, free and nudged (real and complex β)."""
+    for dl in _dls(family, batch, 0, **kw):
+        dl = DiscreteLagrangian(dl.system, dl.theta, dl.mesh, dl.rule, beta=beta, fast=False)
+        q0, q1 = _states(dl, 1, np.iscomplexobj(beta))
+        r = np.random.default_rng(2).standard_normal(q0.shape)
+        for k in (0, 7, dl.N - 1):
+            momenta, solve = dl.step_equations(k, q0)
+            for _ in range(2):  # the prepared data are reused across iterations
+                for got, want in zip(momenta(q1), dl.momenta(k, q0, q1)):
+                    assert np.array_equal(got, want), (dl.rule.name, k)
+                assert np.array_equal(solve(q1, r), dl.solve_d12(k, q0, q1, r)), (dl.rule.name, k)
+                q1 = q1 + 0.01
