@@ -25,11 +25,6 @@ if TYPE_CHECKING:  # UFL and scipy.sparse are imported on first use: `import gle
     import scipy.sparse as sp
 
 
-def _sparse_rows(rows: int, D: np.ndarray) -> bool:
-    """Whether :func:`_apply_rows` takes the sparse product for ``rows`` rows."""
-    return rows * D.size >= 100_000
-
-
 def _apply_rows(S: sp.csr_array, D: np.ndarray, X: np.ndarray) -> np.ndarray:
     """``X @ Dᵀ`` along the last axis of ``X`` (any leading axes), ``S`` = sparse ``D`` (m × n).
 
@@ -44,7 +39,7 @@ def _apply_rows(S: sp.csr_array, D: np.ndarray, X: np.ndarray) -> np.ndarray:
     X = np.asarray(X)
     lead = X.shape[:-1]
     X2 = X.reshape(-1, X.shape[-1])
-    if not _sparse_rows(X2.shape[0], D):
+    if X2.shape[0] * D.size < 100_000:
         return X @ D.T
     return np.asarray((S @ X2.T).T).reshape(*lead, S.shape[0])
 
@@ -135,24 +130,9 @@ class SpringCoupling(PotentialTerm):
 
         self._D = sp.csr_array(D)        # edge differences  d = D q
         self._Dt = sp.csr_array(D.T)     # their adjoint     Dᵀ (J d)
-        # d_e = q_{i_e} − q_{j_e} gathered (slices for runs such as a chain): without self-loops the values
-        # of D q bit for bit (each entry is one subtraction; the product adds ±1·q and exact zeros)
-        loops = not len(edges) or bool(np.any(edges[:, 0] == edges[:, 1]))
-        self._ends = None if loops else (_as_slice(edges[:, 0]), _as_slice(edges[:, 1]))
 
     def _diff(self, q):
-        """``D q`` along the last axis: the edge differences ``q_{i_e} − q_{j_e}``, gathered for NumPy arrays
-        (``O(B·E)``) into the memory layout :func:`_apply_rows` gives (the sparse product's is transposed), so
-        that the sums over them (``∂_J V = ½Σ d²``) are those of the product bit for bit."""
-        if self._ends is None or not isinstance(q, np.ndarray):
-            return _apply_rows(self._D, self.D, q)
-        i, j = self._ends
-        lead, E, dtype = q.shape[:-1], len(self.edges), np.result_type(q, self.D)
-        rows = q.size // max(q.shape[-1], 1)
-        # the sparse product's result is the transpose of an (E, rows) array, reshaped (a view)
-        out = np.empty((E, rows), dtype).T.reshape(*lead, E) if _sparse_rows(rows, self.D) else \
-            np.empty(lead + (E,), dtype)
-        return np.subtract(q[..., i], q[..., j], out=out)
+        return _apply_rows(self._D, self.D, q)
 
     def _back(self, e):
         return _apply_rows(self._Dt, self.D.T, e)

@@ -209,39 +209,3 @@ def test_activation_requests_refused_with_the_reason():
         trapezoid_node_sum([layer], pr.theta, Q, 0.01, {}, pr.grid.times, [np.empty((10, 2, 5))])
     with pytest.raises(NotImplementedError, match="has no node activation"):
         pr.system.terms[1].theta_gradient_from_activation(np.empty((2, 1)), Q[0], pr.theta, {}, 0.0)
-
-
-@pytest.mark.parametrize("edges", [[(i, i + 1) for i in range(6)], [(0, 1), (0, 2), (0, 3), (4, 0), (5, 6)],
-                                   [(i, (i + 1) % 7) for i in range(7)] + [(2, 5), (5, 2), (6, 0)], [(3, 3), (0, 1)]])
-@pytest.mark.parametrize("shape", [(7,), (3, 7), (300, 7), (4000, 7), (40, 100, 7)])
-def test_spring_differences_gathered(edges, shape):
-    """``SpringCoupling``'s edge differences ``Dq`` (read by its contrast ``½Σ d²``, Hessian, vjp and jvp) are
-    gathered, ``q_i − q_j``: bit for bit the dense and the sparse products with the incidence matrix
-    (one subtraction per entry; the products add ``±1·q`` and exact zeros), so every derivative equals the
-    product-based one bit for bit, real and complex, on chains (slices), stars, rings with repeated edges,
-    and with a self-loop (then the product itself)."""
-    import scipy.sparse as sp
-
-    from glep.potentials import SpringCoupling
-
-    rng = np.random.default_rng(len(edges) * 10 + len(shape))
-    term, product = SpringCoupling(7, edges, "J"), SpringCoupling(7, edges, "J")
-    product._ends = None  # the incidence-matrix products (dense or sparse by size)
-    assert (term._ends is None) == any(i == j for i, j in edges)
-    theta = {"J": 0.5 + rng.random(len(edges))}
-    dtheta = {"J": rng.standard_normal((2, len(edges)))}
-    for q in (rng.standard_normal(shape), rng.standard_normal(shape) + 1j * rng.standard_normal(shape)):
-        a = rng.standard_normal(shape)
-        got = term._diff(q)
-        dense = q @ term.D.T
-        sparse = (sp.csr_array(term.D) @ q.reshape(-1, 7).T).T.reshape(*shape[:-1], len(edges))
-        assert got.dtype == dense.dtype and np.array_equal(got, dense) and np.array_equal(got, sparse)
-        calls = ("potential_theta_gradient", "potential_theta_vjp") + (("potential_theta_jvp",) if q.ndim < 3 else ())
-        for call in calls:  # (the jvp takes one batch axis)
-            args = {"potential_theta_vjp": (a,), "potential_theta_jvp": (dtheta,)}.get(call, ())
-            new = getattr(term, call)(q, theta, None, 0.0, *args)
-            old = getattr(product, call)(q, theta, None, 0.0, *args)
-            new, old = (new["J"], old["J"]) if isinstance(new, dict) else (new, old)
-            assert np.array_equal(new, old), call
-        assert np.array_equal(term.potential_hessian_action(q, theta, None, 0.0, a),
-                              product.potential_hessian_action(q, theta, None, 0.0, a))
