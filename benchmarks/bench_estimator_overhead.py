@@ -12,6 +12,16 @@ CPU time (``time.process_time``), the cases interleaved, best of ``--repeats``; 
 *measured / declared* is the extra work beyond the pass count (1.0: none).  ``--profile NAME``
 prints cProfile's top entries for one estimator at the first size.
 
+The pass count leaves out the contrasts' own arithmetic, so every system also has a **hand-written
+floor** (:func:`hand_echo`): the same mathematics and discretisation written directly in NumPy, no glep
+class in the loop — the free pass (end state only), the stacked ``±β`` Störmer–Verlet pass of the reversed
+system recording the positions (and ``tanh(Wq + b)``), and the contrast ``(I(β) − I(−β))/2β`` as one
+weighted sum over all recorded rows (one GEMM per parameter block).  Echo, RHEL and PFVP compute the same
+quantity on these reversible systems, and are checked against it before timing (:func:`check_floor`);
+*glep / hand* is their time over the floor's, *÷ forward glep / hand* the same after dividing out the
+forward loop's own ratio (``hand-written forward``: :func:`hand_forward`), i.e. what the estimator code
+adds beyond the stepping loop.
+
 Usage::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_estimator_overhead.py
