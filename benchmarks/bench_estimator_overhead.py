@@ -95,13 +95,12 @@ def node_force(family: str, th: dict, U, Y=None, beta=None, A=None):
     Bt = th["B"].T
     if family == "hru_logcosh":
         mS, WT, mW, b = -0.5 * (th["A"] + th["A"].T), th["W"].T, -th["W"], th["b"]
-        scratch = []  # not recording: one buffer for every node
+        scratch: dict = {}  # not recording: one buffer for every node
 
         def pot(j, q):
-            if A is not None:
-                a = A[j]
-            else:
-                a = scratch[0] if scratch else scratch.append(np.empty((len(q), len(b)))) or scratch[0]
+            a = A[j] if A is not None else scratch.get("a")
+            if a is None:
+                a = scratch["a"] = np.empty((len(q), len(b)))
             np.matmul(q, WT, out=a)
             a += b
             np.tanh(a, out=a)
