@@ -41,10 +41,11 @@ def theta_dH_sum(system, theta, grid, Q, activations: dict | None = None):
     pots = [system.terms[i] for i in index]
     acts = activations or {}
     dH: dict = {}
-    # p_{k+½} = p_k + (h/2) F(q_k) = M v̄_k with v̄_k = (q_{k+1} − q_k)/h
-    vbar = ((Q[1:] - Q[:-1]) / h).reshape(N * B, n)
-    for key, g in kin.theta_gradient(None, vbar, theta, None, None).items():
-        add_into(dH, key, -h * g)  # ∂_θT|_p = −∂_θT|_v
+    if kin.parameters:  # a fixed mass has no θ-derivative: v̄ is not formed
+        # p_{k+½} = p_k + (h/2) F(q_k) = M v̄_k with v̄_k = (q_{k+1} − q_k)/h
+        vbar = ((Q[1:] - Q[:-1]) / h).reshape(N * B, n)
+        for key, g in kin.theta_gradient(None, vbar, theta, None, None).items():
+            add_into(dH, key, -h * g)  # ∂_θT|_p = −∂_θT|_v
     if any(t.explicit_time for t in pots):
         for k in range(N + 1):
             t = k * h

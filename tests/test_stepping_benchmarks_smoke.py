@@ -26,6 +26,7 @@ def test_bench_forward_loop_smoke():
 
 def test_bench_estimator_overhead_smoke():
     out = _run("bench_estimator_overhead.py", "--smoke")
-    for row in ("forward (store=False)", "echo", "RHEL", "PFVP", "CIVP + residual"):
+    rows = ("forward (store=False)", "echo", "RHEL", "PFVP", "CIVP + residual", "hand-written echo", "round-off bound")
+    for row in rows:
         assert row in out, out
     assert out.count("measured / declared") == 2
