@@ -48,6 +48,7 @@ class Harmonic(PotentialTerm):
     r"""On-site springs ``V = ½ Σ_i k_i q_i²`` with trainable stiffnesses ``k``."""
 
     array_api = True
+    force_kernel_fresh = True  # every kernel below returns a new array
 
     def __init__(self, n: int, name: str = "k"):
         super().__init__(n)
@@ -113,6 +114,7 @@ class SpringCoupling(PotentialTerm):
     r"""Couplings ``V = ½ Σ_e J_e (q_{i_e} − q_{j_e})²`` on the edges ``(i_e, j_e)``."""
 
     array_api = True
+    force_kernel_fresh = True  # every kernel below returns a new array
 
     def __init__(self, n: int, edges, name: str = "J"):
         super().__init__(n)
@@ -196,6 +198,7 @@ class Quartic(FixedPotentialTerm):
     r"""A fixed anharmonicity ``V = (α/4) Σ_i q_i⁴`` (no trainable parameter)."""
 
     array_api = True
+    force_kernel_fresh = True  # every kernel below returns a new array
 
     def __init__(self, n: int, alpha: float = 0.1):
         super().__init__(n)
@@ -231,6 +234,7 @@ class QuadraticForm(PotentialTerm):
     """
 
     array_api = True
+    force_kernel_fresh = True  # every kernel below returns a new array
 
     def __init__(self, n: int, name: str = "A"):
         super().__init__(n)
@@ -284,6 +288,7 @@ class InputDrive(PotentialTerm):
     r"""Linear drive by an input signal: ``V = −qᵀ B u(t)`` with trainable ``B`` (n × m)."""
 
     array_api = True
+    force_kernel_fresh = True  # every kernel below returns a new array
 
     def __init__(self, n: int, m: int, input: str = "u", name: str = "B"):
         super().__init__(n)
@@ -346,6 +351,7 @@ class LogCoshLayer(PotentialTerm):
     """
 
     array_api = True
+    force_kernel_fresh = True  # every kernel below returns a new array
 
     def __init__(self, n: int, hidden: int, weight: str = "W", bias: str = "b"):
         super().__init__(n)
@@ -365,8 +371,17 @@ class LogCoshLayer(PotentialTerm):
 
     def force_kernel(self, theta):
         W, b = np.asarray(theta[self.weight]), np.asarray(theta[self.bias])
-        mW = -W
-        return lambda q, x, t: np.tanh(q @ W.T + b) @ mW
+        activation = self.activation_force_kernel(theta)
+        scratch: dict = {}  # one activation buffer per (shape, dtype), reused at every call
+
+        def force(q, x, t):
+            key = (q.shape, q.dtype)
+            a = scratch.get(key)
+            if a is None:
+                a = scratch[key] = np.empty(q.shape[:-1] + (self.h,), np.result_type(q, W, b))
+            return activation(q, x, t, a)
+
+        return force
 
     def activation_force_kernel(self, theta):
         """``(q, x, t, a) ↦ −Wᵀa`` with ``a = tanh(Wq + b)`` computed into ``a`` (no temporaries; the
@@ -436,6 +451,7 @@ class Pendulum(PotentialTerm):
     r"""Gravity on a chain of pendula: ``V = Σ_i w_i (1 − cos q_i)``, trainable ``w``."""
 
     array_api = True
+    force_kernel_fresh = True  # every kernel below returns a new array
 
     def __init__(self, n: int, name: str = "w"):
         super().__init__(n)

@@ -343,26 +343,28 @@ def position_force_kernel(system: LagrangianSystem, theta, beta=0.0, activations
     """
     activations = activations or {}
     node = [0]  # the node being evaluated, for the recording kernels
-    parts = []
+    parts = []  # (kernel, whether its result is a new array of its own: Term.force_kernel_fresh)
     for i, term in enumerate(system.terms):
         if i in activations:
             kernel = None if term.depends_on_velocity else term.activation_force_kernel(theta)
             if kernel is None:
                 raise InputError(f"term {i} ({term.describe()}) has no activation_force_kernel to record")
-            parts.append(lambda q, x, t, kernel=kernel, A=activations[i]: kernel(q, x, t, A[node[0]]))
+            parts.append((lambda q, x, t, kernel=kernel, A=activations[i]: kernel(q, x, t, A[node[0]]),
+                          term.force_kernel_fresh))
         elif not term.depends_on_velocity:
             kernel = term.force_kernel(theta)
-            parts.append(kernel if kernel is not None else _gradient_kernel(term, theta))
+            parts.append((kernel, term.force_kernel_fresh) if kernel is not None
+                         else (_gradient_kernel(term, theta), False))
     cost = system.cost if nudged(beta) and system.cost is not None else None
 
     def force(q, x, t):
         out, owned = None, False
-        for kernel in parts:
+        for kernel, fresh in parts:
             g = kernel(q, x, t)
             if g is None:
                 continue
             if out is None:
-                out = g
+                out, owned = g, fresh and g.shape == q.shape  # a new array of q's shape: ours to add into
             elif owned and out.shape == q.shape and g.dtype == out.dtype:
                 out += g  # our own sum: added in place (same values as out + g)
             else:

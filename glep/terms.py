@@ -134,6 +134,11 @@ class Term(ABC):
         """
         return None
 
+    #: ``True`` when :meth:`force_kernel`'s (and :meth:`activation_force_kernel`'s) result is a new array at
+    #: every call, kept nowhere else: the composed force of a system may then add the other terms into it in
+    #: place (the same values as ``out + g``) instead of allocating a sum.  ``False`` (the default) is always safe.
+    force_kernel_fresh: bool = False
+
     #: Width ``k`` of the node *activation* ``a(q, θ)`` (shape ``(B, k)``) that the term's force and its
     #: ``∂_θ L_i`` share (0: none); see :meth:`activation_force_kernel`.
     activation_width: int = 0

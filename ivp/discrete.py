@@ -835,16 +835,10 @@ class DiscreteLagrangian(AbstractDiscreteLagrangian):
         items, times = list(X.items()), self._chain().tolist()
 
         def force(j: int, q):
-            x = {}  # a new dict per node: callers may keep it
-            for name, a in items:
-                x[name] = a[j]
-            return kernel(q, x, times[j])
+            return kernel(q, {name: a[j] for name, a in items}, times[j])  # a new dict per node: callers may keep it
 
         def recording(j: int, q):
-            x = {}
-            for name, a in items:
-                x[name] = a[j]
-            return kernel(q, x, times[j], j)
+            return kernel(q, {name: a[j] for name, a in items}, times[j], j)
 
         return recording if indexed else force
 

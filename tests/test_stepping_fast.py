@@ -163,3 +163,28 @@ def test_leapfrog_in_place_bit_for_bit(family, kw):
             F = kernel(q, {name: a[k + 1] for name, a in X.items()}, grid.times[k + 1])
             p = ph + 0.5 * grid.h * F
             assert np.array_equal(Q[k + 1], q) and np.array_equal(P[k + 1], p), (family, eps, k)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("batch", [None, 3])
+def test_fresh_force_kernels_return_new_arrays(family, batch):
+    """A term declaring ``force_kernel_fresh`` returns at every call a new array that shares memory with
+    nothing it was given nor with its previous result (the composed force adds the other terms into it);
+    the composed kernel equals :func:`glep.system.position_force` bit for bit, free and nudged, real and complex."""
+    from glep.system import position_force, position_force_kernel
+
+    pr = Problem.from_model(FAMILIES[family](batch=batch), steps=20)
+    sys_, th = pr.system, pr.theta
+    q0, _, _ = pr.boundary.states(sys_, th)
+    x = {k: s.sample(np.array([0.3]))[0] for k, s in sys_.signals.items()}
+    for q in (q0 + 0.1, q0 + 0.1 + 1e-20j):
+        for term in sys_.terms:
+            kernel = None if term.depends_on_velocity else term.force_kernel(th)
+            if kernel is None or not term.force_kernel_fresh:
+                continue
+            g1, g2 = kernel(q, x, 0.3), kernel(q, x, 0.3)
+            assert np.array_equal(g1, g2) and not np.shares_memory(g1, g2), term.describe()
+            assert not np.shares_memory(g1, q) and not any(np.shares_memory(g1, a) for a in x.values())
+        for beta in (0.0, 0.05):
+            got = position_force_kernel(sys_, th, beta)(q, x, 0.3)
+            assert np.array_equal(got, position_force(sys_, q, th, x, 0.3, beta)), (family, beta)
