@@ -217,6 +217,9 @@ class AbstractDiscreteLagrangian(ABC):
     * ``theta_jvp(k, q₀, q₁, δθ)``: ``(∂_θD₁L_d·δθ, ∂_θD₂L_d·δθ)``;
     * ``d12_matrix`` / ``solve_d12``: ``D₁₂L_d = ∂²L_d/∂q₀∂q₁`` and solves
       with it (or its transpose), the Jacobian of the step map;
+    * ``step_equations(k, q₀)``: the two above as functions of ``q₁`` for one
+      step (default: ``momenta`` and ``solve_d12``; an implementation may
+      prepare the step's data once for all iterations of the implicit step);
     * the sums along a stored chain ``Q`` (``theta_gradient_sum``,
       ``theta_vjp_sum``): ``Σ_k`` of the two θ-derivatives above;
     * ``segment(k0, k1)`` and ``mirrored()``: the same discrete Lagrangian on

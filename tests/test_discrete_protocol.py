@@ -136,6 +136,11 @@ def test_slot_derivatives_and_hessian_actions_match_the_complex_step(name, seed)
     _close(np.einsum("bij,bj->bi", J, x), d0, 1e-11)
     xt = dl.solve_d12(k, q0, q1, d0, transpose=True)
     _close(np.einsum("bji,bj->bi", J, xt), d0, 1e-11)
+    # one step's equations (what the implicit step iterates on): the slot derivatives and the solve
+    momenta, solve = dl.step_equations(k, q0)
+    for got, want in zip(momenta(q1), (D1, D2)):
+        _close(got, want, 1e-15)
+    _close(solve(q1, d0), x, 1e-15)
 
 
 @pytest.mark.parametrize("name", NAMES)
