@@ -371,15 +371,18 @@ class LogCoshLayer(PotentialTerm):
 
     def force_kernel(self, theta):
         W, b = np.asarray(theta[self.weight]), np.asarray(theta[self.bias])
-        activation = self.activation_force_kernel(theta)
-        scratch: dict = {}  # one activation buffer per (shape, dtype), reused at every call
+        WT, mW = W.T, -W
+        matmul, add, tanh = np.matmul, np.add, np.tanh
+        scratch: dict = {}  # one activation buffer per (shape, dtype) of q, reused at every call
 
-        def force(q, x, t):
-            key = (q.shape, q.dtype)
-            a = scratch.get(key)
+        def force(q, x, t):  # the operations of activation_force_kernel, into our own buffer
+            a = scratch.get((q.shape, q.dtype))
             if a is None:
-                a = scratch[key] = np.empty(q.shape[:-1] + (self.h,), np.result_type(q, W, b))
-            return activation(q, x, t, a)
+                a = scratch[(q.shape, q.dtype)] = np.empty(q.shape[:-1] + (self.h,), np.result_type(q, W, b))
+            matmul(q, WT, out=a)
+            add(a, b, out=a)
+            tanh(a, out=a)
+            return a @ mW
 
         return force
 
@@ -389,9 +392,13 @@ class LogCoshLayer(PotentialTerm):
         W, b = np.asarray(theta[self.weight]), np.asarray(theta[self.bias])
         WT, mW = W.T, -W
         matmul, add, tanh = np.matmul, np.add, np.tanh
+        dtypes: dict = {}  # q's dtype -> the activation's
 
         def force(q, x, t, a):
-            if a.shape != q.shape[:-1] + (self.h,) or a.dtype != np.result_type(q, W, b):
+            want = dtypes.get(q.dtype)
+            if want is None:
+                want = dtypes[q.dtype] = np.result_type(q, W, b)
+            if a.dtype != want or a.shape != q.shape[:-1] + (self.h,):
                 s = tanh(q @ WT + b)  # another dtype or shape: the plain kernel, its activation stored
                 a[...] = s
                 return s @ mW
