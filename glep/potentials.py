@@ -153,20 +153,33 @@ class SpringCoupling(PotentialTerm):
         ``F[i_e] += f_e, F[j_e] −= f_e`` with ``f = −J ∘ (q_i − q_j)``.  For a chain this adds the same
         two numbers per node as ``f @ D`` (the same values bit for bit); in general to round-off."""
         mJ = -np.asarray(theta[self.name])
-        if not len(self.edges) or np.any(self.edges[:, 0] == self.edges[:, 1]):
+        add = self.force_add_kernel(theta)
+        if add is None:
             return lambda q, x, t: self._back(mJ * self._diff(q))
-        groups = [(_as_slice(self.edges[e, 0]), _as_slice(self.edges[e, 1]), mJ[e]) for e in _edge_groups(self.edges)]
 
         def force(q, x, t):
             q = np.asarray(q)
             out = np.zeros(q.shape, np.result_type(q, mJ))
+            add(q, x, t, out)
+            return out
+
+        return force
+
+    def force_add_kernel(self, theta):
+        """``(q, x, t, out) ↦ out += −Dᵀ(J ∘ Dq)`` by edge groups (:meth:`force_kernel`'s scatter, into the
+        caller's sum): ``None`` for self-loops or no edges, or complex ``J``."""
+        mJ = -np.asarray(theta[self.name])
+        if not len(self.edges) or np.any(self.edges[:, 0] == self.edges[:, 1]) or np.iscomplexobj(mJ):
+            return None
+        groups = [(_as_slice(self.edges[e, 0]), _as_slice(self.edges[e, 1]), mJ[e]) for e in _edge_groups(self.edges)]
+
+        def add(q, x, t, out):
             for i, j, mJe in groups:
                 f = mJe * (q[..., i] - q[..., j])
                 out[..., i] += f
                 out[..., j] -= f
-            return out
 
-        return force
+        return add
 
     def potential_hessian_action(self, q, theta, x, t, dq):
         return self._back(theta[self.name] * self._diff(dq))

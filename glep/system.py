@@ -334,7 +334,8 @@ def position_force(system: LagrangianSystem, q, theta, x, t, beta=0.0):
 
 def position_force_kernel(system: LagrangianSystem, theta, beta=0.0, activations: dict | None = None):
     """``(q, x, t) ↦ ∂_q L_β``: :func:`position_force` with everything that depends on ``θ`` and ``β``
-    alone prepared once (each term's :meth:`~glep.terms.Term.force_kernel`), the same values bit for bit.
+    alone prepared once (each term's :meth:`~glep.terms.Term.force_kernel`), the same values to round-off
+    (bit for bit unless a term adds itself into the running sum, :meth:`~glep.terms.Term.force_add_kernel`).
 
     The explicit stepping loops call it once per step.  With ``activations`` (``{i: A_i}``, ``A_i`` of shape
     ``(nodes, B, k_i)`` for terms ``system.terms[i]`` with an
@@ -350,16 +351,19 @@ def position_force_kernel(system: LagrangianSystem, theta, beta=0.0, activations
             if kernel is None:
                 raise InputError(f"term {i} ({term.describe()}) has no activation_force_kernel to record")
             parts.append((lambda q, x, t, kernel=kernel, A=activations[i]: kernel(q, x, t, A[node[0]]),
-                          term.force_kernel_fresh))
+                          term.force_kernel_fresh, None))
         elif not term.depends_on_velocity:
             kernel = term.force_kernel(theta)
-            parts.append((kernel, term.force_kernel_fresh) if kernel is not None
-                         else (_gradient_kernel(term, theta), False))
+            parts.append((kernel, term.force_kernel_fresh, term.force_add_kernel(theta)) if kernel is not None
+                         else (_gradient_kernel(term, theta), False, None))
     cost = system.cost if nudged(beta) and system.cost is not None else None
 
     def force(q, x, t):
         out, owned = None, False
-        for kernel, fresh in parts:
+        for kernel, fresh, add in parts:
+            if add is not None and owned and out.shape == q.shape and out.dtype == q.dtype:
+                add(q, x, t, out)  # the term adds itself into our sum
+                continue
             g = kernel(q, x, t)
             if g is None:
                 continue

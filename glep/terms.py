@@ -129,8 +129,17 @@ class Term(ABC):
         """Optional fast ``(q, x, t) ↦ ∂_q L_i`` with everything that depends on ``θ`` alone precomputed.
 
         The explicit (Störmer–Verlet) stepping loop calls it once per step; a kernel must return
-        exactly (bit for bit) ``self.gradient(q, None, θ, x, t)[0]``.  ``None`` (the default): the
-        loop calls :meth:`gradient`.
+        exactly (bit for bit) ``self.gradient(q, None, θ, x, t)[0]`` (so that a system's composed force is
+        :func:`glep.system.position_force` bit for bit unless a term adds itself in with
+        :meth:`force_add_kernel`).  ``None`` (the default): the loop calls :meth:`gradient`.
+        """
+        return None
+
+    def force_add_kernel(self, theta: Params):
+        """Optional ``(q, x, t, out) ↦ None`` adding ``∂_q L_i`` into ``out`` (``q``'s shape and dtype, the
+        caller's running sum of the other terms' forces): the values of ``out + force_kernel(θ)(q, x, t)`` to
+        round-off (the additions may be grouped differently), without the term's own array.  ``None`` (the
+        default): the sum adds :meth:`force_kernel`'s result.
         """
         return None
 

@@ -49,7 +49,6 @@ from glep.grid import TimeGrid
 from glep.system import (
     LagrangianSystem,
     nudged,
-    position_force,
     position_force_kernel,
     position_hessian_action,
     position_theta_jvp,
@@ -817,9 +816,9 @@ class DiscreteLagrangian(AbstractDiscreteLagrangian):
 
     # -- explicit (separable, trapezoid) Störmer–Verlet pieces ---------------
     def force(self, k: int, end: int, q):
-        """``∂_q L_β`` at node ``k + end`` (separable systems)."""
-        j = k + end
-        return position_force(self.system, q, self.theta, self.node_inputs(j), self.node_time(j), self.beta)
+        """``∂_q L_β`` at node ``k + end`` (separable systems): the kernel of :meth:`node_force` that the
+        stepping loops call (the terms' force kernels, :func:`glep.system.position_force` to round-off)."""
+        return self.node_force()(k + end, q)
 
     def node_force(self, activations: dict | None = None):
         """``(j, q) ↦ ∂_q L_β`` at node ``j``: :meth:`force` with the terms' kernels prepared once

@@ -19,6 +19,8 @@ from glep.ivp.stepping import _diagonal_mass, explicit_step
 from glep.kinetic import DiagonalMass
 from glep.models import FAMILIES
 
+EPS = np.finfo(float).eps
+
 
 def _by_explicit_steps(dl, q0, p0):
     """``(Q, P)``: ``N`` calls of ``explicit_step``, recorded."""
@@ -98,6 +100,17 @@ def test_spring_force_kernel(edges, shape):
             assert np.array_equal(got, want)
         else:
             assert np.max(np.abs(got - want)) <= 8 * np.finfo(float).eps * np.max(np.abs(want))
+        # the same force added into a running sum (force_add_kernel): that sum plus the force, to round-off
+        base = rng.standard_normal(shape).astype(q.dtype)
+        out = base.copy()
+        term.force_add_kernel(theta)(q, None, 0.0, out)
+        i, j = np.asarray(edges).T
+        edge = np.abs(theta["J"] * (q[..., i] - q[..., j]))  # |f_e|: each edge's summand at both its ends
+        scale = np.abs(base).astype(float)
+        np.add.at(scale.reshape(-1, 7), (slice(None), i), edge.reshape(-1, len(edges)))
+        np.add.at(scale.reshape(-1, 7), (slice(None), j), edge.reshape(-1, len(edges)))
+        assert np.all(np.abs(out - (base + want)) <= 4 * np.finfo(float).eps * scale)
+    assert term.force_add_kernel({"J": theta["J"] + 0j}) is None  # complex J: no add kernel (dtype of the sum)
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the blow-up under test
@@ -169,22 +182,35 @@ def test_leapfrog_in_place_bit_for_bit(family, kw):
 @pytest.mark.parametrize("batch", [None, 3])
 def test_fresh_force_kernels_return_new_arrays(family, batch):
     """A term declaring ``force_kernel_fresh`` returns at every call a new array that shares memory with
-    nothing it was given nor with its previous result (the composed force adds the other terms into it);
-    the composed kernel equals :func:`glep.system.position_force` bit for bit, free and nudged, real and complex."""
+    nothing it was given nor with its previous result (the composed force adds the other terms into it).
+    The composed kernel is :func:`glep.system.position_force` bit for bit when no term adds itself into the
+    sum (``force_add_kernel``), else to the rounding of the sum (``4ε Σ_i |∂_q L_i|``), free and nudged,
+    real and complex."""
     from glep.system import position_force, position_force_kernel
 
     pr = Problem.from_model(FAMILIES[family](batch=batch), steps=20)
     sys_, th = pr.system, pr.theta
-    q0, _, _ = pr.boundary.states(sys_, th)
+    rng = np.random.default_rng(7)
+    q0 = rng.standard_normal((batch or 1, sys_.n))
     x = {k: s.sample(np.array([0.3]))[0] for k, s in sys_.signals.items()}
-    for q in (q0 + 0.1, q0 + 0.1 + 1e-20j):
-        for term in sys_.terms:
-            kernel = None if term.depends_on_velocity else term.force_kernel(th)
+    potentials = [t for t in sys_.terms if not t.depends_on_velocity]
+    adds = any(t.force_add_kernel(th) is not None for t in potentials)
+    for q in (q0, q0 + 1e-20j * rng.standard_normal(q0.shape)):
+        for term in potentials:
+            kernel = term.force_kernel(th)
             if kernel is None or not term.force_kernel_fresh:
                 continue
             g1, g2 = kernel(q, x, 0.3), kernel(q, x, 0.3)
             assert np.array_equal(g1, g2) and not np.shares_memory(g1, g2), term.describe()
             assert not np.shares_memory(g1, q) and not any(np.shares_memory(g1, a) for a in x.values())
+        parts = [t.gradient(q, None, th, x, 0.3)[0] for t in potentials]
         for beta in (0.0, 0.05):
             got = position_force_kernel(sys_, th, beta)(q, x, 0.3)
-            assert np.array_equal(got, position_force(sys_, q, th, x, 0.3, beta)), (family, beta)
+            want = position_force(sys_, q, th, x, 0.3, beta)
+            if not adds:
+                assert np.array_equal(got, want), (family, beta)
+                continue
+            summands = parts + [want - position_force(sys_, q, th, x, 0.3)]  # the nudge's own summand
+            for part in (np.real, np.imag):  # each part to the rounding of its own sum
+                bound = 4 * EPS * sum(np.abs(part(g)) for g in summands)
+                assert np.all(np.abs(part(got) - part(want)) <= bound), (family, beta, part.__name__)
