@@ -358,21 +358,10 @@ def position_force_kernel(system: LagrangianSystem, theta, beta=0.0, activations
                          else (_gradient_kernel(term, theta), False, None))
     cost = system.cost if nudged(beta) and system.cost is not None else None
 
-    def force(q, x, t):
-        out, owned = None, False
-        for kernel, fresh, add in parts:
-            if add is not None and owned and out.shape == q.shape and out.dtype == q.dtype:
-                add(q, x, t, out)  # the term adds itself into our sum
-                continue
-            g = kernel(q, x, t)
-            if g is None:
-                continue
-            if out is None:
-                out, owned = g, fresh and g.shape == q.shape  # a new array of q's shape: ours to add into
-            elif owned and out.shape == q.shape and g.dtype == out.dtype:
-                out += g  # our own sum: added in place (same values as out + g)
-            else:
-                out, owned = out + g, True
+    adding = any(add is not None for _, _, add in parts)
+    kernels = [kernel for kernel, _, _ in parts]
+
+    def finish(out, owned, q, x, t):
         if out is None:
             out, owned = np.zeros_like(q), True
         if cost is not None:
@@ -382,6 +371,40 @@ def position_force_kernel(system: LagrangianSystem, theta, beta=0.0, activations
             cost.add_gradient(out, q, x, t, beta)
             return out
         return out if out.shape == q.shape else out + np.zeros_like(q)
+
+    def force_plain(q, x, t):  # no term adds itself: the sum of the kernels' results
+        out, owned = None, False
+        for kernel in kernels:
+            g = kernel(q, x, t)
+            if g is None:
+                continue
+            if out is None:
+                out = g
+            elif owned and out.shape == q.shape and g.dtype == out.dtype:
+                out += g  # our own sum: added in place (same values as out + g)
+            else:
+                out, owned = out + g, True
+        return finish(out, owned, q, x, t)
+
+    def force_adding(q, x, t):  # some terms add themselves into the sum: a first new array is ours to add into
+        out, mine = None, False  # mine: out is our own array of q's shape
+        for kernel, fresh, add in parts:
+            if mine and add is not None and out.dtype == q.dtype:
+                add(q, x, t, out)
+                continue
+            g = kernel(q, x, t)
+            if g is None:
+                continue
+            if out is None:
+                out, mine = g, fresh and g.shape == q.shape
+            elif mine and g.dtype == out.dtype:
+                out += g
+            else:
+                out = out + g
+                mine = out.shape == q.shape
+        return finish(out, mine, q, x, t)
+
+    force = force_adding if adding else force_plain
 
     if not activations:
         return force
