@@ -8,7 +8,8 @@ the inputs sampled once at the grid nodes, diagonal masses as ``(p + (h/2)F)/m``
     v̄ = M⁻¹(p + (h/2)F),   q ← q + h v̄,   F ← F(q),   p ← M v̄ + (h/2)F.
 
 Both give the same final state (checked to 1e-12 relative before timing).  ``h = 0.008``, 1000 steps,
-unbatched and batched; CPU time (``time.process_time``), the cases interleaved, best of ``--repeats``, and
+unbatched and batched; CPU time (``time.process_time``), the cases interleaved (their order rotated from
+one repeat to the next), best of ``--repeats``, and
 the median of glep/loop within each interleaved repeat (robust to bursts of load on a shared machine).
 The gyroscopic family is not separable: its default integrator is the implicit midpoint rule, and its
 hand-written loop (:func:`gyroscopic_midpoint`) is that step written out — the residual ``D₁L_d + p₀``, the
@@ -217,10 +218,11 @@ def best_times(family, n, hidden, batch, steps, repeats, before=None) -> dict[st
         old = before.integrate(dl, q0, p0, store=False)
         assert all(np.array_equal(x, y) for x, y in zip(old, a)), "not the same final state bit for bit"
         cases["before"] = lambda: before.integrate(dl, q0, p0, store=False)
-    best, paired = dict.fromkeys(cases, np.inf), []
-    for _ in range(repeats):
+    best, paired, names = dict.fromkeys(cases, np.inf), [], list(cases)
+    for r in range(repeats):
         took = {}
-        for name, run in cases.items():
+        for name in names[r % len(names):] + names[:r % len(names)]:  # rotated: no case always follows another
+            run = cases[name]
             t = time.process_time()
             run()
             took[name] = time.process_time() - t
@@ -236,9 +238,16 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--families", default=",".join(FAMILIES))
     ap.add_argument("--before", default=None, help="git revision whose ivp/stepping.py is timed too")
+    ap.add_argument("--sizes", default=None,
+                    help="n:batch pairs of SIZES to run, comma-separated (batch 0: unbatched), e.g. 32:16,64:0")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, one repeat (the smoke test)")
     args = ap.parse_args(argv)
     sizes = ((4, 3, None), (4, 3, 2)) if args.smoke else SIZES
+    if args.sizes and not args.smoke:
+        wanted = {tuple(int(v) for v in pair.split(":")) for pair in args.sizes.split(",")}
+        sizes = tuple(size for size in SIZES if (size[0], size[2] or 0) in wanted)
+        if not sizes:
+            ap.error(f"--sizes {args.sizes!r} selects none of {[(n, b or 0) for n, _, b in SIZES]}")
     if args.smoke:
         args.repeats, args.steps = 1, 50
     before = stepping_at(args.before) if args.before else None
