@@ -135,7 +135,7 @@ def gyroscopic_midpoint(th: dict, G, gamma: float, h: float, alpha: float = 0.1)
             qb = 0.5 * (q0 + q1)
             Jm = np.broadcast_to(C, qb.shape + (n,)).copy()
             Jm[:, diag, diag] -= 0.75 * h * alpha * qb * qb
-            if len(Jm) == 1:  # one system: LAPACK's gesv directly (NumPy's batched solve costs 2-3× more here)
+            if len(Jm) == 1:  # one system: LAPACK's gesv directly, as glep._newton.dense_solve
                 dx = dgesv(Jm[0], r[0])[2][None]
             else:
                 dx = np.linalg.solve(Jm, r[..., None])[..., 0]
