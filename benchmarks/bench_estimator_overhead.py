@@ -8,9 +8,9 @@ its own free pass, reversibility check and contrasts are included, with a centre
 * echo, RHEL, PFVP: declared ``1 + #β = 3`` passes (``AbstractEstimator.passes``);
 * CIVP + residual: ``1 + #β + P`` (one tangent pass per parameter), on the small systems only.
 
-CPU time (``time.process_time``), the cases interleaved, best of ``--repeats``; the ratio
-*measured / declared* is the extra work beyond the pass count (1.0: none).  ``--profile NAME``
-prints cProfile's top entries for one estimator at the first size.
+CPU time (``time.process_time``), the cases interleaved (their order rotated between repeats), best of
+``--repeats``; the ratio *measured / declared* is the extra work beyond the pass count (1.0: none).
+``--profile NAME`` prints cProfile's top entries for one estimator at the first size.
 
 The pass count leaves out the contrasts' own arithmetic, so every system also has a **hand-written
 floor** (:func:`hand_echo`): the same mathematics and discretisation written directly in NumPy, no glep
@@ -296,9 +296,10 @@ def measure(problem: Problem, repeats: int) -> tuple[dict[str, float], dict]:
     errors = {name: check_floor(problem, name, ests[name], floor, scale) for name in FLOORED}
     for fn in run.values():
         fn()
-    best = dict.fromkeys(run, np.inf)
-    for _ in range(repeats):
-        for name, fn in run.items():
+    best, names = dict.fromkeys(run, np.inf), list(run)
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:  # rotated: no case always follows another
+            fn = run[name]
             t = time.process_time()
             fn()
             best[name] = min(best[name], time.process_time() - t)
