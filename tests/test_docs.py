@@ -50,11 +50,12 @@ def test_the_guide_runs(tmp_path, monkeypatch):
                          capture_output=True, text=True, timeout=300)
     assert cli.returncode == 0, cli.stderr
     blocks = _python_blocks(DOCS / "guide.md")
-    assert len(blocks) == 8
+    assert len(blocks) == 9
     import importlib.util
 
-    if importlib.util.find_spec("jax") is None:  # block 8 needs the optional extra glep[jax]
-        blocks = blocks[:7]
+    has_jax = importlib.util.find_spec("jax") is not None
+    if not has_jax:  # block 8 needs the optional extra glep[jax]
+        blocks = blocks[:7] + blocks[8:]
     namespace = {"__name__": "__guide__"}
     outputs = []
     for i, block in enumerate(blocks):
@@ -85,6 +86,12 @@ def test_the_guide_runs(tmp_path, monkeypatch):
     # 7: the CBVP contrast on a space-time wave solution matches the FE discrete adjoint
     assert float(re.findall(r"relative error ([0-9.e+-]+)", outputs[6])[0]) < 1e-6, outputs[6]
     # 8: the compiled path's echo equals the NumPy path's (the block asserts it to 1e-12)
-    if len(blocks) == 8:
+    if has_jax:
         assert namespace["compiled"].integrator.backend == "jax" and set(namespace["fast"].theta) == set(
             namespace["slow"].theta)
+    # 9: a NumPy term of one's own with the fast hooks: the composed force is the sum of the terms' gradients
+    # to round-off, and the echo matches the discrete adjoint
+    last = outputs[-1]
+    assert float(re.findall(r"gradients: ([0-9.e+-]+)", last)[0]) <= 64 * np.finfo(float).eps * (
+        np.max(np.abs(namespace["summed"]))), last
+    assert float(re.findall(r"relative error ([0-9.e+-]+)", last)[0]) < 1e-6, last
