@@ -85,7 +85,8 @@ def dense_solve(J: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     which dominates at the sizes of one implicit step.  A singular ``J`` raises
     :class:`numpy.linalg.LinAlgError` either way.
     """
-    gesv = _gesv(J.dtype.char) if J.shape[0] == 1 and rhs.ndim == 2 and rhs.dtype == J.dtype else None
+    one = J.shape[0] == 1 and rhs.shape[:-1] == (1,) and rhs.dtype == J.dtype
+    gesv = _gesv(J.dtype.char) if one else None
     if gesv is not None:
         _, _, x, info = gesv(J[0], rhs[0])
         if info > 0:

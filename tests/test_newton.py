@@ -42,8 +42,8 @@ def test_dense_solve_solves(B, n, complex_, seed):
 
 
 def test_dense_solve_mixed_dtypes_and_tangent_axes():
-    """A real Jacobian with a complex right-hand side, and right-hand sides with a leading tangent axis
-    (the forward sensitivities), take NumPy's broadcasting solve."""
+    """A real Jacobian with a complex right-hand side, right-hand sides with a leading tangent axis (the
+    forward sensitivities) and one system with several right-hand sides take NumPy's broadcasting solve."""
     J, r = _system(np.random.default_rng(2), 1, 5, False)
     rc = r + 1j * r[::-1]
     x = dense_solve(J, rc)
@@ -52,6 +52,9 @@ def test_dense_solve_mixed_dtypes_and_tangent_axes():
     X = dense_solve(J, R)
     assert X.shape == R.shape
     assert np.allclose(np.einsum("bij,tbj->tbi", J, X), R, rtol=0, atol=64 * EPS * np.abs(R).max())
+    R2 = R[:, 0]  # one system, three right-hand sides as rows: J broadcast over them, not the first row only
+    X2 = dense_solve(J, R2)
+    assert X2.shape == R2.shape and np.allclose(X2, X[:, 0], rtol=0, atol=64 * EPS * np.abs(X).max())
 
 
 @pytest.mark.parametrize("B", [1, 3])
