@@ -37,17 +37,17 @@ import os
 import pstats
 import time
 
+import bench_forward_loop
 import numpy as np
+from bench_forward_loop import interleaved, paired_median
 
 from glep.estimators.contrast import CIVPContrast, Echo, PFVPContrast
 from glep.estimators.nudging import Centred
 from glep.estimators.problem import Problem
 from glep.estimators.rhel import RHEL
 from glep.ivp import integrate
-from glep.models import FAMILIES
 
 BETA = 1e-4
-H = 0.008
 #: (family, n, hidden, batch)
 SYSTEMS = (("hru_logcosh", 32, 32, 16), ("hru_logcosh", 64, 64, 64), ("coupled_oscillators", 32, None, 16),
            ("pendulum_chain", 32, None, 16), ("coupled_oscillators", 8, None, 16))
@@ -61,10 +61,8 @@ MAX_P_RESIDUAL = 100
 
 
 def build(family, n, hidden, batch, steps) -> Problem:
-    kw = {"n": n, "batch": batch, "T": steps * H}
-    if family == "hru_logcosh":
-        kw["hidden"] = hidden
-    problem = Problem.from_model(FAMILIES[family](**kw), steps=steps)
+    """:func:`bench_forward_loop.build` (the same problems, ``h = 0.008``), its family noted."""
+    problem = bench_forward_loop.build(family, n, hidden, batch, steps)
     problem.meta["bench_family"] = family  # the FAMILIES key, for the hand-written floor
     return problem
 
@@ -297,19 +295,9 @@ def measure(problem: Problem, repeats: int) -> tuple[dict[str, float], dict, dic
     errors = {name: check_floor(problem, name, ests[name], floor, scale) for name in FLOORED}
     for fn in run.values():
         fn()
-    best, names, took = dict.fromkeys(run, np.inf), list(run), []
-    for r in range(repeats):
-        took.append({})
-        for name in names[r % len(names):] + names[:r % len(names)]:  # rotated: no case always follows another
-            fn = run[name]
-            t = time.process_time()
-            fn()
-            took[-1][name] = time.process_time() - t
-            best[name] = min(best[name], took[-1][name])
-    # glep / hand-written within each repeat, median over the repeats (a burst of load moves one pair, not this)
+    best, took = interleaved(run, repeats)
     pairs = {name: HAND for name in FLOORED} | {"forward (store=False)": HAND_FORWARD}
-    paired = {name: float(np.median([t[name] / t[ref] for t in took])) for name, ref in pairs.items()}
-    return best, errors, paired
+    return best, errors, {name: paired_median(took, name, ref) for name, ref in pairs.items()}
 
 
 def profile(problem: Problem, name: str, top: int = 25) -> None:

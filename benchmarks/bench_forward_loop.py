@@ -218,18 +218,29 @@ def best_times(family, n, hidden, batch, steps, repeats, before=None) -> dict[st
         old = before.integrate(dl, q0, p0, store=False)
         assert all(np.array_equal(x, y) for x, y in zip(old, a)), "not the same final state bit for bit"
         cases["before"] = lambda: before.integrate(dl, q0, p0, store=False)
-    best, paired, names = dict.fromkeys(cases, np.inf), [], list(cases)
-    for r in range(repeats):
-        took = {}
-        for name in names[r % len(names):] + names[:r % len(names)]:  # rotated: no case always follows another
-            run = cases[name]
-            t = time.process_time()
-            run()
-            took[name] = time.process_time() - t
-            best[name] = min(best[name], took[name])
-        paired.append(took["glep"] / took["loop"])
-    best["paired"] = float(np.median(paired))  # glep/loop of each interleaved pair, median: robust to bursts
+    best, took = interleaved(cases, repeats)
+    best["paired"] = paired_median(took, "glep", "loop")
     return best
+
+
+def interleaved(cases: dict, repeats: int) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """Each case's best CPU time over ``repeats`` interleaved repeats, the order of the cases rotated from one
+    repeat to the next (no case always follows another), and every repeat's times."""
+    best, names, took = dict.fromkeys(cases, np.inf), list(cases), []
+    for r in range(repeats):
+        took.append({})
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            t = time.process_time()
+            cases[name]()
+            took[-1][name] = time.process_time() - t
+            best[name] = min(best[name], took[-1][name])
+    return best, took
+
+
+def paired_median(took: list[dict[str, float]], name: str, reference: str) -> float:
+    """The median over the repeats of ``name``'s time over ``reference``'s within one repeat (a burst of load on a
+    shared machine moves one pair, not the median)."""
+    return float(np.median([t[name] / t[reference] for t in took]))
 
 
 def main(argv=None) -> int:

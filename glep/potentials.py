@@ -388,7 +388,9 @@ class LogCoshLayer(PotentialTerm):
         matmul, add, tanh = np.matmul, np.add, np.tanh
         scratch: dict = {}  # one activation buffer per (shape, dtype) of q, reused at every call
 
-        def force(q, x, t):  # the operations of activation_force_kernel, into our own buffer
+        # the operations of activation_force_kernel, written out into our own buffer: calling it (with its
+        # dtype and shape checks) measured ≈ 5 % slower on the unbatched log-cosh HRU (interleaved A/B)
+        def force(q, x, t):
             a = scratch.get((q.shape, q.dtype))
             if a is None:
                 a = scratch[(q.shape, q.dtype)] = np.empty(q.shape[:-1] + (self.h,), np.result_type(q, W, b))
